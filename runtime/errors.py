@@ -1,0 +1,30 @@
+"""Errors the runtime raises for bad input. Each message says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class RuntimeInputError(Exception):
+    """Base for problems with what the user gave us (files, names, options), not bugs.
+
+    The CLI prints these as one line and exits with status 2; the server answers them with 400.
+    """
+
+
+class AudioError(RuntimeInputError):
+    """Audio that cannot be read: missing, empty, corrupt, truncated or not audio at all."""
+
+
+class ModelNotFoundError(RuntimeInputError):
+    """A model name or path that does not resolve to weights we can read."""
+
+
+class ModelFormatError(RuntimeInputError):
+    """A model folder whose files are present but malformed or of an unsupported layout."""
+
+
+class ProfileError(RuntimeInputError):
+    """An unknown profile name, or a profile file that does not validate."""
+
+
+class BackendUnavailableError(RuntimeInputError):
+    """A backend that cannot run here (package missing, device absent, provider failed)."""
