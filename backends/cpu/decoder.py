@@ -1,0 +1,73 @@
+"""The numpy decoder's KV-cached state, implementing ``runtime.backend.DecoderState``.
+
+Self-attention caches are preallocated to the text context (448 tokens) so a step writes in
+place instead of concatenating. Cross-attention keys and values are computed once per window and
+shared by every row decoding that window (beam hypotheses point at the same arrays until rows of
+different windows are mixed by a ``keep``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.cpu.model import NumpyWhisper, layer_norm
+
+
+class NumpyDecoderState:
+    def __init__(self, net: NumpyWhisper, features: np.ndarray) -> None:
+        self.net = net
+        features = np.asarray(features, dtype=net.dtype)
+        self.n_rows = features.shape[0]
+        # per layer: (K, V) of shape (n_windows, H, 1500, dh), computed once
+        self._cross_base = [self._cross_kv(b, features) for b in net.dec_blocks]
+        self._window_of_row = np.arange(self.n_rows)
+        self._cross = self._cross_base
+        dims = net.dims
+        shape = (self.n_rows, dims.n_text_head, dims.n_text_ctx, dims.n_text_state // dims.n_text_head)
+        self._k = [np.zeros(shape, net.dtype) for _ in net.dec_blocks]  # (B, H, ctx, dh)
+        self._v = [np.zeros(shape, net.dtype) for _ in net.dec_blocks]
+        self.length = 0
+
+    @staticmethod
+    def _cross_kv(block, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = block.cross_attn
+        return a.split(a.key(features)), a.split(a.value(features))
+
+    def keep(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        self._k = [k[rows] for k in self._k]
+        self._v = [v[rows] for v in self._v]
+        windows = self._window_of_row[rows]
+        if not np.array_equal(windows, self._window_of_row):
+            self._window_of_row = windows
+            self._cross = [(k[windows], v[windows]) for k, v in self._cross_base]
+        self.n_rows = len(rows)
+
+    def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
+        tokens = np.asarray(tokens, dtype=np.int64)
+        b, t = tokens.shape
+        if b != self.n_rows:
+            raise ValueError(f"decoder state holds {self.n_rows} rows, got tokens for {b}")
+        start, end = self.length, self.length + t
+        if end > self.net.dims.n_text_ctx:
+            raise ValueError(f"token sequence longer than the text context ({end})")
+        net = self.net
+        x = net.token_embedding[tokens] + net.dec_pos[start:end]
+        mask = None
+        if t > 1:  # causal within the new tokens; everything cached before is visible
+            mask = np.triu(np.full((t, end), -np.inf, dtype=net.dtype), k=start + 1)
+        for i, block in enumerate(net.dec_blocks):
+            h = layer_norm(x, *block.attn_ln)
+            a = block.attn
+            self._k[i][:, :, start:end] = a.split(a.key(h))
+            self._v[i][:, :, start:end] = a.split(a.value(h))
+            x = x + a.attend(a.split(a.query(h)), self._k[i][:, :, :end],
+                             self._v[i][:, :, :end], mask)
+            h = layer_norm(x, *block.cross_attn_ln)
+            c = block.cross_attn
+            ck, cv = self._cross[i]
+            x = x + c.attend(c.split(c.query(h)), ck, cv)
+            x = x + block.mlp(x)
+        self.length = end
+        picked = layer_norm(x[:, list(positions)], *net.dec_ln)
+        return (picked @ net.embedding_t).astype(np.float32, copy=False)

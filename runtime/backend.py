@@ -1,0 +1,96 @@
+"""The backend contract: what a plugin provides and what the core asks of it.
+
+It follows openai-whisper's ``Inference`` seam: encode a batch of mel windows, then produce logits
+for the next tokens with an explicit KV cache that the caller can rearrange. The decoding loop in
+``runtime.decoding`` drives any backend through these methods only, so every backend yields the
+same tokens for the same logits. Core code asks ``capabilities``; it never asks which backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from runtime.model import WhisperModel
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    # batching
+    batched_encoder: bool = True  # encodes B windows in one call
+    batched_decoder: bool = True  # advances B sequences in one step
+    encoder_batch_sizes: tuple[int, ...] | None = None  # static shapes (NPUs); None = any
+    # features
+    word_timestamps: bool = False  # can return cross-attention weights
+    precisions: tuple[str, ...] = ("fp32",)
+    devices: tuple[str, ...] = ("cpu",)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here, and if not, why (shown by ``runtime detect``)."""
+
+    ok: bool
+    reason: str = ""
+    device: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the runtime asks of a backend when loading a model (the profile's backend options)."""
+
+    precision: str = "fp32"
+    device: str | None = None
+    threads: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific, validated by it
+
+
+class DecoderState(Protocol):
+    """KV caches of B token sequences decoding against the same encoded windows."""
+
+    def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
+        """Append ``tokens`` (B, T) to every row and return float32 logits (B, len(positions), V)
+        at the given positions of those T new tokens."""
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep (and reorder, or repeat) the given rows of the cache: beam search, finished rows."""
+
+
+class Session(Protocol):
+    """One loaded model on one device."""
+
+    model: WhisperModel
+    device: str
+
+    def encode(self, mel: np.ndarray) -> Any:
+        """Encode mel windows (B, n_mels, 3000) to audio features (B, n_audio_ctx, d_model).
+
+        The result may stay on the backend's device; only this session's decoder reads it."""
+
+    def decoder(self, features: Any) -> DecoderState:
+        """A fresh decoder state over the encoded windows, one row per window."""
+
+    def describe(self) -> str:
+        """One line on what really runs where (precision, device, provider placement)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A plugin's backend. Instances are cheap; ``load`` does the work."""
+
+    name: str
+    capabilities: Capabilities
+
+    def available(self) -> Availability: ...
+
+    def load(self, model: WhisperModel, options: LoadOptions) -> Session: ...
+
+
+def features_to_numpy(features: Any) -> np.ndarray:
+    """Bring backend features to the host (for tests and conformance checks)."""
+    return np.asarray(features)

@@ -1,0 +1,131 @@
+"""The ``runtime`` command: ``transcribe`` (and, as they land, ``detect``, ``profiles``, ``serve``).
+
+Bad input never prints a traceback: one line names the file and the problem, the other files
+are still transcribed, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from runtime.errors import RuntimeInputError
+from runtime.writers import WRITERS, format_timestamp
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_transcribe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("transcribe", help="transcribe audio or video files")
+    p.add_argument("files", nargs="+", help="audio/video files (any format FFmpeg reads)")
+    p.add_argument("--model", default="tiny.en",
+                   help="model short name (tiny.en, base) or a model folder (default: tiny.en)")
+    p.add_argument("--language", default=None,
+                   help="spoken language (code or name); default: detect (English for .en models)")
+    p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="beam search width at temperature 0 (default: greedy)")
+    p.add_argument("--best-of", type=int, default=5, help="samples when falling back to t > 0")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="a single sampling temperature (default: 0 with fallback up to 1.0)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="disable temperature fallback (decode at the first temperature only)")
+    p.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
+    p.add_argument("--no-condition-on-previous-text", action="store_true",
+                   help="do not feed each window's text as the next window's prompt")
+    p.add_argument("--output-format", "-f", choices=[*WRITERS, "all"], default=None,
+                   help="write this format to --output-dir (default: print to stdout only)")
+    p.add_argument("--output-dir", "-o", type=Path, default=Path("."),
+                   help="where output files go (default: current directory)")
+    p.add_argument("--backend", default="cpu", help="backend name (default: cpu)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no transcript on stdout")
+    p.add_argument("--verbose", "-v", action="store_true", help="log what runs where")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    overrides: dict = {"beam_size": args.beam_size, "best_of": args.best_of,
+                       "initial_prompt": args.initial_prompt,
+                       "condition_on_previous_text": not args.no_condition_on_previous_text}
+    if args.temperature is not None:
+        overrides["temperature"] = args.temperature
+    elif args.no_fallback:
+        overrides["temperature"] = 0.0
+    return overrides
+
+
+def _progress_bar(duration: float):
+    from tqdm import tqdm
+
+    bar = tqdm(total=round(duration, 1), unit="s", unit_scale=False, leave=False,
+               disable=duration < 60 or not sys.stderr.isatty(), desc="audio")
+
+    def update(done_seconds: float) -> None:
+        bar.n = round(min(done_seconds, duration), 1)
+        bar.refresh()
+
+    return bar, update
+
+
+def _transcribe_one(rt, path: str, args: argparse.Namespace) -> None:
+    from runtime.audio import audio_duration
+
+    duration = audio_duration(path) or 0.0
+    bar, update = _progress_bar(duration)
+    try:
+        result = rt.transcribe(path, language=args.language, task=args.task, progress=update,
+                               **_overrides(args))
+    finally:
+        bar.close()
+    if not args.quiet:
+        for s in result.segments:
+            print(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] {s.text.strip()}")
+    if args.verbose:
+        print(f"{path}: {result.duration:.1f} s of audio, language {result.language}, "
+              f"{result.run.detail}, {sum(result.timings.values()):.2f} s", file=sys.stderr)
+    if args.output_format:
+        formats = list(WRITERS) if args.output_format == "all" else [args.output_format]
+        for fmt in formats:
+            out = WRITERS[fmt]().write_to_dir(result, args.output_dir, Path(path).stem)
+            if args.verbose:
+                print(f"wrote {out}", file=sys.stderr)
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from runtime.api import Runtime
+
+    status = 0
+    try:
+        rt = Runtime(args.model, backend=args.backend)
+        rt.session  # load once, up front: a bad model or backend fails before any file
+    except RuntimeInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for path in args.files:
+        try:
+            _transcribe_one(rt, path, args)
+        except RuntimeInputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runtime", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_transcribe(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"transcribe": cmd_transcribe}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

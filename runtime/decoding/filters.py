@@ -1,0 +1,111 @@
+"""Logit filters: Whisper's rules on which token may come next, over numpy logits.
+
+Each filter *returns* new logits (B, V) given the tokens so far (B, T), so the rules are written
+once for every backend. The rules and their order are openai-whisper's: blank suppression at the
+first sampled position, the suppress list, then the timestamp grammar.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.tokenizer import Tokenizer
+
+NEG_INF = np.float32(-np.inf)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float32; -inf entries stay -inf."""
+    x = logits.astype(np.float32, copy=True)
+    x -= x.max(-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(-1, keepdims=True))
+    return x
+
+
+class LogitFilter:
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """logits (B, V) for the next token of each row of ``tokens`` (B, T) -> filtered logits."""
+        raise NotImplementedError
+
+
+class SuppressBlank(LogitFilter):
+    """No segment may start with a space or end-of-text: that would be an empty transcript."""
+
+    def __init__(self, tokenizer: Tokenizer, sample_begin: int) -> None:
+        self.banned = tokenizer.encode(" ") + [tokenizer.special.eot]
+        self.sample_begin = sample_begin
+
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        if tokens.shape[1] == self.sample_begin:
+            logits = logits.copy()
+            logits[:, self.banned] = NEG_INF
+        return logits
+
+
+class SuppressTokens(LogitFilter):
+    def __init__(self, suppress: list[int]) -> None:
+        self.suppress = list(suppress)
+
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        logits = logits.copy()
+        logits[:, self.suppress] = NEG_INF
+        return logits
+
+
+class ApplyTimestampRules(LogitFilter):
+    """Timestamps come in pairs, never decrease, start the text, and win when they are likelier
+    in total than any single text token (openai-whisper's rules)."""
+
+    def __init__(self, tokenizer: Tokenizer, sample_begin: int,
+                 max_initial_timestamp_index: int | None) -> None:
+        self.eot = tokenizer.special.eot
+        self.no_timestamps = tokenizer.special.no_timestamps
+        self.ts_begin = tokenizer.special.timestamp_begin
+        self.sample_begin = sample_begin
+        self.max_initial_timestamp_index = max_initial_timestamp_index
+
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        logits = logits.copy()
+        logits[:, self.no_timestamps] = NEG_INF
+        for k in range(tokens.shape[0]):
+            self._pair_and_order(logits[k], tokens[k, self.sample_begin:])
+        if tokens.shape[1] == self.sample_begin:
+            logits[:, : self.ts_begin] = NEG_INF  # the text must start with a timestamp
+            if self.max_initial_timestamp_index is not None:
+                logits[:, self.ts_begin + self.max_initial_timestamp_index + 1:] = NEG_INF
+        logprobs = log_softmax(logits)
+        with np.errstate(divide="ignore"):
+            ts_mass = np.log(np.exp(logprobs[:, self.ts_begin:]).sum(-1))
+        text_best = logprobs[:, : self.ts_begin].max(-1)
+        logits[ts_mass > text_best, : self.ts_begin] = NEG_INF
+        return logits
+
+    def _pair_and_order(self, row: np.ndarray, sampled: np.ndarray) -> None:
+        last_was_ts = len(sampled) >= 1 and sampled[-1] >= self.ts_begin
+        penultimate_was_ts = len(sampled) < 2 or sampled[-2] >= self.ts_begin
+        if last_was_ts:
+            if penultimate_was_ts:
+                row[self.ts_begin:] = NEG_INF  # after a pair, text must follow
+            else:
+                row[: self.eot] = NEG_INF  # after text + timestamp, another timestamp or eot
+        timestamps = sampled[sampled >= self.ts_begin]
+        if len(timestamps):
+            # never decrease; and a segment must have non-zero length (prevents loops)
+            last = timestamps[-1] if last_was_ts and not penultimate_was_ts else timestamps[-1] + 1
+            row[self.ts_begin: last] = NEG_INF
+
+
+def suppress_list(tokenizer: Tokenizer, suppress_tokens: tuple[int, ...] | str | None) -> list[int]:
+    """openai-whisper's ``_get_suppress_tokens``: "-1" means the non-speech symbols; special tokens
+    that must never be sampled are always added."""
+    if suppress_tokens is None or suppress_tokens == ():
+        ids: set[int] = set()
+    else:
+        if isinstance(suppress_tokens, str):
+            suppress_tokens = tuple(int(t) for t in suppress_tokens.split(",") if t.strip())
+        ids = {t for t in suppress_tokens if t >= 0}
+        if -1 in suppress_tokens:
+            ids |= set(tokenizer.non_speech_tokens)
+    sp = tokenizer.special
+    ids |= {sp.translate, sp.transcribe, sp.sot, sp.sot_prev, sp.sot_lm, sp.no_speech}
+    return sorted(ids)

@@ -1,0 +1,178 @@
+"""The sequential reference path: 30 s windows, each seeking to the last timestamp of the previous.
+
+This is the long-form algorithm Whisper users know (openai-whisper's ``transcribe``), kept as
+named steps: window, decode with fallback, cut into segments, advance. The batched path is
+measured against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from runtime.backend import Session
+from runtime.decoding import DecodingOptions, DecodingResult, decode
+from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from runtime.mel import log_mel_spectrogram, pad_or_trim
+from runtime.results import Segment
+from runtime.tokenizer import Tokenizer
+
+TIME_PRECISION = 0.02  # seconds per timestamp token: 2 mel frames of 10 ms
+INPUT_STRIDE = 2  # mel frames per encoder output frame (conv2 has stride 2)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    # decoding
+    task: str = "transcribe"
+    language: str | None = None
+    beam_size: int | None = None  # None = greedy at temperature 0
+    best_of: int | None = 5  # samples per window when falling back to temperature > 0
+    patience: float | None = None
+    length_penalty: float | None = None
+    suppress_tokens: str = "-1"
+    suppress_blank: bool = True
+    without_timestamps: bool = False
+    max_initial_timestamp: float = 1.0
+    # quality guards: re-decode hotter when the text loops or is unlikely (on by default)
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    # context
+    condition_on_previous_text: bool = True
+    initial_prompt: str | None = None
+    prompt_reset_on_temperature: float = 0.5
+
+    def decoding_options(self, temperature: float, prompt: list[int] | None,
+                         language: str | None) -> DecodingOptions:
+        """The per-window options for one temperature: beam search at 0, best_of sampling above."""
+        return DecodingOptions(
+            task=self.task, language=language, temperature=temperature,
+            beam_size=self.beam_size if temperature == 0 else None,
+            patience=self.patience if temperature == 0 and self.beam_size else None,
+            best_of=self.best_of if temperature > 0 else None,
+            length_penalty=self.length_penalty, prompt=tuple(prompt) if prompt else None,
+            suppress_tokens=self.suppress_tokens, suppress_blank=self.suppress_blank,
+            without_timestamps=self.without_timestamps,
+            max_initial_timestamp=self.max_initial_timestamp)
+
+
+def needs_fallback(result: DecodingResult, options: TranscribeOptions) -> bool:
+    """True when a window's text loops or is unlikely, unless the window is silence."""
+    bad = False
+    if (options.compression_ratio_threshold is not None
+            and result.compression_ratio > options.compression_ratio_threshold):
+        bad = True
+    if options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold:
+        bad = True
+    if (options.no_speech_threshold is not None
+            and result.no_speech_prob > options.no_speech_threshold
+            and options.logprob_threshold is not None
+            and result.avg_logprob < options.logprob_threshold):
+        bad = False  # silence: a low log-probability is expected, not a failure
+    return bad
+
+
+def decode_with_fallback(session: Session, features, tokenizer: Tokenizer,
+                         options: TranscribeOptions, prompt: list[int] | None,
+                         language: str | None) -> DecodingResult:
+    result = None
+    for t in options.temperatures:
+        opts = options.decoding_options(t, prompt, language)
+        result = decode(session, features, tokenizer, opts)[0]
+        if not needs_fallback(result, options):
+            break
+    assert result is not None
+    return result
+
+
+def is_silence(result: DecodingResult, options: TranscribeOptions) -> bool:
+    """Whisper's no-speech gate: likely silence and not confidently decoded."""
+    if options.no_speech_threshold is None:
+        return False
+    skip = result.no_speech_prob > options.no_speech_threshold
+    if options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold:
+        skip = False
+    return skip
+
+
+def split_segments(result: DecodingResult, tokenizer: Tokenizer, time_offset: float,
+                   segment_frames: int) -> tuple[list[dict], int]:
+    """Cut a window's tokens at consecutive timestamp pairs; return segments and frames to seek."""
+    ts_begin = tokenizer.special.timestamp_begin
+    tokens = np.array(result.tokens, dtype=np.int64)
+    is_ts = tokens >= ts_begin
+    single_ending = len(tokens) >= 2 and is_ts[-2:].tolist() == [False, True]
+    consecutive = list(np.flatnonzero(is_ts[:-1] & is_ts[1:]) + 1)
+    pieces: list[dict] = []
+    if consecutive:
+        slices = consecutive + ([len(tokens)] if single_ending else [])
+        last = 0
+        for current in slices:
+            part = tokens[last:current]
+            pieces.append(dict(start=time_offset + (part[0] - ts_begin) * TIME_PRECISION,
+                               end=time_offset + (part[-1] - ts_begin) * TIME_PRECISION,
+                               tokens=part.tolist()))
+            last = current
+        seek = (segment_frames if single_ending
+                else int(tokens[last - 1] - ts_begin) * INPUT_STRIDE)
+    else:
+        duration = segment_frames / FRAMES_PER_SECOND
+        stamps = tokens[is_ts]
+        if len(stamps) and stamps[-1] != ts_begin:
+            duration = (stamps[-1] - ts_begin) * TIME_PRECISION
+        pieces.append(dict(start=time_offset, end=time_offset + duration, tokens=tokens.tolist()))
+        seek = segment_frames
+    return pieces, seek
+
+
+def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndarray,
+                          options: TranscribeOptions, language: str | None,
+                          progress: Callable[[float], None] | None = None) -> list[Segment]:
+    """Transcribe ``audio`` (16 kHz float32) window by window; segments in absolute time."""
+    n_mels = session.model.dims.n_mels
+    mel = log_mel_spectrogram(audio, n_mels=n_mels, padding=N_SAMPLES)
+    content_frames = mel.shape[-1] - N_FRAMES
+    seek, segments, all_tokens, prompt_reset = 0, [], [], 0
+    initial = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+    all_tokens.extend(initial)
+    while seek < content_frames:
+        frames = min(N_FRAMES, content_frames - seek)
+        window = pad_or_trim(mel[:, seek: seek + frames], N_FRAMES)[None]
+        features = session.encode(window)
+        prompt = all_tokens[prompt_reset:]
+        result = decode_with_fallback(session, features, tokenizer, options, prompt, language)
+        previous_seek = seek
+        if is_silence(result, options):
+            seek += frames
+        else:
+            pieces, advance = split_segments(result, tokenizer, seek * HOP_LENGTH / SAMPLE_RATE,
+                                             frames)
+            seek += advance
+            for piece in pieces:
+                text = tokenizer.decode(piece["tokens"])
+                if piece["start"] == piece["end"] or not text.strip():
+                    continue
+                segments.append(_segment(len(segments), previous_seek, piece, text, result))
+                all_tokens.extend(piece["tokens"])
+            if not options.condition_on_previous_text or result.temperature > options.prompt_reset_on_temperature:
+                prompt_reset = len(all_tokens)
+        if progress:
+            progress(min(seek, content_frames) / FRAMES_PER_SECOND)
+    return segments
+
+
+def _segment(index: int, seek: int, piece: dict, text: str, result: DecodingResult) -> Segment:
+    return Segment(id=index, seek=seek, start=round(float(piece["start"]), 3),
+                   end=round(float(piece["end"]), 3), text=text,
+                   tokens=tuple(int(t) for t in piece["tokens"]), temperature=result.temperature,
+                   avg_logprob=result.avg_logprob, compression_ratio=result.compression_ratio,
+                   no_speech_prob=result.no_speech_prob)
+
+
+def replace(options: TranscribeOptions, **changes) -> TranscribeOptions:
+    return dataclasses.replace(options, **changes)
