@@ -46,7 +46,7 @@ class Runtime:
             return self.model_spec
         from runtime.models import resolve_model
 
-        return resolve_model(str(self.model_spec), readers=self.plugins.model_readers())
+        return resolve_model(str(self.model_spec))
 
     def _backend(self):
         backends = self.plugins.backends()

@@ -42,6 +42,9 @@ class TranscribeOptions:
     compression_ratio_threshold: float | None = 2.4
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
+    # Whisper hallucinates " you" on digital silence even when it rates it no-speech (p > 0.9):
+    # windows whose RMS is below this (-60 dBFS) are skipped without decoding. None disables.
+    silence_rms_threshold: float | None = 1e-3
     # context
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
@@ -100,6 +103,12 @@ def is_silence(result: DecodingResult, options: TranscribeOptions) -> bool:
     return skip
 
 
+def is_digital_silence(samples: np.ndarray, options: TranscribeOptions) -> bool:
+    if options.silence_rms_threshold is None or not len(samples):
+        return False
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < options.silence_rms_threshold
+
+
 def split_segments(result: DecodingResult, tokenizer: Tokenizer, time_offset: float,
                    segment_frames: int) -> tuple[list[dict], int]:
     """Cut a window's tokens at consecutive timestamp pairs; return segments and frames to seek."""
@@ -142,6 +151,9 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
     all_tokens.extend(initial)
     while seek < content_frames:
         frames = min(N_FRAMES, content_frames - seek)
+        if is_digital_silence(audio[seek * HOP_LENGTH: (seek + frames) * HOP_LENGTH], options):
+            seek += frames
+            continue
         window = pad_or_trim(mel[:, seek: seek + frames], N_FRAMES)[None]
         features = session.encode(window)
         prompt = all_tokens[prompt_reset:]

@@ -1,0 +1,56 @@
+"""Shared fixtures: the shipped tiny.en model, its tokenizer, and the evaluation speech."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_DIR = REPO.parent / "shared" / "eval"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def eval_file(*parts: str) -> Path:
+    """A file of ../shared/eval, or skip the test saying what is missing."""
+    path = EVAL_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"evaluation audio {path} is absent (../shared/eval not beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from runtime.models import resolve_model
+
+    return resolve_model("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model):
+    from runtime.tokenizer import load_tokenizer
+
+    return load_tokenizer(tiny_model.tokenizer_path, False)
+
+
+@pytest.fixture(scope="session")
+def base_model():
+    from runtime.errors import ModelNotFoundError
+    from runtime.models import resolve_model
+
+    try:
+        return resolve_model("base")
+    except ModelNotFoundError as exc:
+        pytest.skip(f"multilingual base model not installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def cpu_runtime(tiny_model):
+    from runtime.api import Runtime
+
+    return Runtime(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def cpu_session(cpu_runtime):
+    return cpu_runtime.session

@@ -1,0 +1,57 @@
+"""The `runtime` command: transcripts on stdout, output files, and one clear line per bad file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from runtime.cli import main
+from tests.conftest import eval_file
+
+
+def test_console_script_prints_jfk():
+    jfk = eval_file("jfk.flac")
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "transcribe", str(jfk)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "ask not what your country can do for you" in proc.stdout
+    assert proc.stdout.startswith("[00:00.000 --> ")
+
+
+def test_bad_files_reported_and_others_still_transcribed(tmp_path, capsys):
+    jfk = eval_file("jfk.flac")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 50)
+    truncated = tmp_path / "cut.flac"
+    truncated.write_bytes(jfk.read_bytes()[: jfk.stat().st_size // 2])
+    missing = tmp_path / "missing.mp3"
+    status = main(["transcribe", str(missing), str(empty), str(text), str(truncated), str(jfk)])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert "ask not what your country" in out  # the good file was still transcribed
+    lines = err.strip().splitlines()
+    assert len(lines) == 4 and "Traceback" not in err
+    for line, path in zip(lines, (missing, empty, text, truncated)):
+        assert line.startswith("error: ") and path.name in line
+
+
+def test_output_files(tmp_path, capsys):
+    jfk = eval_file("jfk.flac")
+    status = main(["transcribe", str(jfk), "-f", "all", "-o", str(tmp_path), "-q"])
+    assert status == 0 and capsys.readouterr().out == ""
+    for ext in ("txt", "json", "srt", "vtt", "tsv"):
+        assert "ask not" in (tmp_path / f"jfk.{ext}").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["transcribe", "x.wav", "--model", "no-such-model"], "no-such-model"),
+    (["transcribe", "x.wav", "--backend", "nope"], "unknown backend"),
+])
+def test_bad_model_or_backend(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,0 +1,58 @@
+"""The sequential long-form path: segment cutting, seeking, fallback and silence gates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.decoding import DecodingResult
+from runtime.transcribe import (TranscribeOptions, is_silence, needs_fallback, split_segments,
+                                transcribe_sequential)
+
+
+def _result(tokens, text="hello there", avg=-0.3, no_speech=0.01, temperature=0.0):
+    return DecodingResult(tokens=tokens, text=text, language="en", avg_logprob=avg,
+                          sum_logprob=avg * (len(tokens) + 1), no_speech_prob=no_speech,
+                          temperature=temperature)
+
+
+def test_split_on_timestamp_pairs(tiny_tokenizer):
+    ts = tiny_tokenizer.special.timestamp_begin
+    r = _result([ts, 100, 101, ts + 50, ts + 50, 102, ts + 120])  # ends on a single timestamp
+    pieces, seek = split_segments(r, tiny_tokenizer, time_offset=30.0, segment_frames=3000)
+    assert [(p["start"], p["end"]) for p in pieces] == [(30.0, 31.0), (31.0, 32.4)]
+    assert seek == 3000  # a single timestamp ending: the whole window is done
+
+
+def test_split_seeks_to_last_pair(tiny_tokenizer):
+    ts = tiny_tokenizer.special.timestamp_begin
+    r = _result([ts, 100, ts + 250, ts + 250, 102, ts + 900, ts + 900, 103])  # cut mid-sentence
+    pieces, seek = split_segments(r, tiny_tokenizer, time_offset=0.0, segment_frames=3000)
+    assert [(p["start"], p["end"]) for p in pieces] == [(0.0, 5.0), (5.0, 18.0)]
+    assert seek == 900 * 2  # resume at 18 s, where the unfinished segment began
+
+
+def test_split_without_pairs(tiny_tokenizer):
+    ts = tiny_tokenizer.special.timestamp_begin
+    pieces, seek = split_segments(_result([ts, 100, 101, ts + 400]), tiny_tokenizer, 10.0, 2000)
+    assert [(p["start"], p["end"]) for p in pieces] == [(10.0, 18.0)]
+    assert seek == 2000
+
+
+def test_fallback_and_silence_gates():
+    opts = TranscribeOptions()
+    assert not needs_fallback(_result([1, 2]), opts)
+    assert needs_fallback(_result([1, 2], text="the the the " * 40), opts)  # loop: compresses well
+    assert needs_fallback(_result([1, 2], avg=-1.5), opts)
+    assert not needs_fallback(_result([1, 2], avg=-1.5, no_speech=0.9), opts)  # silence
+    assert is_silence(_result([1], avg=-1.5, no_speech=0.9), opts)
+    assert not is_silence(_result([1], avg=-0.2, no_speech=0.9), opts)  # confident speech wins
+
+
+@pytest.mark.parametrize("signal", ["silence", "noise"])
+def test_no_text_from_silence_or_noise(cpu_session, tiny_tokenizer, signal):
+    rng = np.random.default_rng(0)
+    n = 16000 * 45
+    audio = (np.zeros(n) if signal == "silence" else rng.normal(0, 0.05, n)).astype(np.float32)
+    segments = transcribe_sequential(cpu_session, tiny_tokenizer, audio, TranscribeOptions(), "en")
+    assert "".join(s.text for s in segments).strip() == ""
