@@ -21,24 +21,59 @@ from runtime.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
 from runtime.model import WhisperModel
 from runtime.plugins import Plugins
 from runtime.results import RunInfo, Transcription
+from runtime.selection import Selection, select_profile
+from runtime.settings import Settings
 from runtime.tokenizer import Tokenizer, load_tokenizer, normalize_language
 from runtime.transcribe import TranscribeOptions, transcribe_sequential
 from runtime.writers import segment_text
 
-DEFAULT_MODEL = "tiny.en"
-
-
 class Runtime:
-    def __init__(self, model: str | Path | WhisperModel = DEFAULT_MODEL, *,
-                 backend: str = "cpu", precision: str = "fp32",
+    """Transcription on the best profile for this machine (or the one asked for).
+
+    ``profile``, ``backend``, ``precision`` and ``strict`` override the settings; an explicit
+    ``backend`` bypasses profile selection (useful for tests and comparisons)."""
+
+    def __init__(self, model: str | Path | WhisperModel | None = None, *,
+                 profile: str | None = None, backend: str | None = None,
+                 precision: str | None = None, strict: bool | None = None,
                  backend_options: dict[str, Any] | None = None,
-                 plugins: Plugins | None = None) -> None:
+                 settings: Settings | None = None, plugins: Plugins | None = None) -> None:
+        settings = settings or Settings()
+        changes = {k: v for k, v in dict(profile=profile, backend=backend, precision=precision,
+                                         strict=strict).items() if v is not None}
+        self.settings = settings.model_copy(update=changes)
         self.plugins = plugins or Plugins()
-        self.model_spec = model
-        self.backend_name = backend
-        self.load_options = LoadOptions(precision=precision, options=dict(backend_options or {}))
+        self.model_spec = model if model is not None else self.settings.model
+        self._backend_options = dict(backend_options or {})
+        self._selection: Selection | None = None
         self._session: Session | None = None
         self._tokenizer: Tokenizer | None = None
+
+    # -- selection ------------------------------------------------------------------------------
+    @property
+    def selection(self) -> Selection | None:
+        """The chosen profile (None when a backend was forced), selected once on first use."""
+        if self._selection is None and self.settings.backend is None:
+            from runtime.hardware import run_probes
+            from runtime.profiles import load_profiles
+
+            dirs = self.plugins.profile_dirs() + list(self.settings.profile_dirs)
+            report = run_probes(self.settings.hardware_root, self.plugins.probes())
+            self._selection = select_profile(load_profiles(dirs), report, self.plugins.backends(),
+                                             self.settings.profile, self.settings.strict)
+        return self._selection
+
+    @property
+    def backend_name(self) -> str:
+        return self.settings.backend or self.selection.backend
+
+    def _load_options(self) -> LoadOptions:
+        options = dict(self.selection.profile.backend_options) if self.selection else {}
+        options.update(self._backend_options)
+        precision = self.settings.precision or options.pop("precision", None)
+        options.pop("precision", None)
+        device = options.pop("device", None)
+        return LoadOptions(precision=precision or "fp32", device=device, options=options)
 
     # -- loading --------------------------------------------------------------------------------
     def _read_model(self) -> WhisperModel:
@@ -64,7 +99,7 @@ class Runtime:
     def session(self) -> Session:
         if self._session is None:
             backend = self._backend()
-            self._session = backend.load(self._read_model(), self.load_options)
+            self._session = backend.load(self._read_model(), self._load_options())
         return self._session
 
     @property
@@ -101,12 +136,17 @@ class Runtime:
             text=segment_text(segments), segments=tuple(segments), language=lang,
             duration=len(samples) / SAMPLE_RATE, language_probability=lang_prob,
             run=RunInfo(model=session.model.name, backend=self.backend_name,
-                        device=session.device, detail=session.describe()),
+                        device=session.device, detail=session.describe(),
+                        profile=self.selection.profile.name if self.selection else None),
             timings=timings)
 
     def _options(self, options: TranscribeOptions | None, language: str | None, task: str,
                  overrides: dict[str, Any]) -> TranscribeOptions:
-        options = options or TranscribeOptions()
+        if options is None:
+            d = self.settings.decoding
+            options = TranscribeOptions(
+                beam_size=d.beam_size, best_of=d.best_of, temperatures=d.temperatures,
+                condition_on_previous_text=d.condition_on_previous_text)
         if "temperature" in overrides:
             t = overrides.pop("temperature")
             overrides["temperatures"] = tuple(t) if isinstance(t, (list, tuple)) else (float(t),)

@@ -1,4 +1,4 @@
-"""The ``runtime`` command: ``transcribe`` (and, as they land, ``detect``, ``profiles``, ``serve``).
+"""The ``runtime`` command: ``transcribe``, ``detect`` and ``profiles``.
 
 Bad input never prints a traceback: one line names the file and the problem, the other files
 are still transcribed, and the exit status is 2.
@@ -21,8 +21,9 @@ EXIT_BAD_INPUT = 2
 def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio or video files")
     p.add_argument("files", nargs="+", help="audio/video files (any format FFmpeg reads)")
-    p.add_argument("--model", default="tiny.en",
+    p.add_argument("--model", default=None,
                    help="model short name (tiny.en, base) or a model folder (default: tiny.en)")
+    _add_selection(p)
     p.add_argument("--language", default=None,
                    help="spoken language (code or name); default: detect (English for .en models)")
     p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
@@ -40,9 +41,25 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
                    help="write this format to --output-dir (default: print to stdout only)")
     p.add_argument("--output-dir", "-o", type=Path, default=Path("."),
                    help="where output files go (default: current directory)")
-    p.add_argument("--backend", default="cpu", help="backend name (default: cpu)")
     p.add_argument("--quiet", "-q", action="store_true", help="no transcript on stdout")
     p.add_argument("--verbose", "-v", action="store_true", help="log what runs where")
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None,
+                   help="hardware profile (see `runtime profiles`); default: auto-detect")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="exit with status 2 instead of falling back when the profile cannot run")
+    p.add_argument("--backend", default=None, help="force a backend, bypassing profiles")
+    p.add_argument("--precision", default=None, help="override the profile's precision")
+
+
+def _settings(args: argparse.Namespace):
+    from runtime.settings import Settings
+
+    overrides = {k: getattr(args, k, None) for k in ("model", "profile", "backend", "precision",
+                                                     "strict")}
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -98,8 +115,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     status = 0
     try:
-        rt = Runtime(args.model, backend=args.backend)
+        rt = Runtime(settings=_settings(args))
+        if rt.selection and rt.selection.fallback_note:
+            print(f"warning: {rt.selection.fallback_note}", file=sys.stderr)
         rt.session  # load once, up front: a bad model or backend fails before any file
+        if args.verbose:
+            print(f"profile {rt.selection.profile.name if rt.selection else '(none)'}: "
+                  f"{rt.session.describe()}", file=sys.stderr)
     except RuntimeInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -112,10 +134,50 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    import json
+
+    from runtime.detect import detect, render
+    from runtime.plugins import Plugins
+
+    try:
+        data = detect(_settings(args), Plugins())
+    except RuntimeInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(data, indent=1, default=str) if args.json else render(data))
+    return 0 if data["chosen"].get("profile") else EXIT_BAD_INPUT
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from runtime.detect import describe_profile
+    from runtime.plugins import Plugins
+    from runtime.profiles import find_profile, load_profiles
+
+    try:
+        plugins = Plugins()
+        settings = _settings(args)
+        profiles = load_profiles(plugins.profile_dirs() + list(settings.profile_dirs))
+        if args.name:
+            print(describe_profile(find_profile(profiles, args.name)))
+            return 0
+    except RuntimeInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for p in sorted(profiles.values(), key=lambda p: (-p.priority, p.name)):
+        print(f"{p.name:14} {p.backend:6} priority {p.priority:3}  {p.description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runtime", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_transcribe(sub)
+    d = sub.add_parser("detect", help="show the hardware found and which profiles match")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_selection(d)
+    p = sub.add_parser("profiles", help="list hardware profiles, or show one")
+    p.add_argument("name", nargs="?", help="a profile to show in full")
     return parser
 
 
@@ -123,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"transcribe": cmd_transcribe}
+    handlers = {"transcribe": cmd_transcribe, "detect": cmd_detect, "profiles": cmd_profiles}
     return handlers[args.command](args)
 
 

@@ -20,3 +20,31 @@ def register_writers() -> list:
     from runtime.writers import WRITERS
 
     return list(WRITERS.values())
+
+
+@hookimpl
+def register_probes() -> list:
+    from runtime.hardware import BUILTIN_PROBES
+
+    return [_named(name, probe) for name, probe in BUILTIN_PROBES.items()]
+
+
+@hookimpl
+def add_profile_dirs() -> list:
+    from runtime.profiles import builtin_profiles_dir
+
+    return [builtin_profiles_dir()]
+
+
+def _named(name: str, probe):
+    """Probes are looked up by name; make sure the table's name travels with the function."""
+    if getattr(probe, "probe_name", None) != name:
+        try:
+            probe.probe_name = name
+        except AttributeError:  # a bound method or builtin: wrap it
+            def wrapped(root, _p=probe):
+                return _p(root)
+
+            wrapped.probe_name = name
+            return wrapped
+    return probe

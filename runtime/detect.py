@@ -1,0 +1,99 @@
+"""What ``runtime detect`` reports: hardware found, backends, plugins, every profile's verdict.
+
+Built as plain data first (``--json``), then rendered as text, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import ProfileError
+from runtime.hardware import HardwareReport, run_probes
+from runtime.plugins import Plugins
+from runtime.profiles import load_profiles
+from runtime.selection import backend_checker, select_profile, why_not
+from runtime.settings import Settings
+
+
+def detect(settings: Settings, plugins: Plugins) -> dict[str, Any]:
+    report: HardwareReport = run_probes(settings.hardware_root, plugins.probes())
+    backends = plugins.backends()
+    check = backend_checker(backends)
+    profiles = load_profiles(plugins.profile_dirs() + list(settings.profile_dirs))
+    verdicts = {}
+    for name, profile in sorted(profiles.items(), key=lambda kv: (-kv[1].priority, kv[0])):
+        reason = why_not(profile, report, check)
+        verdicts[name] = {"matches": reason is None, "reason": reason or "matches",
+                          "backend": profile.backend, "priority": profile.priority,
+                          "description": profile.description}
+    try:
+        sel = select_profile(profiles, report, backends, settings.profile, settings.strict)
+        chosen = {"profile": sel.profile.name, "backend": sel.backend,
+                  "backend_available": True, "fallback_note": sel.fallback_note,
+                  "notes": sel.notes}
+    except ProfileError as exc:
+        chosen = {"profile": None, "error": str(exc)}
+    return {
+        "hardware": report.to_dict(),
+        "backends": {name: _backend_info(b) for name, b in sorted(backends.items())},
+        "plugins": [{"name": p.name, "source": p.source, "error": p.error, "blocked": p.blocked}
+                    for p in plugins.info],
+        "profiles": verdicts,
+        "chosen": chosen,
+    }
+
+
+def _backend_info(backend) -> dict[str, Any]:
+    a = backend.available()
+    caps = backend.capabilities
+    return {"available": bool(a), "reason": a.reason, "device": a.device,
+            "capabilities": {"batched_encoder": caps.batched_encoder,
+                             "batched_decoder": caps.batched_decoder,
+                             "encoder_batch_sizes": caps.encoder_batch_sizes,
+                             "word_timestamps": caps.word_timestamps,
+                             "precisions": list(caps.precisions), "devices": list(caps.devices)}}
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = ["Hardware"]
+    for name, f in data["hardware"].items():
+        if f["present"]:
+            details = ", ".join(f"{k}={_short(v)}" for k, v in f["details"].items()
+                                if not k.endswith("_reason"))
+            lines.append(f"  {name:13} found: {details}")
+        else:
+            lines.append(f"  {name:13} not found: {f['reason']}")
+    lines.append("Backends")
+    for name, b in data["backends"].items():
+        state = "available" if b["available"] else "unavailable"
+        lines.append(f"  {name:13} {state}: {b['reason']}")
+    failed = [p for p in data["plugins"] if p["error"] or p["blocked"]]
+    if failed:
+        lines.append("Plugins")
+        lines += [f"  {p['name']:13} {'blocked' if p['blocked'] else 'failed: ' + p['error']}"
+                  for p in failed]
+    lines.append("Profiles")
+    for name, v in data["profiles"].items():
+        lines.append(f"  {name:13} {'matches' if v['matches'] else 'no: ' + v['reason']}")
+    chosen = data["chosen"]
+    if chosen.get("profile"):
+        lines.append(f"Chosen: {chosen['profile']} (backend {chosen['backend']}, available)")
+        if chosen.get("fallback_note"):
+            lines.append(f"  {chosen['fallback_note']}")
+        lines += [f"  note: {n}" for n in chosen.get("notes", [])]
+    else:
+        lines.append(f"Chosen: none: {chosen['error']}")
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + " ".join(map(str, value[:12])) + (" ..." if len(value) > 12 else "") + "]"
+    return str(value)
+
+
+def describe_profile(profile) -> str:
+    """`runtime profiles NAME`: the TOML file's content, as written."""
+    source: Path | None = profile.source
+    return source.read_text() if source else repr(profile)

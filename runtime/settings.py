@@ -1,0 +1,70 @@
+"""Settings: one pydantic-settings tree, built once at the entry point and passed down.
+
+Sources, highest first: values given in code or by CLI flags, ``RUNTIME_*`` environment
+variables (nested with ``__``, e.g. ``RUNTIME_DECODING__BEAM_SIZE=5``), then a TOML file
+(``RUNTIME_CONFIG`` or ``~/.config/whisper-runtime/config.toml``), then the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
+                               TomlConfigSettingsSource)
+
+CONFIG_ENV = "RUNTIME_CONFIG"
+DEFAULT_CONFIG = Path("~/.config/whisper-runtime/config.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecodingSettings(_Section):
+    beam_size: int | None = Field(None, ge=1, description="Beam width at temperature 0; None = greedy.")
+    best_of: int | None = Field(5, ge=1, description="Samples per window when falling back to t > 0.")
+    temperatures: tuple[float, ...] = Field(
+        (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), description="Temperature fallback ladder.")
+    condition_on_previous_text: bool = Field(True, description="Prompt each window with the text before it.")
+
+
+class BatchSettings(_Section):
+    batch_size: int | None = Field(None, ge=1, description="Chunks per batch; None = the profile's.")
+    decoder: Literal["batched", "sequential"] | None = Field(
+        None, description="Force the decoder mode; None = the profile's and the backend's.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNTIME_", env_nested_delimiter="__",
+                                      extra="ignore", validate_default=True)
+
+    model: str = Field("tiny.en", description="Model short name (tiny.en, base) or folder path.")
+    profile: str = Field("auto", description="Hardware profile name, or 'auto' to detect.")
+    backend: str | None = Field(None, description="Force a backend, bypassing profile selection.")
+    precision: str | None = Field(None, description="Override the profile's precision (fp32, fp16, int8...).")
+    strict: bool = Field(False, description="Fail instead of falling back when a profile cannot run.")
+    profile_dirs: list[Path] = Field(default_factory=list, description="Extra profile folders.")
+    hardware_root: Path = Field(Path("/"), description="Where /sys, /proc, /dev are read (tests).")
+    decoding: DecodingSettings = Field(default_factory=DecodingSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_path())
+
+
+def config_path() -> Path | None:
+    """The TOML config file, if any: $RUNTIME_CONFIG, else the default location when it exists."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    default = DEFAULT_CONFIG.expanduser()
+    return default if default.exists() else None
