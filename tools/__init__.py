@@ -1,0 +1,1 @@
+"""Conversion, benchmark and evaluation scripts (run from the repo root: ``python -m tools.X``)."""
