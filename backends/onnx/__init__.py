@@ -1,0 +1,158 @@
+"""The ONNX Runtime backend: exported encoder and decoder graphs on the providers a profile names.
+
+Graphs are built from the in-memory weights (``backends.onnx.graphs``, no torch) and cached on
+disk keyed by the weights' hash (``backends.onnx.export``); sessions take their execution
+providers and options from the profile's ``backend_options`` (``backends.onnx.options``), and
+every session reports where its nodes really run (``backends.onnx.placement``): ONNX Runtime
+itself would silently run them on the CPU.
+
+Registered through the ``whisper_runtime`` entry-point group like any third-party backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.backend import Availability, Capabilities, LoadOptions, NumpyFrontend
+from runtime.model import WhisperModel
+
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+CAPABILITIES = Capabilities(
+    batched_encoder=True,
+    batched_decoder=True,
+    encoder_batch_sizes=None,  # a loaded session narrows this to its static batch, if any
+    word_timestamps=False,
+    precisions=PRECISIONS,
+    devices=("cpu", "npu", "gpu"),
+)
+
+
+class OnnxSession(NumpyFrontend):
+    """Encoder, cross K/V and decoder graphs of one model, each in its own ONNX Runtime session."""
+
+    def __init__(self, model: WhisperModel, options: LoadOptions) -> None:
+        from backends.onnx.options import OnnxOptions
+
+        if options.precision not in PRECISIONS:
+            raise ValueError(f"onnx backend precisions are {', '.join(PRECISIONS)}, "
+                             f"not {options.precision!r}")
+        self.options = OnnxOptions(**options.options)
+        self.model = model
+        self.precision = options.precision
+        self.static_batch = self.options.static_batch
+        self.encoder_graph = self._open("encoder", self.options.encoder, self.static_batch,
+                                        options.threads)
+        self.cross_graph = self._open("cross_kv", self.options.decoder, None, options.threads)
+        self.decoder_graph = self._open("decoder", self.options.decoder, None, options.threads)
+        self.device = _device_of(self.encoder_graph.placement.main_provider, options.device)
+        from backends.onnx.placement import PlacementReport
+
+        self.placement = PlacementReport(tuple(g.placement for g in (
+            self.encoder_graph, self.cross_graph, self.decoder_graph)))
+
+    def _open(self, graph: str, spec, batch: int | None, threads: int | None):
+        from backends.onnx.export import cache_root, ensure_graph, model_folder
+        from backends.onnx.manifest import Manifest
+        from backends.onnx.sessions import open_graph
+
+        precision = spec.precision or self.precision
+        if spec.model and graph != "cross_kv":
+            path = Path(str(_expand(spec.model)))
+            manifest = Manifest.read(path)
+            if manifest.graph != graph:
+                raise ValueError(f"{path} holds a {manifest.graph} graph, not a {graph} graph")
+        else:
+            folder = model_folder(cache_root(self.options.cache_dir), self.model)
+            path, manifest = ensure_graph(self.model, graph, precision, batch, folder)
+        tag = f"{self.model.name}-{self.model.digest()[:8]}-{path.stem}"
+        return open_graph(path.parent / manifest.file, manifest, graph, spec,
+                          strict=self.options.strict_placement,
+                          check=self.options.check_placement, threads=threads, cache_tag=tag)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this loaded session does: a static encoder batch narrows the batch sizes."""
+        sizes = (self.static_batch,) if self.static_batch else None
+        return dataclasses.replace(CAPABILITIES, encoder_batch_sizes=sizes,
+                                   precisions=(self.precision,))
+
+    def encode(self, mel: np.ndarray) -> np.ndarray:
+        """(B, n_mels, 3000) -> (B, 1500, D). A static-batch encoder runs B in pieces of its
+        batch, the last one zero-padded, so callers may send any B (B = static batch is best)."""
+        mel = np.ascontiguousarray(mel, dtype=np.float32)
+        m = self.encoder_graph.manifest
+        name_in, name_out = m.input("mel").name, m.output("features").name
+        step = self.static_batch
+        if step is None or len(mel) == step:
+            return self.encoder_graph.run([name_out], {name_in: mel})[0]
+        parts = []
+        for i in range(0, len(mel), step):
+            piece = mel[i: i + step]
+            n = len(piece)
+            if n < step:
+                piece = np.concatenate([piece, np.zeros((step - n, *piece.shape[1:]), piece.dtype)])
+            parts.append(self.encoder_graph.run([name_out], {name_in: piece})[0][:n])
+        return np.concatenate(parts)
+
+    def decoder(self, features: Any):
+        from backends.onnx.decoder import OnnxDecoderState
+
+        return OnnxDecoderState(self.cross_graph, self.decoder_graph, np.asarray(features),
+                                self.model.dims.n_text_ctx)
+
+    def describe(self) -> str:
+        import onnxruntime as ort
+
+        precisions = {g.manifest.precision for g in (self.encoder_graph, self.decoder_graph)}
+        batch = f"static batch {self.static_batch}" if self.static_batch else "dynamic batch"
+        return (f"onnx backend: onnxruntime {ort.__version__}, {'/'.join(sorted(precisions))} "
+                f"({self.precision} requested), encoder {batch}; {self.placement.summary()}")
+
+
+def _expand(value: str) -> str:
+    from backends.onnx.options import expand
+
+    return str(expand(value))
+
+
+def _device_of(provider: str, requested: str | None) -> str:
+    """A short device word for results: what the encoder's main provider drives."""
+    words = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
+             "TensorrtExecutionProvider": "cuda", "VitisAIExecutionProvider": "npu",
+             "QNNExecutionProvider": "npu", "OpenVINOExecutionProvider": "openvino",
+             "DmlExecutionProvider": "gpu", "CoreMLExecutionProvider": "coreml"}
+    return words.get(provider, requested or provider)
+
+
+class OnnxBackend:
+    name = "onnx"
+    capabilities = CAPABILITIES
+
+    def available(self) -> Availability:
+        """onnxruntime must import (its providers are listed); onnx is needed only to export."""
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            return Availability(False, f"onnxruntime is not installed ({exc}); "
+                                       f"pip install onnxruntime")
+        providers = ort.get_available_providers()
+        try:
+            import onnx  # noqa: F401
+            export = "onnx installed (exports graphs)"
+        except ImportError:
+            export = "onnx not installed: only pre-exported graphs (pip install onnx)"
+        return Availability(True, f"onnxruntime {ort.__version__}; providers: "
+                                  f"{', '.join(providers)}; {export}", device="cpu")
+
+    def providers(self) -> list[str]:
+        """The execution providers this onnxruntime build has (for ``runtime detect``)."""
+        import onnxruntime as ort
+
+        return list(ort.get_available_providers())
+
+    def load(self, model: WhisperModel, options: LoadOptions) -> OnnxSession:
+        return OnnxSession(model, options)

@@ -1,0 +1,78 @@
+"""``DecoderState`` over the ``cross_kv`` and ``decoder`` graphs (``runtime.backend.DecoderState``).
+
+Cross-attention keys and values are computed once per window by the ``cross_kv`` graph. Rows
+(beam hypotheses) of the same window share those arrays until a ``keep`` mixes windows, when
+they are gathered once, as the numpy backend does. Self-attention caches are the decoder graph's
+``present_*`` outputs fed back as the next step's ``self_*`` inputs: ONNX Runtime reads numpy
+inputs in place and hands its outputs over without a copy, so the only copy per step is the
+graph's own Concat of past and new entries, and ``keep`` costs one gather per cache array
+(skipped when the rows are unchanged).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.onnx.sessions import Graph
+
+
+class OnnxDecoderState:
+    def __init__(self, cross_kv: Graph, decoder: Graph, features: np.ndarray,
+                 n_text_ctx: int) -> None:
+        self.decoder = decoder
+        self.n_text_ctx = n_text_ctx
+        cm, dm = cross_kv.manifest, decoder.manifest
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        k_names = [t.name for t in cm.outputs_of("cross_k")]
+        v_names = [t.name for t in cm.outputs_of("cross_v")]
+        out = cross_kv.run(k_names + v_names, {cm.input("features").name: features})
+        n_layers = len(k_names)
+        self._cross_base = list(zip(out[:n_layers], out[n_layers:]))  # per layer (K_t, V)
+        self._cross = self._cross_base
+        self.n_rows = features.shape[0]
+        self._window_of_row = np.arange(self.n_rows)
+        # names in the decoder graph, by role and layer, from its manifest
+        self._tokens = dm.input("tokens").name
+        self._positions = dm.input("positions").name
+        self._in = {role: [t.name for t in dm.inputs_of(role)]
+                    for role in ("self_k", "self_v", "cross_k", "cross_v")}
+        self._out = [dm.output("logits").name] + [t.name for t in dm.outputs_of("present_k")] \
+            + [t.name for t in dm.outputs_of("present_v")]
+        k_spec, v_spec = dm.inputs_of("self_k")[0], dm.inputs_of("self_v")[0]
+        dtype = np.dtype(k_spec.dtype)
+        k_shape = (self.n_rows, *[0 if d == "past" else d for d in k_spec.shape[1:]])
+        v_shape = (self.n_rows, *[0 if d == "past" else d for d in v_spec.shape[1:]])
+        self._k = [np.zeros(k_shape, dtype) for _ in range(n_layers)]  # (B, H, dh, past)
+        self._v = [np.zeros(v_shape, dtype) for _ in range(n_layers)]  # (B, H, past, dh)
+        self.length = 0
+
+    def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        b, t = tokens.shape
+        if b != self.n_rows:
+            raise ValueError(f"decoder state holds {self.n_rows} rows, got tokens for {b}")
+        if self.length + t > self.n_text_ctx:
+            raise ValueError(f"token sequence longer than the text context ({self.length + t})")
+        feeds = {self._tokens: tokens, self._positions: np.asarray(positions, dtype=np.int64)}
+        for role, arrays in (("self_k", self._k), ("self_v", self._v)):
+            feeds.update(zip(self._in[role], arrays))
+        feeds.update(zip(self._in["cross_k"], (k for k, _ in self._cross)))
+        feeds.update(zip(self._in["cross_v"], (v for _, v in self._cross)))
+        out = self.decoder.run(self._out, feeds)
+        n_layers = len(self._k)
+        self._k, self._v = out[1: 1 + n_layers], out[1 + n_layers:]
+        self.length += t
+        return out[0]
+
+    def keep(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == self.n_rows and np.array_equal(rows, np.arange(self.n_rows)):
+            return
+        self._k = [k.take(rows, axis=0) for k in self._k]
+        self._v = [v.take(rows, axis=0) for v in self._v]
+        windows = self._window_of_row[rows]
+        if not np.array_equal(windows, self._window_of_row):
+            self._window_of_row = windows
+            self._cross = [(k.take(windows, axis=0), v.take(windows, axis=0))
+                           for k, v in self._cross_base]
+        self.n_rows = len(rows)

@@ -1,0 +1,145 @@
+"""Export graphs to files with their manifests, and the on-disk cache the backend exports into.
+
+Graphs are keyed by the weights' hash, so a changed model never reuses a stale graph::
+
+    $WHISPER_RUNTIME_ONNX_CACHE                       (or $XDG_CACHE_HOME/whisper-runtime/onnx,
+      <model name>-<WhisperModel.digest()>/              or ~/.cache/whisper-runtime/onnx)
+        encoder-fp32-b1.onnx  encoder-fp32-b1.json    (static batch 1)
+        encoder-int8-dyn.onnx encoder-int8-dyn.json   (any batch)
+        cross_kv-fp32.onnx ... decoder-int8.onnx ...
+
+int8 graphs are ONNX Runtime's dynamic quantization of the fp32 graph (``quantize_dynamic``:
+MatMul weights to int8, activations quantized per call), which is what its CPU kernels
+accelerate with AVX-512 VNNI / AVX2. bf16 is not a graph of its own: providers that compute in
+BF16 (VitisAI on XDNA2) are given the fp32 graph and convert it themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from backends.onnx.graphs import BUILDERS
+from backends.onnx.manifest import GRAPHS, Manifest
+from runtime.model import WhisperModel
+
+CACHE_ENV = "WHISPER_RUNTIME_ONNX_CACHE"
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+GRAPH_DTYPES = {"fp32": np.float32, "fp16": np.float16, "int8": np.float32, "bf16": np.float32}
+EXTERNAL_DATA_BYTES = 1 << 30  # protobuf files stop at 2 GiB: bigger weights go to a .data file
+QUANTIZATION = {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ["MatMul"],
+                "weight_type": "QInt8", "per_channel": False, "MatMulConstBOnly": True}
+
+
+def cache_root(override: str | os.PathLike | None = None) -> Path:
+    """Where exported graphs are cached: ``override``, $WHISPER_RUNTIME_ONNX_CACHE, or the
+    user cache directory (XDG_CACHE_HOME, else ~/.cache) under whisper-runtime/onnx."""
+    if override:
+        return Path(os.path.expandvars(os.fspath(override))).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "whisper-runtime" / "onnx"
+
+
+def model_folder(root: Path, model: WhisperModel) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model.name) or "model"
+    return root / f"{safe}-{model.digest()}"
+
+
+def graph_precision(precision: str) -> str:
+    """The precision of the graph file for a requested precision (bf16 is given as fp32)."""
+    return "fp32" if precision == "bf16" else precision
+
+
+def graph_stem(graph: str, precision: str, batch: int | None) -> str:
+    """File stem of one graph: ``encoder-int8-b4``, ``encoder-fp32-dyn``, ``decoder-fp32``."""
+    precision = graph_precision(precision)
+    if graph != "encoder":
+        return f"{graph}-{precision}" + (f"-b{batch}" if batch else "")
+    return f"encoder-{precision}-" + (f"b{batch}" if batch else "dyn")
+
+
+def ensure_graph(model: WhisperModel, graph: str, precision: str, batch: int | None,
+                 folder: Path) -> tuple[Path, Manifest]:
+    """The graph's manifest path and manifest in ``folder``, exporting it first when absent or
+    built from other weights."""
+    path = folder / f"{graph_stem(graph, precision, batch)}.json"
+    if path.exists():
+        manifest = Manifest.read(path)
+        if manifest.model_digest == model.digest() and (folder / manifest.file).exists():
+            return path, manifest
+    return path, export_graph(model, graph, precision, batch, folder)
+
+
+def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | None,
+                 folder: Path) -> Manifest:
+    """Build one graph from the in-memory weights, write ``<stem>.onnx`` and ``<stem>.json``."""
+    import onnx
+
+    if graph not in GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}; one of {', '.join(GRAPHS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"onnx precisions are {', '.join(PRECISIONS)}, not {precision!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = graph_stem(graph, precision, batch)
+    proto, inputs, outputs = BUILDERS[graph](model, GRAPH_DTYPES[precision], batch)
+    onnx.checker.check_model(proto, full_check=False)
+    target = folder / f"{stem}.onnx"
+    details: dict = {"graph_nodes": len(proto.graph.node)}
+    if precision == "int8":
+        _quantize(proto, target)
+        details["quantization"] = QUANTIZATION
+    else:
+        _save(proto, target)
+    manifest = Manifest(graph=graph, file=target.name, precision=graph_precision(precision),
+                        model_name=model.name, model_digest=model.digest(),
+                        inputs=inputs, outputs=outputs, static_batch=batch,
+                        details=details)
+    manifest.write(folder / f"{stem}.json")
+    return manifest
+
+
+def _weight_bytes(proto) -> int:
+    return sum(len(t.raw_data) for t in proto.graph.initializer)
+
+
+def _save(proto, target: Path) -> None:
+    """Write atomically (tmp file + rename) so concurrent runs never read half a graph."""
+    import onnx
+
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.onnx")
+    external = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
+    onnx.save_model(proto, tmp, save_as_external_data=external,
+                    location=f"{target.name}.data" if external else None)
+    os.replace(tmp, target)
+
+
+def _quantize(proto, target: Path) -> None:
+    """int8 dynamic quantization of every MatMul with a constant weight."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    external = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        source = Path(tmp) / "fp32.onnx"
+        _save(proto, source)
+        out = Path(tmp) / target.name
+        quiet = logging.getLogger().level
+        logging.getLogger().setLevel(max(quiet, logging.ERROR))  # its pre-processing advice
+        try:
+            quantize_dynamic(source, out, op_types_to_quantize=QUANTIZATION["op_types"],
+                             per_channel=QUANTIZATION["per_channel"],
+                             weight_type=QuantType.QInt8, use_external_data_format=external,
+                             extra_options={"MatMulConstBOnly": True})
+        finally:
+            logging.getLogger().setLevel(quiet)
+        if external:
+            for data in Path(tmp).glob(f"{target.name}*.data"):
+                os.replace(data, target.parent / data.name)
+        os.replace(out, target)

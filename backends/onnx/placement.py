@@ -1,0 +1,121 @@
+"""Where a graph's nodes really run, measured rather than assumed.
+
+ONNX Runtime silently drops a requested execution provider that this build lacks (a Python
+``UserWarning`` at most) and silently gives the CPU every node a provider refuses. So after
+creating a session we (1) compare the requested providers with ``session.get_providers()`` and
+(2) run the graph once with ONNX Runtime's profiler on (``SessionOptions.enable_profiling``) and
+count the node events of that run by their ``args.provider`` field, then switch the profiler off
+(``InferenceSession.end_profiling()``), so later runs are not profiled. That one run doubles as
+the warm-up. The node counts are those of the optimized graph that really executes (after ONNX
+Runtime's fusions), so they are smaller than the exported graph's node count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class GraphPlacement:
+    """Placement of one graph: what was asked for, what ONNX Runtime kept, where nodes ran."""
+
+    graph: str  # "encoder", "decoder", "cross_kv"
+    requested: tuple[str, ...]
+    active: tuple[str, ...]  # session.get_providers()
+    nodes: dict[str, int] = field(default_factory=dict)  # provider -> nodes run; {} if unmeasured
+    warnings: tuple[str, ...] = ()  # missing providers, failed registrations, unset variables
+
+    @property
+    def total_nodes(self) -> int:
+        return sum(self.nodes.values())
+
+    @property
+    def main_provider(self) -> str:
+        """The provider that ran most nodes (or the first active one when unmeasured)."""
+        if self.nodes:
+            return max(self.nodes.items(), key=lambda kv: kv[1])[0]
+        return self.active[0] if self.active else CPU
+
+    @property
+    def fell_back(self) -> bool:
+        """True when a requested accelerator is missing or left nodes to another provider."""
+        wanted = [p for p in self.requested if p != CPU]
+        if not wanted:
+            return False
+        first = wanted[0]
+        return first not in self.active or (bool(self.nodes) and self.nodes.get(first, 0)
+                                            < self.total_nodes)
+
+    def line(self) -> str:
+        """'encoder: 225/225 nodes on VitisAIExecutionProvider', or the fallback in one line:
+        'VitisAIExecutionProvider not available; encoder on CPUExecutionProvider (61/61 nodes)'."""
+        missing = [p for p in self.requested if p not in self.active]
+        counts = self._counts()
+        if missing:
+            head = f"{', '.join(missing)} not available; {self.graph} on {self.main_provider}"
+            if len(self.nodes) == 1:
+                return f"{head} ({self.total_nodes}/{self.total_nodes} nodes)"
+            return head + (f" ({counts})" if counts else "")
+        if counts:
+            return f"{self.graph}: {counts}"
+        return f"{self.graph}: on {', '.join(self.active)} (placement not measured)"
+
+    def _counts(self) -> str:
+        if not self.nodes:
+            return ""
+        total = self.total_nodes
+        ranked = sorted(self.nodes.items(), key=lambda kv: -kv[1])
+        head = f"{ranked[0][1]}/{total} nodes on {ranked[0][0]}"
+        return ", ".join([head] + [f"{n} on {p}" for p, n in ranked[1:]])
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "line": self.line(), "fell_back": self.fell_back}
+
+
+@dataclass(frozen=True)
+class PlacementReport:
+    """Placement of every graph of a session, for ``describe()``, ``runtime detect`` and --verbose."""
+
+    graphs: tuple[GraphPlacement, ...]
+
+    def lines(self) -> list[str]:
+        """One line per graph, then each warning once."""
+        out = [g.line() for g in self.graphs]
+        seen: set[str] = set()
+        for g in self.graphs:
+            out += [f"warning: {w}" for w in g.warnings if not (w in seen or seen.add(w))]
+        return out
+
+    def summary(self) -> str:
+        return "; ".join(g.line() for g in self.graphs)
+
+    @property
+    def fell_back(self) -> bool:
+        return any(g.fell_back for g in self.graphs)
+
+    def __getitem__(self, graph: str) -> GraphPlacement:
+        for g in self.graphs:
+            if g.graph == graph:
+                return g
+        raise KeyError(graph)
+
+    def to_dict(self) -> dict:
+        return {"graphs": [g.to_dict() for g in self.graphs], "fell_back": self.fell_back}
+
+
+def nodes_per_provider(profile_file: str | Path) -> dict[str, int]:
+    """Distinct nodes per provider among the node events of an ONNX Runtime profile (JSON)."""
+    events = json.loads(Path(profile_file).read_text(encoding="utf-8"))
+    where: dict[str, str] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        provider = event.get("args", {}).get("provider")
+        if provider:
+            where[event["name"]] = provider
+    return dict(Counter(where.values()))

@@ -1,0 +1,195 @@
+"""The ONNX Runtime backend against the numpy reference: parity, placement honesty, static shapes.
+
+Graphs are exported into a temporary cache per module; the backend is loaded in-process
+(``Plugins(extra=[backends.onnx.plugin])``), whether or not its entry point is installed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from backends.onnx import OnnxBackend  # noqa: E402
+from runtime.backend import LoadOptions  # noqa: E402
+from runtime.errors import BackendUnavailableError  # noqa: E402
+from tests.conftest import FIXTURES, REPO, eval_file  # noqa: E402
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("onnx-cache"))
+
+
+@pytest.fixture(scope="module")
+def onnx_session(tiny_model, cache_dir):
+    return OnnxBackend().load(tiny_model, LoadOptions(options={"cache_dir": cache_dir}))
+
+
+@pytest.fixture(scope="module")
+def mel_pair():
+    rng = np.random.default_rng(1)
+    return rng.uniform(-1, 1, size=(2, 80, 3000)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def xdna2_options(cache_dir):
+    """The xdna2 profile's backend options as the runtime passes them (precision split off)."""
+    from runtime.profiles import load_profile
+
+    options = dict(load_profile(REPO / "profiles" / "xdna2.toml").backend_options)
+    precision = options.pop("precision", "fp32")
+    options.pop("device", None)
+    return precision, {**options, "cache_dir": cache_dir}
+
+
+@pytest.fixture(scope="module")
+def ref_features(cpu_session, mel_pair):
+    """The numpy encoder's features of ``mel_pair`` (computed once: it is the slow part)."""
+    return cpu_session.encode(mel_pair)
+
+
+def first_window_mel(path) -> np.ndarray:
+    from runtime.audio import load_audio
+    from runtime.mel import log_mel_spectrogram, pad_or_trim
+
+    return log_mel_spectrogram(pad_or_trim(load_audio(path)))[None]
+
+
+def test_encoder_matches_numpy(onnx_session, ref_features, mel_pair):
+    got = onnx_session.encode(mel_pair)
+    assert got.shape == (2, 1500, 384) and got.dtype == np.float32
+    assert rel_err(got, ref_features) < 1e-4
+
+
+def test_decoder_logits_and_keep_match_numpy(onnx_session, cpu_session, ref_features,
+                                             tiny_tokenizer):
+    features = ref_features
+    prompt = np.array([[tiny_tokenizer.special.sot] + tiny_tokenizer.encode(" ask not")] * 2)
+    mine, ref = onnx_session.decoder(features), cpu_session.decoder(features)
+    positions = (0, -1)
+    assert rel_err(mine.logits(prompt, positions), ref.logits(prompt, positions)) < 1e-4
+    for state in (mine, ref):
+        state.keep(np.array([1, 1, 0]))
+    step = np.array([[300], [301], [302]])
+    got, want = mine.logits(step), ref.logits(step)
+    assert got.shape == (3, 1, 51864)
+    assert rel_err(got, want) < 1e-4
+
+
+def _reference_tokens(utt_id: str) -> list[int] | None:
+    path = FIXTURES / "reference_tiny_en.json"
+    if not path.exists():
+        return None
+    utts = {u["utt_id"]: u for u in json.loads(path.read_text())["utterances"]}
+    return utts[utt_id]["timestamps"]["tokens"] if utt_id in utts else None
+
+
+@pytest.mark.parametrize("parts,utt_id", [(("jfk.flac",), "jfk"),
+                                          (("librispeech", "1089-134686-0000.flac"),
+                                           "1089-134686-0000")])
+def test_same_greedy_tokens_as_numpy(onnx_session, cpu_session, tiny_tokenizer, parts, utt_id):
+    from runtime.decoding import DecodingOptions, decode
+
+    mel = first_window_mel(eval_file(*parts))
+    options = DecodingOptions(language="en", temperature=0.0)
+    mine = decode(onnx_session, onnx_session.encode(mel), tiny_tokenizer, options)[0]
+    ref = decode(cpu_session, cpu_session.encode(mel), tiny_tokenizer, options)[0]
+    assert mine.tokens == ref.tokens
+    reference = _reference_tokens(utt_id)
+    if reference is not None:  # openai-whisper's own tokens on the same weights
+        assert mine.tokens == reference
+
+
+def test_missing_provider_falls_back_and_says_so(tiny_model, xdna2_options):
+    import backends.onnx.plugin
+    from runtime.api import Runtime
+    from runtime.plugins import Plugins
+
+    precision, options = xdna2_options
+    if "VitisAIExecutionProvider" in OnnxBackend().providers():
+        pytest.skip("this machine has the VitisAI provider")
+    plugins = Plugins(blocked=["onnx"], extra=[backends.onnx.plugin])
+    rt = Runtime(tiny_model, backend="onnx", precision=precision, backend_options=options,
+                 plugins=plugins)
+    session = rt.session
+    line = "VitisAIExecutionProvider not available; encoder on CPUExecutionProvider"
+    assert line in session.describe()
+    assert session.placement["encoder"].fell_back and session.placement.fell_back
+    assert session.capabilities.encoder_batch_sizes == (1,)
+    text = rt.transcribe(eval_file("jfk.flac")).text.lower()
+    assert "ask not what your country can do for you" in text
+
+
+def test_strict_placement_fails_clearly(tiny_model, xdna2_options):
+    precision, options = xdna2_options
+    if "VitisAIExecutionProvider" in OnnxBackend().providers():
+        pytest.skip("this machine has the VitisAI provider")
+    with pytest.raises(BackendUnavailableError, match="VitisAIExecutionProvider.*strict"):
+        OnnxBackend().load(tiny_model, LoadOptions(precision=precision, options={
+            **options, "strict_placement": True}))
+
+
+def test_static_batch_pads_the_last_batch(tiny_model, cache_dir, onnx_session, mel_pair):
+    session = OnnxBackend().load(tiny_model, LoadOptions(options={
+        "cache_dir": cache_dir, "static_shapes": True, "encoder_batch_size": 4,
+        "check_placement": False}))
+    assert session.encoder_graph.manifest.input("mel").shape == (4, 80, 3000)
+    assert session.capabilities.encoder_batch_sizes == (4,)
+    mel = np.concatenate([mel_pair, mel_pair[::-1], mel_pair[:1]])  # 5 windows: 4 + 1 padded
+    got = session.encode(mel)
+    assert got.shape == (5, 1500, 384)
+    want = onnx_session.encode(mel_pair)
+    assert rel_err(got[[0, 1, 3, 4]], want[[0, 1, 0, 0]]) < 1e-4  # the 4-row GEMMs round apart
+
+
+def test_options_are_validated(tiny_model, cache_dir):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="providerz"):
+        OnnxBackend().load(tiny_model, LoadOptions(options={"encoder": {"providerz": []}}))
+    with pytest.raises(ValidationError, match="static_shapes"):
+        OnnxBackend().load(tiny_model, LoadOptions(options={"encoder_batch_size": 2}))
+    with pytest.raises(ValueError, match="precisions"):
+        OnnxBackend().load(tiny_model, LoadOptions(precision="int3"))
+
+
+def test_provider_options_expand_variables(monkeypatch):
+    from backends.onnx.options import ProviderSpec
+    from backends.onnx.sessions import _provider_list
+
+    monkeypatch.setenv("WR_TEST_DIR", "/opt/ryzen")
+    monkeypatch.delenv("WR_UNSET_DIR", raising=False)
+    spec = ProviderSpec(name="CPUExecutionProvider", options={
+        "config_file": "${WR_TEST_DIR}/vaip.json", "cache_dir": "~/c", "other": "$WR_UNSET_DIR/x",
+        "cache_key": "enc", "flag": True})
+    warnings: list[str] = []
+    [(name, opts)] = _provider_list([spec], ["CPUExecutionProvider"], "tiny-b1", warnings)
+    assert opts["config_file"] == "/opt/ryzen/vaip.json" and not opts["cache_dir"].startswith("~")
+    assert opts["cache_key"] == "enc-tiny-b1" and opts["flag"] == "True"
+    assert len(warnings) == 1 and "WR_UNSET_DIR" in warnings[0]
+
+
+def test_manifest_names_every_tensor(onnx_session):
+    import onnx
+
+    for graph in (onnx_session.encoder_graph, onnx_session.cross_graph, onnx_session.decoder_graph):
+        m = graph.manifest
+        assert m.model_digest == onnx_session.model.digest() and m.precision == "fp32"
+        session_inputs = {i.name for i in graph.session.get_inputs()}
+        assert session_inputs == {t.name for t in m.inputs}
+        assert {o.name for o in graph.session.get_outputs()} == {t.name for t in m.outputs}
+    assert onnx.__version__  # the graphs were built by the onnx package, no torch
+
+
+def test_available_lists_providers():
+    availability = OnnxBackend().available()
+    assert availability and "CPUExecutionProvider" in availability.reason
