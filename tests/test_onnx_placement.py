@@ -1,0 +1,84 @@
+"""Placement lines, profile parsing, manifests and the graph cache location (no model needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backends.onnx.export import CACHE_ENV, cache_root, graph_stem
+from backends.onnx.manifest import Manifest, TensorSpec
+from backends.onnx.placement import GraphPlacement, PlacementReport, nodes_per_provider
+
+VITIS, CPU = "VitisAIExecutionProvider", "CPUExecutionProvider"
+
+
+def test_line_when_every_node_is_on_the_accelerator():
+    p = GraphPlacement("encoder", (VITIS, CPU), (VITIS, CPU), {VITIS: 225})
+    assert p.line() == "encoder: 225/225 nodes on VitisAIExecutionProvider"
+    assert not p.fell_back
+
+
+def test_line_when_the_provider_is_missing():
+    p = GraphPlacement("encoder", (VITIS, CPU), (CPU,), {CPU: 109})
+    assert p.line() == ("VitisAIExecutionProvider not available; encoder on "
+                        "CPUExecutionProvider (109/109 nodes)")
+    assert p.fell_back
+
+
+def test_line_when_the_provider_refuses_some_nodes():
+    p = GraphPlacement("encoder", (VITIS, CPU), (VITIS, CPU), {VITIS: 200, CPU: 25})
+    assert p.line() == "encoder: 200/225 nodes on VitisAIExecutionProvider, 25 on CPUExecutionProvider"
+    assert p.fell_back
+
+
+def test_report_lines_and_dict():
+    report = PlacementReport((
+        GraphPlacement("encoder", (VITIS, CPU), (CPU,), {CPU: 10}, ("VitisAI missing",)),
+        GraphPlacement("decoder", (CPU,), (CPU,), {CPU: 5}, ("VitisAI missing",))))
+    assert report.lines()[-1] == "warning: VitisAI missing" and len(report.lines()) == 3
+    assert report.fell_back and report["decoder"].line() == "decoder: 5/5 nodes on CPUExecutionProvider"
+    data = report.to_dict()
+    assert data["graphs"][0]["line"].startswith("VitisAIExecutionProvider not available")
+    json.dumps(data)
+
+
+def test_nodes_are_counted_once_per_node(tmp_path: Path):
+    events = [{"cat": "Session", "name": "model_run"},
+              {"cat": "Node", "name": "a_kernel_time", "args": {"provider": VITIS}},
+              {"cat": "Node", "name": "a_kernel_time", "args": {"provider": VITIS}},
+              {"cat": "Node", "name": "a_fence_before", "args": {}},
+              {"cat": "Node", "name": "b_kernel_time", "args": {"provider": CPU}}]
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(events))
+    assert nodes_per_provider(path) == {VITIS: 1, CPU: 1}
+
+
+def test_manifest_round_trip_and_roles(tmp_path: Path):
+    specs = (TensorSpec("self_k.1", "self_k", "float32", ("batch", 6, 64, "past"), layer=1),
+             TensorSpec("self_k.0", "self_k", "float32", ("batch", 6, 64, "past"), layer=0),
+             TensorSpec("tokens", "tokens", "int64", ("batch", "tokens")))
+    m = Manifest("decoder", "decoder-fp32.onnx", "fp32", "tiny.en", "abc", specs, specs[2:])
+    m.write(tmp_path / "m.json")
+    back = Manifest.read(tmp_path / "m.json")
+    assert back == m
+    assert [t.name for t in back.inputs_of("self_k")] == ["self_k.0", "self_k.1"]
+    assert back.output("tokens").shape == ("batch", "tokens")
+    with pytest.raises(ValueError, match="role 'mel'"):
+        back.input("mel")
+
+
+def test_cache_root_precedence(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "whisper-runtime" / "onnx"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
+    assert cache_root() == tmp_path / "env"
+    assert cache_root("~/x") == Path("~/x").expanduser()
+
+
+def test_graph_file_names():
+    assert graph_stem("encoder", "int8", 4) == "encoder-int8-b4"
+    assert graph_stem("encoder", "bf16", None) == "encoder-fp32-dyn"  # bf16: the fp32 graph
+    assert graph_stem("decoder", "fp32", None) == "decoder-fp32"
