@@ -172,7 +172,7 @@ def test_provider_options_expand_variables(monkeypatch):
         "config_file": "${WR_TEST_DIR}/vaip.json", "cache_dir": "~/c", "other": "$WR_UNSET_DIR/x",
         "cache_key": "enc", "flag": True})
     warnings: list[str] = []
-    [(name, opts)] = _provider_list([spec], ["CPUExecutionProvider"], "tiny-b1", warnings)
+    [(_, opts)] = _provider_list([spec], ["CPUExecutionProvider"], "tiny-b1", warnings)
     assert opts["config_file"] == "/opt/ryzen/vaip.json" and not opts["cache_dir"].startswith("~")
     assert opts["cache_key"] == "enc-tiny-b1" and opts["flag"] == "True"
     assert len(warnings) == 1 and "WR_UNSET_DIR" in warnings[0]
@@ -193,3 +193,28 @@ def test_manifest_names_every_tensor(onnx_session):
 def test_available_lists_providers():
     availability = OnnxBackend().available()
     assert availability and "CPUExecutionProvider" in availability.reason
+
+
+def _cross_kv_graph(tiny_model, cache_dir):
+    from backends.onnx.export import cache_root, ensure_graph, model_folder
+
+    path, manifest = ensure_graph(tiny_model, "cross_kv", "fp32", None,
+                                  model_folder(cache_root(cache_dir), tiny_model))
+    return path.parent / manifest.file, manifest
+
+
+def test_a_present_provider_that_refuses_nodes_is_measured(tiny_model, cache_dir):
+    """The Azure provider ships in the stock wheel and runs no ordinary node: a real refusal."""
+    from backends.onnx.options import GraphOptions
+    from backends.onnx.sessions import open_graph
+
+    azure = "AzureExecutionProvider"
+    if azure not in OnnxBackend().providers():
+        pytest.skip("this onnxruntime build has no AzureExecutionProvider")
+    path, manifest = _cross_kv_graph(tiny_model, cache_dir)
+    spec = GraphOptions(providers=[{"name": azure}, {"name": "CPUExecutionProvider"}])
+    graph = open_graph(path, manifest, "cross_kv", spec)
+    assert graph.placement.fell_back and graph.placement.nodes.get(azure, 0) == 0
+    assert "AzureExecutionProvider took none" in graph.placement.line()
+    with pytest.raises(BackendUnavailableError, match="cross_kv.*AzureExecutionProvider"):
+        open_graph(path, manifest, "cross_kv", spec, strict=True)

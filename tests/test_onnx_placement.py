@@ -82,3 +82,11 @@ def test_graph_file_names():
     assert graph_stem("encoder", "int8", 4) == "encoder-int8-b4"
     assert graph_stem("encoder", "bf16", None) == "encoder-fp32-dyn"  # bf16: the fp32 graph
     assert graph_stem("decoder", "fp32", None) == "decoder-fp32"
+
+
+def test_line_names_a_provider_that_took_no_nodes():
+    azure = "AzureExecutionProvider"
+    p = GraphPlacement("cross_kv", (azure, CPU), (azure, CPU), {CPU: 28})
+    assert p.line() == ("cross_kv: 28/28 nodes on CPUExecutionProvider "
+                        "(AzureExecutionProvider took none)")
+    assert p.fell_back

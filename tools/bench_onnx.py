@@ -92,7 +92,7 @@ def bench_speed(model, variants: list[str], batches: list[int], repeat: int) -> 
     for variant in variants:
         try:
             session = load_session(model, variant)
-        except Exception as exc:  # a precision this machine cannot run is a result, not a crash
+        except Exception as exc:  # noqa: BLE001  (a precision this machine cannot run is a result)
             rows.append({"variant": variant, "error": f"{type(exc).__name__}: {exc}"})
             print(f"{variant}: cannot run here: {exc}", flush=True)
             continue
@@ -113,7 +113,12 @@ def bench_wer(model, variants: list[str], limit: int) -> dict:
     import backends.onnx.plugin
     from runtime.api import Runtime
     from runtime.plugins import Plugins
-    from tools.eval_common import LIBRISPEECH_SUBSETS, decode_audio, load_librispeech, word_errors
+    from tools.eval_common import (
+        LIBRISPEECH_SUBSETS,
+        decode_audio,
+        load_librispeech,
+        word_errors,
+    )
 
     utts = load_librispeech(LIBRISPEECH_SUBSETS)[:limit]
     audio = [decode_audio(u.audio) for u in utts]

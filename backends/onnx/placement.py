@@ -62,7 +62,8 @@ class GraphPlacement:
                 return f"{head} ({self.total_nodes}/{self.total_nodes} nodes)"
             return head + (f" ({counts})" if counts else "")
         if counts:
-            return f"{self.graph}: {counts}"
+            idle = [p for p in self.requested if p != CPU and not self.nodes.get(p)]
+            return f"{self.graph}: {counts}" + (f" ({', '.join(idle)} took none)" if idle else "")
         return f"{self.graph}: on {', '.join(self.active)} (placement not measured)"
 
     def _counts(self) -> str:

@@ -150,11 +150,14 @@ def _create(path: Path, spec: GraphOptions, threads: int | None, strict: bool,
     try:
         return ort.InferenceSession(str(path), so, providers=[p[0] for p in providers],
                                     provider_options=[p[1] for p in providers])
-    except Exception as exc:  # ONNX Runtime raises its own Fail/RuntimeException types
+    except Exception as exc:  # noqa: BLE001  (ONNX Runtime's Fail, EPFail, ... derive from it)
         names = ", ".join(p[0] for p in providers)
         if strict or providers == [(CPU, {})]:
+            how = " with strict placement (no CPU fallback)" if strict else ""
             raise BackendUnavailableError(
-                f"{label}: ONNX Runtime could not start {names}: {exc}") from exc
+                f"{label}: ONNX Runtime could not start {names}{how}: {str(exc).strip()}; check "
+                f"the provider's installation and options"
+                + (", or turn strict placement off" if strict else "")) from exc
         warnings.append(f"{names} failed to start ({str(exc).strip()[:300]}); {label} on {CPU}")
         so = _session_options(spec, threads, False, profile_dir)
         return ort.InferenceSession(str(path), so, providers=[CPU])
