@@ -1,0 +1,77 @@
+"""Implements every hook of the runtime, the way any third-party package would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.backend import Availability, Capabilities
+from runtime.hardware import Finding
+from runtime.plugins.hookspecs import hookimpl
+from runtime.writers import Writer
+
+
+class ExampleBackend:
+    name = "example"
+    capabilities = Capabilities(batched_encoder=True, batched_decoder=False,
+                                precisions=("fp32",), devices=("cpu",))
+
+    def available(self) -> Availability:
+        return Availability(True, "example backend (numpy underneath)", device="cpu")
+
+    def load(self, model, options):
+        from backends.cpu import CpuSession
+
+        return CpuSession(model, options)
+
+
+def probe_example_marker(root: Path) -> Finding:
+    marker = root / "etc" / "example-marker"
+    if marker.exists():
+        return Finding("example_marker", True, {"path": str(marker)}, "")
+    return Finding("example_marker", False, {}, f"no {marker}")
+
+
+class ShoutWriter(Writer):
+    extension = "shout"
+
+    def write(self, result, file) -> None:
+        file.write(result.text.upper() + "\n")
+
+
+class AliasReader:
+    """Reads a one-line '*.alias' file naming another model folder."""
+
+    name = "alias"
+
+    def can_read(self, path: Path) -> bool:
+        return path.suffix == ".alias"
+
+    def read(self, path: Path):
+        from runtime.models import resolve_model
+
+        return resolve_model(path.read_text().strip())
+
+
+@hookimpl
+def register_backends() -> list:
+    return [ExampleBackend()]
+
+
+@hookimpl
+def register_probes() -> list:
+    return [probe_example_marker]
+
+
+@hookimpl
+def add_profile_dirs() -> list:
+    return [Path(__file__).parent / "profiles"]
+
+
+@hookimpl
+def register_model_readers() -> list:
+    return [AliasReader()]
+
+
+@hookimpl
+def register_writers() -> list:
+    return [ShoutWriter]
