@@ -14,7 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from runtime.audio import SAMPLE_RATE, load_audio
-from runtime.backend import LoadOptions, Session
+from runtime.backend import Capabilities, LoadOptions, Session
+from runtime.batcher import BatchOptions, Batcher
 from runtime.decoding import detect_language
 from runtime.errors import BackendUnavailableError, RuntimeInputError
 from runtime.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
@@ -47,6 +48,7 @@ class Runtime:
         self._backend_options = dict(backend_options or {})
         self._selection: Selection | None = None
         self._session: Session | None = None
+        self._capabilities = Capabilities()
         self._tokenizer: Tokenizer | None = None
 
     # -- selection ------------------------------------------------------------------------------
@@ -81,7 +83,7 @@ class Runtime:
             return self.model_spec
         from runtime.models import resolve_model
 
-        return resolve_model(str(self.model_spec))
+        return resolve_model(str(self.model_spec), readers=self.plugins.model_readers())
 
     def _backend(self):
         backends = self.plugins.backends()
@@ -99,6 +101,7 @@ class Runtime:
     def session(self) -> Session:
         if self._session is None:
             backend = self._backend()
+            self._capabilities = backend.capabilities
             self._session = backend.load(self._read_model(), self._load_options())
         return self._session
 
@@ -116,29 +119,52 @@ class Runtime:
     def transcribe(self, audio: str | Path | bytes | np.ndarray, *,
                    language: str | None = None, task: str = "transcribe",
                    options: TranscribeOptions | None = None,
+                   batch_size: int | None = None, chunking: str | None = None,
+                   sequential: bool = False,
                    progress: Callable[[float], None] | None = None,
                    **overrides: Any) -> Transcription:
         """Transcribe one file, bytes or 16 kHz float32 array.
 
-        Any ``TranscribeOptions`` field may be given as a keyword (``beam_size=5``,
+        By default chunks are cut at silences and batched (``batch_size`` from the profile);
+        ``sequential=True`` runs the reference long-form path (30 s windows, seek). Any
+        ``TranscribeOptions`` field may be given as a keyword (``beam_size=5``,
         ``temperature=0.0`` for a single temperature, ``initial_prompt=...``)."""
         options = self._options(options, language, task, overrides)
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        samples = load_audio(audio)
-        timings["decode_audio"] = time.perf_counter() - t0
         session, tokenizer = self.session, self.tokenizer
-        t1 = time.perf_counter()
-        lang, lang_prob = self._language(samples, options)
-        segments = transcribe_sequential(session, tokenizer, samples, options, lang, progress)
-        timings["transcribe"] = time.perf_counter() - t1
+        t0 = time.perf_counter()
+        if sequential:
+            samples = load_audio(audio)
+            timings = {"decode_audio": time.perf_counter() - t0}
+            lang, lang_prob = self._language(samples, options)
+            segments = transcribe_sequential(session, tokenizer, samples, options, lang, progress)
+            duration = len(samples) / SAMPLE_RATE
+        else:
+            batcher = Batcher(session, tokenizer, self._capabilities, options,
+                              self.batch_options(batch_size, chunking), options.language,
+                              progress)
+            segments = batcher.transcribe(audio)
+            lang, lang_prob, duration = batcher.language, None, batcher.duration
+            timings = dict(batcher.clock.totals)
+        timings["total"] = time.perf_counter() - t0
         return Transcription(
-            text=segment_text(segments), segments=tuple(segments), language=lang,
-            duration=len(samples) / SAMPLE_RATE, language_probability=lang_prob,
+            text=segment_text(segments), segments=tuple(segments), language=lang or "en",
+            duration=duration, language_probability=lang_prob,
             run=RunInfo(model=session.model.name, backend=self.backend_name,
                         device=session.device, detail=session.describe(),
                         profile=self.selection.profile.name if self.selection else None),
             timings=timings)
+
+    def batch_options(self, batch_size: int | None = None,
+                      chunking: str | None = None) -> BatchOptions:
+        """Batcher settings: explicit arguments, then settings, then the profile's."""
+        profile = self.selection.profile.batcher if self.selection else None
+        size = batch_size or self.settings.batch.batch_size or (profile.batch_size if profile else 8)
+        decoder = self.settings.batch.decoder or (profile.decoder if profile else "batched")
+        try:
+            return BatchOptions(batch_size=size, decoder=decoder,
+                                chunking=chunking or self.settings.batch.chunking)
+        except ValueError as exc:
+            raise RuntimeInputError(str(exc)) from exc
 
     def _options(self, options: TranscribeOptions | None, language: str | None, task: str,
                  overrides: dict[str, Any]) -> TranscribeOptions:

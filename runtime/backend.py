@@ -67,6 +67,16 @@ class Session(Protocol):
     model: WhisperModel
     device: str
 
+    def log_mel(self, audio: np.ndarray, padding: int = 0) -> Any:
+        """Log-mel (n_mels, frames) of a whole 16 kHz signal, computed once, on the device."""
+
+    def mel_windows(self, spans: list[tuple[Any, int, int]]) -> Any:
+        """Slice ``(mel, start_frame, n_frames)`` spans (each from its own log-mel) and zero-pad
+        each to 3000 frames: the encoder's input batch (B, n_mels, 3000), still on the device."""
+
+    def take(self, features: Any, rows: np.ndarray) -> Any:
+        """The given rows of encoded features (for re-decoding only some windows)."""
+
     def encode(self, mel: np.ndarray) -> Any:
         """Encode mel windows (B, n_mels, 3000) to audio features (B, n_audio_ctx, d_model).
 
@@ -77,6 +87,29 @@ class Session(Protocol):
 
     def describe(self) -> str:
         """One line on what really runs where (precision, device, provider placement)."""
+
+
+class NumpyFrontend:
+    """Default ``log_mel`` / ``mel_windows`` for sessions whose device is the host."""
+
+    model: WhisperModel
+
+    def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
+        from runtime.mel import log_mel_spectrogram
+
+        return log_mel_spectrogram(audio, n_mels=self.model.dims.n_mels, padding=padding)
+
+    def mel_windows(self, spans: list[tuple[np.ndarray, int, int]]) -> np.ndarray:
+        from runtime.mel import N_FRAMES
+
+        out = np.zeros((len(spans), self.model.dims.n_mels, N_FRAMES), dtype=np.float32)
+        for i, (mel, start, n) in enumerate(spans):
+            piece = mel[:, start: start + min(n, N_FRAMES)]
+            out[i, :, : piece.shape[1]] = piece
+        return out
+
+    def take(self, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return features[np.asarray(rows)]
 
 
 @runtime_checkable

@@ -37,8 +37,9 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     p.add_argument("--no-condition-on-previous-text", action="store_true",
                    help="do not feed each window's text as the next window's prompt")
-    p.add_argument("--output-format", "-f", choices=[*WRITERS, "all"], default=None,
-                   help="write this format to --output-dir (default: print to stdout only)")
+    p.add_argument("--output-format", "-f", default=None,
+                   help=f"write this format ({', '.join(WRITERS)}, a plugin's, or all) to "
+                        "--output-dir (default: print to stdout only)")
     p.add_argument("--output-dir", "-o", type=Path, default=Path("."),
                    help="where output files go (default: current directory)")
     p.add_argument("--quiet", "-q", action="store_true", help="no transcript on stdout")
@@ -103,9 +104,10 @@ def _transcribe_one(rt, path: str, args: argparse.Namespace) -> None:
         print(f"{path}: {result.duration:.1f} s of audio, language {result.language}, "
               f"{result.run.detail}, {sum(result.timings.values()):.2f} s", file=sys.stderr)
     if args.output_format:
-        formats = list(WRITERS) if args.output_format == "all" else [args.output_format]
+        writers = rt.plugins.writers()
+        formats = list(writers) if args.output_format == "all" else [args.output_format]
         for fmt in formats:
-            out = WRITERS[fmt]().write_to_dir(result, args.output_dir, Path(path).stem)
+            out = writers[fmt]().write_to_dir(result, args.output_dir, Path(path).stem)
             if args.verbose:
                 print(f"wrote {out}", file=sys.stderr)
 
@@ -118,6 +120,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         rt = Runtime(settings=_settings(args))
         if rt.selection and rt.selection.fallback_note:
             print(f"warning: {rt.selection.fallback_note}", file=sys.stderr)
+        writers = rt.plugins.writers()
+        if args.output_format and args.output_format not in (*writers, "all"):
+            raise RuntimeInputError(f"unknown output format {args.output_format!r}; "
+                                    f"choose from {', '.join(writers)} or all")
         rt.session  # load once, up front: a bad model or backend fails before any file
         if args.verbose:
             print(f"profile {rt.selection.profile.name if rt.selection else '(none)'}: "

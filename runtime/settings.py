@@ -35,6 +35,8 @@ class BatchSettings(_Section):
     batch_size: int | None = Field(None, ge=1, description="Chunks per batch; None = the profile's.")
     decoder: Literal["batched", "sequential"] | None = Field(
         None, description="Force the decoder mode; None = the profile's and the backend's.")
+    chunking: Literal["vad", "fixed"] = Field(
+        "vad", description="Cut chunks at silences found by the VAD, or plain 30 s windows.")
 
 
 class Settings(BaseSettings):

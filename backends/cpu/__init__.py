@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from runtime.backend import Availability, Capabilities, LoadOptions
+from runtime.backend import Availability, Capabilities, LoadOptions, NumpyFrontend
 from runtime.model import WhisperModel
 
 PRECISIONS = {"fp32": np.float32, "fp64": np.float64}
@@ -22,7 +22,7 @@ class CpuOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CpuSession:
+class CpuSession(NumpyFrontend):
     def __init__(self, model: WhisperModel, options: LoadOptions) -> None:
         from backends.cpu.model import NumpyWhisper
 

@@ -85,7 +85,8 @@ def decode(session: Session, features: Any, tokenizer: Tokenizer,
         detected, lang_probs = detect_language(session, features, tokenizer)
         if len(set(detected)) > 1:  # windows disagree: decode each with its own language
             return [r for i in range(n_windows) for r in _decode_one_language(
-                session, features[i: i + 1], tokenizer, options, detected[i], [lang_probs[i]])]
+                session, session.take(features, np.array([i])), tokenizer, options, detected[i],
+                [lang_probs[i]])]
         language = detected[0]
     elif not tokenizer.multilingual:
         language = "en"

@@ -1,0 +1,121 @@
+"""The common batcher: VAD chunks, static batches, decoder modes, continuations, bounded blocks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+
+import numpy as np
+import pytest
+
+from runtime.audio import load_audio
+from runtime.batcher import BatchOptions, Batcher, Job
+from runtime.decoding import DecodingResult
+from runtime.transcribe import TranscribeOptions
+from tests.conftest import EVAL_DIR, eval_file
+from tools.eval_common import load_librispeech, wer
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def speech_minute():
+    """Six LibriSpeech utterances with 1 s pauses (about a minute) and their joined reference."""
+    if not EVAL_DIR.exists():
+        pytest.skip("../shared/eval is absent")
+    utts = load_librispeech(["test-clean"])[:6]
+    gap = np.zeros(SR, np.float32)
+    audio = np.concatenate([x for u in utts for x in (load_audio(u.audio), gap)])
+    return audio, " ".join(u.reference for u in utts)
+
+
+def _batcher(rt, caps=None, **batch):
+    return Batcher(rt.session, rt.tokenizer, caps or rt._capabilities, TranscribeOptions(),
+                   BatchOptions(**batch), "en")
+
+
+def _text(segments) -> str:
+    return "".join(s.text for s in segments)
+
+
+def test_batched_jfk(cpu_runtime):
+    result = cpu_runtime.transcribe(eval_file("jfk.flac"), batch_size=4)
+    assert "ask not what your country can do for you" in result.text
+    assert set(result.timings) >= {"vad", "mel", "encode", "decode"}
+
+
+@pytest.fixture(scope="module")
+def batched_minute(cpu_runtime, speech_minute):
+    return _batcher(cpu_runtime, batch_size=4).transcribe(speech_minute[0])
+
+
+def test_multi_chunk_accuracy_and_order(batched_minute, speech_minute):
+    audio, reference = speech_minute
+    segments = batched_minute
+    assert wer(reference, _text(segments)) < 0.10
+    starts = [s.start for s in segments]
+    assert starts == sorted(starts) and [s.id for s in segments] == list(range(len(segments)))
+    assert segments[-1].end <= len(audio) / SR + 0.5
+
+
+def test_sequential_decoder_mode_gives_the_same_text(cpu_runtime, speech_minute, batched_minute):
+    audio, _ = speech_minute
+    batched = batched_minute
+    one_by_one = _batcher(cpu_runtime, batch_size=4, decoder="sequential").transcribe(audio)
+    assert [s.tokens for s in batched] == [s.tokens for s in one_by_one]
+
+
+def test_static_batch_sizes_are_padded(cpu_runtime, speech_minute, batched_minute):
+    audio, _ = speech_minute
+    seen = []
+    session = cpu_runtime.session
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(session, name)
+
+        def encode(self, mel):
+            seen.append(mel.shape[0])
+            return session.encode(mel)
+
+    caps = dataclasses.replace(cpu_runtime._capabilities, encoder_batch_sizes=(6,))
+    b = Batcher(Recording(), cpu_runtime.tokenizer, caps, TranscribeOptions(),
+                BatchOptions(batch_size=4), "en")
+    static = b.transcribe(audio)
+    assert seen and set(seen) == {6}  # every encoder call has the static size, padded
+    assert [s.tokens for s in static] == [s.tokens for s in batched_minute]
+
+
+def test_small_blocks_keep_every_word(cpu_runtime, speech_minute, batched_minute):
+    """Blocks of 30 s (a chunk carried across each boundary) lose nothing against one block."""
+    audio, reference = speech_minute
+    small = _batcher(cpu_runtime, batch_size=4, block_s=30).transcribe(audio)
+    big = batched_minute
+    assert wer(reference, _text(small)) <= wer(reference, _text(big)) + 0.02
+
+
+@pytest.mark.parametrize("signal, chunking", [("silence", "vad"), ("silence", "fixed"),
+                                              ("noise", "vad")])
+def test_no_text_without_speech(cpu_runtime, signal, chunking):
+    rng = np.random.default_rng(0)
+    n = SR * 65
+    audio = (np.zeros(n) if signal == "silence" else rng.normal(0, 0.05, n)).astype(np.float32)
+    assert _text(_batcher(cpu_runtime, chunking=chunking).transcribe(audio)).strip() == ""
+
+
+def test_unfinished_chunk_continues(cpu_runtime):
+    tok = cpu_runtime.tokenizer
+    ts = tok.special.timestamp_begin
+    words = tok.encode(" hello")
+    tokens = [ts, *words, ts + 250, ts + 250, *words, ts + 900, ts + 900, *words]
+    result = DecodingResult(tokens=tokens, text="hello hello hello", language="en",
+                            avg_logprob=-0.2, sum_logprob=-2.0, no_speech_prob=0.0,
+                            temperature=0.0)
+    b = _batcher(cpu_runtime)
+    queue: deque[Job] = deque()
+    b._collect(Job(mel=None, start_frame=500, n_frames=3000, offset_s=60.0, prompt=[]), result,
+               queue)
+    assert [(s.start, s.end) for s in b.segments] == [(65.0, 70.0), (70.0, 83.0)]
+    (cont,) = queue
+    assert (cont.start_frame, cont.n_frames) == (500 + 1800, 1200)
+    assert cont.prompt == tokens[: -(len(words) + 1)]  # conditioned on the kept segments
