@@ -218,3 +218,16 @@ def test_a_present_provider_that_refuses_nodes_is_measured(tiny_model, cache_dir
     assert "AzureExecutionProvider took none" in graph.placement.line()
     with pytest.raises(BackendUnavailableError, match="cross_kv.*AzureExecutionProvider"):
         open_graph(path, manifest, "cross_kv", spec, strict=True)
+
+
+def test_cache_is_rebuilt_for_other_weights_or_exporter(tiny_model, cache_dir):
+    from backends.onnx.export import ensure_graph
+    from backends.onnx.manifest import Manifest
+
+    path, manifest = _cross_kv_graph(tiny_model, cache_dir)
+    json_path = path.with_suffix(".json")
+    assert ensure_graph(tiny_model, "cross_kv", "fp32", None, path.parent)[1] == manifest
+    stale = Manifest.from_dict({**manifest.to_dict(), "model_digest": "0" * 16})
+    stale.write(json_path)
+    assert ensure_graph(tiny_model, "cross_kv", "fp32", None, path.parent)[1] == manifest
+    assert Manifest.read(json_path) == manifest

@@ -50,6 +50,29 @@ def matmul_gflops(n: int = 2048, repeat: int = 5) -> float:
     return 2 * n**3 / median_s(lambda: a @ b, repeat) / 1e9
 
 
+def ort_matmul_gflops(n: int = 2048, int8: bool = False, repeat: int = 5) -> float:
+    """ONNX Runtime's own GEMM on the same sizes (MLAS): fp32, or int8 through the dynamic
+    quantization the int8 graphs use (its ceiling, quantizing the activations included)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from backends.onnx.export import quantize_graph, save_graph
+    from backends.onnx.graph import GraphBuilder
+
+    rng = np.random.default_rng(0)
+    g = GraphBuilder()
+    x = g.add_input("x", np.float32, [n, n])
+    w = g.weight("w", rng.standard_normal((n, n), np.float32))
+    g.add_output(g.op("MatMul", [x, w]), "y", np.float32, [n, n])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "matmul.onnx"
+        (quantize_graph if int8 else save_graph)(g.build("matmul"), path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    a = rng.standard_normal((n, n), np.float32)
+    return 2 * n**3 / median_s(lambda: session.run(None, {"x": a}), repeat) / 1e9
+
+
 def encoder_gflop(dims) -> float:
     """Multiply-adds x 2 of one 30 s window through the encoder (tiny: ~37 GFLOP)."""
     t, d, ctx = 3000, dims.n_audio_state, dims.n_audio_ctx
@@ -155,8 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"model": model.name, "machine": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "load_average": os.getloadavg()}
     report["matmul_fp32_gflops"] = matmul_gflops()
+    report["ort_matmul_fp32_gflops"] = ort_matmul_gflops()
+    report["ort_matmul_int8_gflops"] = ort_matmul_gflops(int8=True)
     report["encoder_gflop_per_window"] = encoder_gflop(model.dims)
-    print(f"float32 matmul: {report['matmul_fp32_gflops']:.1f} GFLOP/s; encoder "
+    print(f"matmul 2048^3: numpy fp32 {report['matmul_fp32_gflops']:.1f}, onnxruntime fp32 "
+          f"{report['ort_matmul_fp32_gflops']:.1f}, onnxruntime int8 (dynamic) "
+          f"{report['ort_matmul_int8_gflops']:.1f} GFLOP/s; encoder "
           f"{report['encoder_gflop_per_window']:.1f} GFLOP per window", flush=True)
     variants = [v for v in args.variants.split(",") if v]
     report["speed"] = bench_speed(model, variants, [int(b) for b in args.batch.split(",")],
