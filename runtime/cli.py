@@ -34,6 +34,12 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
                    help="a single sampling temperature (default: 0 with fallback up to 1.0)")
     p.add_argument("--no-fallback", action="store_true",
                    help="disable temperature fallback (decode at the first temperature only)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="chunks per encoder/decoder batch (default: the profile's)")
+    p.add_argument("--chunking", choices=("vad", "fixed"), default=None,
+                   help="cut chunks at silences (vad, default) or every 30 s (fixed)")
+    p.add_argument("--sequential", action="store_true",
+                   help="the reference long-form path: 30 s windows with seek, no batching")
     p.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     p.add_argument("--no-condition-on-previous-text", action="store_true",
                    help="do not feed each window's text as the next window's prompt")
@@ -94,7 +100,8 @@ def _transcribe_one(rt, path: str, args: argparse.Namespace) -> None:
     bar, update = _progress_bar(duration)
     try:
         result = rt.transcribe(path, language=args.language, task=args.task, progress=update,
-                               **_overrides(args))
+                               batch_size=args.batch_size, chunking=args.chunking,
+                               sequential=args.sequential, **_overrides(args))
     finally:
         bar.close()
     if not args.quiet:
@@ -102,7 +109,7 @@ def _transcribe_one(rt, path: str, args: argparse.Namespace) -> None:
             print(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] {s.text.strip()}")
     if args.verbose:
         print(f"{path}: {result.duration:.1f} s of audio, language {result.language}, "
-              f"{result.run.detail}, {sum(result.timings.values()):.2f} s", file=sys.stderr)
+              f"{result.run.detail}, {result.timings['total']:.2f} s", file=sys.stderr)
     if args.output_format:
         writers = rt.plugins.writers()
         formats = list(writers) if args.output_format == "all" else [args.output_format]
