@@ -424,7 +424,7 @@ def test_recognized_but_malformed_folders(tmp_path: Path) -> None:
         read_model(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"d_model": 4, "num_mel_bins": 80}))
     (tmp_path / "weights.safetensors").rename(tmp_path / "model.safetensors")
-    with pytest.raises(ModelFormatError, match="not a safetensors file"):
+    with pytest.raises(ModelFormatError, match="not a readable safetensors file"):
         read_model(tmp_path)
 
 
