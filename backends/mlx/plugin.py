@@ -1,0 +1,14 @@
+"""Entry point of the MLX backend plugin (group ``whisper_runtime``: ``mlx = "backends.mlx.plugin"``).
+
+Registering costs nothing: the backend imports MLX only in ``available()`` and ``load()``, so a
+machine without MLX still lists it, with the reason it cannot run.
+"""
+
+from runtime.plugins.hookspecs import hookimpl
+
+
+@hookimpl
+def register_backends() -> list:
+    from backends.mlx import MlxBackend
+
+    return [MlxBackend()]
