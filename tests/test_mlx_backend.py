@@ -134,6 +134,21 @@ def test_kv_cache_steps_equal_one_pass(mlx_fp32, real_features, tiny_tokenizer):
 
 
 @needs_mlx
+def test_kv_cache_grows_past_its_step(mlx_fp32, real_features, tiny_tokenizer):
+    """Caches grow in CACHE_STEP blocks; single steps across a boundary match one long pass."""
+    from backends.mlx.decoder import CACHE_STEP
+
+    text = tiny_tokenizer.encode(" ask not what your country can do for you" * 8)
+    tokens = np.array([[tiny_tokenizer.special.sot] + text[: CACHE_STEP + 5]])
+    n = tokens.shape[1]
+    full = mlx_fp32.decoder(real_features).logits(tokens, positions=(-3, -2, -1))
+    state = mlx_fp32.decoder(real_features)
+    state.logits(tokens[:, : n - 8])
+    steps = [state.logits(tokens[:, i: i + 1])[:, 0] for i in range(n - 8, n)]
+    np.testing.assert_allclose(np.stack(steps[-3:], 1), full, atol=2e-3, rtol=1e-4)
+
+
+@needs_mlx
 def test_logits_match_cpu_and_keep_reorders_rows(mlx_fp32, cpu_session, real_features,
                                                  tiny_tokenizer):
     features = np.concatenate([real_features, real_features[:, ::-1]])  # two different windows

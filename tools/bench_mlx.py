@@ -18,6 +18,7 @@ this backend's stages (mel, encoder, decoder) apart. One run of each; run it on 
 
     python tools/bench_mlx.py                                   # northanger-abbey ch. 1, tiny.en
     python tools/bench_mlx.py --precision fp16 --batch 12 --json /tmp/bench_mlx.json
+    python tools/bench_mlx.py --pipeline --skip-reference    # + Runtime.transcribe (VAD chunks)
 """
 
 from __future__ import annotations
@@ -91,6 +92,30 @@ def run_backend(model, audio, precision: str, batch: int, device: str | None) ->
                notes=f"{session.describe()}; {len(spans)} windows in batches of {batch}")
 
 
+def mlx_plugins():
+    """The runtime's plugins, with the MLX plugin added in process if no entry point lists it."""
+    from backends.mlx import plugin
+    from runtime.plugins import Plugins
+
+    plugins = Plugins()
+    return plugins if "mlx" in plugins.backends() else Plugins(extra=[plugin])
+
+
+def run_pipeline(model, audio, precision: str, batch: int, device: str | None) -> Run:
+    """The product path on this backend: ``Runtime.transcribe`` (VAD chunks cut at silences,
+    batched encoder and decoder, timestamps, temperature fallback)."""
+    from runtime.api import Runtime
+
+    runtime = Runtime(model, backend="mlx", precision=precision, plugins=mlx_plugins(),
+                      backend_options={"device": device} if device else None)
+    runtime.session  # noqa: B018  (load before timing)
+    with Clock() as total:
+        result = runtime.transcribe(audio, language="en", batch_size=batch)
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    return Run("runtime Runtime.transcribe (mlx backend, VAD chunks)", total, result.text,
+               notes=f"batch {batch}; batcher stage wall times: {stages}")
+
+
 def run_mlx_whisper(model, audio, precision: str) -> Run:
     """mlx-whisper's transcribe() on the same weights, written as an MLX folder."""
     import mlx.core as mx
@@ -138,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="windows per encoder/decoder batch")
     parser.add_argument("--device", default=None, help="gpu or cpu (default: gpu when present)")
     parser.add_argument("--skip-reference", action="store_true", help="do not run mlx-whisper")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="also time Runtime.transcribe (VAD chunks) on this backend")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
 
@@ -151,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                      None) if (eval_dir() / "longform").is_dir() else None
     runs = [run_backend(model, audio, args.precision, args.batch, args.device)]
     print(f"{runs[0].engine}: {runs[0].total.wall:.1f} s", flush=True)
+    if args.pipeline:
+        runs.append(run_pipeline(model, audio, args.precision, args.batch, args.device))
+        print(f"{runs[-1].engine}: {runs[-1].total.wall:.1f} s", flush=True)
     if not args.skip_reference:
         runs.append(run_mlx_whisper(model, audio, args.precision))
     for r in runs:

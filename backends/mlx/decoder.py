@@ -132,7 +132,7 @@ class MlxDecoderState:
             logits = logits.astype(mx.float32)
             # one evaluation per step: the logits and the caches the next step builds on
             mx.eval(logits, *[c.keys for c in self._self], *[c.values for c in self._self])
-        return np.array(logits, copy=False)
+        return np.asarray(logits)
 
     def _forward(self, tokens: Any) -> Any:
         """The decoder blocks over ``tokens`` (B, T) appended at ``self.length``; hidden (B, T, D)."""
