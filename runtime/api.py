@@ -101,8 +101,9 @@ class Runtime:
     def session(self) -> Session:
         if self._session is None:
             backend = self._backend()
-            self._capabilities = backend.capabilities
             self._session = backend.load(self._read_model(), self._load_options())
+            # a session may narrow the backend's capabilities (e.g. a static-shape graph)
+            self._capabilities = getattr(self._session, "capabilities", backend.capabilities)
         return self._session
 
     @property

@@ -48,7 +48,7 @@ def base_model():
 def cpu_runtime(tiny_model):
     from runtime.api import Runtime
 
-    return Runtime(tiny_model)
+    return Runtime(tiny_model, backend="cpu")  # the numpy reference backend
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from runtime.profiles import (
 )
 from tests import fakehw
 
-BUILTIN = {"cpu", "apple-silicon", "xdna2", "xdna", "intel-npu", "qualcomm-npu", "nvidia"}
+BUILTIN = {"cpu", "apple-silicon", "xdna2", "xdna", "intel-npu", "qualcomm-npu", "nvidia", "numpy"}
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +46,20 @@ def test_builtin_profiles_load(profiles: dict[str, Profile]) -> None:
     assert builtin_profiles_dir() == Path(__file__).resolve().parents[1] / "profiles"
     for profile in profiles.values():
         assert profile.source is not None and profile.source.parent == builtin_profiles_dir()
-        assert profile.name == "cpu" or profile.fallback == ["cpu"], profile.name
-        assert profile.name == "cpu" or profile.priority > profiles["cpu"].priority
+        # every chain ends at the numpy profile, which runs everywhere
+        assert profile.name == "numpy" or profile.fallback[-1] == "numpy", profile.name
+        assert profile.name == "numpy" or profile.priority > profiles["numpy"].priority
         for rule in profile.match:
             assert rule.probe in BUILTIN_PROBES, (profile.name, rule.probe)
 
 
-def test_cpu_profile_matches_everything_and_falls_back_to_nothing(profiles: dict[str, Profile]) -> None:
-    cpu = profiles["cpu"]
-    assert cpu.match == [] and cpu.fallback == [] and cpu.backend == "cpu"
+def test_cpu_profiles_match_everything(profiles: dict[str, Profile]) -> None:
+    numpy_ = profiles["numpy"]
+    assert numpy_.match == [] and numpy_.fallback == [] and numpy_.backend == "cpu"
+    assert evaluate(numpy_, HardwareReport({})).matches
+    cpu = profiles["cpu"]  # the fastest CPU path measured: ONNX Runtime int8
+    assert cpu.match == [] and cpu.fallback == ["numpy"] and cpu.backend == "onnx"
+    assert cpu.backend_options["precision"] == "int8"
     assert evaluate(cpu, HardwareReport({})).matches
 
 
@@ -80,7 +85,8 @@ def test_npu_profiles_use_the_vendor_execution_providers(profiles: dict[str, Pro
 
 def test_xdna_profile_never_claims_the_npu(profiles: dict[str, Profile]) -> None:
     xdna = profiles["xdna"]
-    assert xdna.backend == "cpu" and xdna.fallback == ["cpu"]
+    assert xdna.backend == "onnx" and xdna.fallback == ["numpy"]
+    assert [p["name"] for p in xdna.backend_options["encoder"]["providers"]] == ["CPUExecutionProvider"]
     assert "INT8" in xdna.notes[0] and "CNN" in xdna.notes[0]
 
 
@@ -108,7 +114,7 @@ def test_each_machine_gets_its_profile(tmp_path: Path, profiles: dict[str, Profi
     assert choice.fallback_from is None
     assert set(choice.reasons) == BUILTIN - {expected}
     assert all(choice.reasons.values())
-    assert choice.matching[0] == expected and choice.matching[-1] == "cpu"
+    assert choice.matching[0] == expected and choice.matching[-2:] == ["cpu", "numpy"]
 
 
 def test_phoenix_shows_the_xdna_note(tmp_path: Path, profiles: dict[str, Profile]) -> None:
@@ -122,15 +128,18 @@ def test_phoenix_shows_the_xdna_note(tmp_path: Path, profiles: dict[str, Profile
 def test_unavailable_backend_uses_the_fallback(tmp_path: Path, profiles: dict[str, Profile]) -> None:
     report = run_probes(fakehw.strix_laptop(tmp_path))
     choice = choose_profile(profiles, report, unavailable("onnx"))
-    assert choice.require().name == "cpu" and choice.fallback_from == "xdna2"
+    # the cpu profile runs on onnx too, so the chain goes on to numpy
+    assert choice.require().name == "numpy" and choice.fallback_from == "xdna2"
     assert choice.reasons["xdna2"] == ["matches, but backend 'onnx' is unavailable: onnx is not installed"]
 
 
-@pytest.mark.parametrize(("build", "backend", "skipped"),
-                         [(fakehw.apple_m3, "mlx", "apple-silicon"), (fakehw.nvidia_server, "onnx", "nvidia")])
-def test_fallback_on_other_machines(tmp_path: Path, profiles: dict[str, Profile], build, backend, skipped) -> None:
+@pytest.mark.parametrize(("build", "backend", "skipped", "chosen"),
+                         [(fakehw.apple_m3, "mlx", "apple-silicon", "cpu"),
+                          (fakehw.nvidia_server, "onnx", "nvidia", "numpy")])
+def test_fallback_on_other_machines(tmp_path: Path, profiles: dict[str, Profile], build, backend,
+                                    skipped, chosen) -> None:
     choice = choose_profile(profiles, run_probes(build(tmp_path)), unavailable(backend))
-    assert choice.require().name == "cpu" and choice.fallback_from == skipped
+    assert choice.require().name == chosen and choice.fallback_from == skipped
     assert "unavailable" in choice.reasons[skipped][0]
 
 
@@ -166,6 +175,7 @@ def test_this_machine_chooses_cpu_and_explains_every_other_profile(profiles: dic
     choice = choose_profile(profiles, report, all_available)
     assert choice.require().name == "cpu"
     assert set(choice.reasons) == BUILTIN - {"cpu"}
+    assert choice.reasons.pop("numpy") == ["matches, but cpu ranks higher (priority 0 > -10)"]
     for name, reasons in choice.reasons.items():
         assert reasons and all(r.startswith("no ") for r in reasons), (name, reasons)
 

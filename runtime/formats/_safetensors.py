@@ -25,7 +25,9 @@ def bfloat16_to_float32(raw: np.ndarray) -> np.ndarray:
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of ``path`` as a numpy array (bfloat16 widened to float32)."""
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))  # bfloat16 comes back as ml_dtypes' type when installed
+        return {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v
+                for k, v in tensors.items()}
     except (SafetensorError, OSError) as exc:
         raise ModelFormatError(f"{path} is not a readable safetensors file: {exc}") from exc
     except TypeError as exc:  # a dtype numpy lacks: bfloat16 in practice
