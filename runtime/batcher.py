@@ -29,7 +29,7 @@ from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
 from runtime.results import Segment
 from runtime.tokenizer import Tokenizer
 from runtime.transcribe import (TranscribeOptions, is_digital_silence, is_silence,
-                                needs_fallback, split_segments)
+                                make_segment, needs_fallback, split_segments)
 from runtime.vad import VadOptions, speech_probs, speech_regions
 
 MIN_CONTINUATION_FRAMES = 100  # less than 1 s left after the last complete segment: done
@@ -235,13 +235,8 @@ class Batcher:
             text = self.tokenizer.decode(piece["tokens"])
             if piece["start"] == piece["end"] or not text.strip():
                 continue
-            self.segments.append(Segment(
-                id=0, seek=round(job.start_s * FRAMES_PER_SECOND),
-                start=round(float(piece["start"]), 3), end=round(float(piece["end"]), 3),
-                text=text, tokens=tuple(int(t) for t in piece["tokens"]),
-                temperature=result.temperature, avg_logprob=result.avg_logprob,
-                compression_ratio=result.compression_ratio,
-                no_speech_prob=result.no_speech_prob))
+            self.segments.append(make_segment(0, round(job.start_s * FRAMES_PER_SECOND), piece,
+                                              text, result))
             kept += piece["tokens"]
             last_end = round((piece["end"] - job.offset_s) * FRAMES_PER_SECOND) - job.start_frame
         if seek >= job.n_frames - MIN_CONTINUATION_FRAMES:

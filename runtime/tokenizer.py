@@ -8,7 +8,6 @@ directly and are usually absent from ``tokenizer.json``, so their ids are comput
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -156,5 +155,3 @@ class Tokenizer:
 def load_tokenizer(path: Path, multilingual: bool, num_languages: int = 99) -> Tokenizer:
     return Tokenizer(path, multilingual, num_languages)
 
-
-PUNCTUATION = string.punctuation + "“”¿([{-"

@@ -7,7 +7,6 @@ measured against it.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -153,6 +152,8 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
         frames = min(N_FRAMES, content_frames - seek)
         if is_digital_silence(audio[seek * HOP_LENGTH: (seek + frames) * HOP_LENGTH], options):
             seek += frames
+            if progress:
+                progress(seek / FRAMES_PER_SECOND)
             continue
         window = pad_or_trim(mel[:, seek: seek + frames], N_FRAMES)[None]
         features = session.encode(window)
@@ -169,7 +170,7 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
                 text = tokenizer.decode(piece["tokens"])
                 if piece["start"] == piece["end"] or not text.strip():
                     continue
-                segments.append(_segment(len(segments), previous_seek, piece, text, result))
+                segments.append(make_segment(len(segments), previous_seek, piece, text, result))
                 all_tokens.extend(piece["tokens"])
             if not options.condition_on_previous_text or result.temperature > options.prompt_reset_on_temperature:
                 prompt_reset = len(all_tokens)
@@ -178,13 +179,11 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
     return segments
 
 
-def _segment(index: int, seek: int, piece: dict, text: str, result: DecodingResult) -> Segment:
+def make_segment(index: int, seek: int, piece: dict, text: str, result: DecodingResult) -> Segment:
+    """A Segment from one piece cut by ``split_segments`` and the window's decoding result."""
     return Segment(id=index, seek=seek, start=round(float(piece["start"]), 3),
                    end=round(float(piece["end"]), 3), text=text,
                    tokens=tuple(int(t) for t in piece["tokens"]), temperature=result.temperature,
                    avg_logprob=result.avg_logprob, compression_ratio=result.compression_ratio,
                    no_speech_prob=result.no_speech_prob)
 
-
-def replace(options: TranscribeOptions, **changes) -> TranscribeOptions:
-    return dataclasses.replace(options, **changes)
