@@ -17,7 +17,7 @@ from runtime.model import ModelDims, WhisperModel
 
 # Bound the attention score matrix of one call (B * heads * 1500 * 1500 floats) by working
 # through the batch in slices of this many windows.
-ENCODER_ROWS_PER_SLICE = 4
+ENCODER_ROWS_PER_SLICE = 2
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
