@@ -124,6 +124,17 @@ class Backend(Protocol):
     def load(self, model: WhisperModel, options: LoadOptions) -> Session: ...
 
 
+def check_tokens(tokens: np.ndarray, n_rows: int, length: int, n_ctx: int) -> np.ndarray:
+    """The new tokens (B, T) of a decoder step as int64, after checking the row count and that
+    the sequence stays inside the text context; every DecoderState starts with this."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+    if tokens.ndim != 2 or tokens.shape[0] != n_rows:
+        raise ValueError(f"decoder state holds {n_rows} rows, got tokens of shape {tokens.shape}")
+    if length + tokens.shape[1] > n_ctx:
+        raise ValueError(f"token sequence longer than the text context ({length + tokens.shape[1]})")
+    return tokens
+
+
 def features_to_numpy(features: Any) -> np.ndarray:
     """Bring backend features to the host (for tests and conformance checks)."""
     return np.asarray(features)

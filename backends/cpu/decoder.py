@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends.cpu.model import NumpyWhisper, layer_norm
+from runtime.backend import check_tokens
 
 
 class NumpyDecoderState:
@@ -44,13 +45,9 @@ class NumpyDecoderState:
         self.n_rows = len(rows)
 
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
-        tokens = np.asarray(tokens, dtype=np.int64)
-        b, t = tokens.shape
-        if b != self.n_rows:
-            raise ValueError(f"decoder state holds {self.n_rows} rows, got tokens for {b}")
+        tokens = check_tokens(tokens, self.n_rows, self.length, self.net.dims.n_text_ctx)
+        t = tokens.shape[1]
         start, end = self.length, self.length + t
-        if end > self.net.dims.n_text_ctx:
-            raise ValueError(f"token sequence longer than the text context ({end})")
         net = self.net
         x = net.token_embedding[tokens] + net.dec_pos[start:end]
         mask = None

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.backend import check_tokens
+
 CACHE_STEP = 64  # self-attention caches grow by this many positions at a time
 
 
@@ -114,12 +116,8 @@ class MlxDecoderState:
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
         import mlx.core as mx
 
-        tokens = np.asarray(tokens, dtype=np.int64)
-        b, t = tokens.shape
-        if b != self.n_rows:
-            raise ValueError(f"decoder state holds {self.n_rows} rows, got tokens for {b}")
-        if self.length + t > self.n_ctx:
-            raise ValueError(f"token sequence longer than the text context ({self.length + t})")
+        tokens = check_tokens(tokens, self.n_rows, self.length, self.n_ctx)
+        t = tokens.shape[1]
         with mx.stream(self.device):
             picks = mx.array([p % t for p in positions], dtype=mx.int32)
             hidden = self._forward(mx.array(tokens.astype(np.int32)))

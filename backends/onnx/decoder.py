@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from runtime.backend import check_tokens
+
 from backends.onnx.sessions import Graph
 
 
@@ -47,12 +49,8 @@ class OnnxDecoderState:
         self.length = 0
 
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
-        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        b, t = tokens.shape
-        if b != self.n_rows:
-            raise ValueError(f"decoder state holds {self.n_rows} rows, got tokens for {b}")
-        if self.length + t > self.n_text_ctx:
-            raise ValueError(f"token sequence longer than the text context ({self.length + t})")
+        tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
+        t = tokens.shape[1]
         feeds = {self._tokens: tokens, self._positions: np.asarray(positions, dtype=np.int64)}
         for role, arrays in (("self_k", self._k), ("self_v", self._v)):
             feeds.update(zip(self._in[role], arrays))
