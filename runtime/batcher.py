@@ -41,7 +41,8 @@ class BatchOptions:
     batch_size: int = 8  # chunks per encoder call
     decoder: str = "batched"  # "sequential" decodes rows one by one through the same loop
     chunking: str = "vad"  # "fixed": plain 30 s windows
-    block_s: float = 600.0  # audio read, VAD'd and mel'd at a time (a multiple of 30 s)
+    block_s: float = 1200.0  # audio read, VAD'd and mel'd at a time (a multiple of 30 s)
+    context_tokens: int = 32  # previous-text tokens each row is prompted with (0: none)
     vad: VadOptions = field(default_factory=VadOptions)
 
     def __post_init__(self) -> None:
@@ -55,13 +56,12 @@ class BatchOptions:
 
 @dataclass
 class Job:
-    """One window to decode: a span of a block's log-mel, with its prompt."""
+    """One window to decode: a span of a block's log-mel, and the speech the VAD heard in it."""
 
     mel: Any
     start_frame: int  # within ``mel``
     n_frames: int
     offset_s: float  # absolute time of the block's frame 0
-    prompt: list[int]
     speech: list[tuple[int, int]] = field(default_factory=list)  # VAD regions, frames in mel
 
     @property
@@ -98,15 +98,31 @@ class Batcher:
 
     # -- the pipeline ---------------------------------------------------------------------------
     def transcribe(self, source: Any) -> list[Segment]:
-        queue: deque[Job] = deque()
+        history = list(self.initial)
         for jobs in self._jobs(source):
-            queue.extend(jobs)
-            while len(queue) >= self.batch.batch_size:
-                self._run(queue)
-        while queue:
-            self._run(queue)
+            history = self._run_streams(jobs, history)
         ordered = sorted(self.segments, key=lambda s: (s.start, s.end))
         return [dataclasses.replace(s, id=i) for i, s in enumerate(ordered)]
+
+    def _run_streams(self, jobs: list[Job], head: list[int]) -> list[int]:
+        """A block's chunks as B streams of consecutive chunks, one row each, advancing together:
+        each row is conditioned on the text before it in its stream, as the sequential path is.
+        Returns the last stream's text history (the next block's first stream continues it)."""
+        per_stream = max(1, -(-len(jobs) // self.batch.batch_size))
+        streams = [deque(jobs[i: i + per_stream]) for i in range(0, len(jobs), per_stream)]
+        history = [list(head)] + [list(self.initial) for _ in streams[1:]]
+        while any(streams):
+            active = [k for k, q in enumerate(streams) if q]
+            batch = [streams[k].popleft() for k in active]
+            results = self._run(batch, [history[k] for k in active])
+            for k, job, result in zip(active, batch, results):
+                continuation, kept = self._collect(job, result)
+                conditioned = (self.options.condition_on_previous_text
+                               and result.temperature <= self.options.prompt_reset_on_temperature)
+                history[k] = history[k] + kept if conditioned else list(self.initial)
+                if continuation is not None:
+                    streams[k].appendleft(continuation)
+        return history[-1] if history else list(head)
 
     def _blocks(self, source: Any) -> Iterator[tuple[np.ndarray, bool]]:
         """Audio blocks with a flag for the last one (one block of look-ahead)."""
@@ -140,7 +156,7 @@ class Batcher:
             self.clock.add("mel", t)
             offset_s = carry_at / SAMPLE_RATE
             yield [Job(mel, c.start // HOP_LENGTH, -(-c.samples // HOP_LENGTH), offset_s,
-                       list(self.initial), self._speech_in(c, regions)) for c in chunks]
+                       self._speech_in(c, regions)) for c in chunks]
             carry_at = next_at
 
     def _chunks(self, audio: np.ndarray) -> tuple[list[Chunk], list[tuple[int, int]]]:
@@ -163,8 +179,7 @@ class Batcher:
                 for s, e in regions if s < chunk.end and e > chunk.start]
 
     # -- one batch ------------------------------------------------------------------------------
-    def _run(self, queue: deque[Job]) -> None:
-        jobs = [queue.popleft() for _ in range(min(self.batch.batch_size, len(queue)))]
+    def _run(self, jobs: list[Job], histories: list[list[int]]) -> list[DecodingResult]:
         t = time.perf_counter()
         spans = [(j.mel, j.start_frame, j.n_frames) for j in jobs]
         size = self._static_size(len(jobs))
@@ -175,13 +190,19 @@ class Batcher:
         t = self.clock.add("encode", t)
         if self.language is None:
             self.language = self._detect(features)
-        results = self._decode(features, jobs)
-        t = self.clock.add("decode", t)
-        for job, result in zip(jobs, results):
-            self._collect(job, result, queue)
-        self.clock.add("postprocess", t)
+        results = self._decode(features, [self._prompt(h) for h in histories])
+        self.clock.add("decode", t)
         if self.progress:
             self.progress(max(j.start_s + j.n_frames / FRAMES_PER_SECOND for j in jobs))
+        return results
+
+    def _prompt(self, history: list[int]) -> list[int]:
+        """The last ``context_tokens`` of a stream's text, or nothing while it has fewer (rows
+        decode together only with prompts of one length)."""
+        n = self.batch.context_tokens
+        if n and len(history) >= n:
+            return history[-n:]
+        return self.initial[-n:] if n and self.initial else []
 
     def _static_size(self, n: int) -> int:
         sizes = self.caps.encoder_batch_sizes
@@ -201,20 +222,22 @@ class Batcher:
                 total[code] = total.get(code, 0.0) + p
         return max(total, key=total.get)
 
-    def _decode(self, features: Any, jobs: list[Job]) -> list[DecodingResult]:
+    def _decode(self, features: Any, prompts: list[list[int]]) -> list[DecodingResult]:
         """Decode every row; re-decode only failing rows at the next temperature, batched."""
-        results: list[DecodingResult | None] = [None] * len(jobs)
-        todo = list(range(len(jobs)))
+        results: list[DecodingResult | None] = [None] * len(prompts)
+        todo = list(range(len(prompts)))
         for temperature in self.options.temperatures:
-            groups: dict[tuple[int, ...], list[int]] = {}
-            for r in todo:  # rows sharing a prompt decode together
-                groups.setdefault(tuple(jobs[r].prompt), []).append(r)
-            for prompt, rows in groups.items():
-                opts = self.options.decoding_options(temperature, list(prompt), self.language)
+            groups: dict[int, list[int]] = {}
+            for r in todo:  # rows whose prompts have one length decode together
+                groups.setdefault(len(prompts[r]), []).append(r)
+            opts = self.options.decoding_options(temperature, None, self.language)
+            for rows in groups.values():
                 singles = [[r] for r in rows] if self._sequential else [rows]
                 for part in singles:
                     feats = self.session.take(features, np.array(part))
-                    for r, res in zip(part, decode(self.session, feats, self.tokenizer, opts)):
+                    out = decode(self.session, feats, self.tokenizer, opts,
+                                 prompts=[prompts[r] for r in part])
+                    for r, res in zip(part, out):
                         results[r] = res
             todo = [r for r in todo if needs_fallback(results[r], self.options)]
             if not todo:
@@ -225,10 +248,11 @@ class Batcher:
     def _sequential(self) -> bool:
         return self.batch.decoder == "sequential" or not self.caps.batched_decoder
 
-    def _collect(self, job: Job, result: DecodingResult, queue: deque[Job]) -> None:
-        """Segments in absolute time; an unfinished chunk continues as a new job."""
+    def _collect(self, job: Job, result: DecodingResult) -> tuple[Job | None, list[int]]:
+        """Segments in absolute time; an unfinished chunk continues as a new job. Returns that
+        job (or None) and the tokens of the segments kept (the stream's next context)."""
         if is_silence(result, self.options):
-            return
+            return None, []
         pieces, seek = split_segments(result, self.tokenizer, job.start_s, job.n_frames)
         kept: list[int] = []
         for piece in pieces:
@@ -242,11 +266,9 @@ class Batcher:
         if seek >= job.n_frames - MIN_CONTINUATION_FRAMES:
             seek = self._uncovered_speech(job, last_end if kept else 0, seek)
         if 0 < seek < job.n_frames - MIN_CONTINUATION_FRAMES:
-            conditioned = (self.options.condition_on_previous_text
-                           and result.temperature <= self.options.prompt_reset_on_temperature)
-            prompt = job.prompt + kept if conditioned else list(self.initial)
-            queue.appendleft(Job(job.mel, job.start_frame + seek, job.n_frames - seek,
-                                 job.offset_s, prompt))
+            return Job(job.mel, job.start_frame + seek, job.n_frames - seek, job.offset_s,
+                       job.speech), kept
+        return None, kept
 
     @staticmethod
     def _uncovered_speech(job: Job, covered: int, seek: int) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
-
 import numpy as np
 import pytest
 
@@ -112,10 +110,28 @@ def test_unfinished_chunk_continues(cpu_runtime):
                             avg_logprob=-0.2, sum_logprob=-2.0, no_speech_prob=0.0,
                             temperature=0.0)
     b = _batcher(cpu_runtime)
-    queue: deque[Job] = deque()
-    b._collect(Job(mel=None, start_frame=500, n_frames=3000, offset_s=60.0, prompt=[]), result,
-               queue)
+    cont, kept = b._collect(Job(mel=None, start_frame=500, n_frames=3000, offset_s=60.0), result)
     assert [(s.start, s.end) for s in b.segments] == [(65.0, 70.0), (70.0, 83.0)]
-    (cont,) = queue
     assert (cont.start_frame, cont.n_frames) == (500 + 1800, 1200)
-    assert cont.prompt == tokens[: -(len(words) + 1)]  # conditioned on the kept segments
+    assert kept == tokens[: -(len(words) + 1)]  # the stream's next context: the kept segments
+
+
+def test_streams_of_consecutive_chunks_carry_their_context(cpu_runtime):
+    """Rows are streams of consecutive chunks: each round takes the next chunk of every stream,
+    prompted with the text its stream decoded so far (the last context_tokens of it)."""
+    b = _batcher(cpu_runtime, batch_size=4, context_tokens=2)
+    jobs = [Job(mel=None, start_frame=i, n_frames=3000, offset_s=0.0) for i in range(6)]
+    rounds = []
+
+    def fake_run(batch, histories):
+        rounds.append(([j.start_frame for j in batch], [b._prompt(h) for h in histories]))
+        return [DecodingResult(tokens=[], text="", language="en", avg_logprob=-0.1,
+                               sum_logprob=-0.1, no_speech_prob=0.0, temperature=0.0)
+                for _ in batch]
+
+    b._run = fake_run
+    b._collect = lambda job, result: (None, [100 + job.start_frame, 200 + job.start_frame])
+    last = b._run_streams(jobs, head=[7, 8, 9])
+    assert rounds == [([0, 2, 4], [[8, 9], [], []]),
+                      ([1, 3, 5], [[100, 200], [102, 202], [104, 204]])]
+    assert last == [104, 204, 105, 205]  # the next block's first stream continues from here

@@ -8,7 +8,7 @@ shrinks as it decodes; beam search keeps ``beam_size`` rows per window.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,29 +23,32 @@ from runtime.tokenizer import Tokenizer
 
 @dataclass(frozen=True)
 class Prompt:
-    """The initial tokens of every row and where sampling begins."""
+    """The initial tokens of every window (n, T0) and where sampling begins."""
 
-    tokens: tuple[int, ...]
+    tokens: np.ndarray
     sot_index: int
 
     @property
     def sample_begin(self) -> int:
-        return len(self.tokens)
+        return self.tokens.shape[1]
 
 
 def build_prompt(tokenizer: Tokenizer, options: DecodingOptions, language: str | None,
-                 n_ctx: int) -> Prompt:
-    """[<|startofprev|> previous text] <|startoftranscript|> [lang task] [<|notimestamps|>] [prefix]"""
+                 n_ctx: int, previous: Sequence[Sequence[int]]) -> Prompt:
+    """Per window: [<|startofprev|> previous text] <|startoftranscript|> [lang task]
+    [<|notimestamps|>] [prefix]. ``previous`` holds each window's context, all of one length."""
     sot = list(tokenizer.sot_sequence(language, options.task))
     if options.without_timestamps:
         sot.append(tokenizer.special.no_timestamps)
     sample_len = options.sample_len or n_ctx // 2
-    tokens = sot
-    if options.prefix:
-        tokens = tokens + list(options.prefix)[-(n_ctx // 2 - sample_len):]
-    if options.prompt:
-        tokens = [tokenizer.special.sot_prev] + list(options.prompt)[-(n_ctx // 2 - 1):] + tokens
-    return Prompt(tuple(tokens), tokens.index(tokenizer.special.sot))
+    tail = sot + (list(options.prefix)[-(n_ctx // 2 - sample_len):] if options.prefix else [])
+    rows = []
+    for context in previous:
+        head = [tokenizer.special.sot_prev, *list(context)[-(n_ctx // 2 - 1):]] if context else []
+        rows.append(head + tail)
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError("windows decoded together need previous-text prompts of one length")
+    return Prompt(np.array(rows, dtype=np.int64), rows[0].index(tokenizer.special.sot))
 
 
 def build_filters(tokenizer: Tokenizer, options: DecodingOptions,
@@ -76,33 +79,37 @@ def detect_language(session: Session, features: Any,
     return best, [dict(zip(codes, map(float, row))) for row in probs]
 
 
-def decode(session: Session, features: Any, tokenizer: Tokenizer,
-           options: DecodingOptions) -> list[DecodingResult]:
-    """Decode every window of ``features`` (B windows) with the same options."""
+def decode(session: Session, features: Any, tokenizer: Tokenizer, options: DecodingOptions,
+           prompts: Sequence[Sequence[int]] | None = None) -> list[DecodingResult]:
+    """Decode every window of ``features`` (B windows) with the same options.
+
+    ``prompts`` gives each window its own previous-text context (all of one length); without
+    it every window gets ``options.prompt``."""
     n_windows = len(features)
+    previous = list(prompts) if prompts is not None else [options.prompt or ()] * n_windows
     language, lang_probs = options.language, [None] * n_windows
     if tokenizer.multilingual and language is None:
         detected, lang_probs = detect_language(session, features, tokenizer)
         if len(set(detected)) > 1:  # windows disagree: decode each with its own language
             return [r for i in range(n_windows) for r in _decode_one_language(
                 session, session.take(features, np.array([i])), tokenizer, options, detected[i],
-                [lang_probs[i]])]
+                [lang_probs[i]], previous[i: i + 1])]
         language = detected[0]
     elif not tokenizer.multilingual:
         language = "en"
-    return _decode_one_language(session, features, tokenizer, options, language, lang_probs)
+    return _decode_one_language(session, features, tokenizer, options, language, lang_probs,
+                                previous)
 
 
 def _decode_one_language(session: Session, features: Any, tokenizer: Tokenizer,
-                         options: DecodingOptions, language: str,
-                         lang_probs: list) -> list[DecodingResult]:
+                         options: DecodingOptions, language: str, lang_probs: list,
+                         previous: list[Sequence[int]]) -> list[DecodingResult]:
     n_ctx = session.model.dims.n_text_ctx
-    prompt = build_prompt(tokenizer, options, language, n_ctx)
+    prompt = build_prompt(tokenizer, options, language, n_ctx, previous)
     filters = build_filters(tokenizer, options, prompt.sample_begin)
     state = session.decoder(features)
     n = len(features)
-    first = state.logits(np.tile(np.array(prompt.tokens, dtype=np.int64), (n, 1)),
-                         positions=(prompt.sot_index, -1))
+    first = state.logits(prompt.tokens, positions=(prompt.sot_index, -1))
     no_speech = np.exp(log_softmax(first[:, 0]))[:, tokenizer.special.no_speech]
     sample_len = options.sample_len or n_ctx // 2
     max_steps = min(sample_len, n_ctx - prompt.sample_begin)
@@ -141,7 +148,7 @@ def _sampling_loop(state: DecoderState, logits: np.ndarray, prompt: Prompt,
     eot = tokenizer.special.eot
     rng = np.random.default_rng(options.seed)
     n_rows = logits.shape[0]
-    tokens = np.tile(np.array(prompt.tokens, dtype=np.int64), (n_rows, 1))
+    tokens = np.repeat(prompt.tokens, group, axis=0)
     active = np.arange(n_rows)  # original row index of each row still in the state
     sums = np.zeros(n_rows)
     out: list[list[int] | None] = [None] * n_rows
@@ -188,7 +195,7 @@ def _beam_loop(state: DecoderState, logits: np.ndarray, prompt: Prompt,
     logits = logits[rows]
     search = BeamSearch(beam, tokenizer.special.eot, options.patience or 1.0)
     search.reset(n_windows)
-    tokens = np.tile(np.array(prompt.tokens, dtype=np.int64), (len(rows), 1))
+    tokens = prompt.tokens[rows]
     sums = np.zeros(len(rows))
     for _ in range(max_steps):
         step = search.update(tokens, _apply(filters, logits, tokens), sums)
