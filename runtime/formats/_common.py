@@ -151,3 +151,9 @@ def fallback_tokenizer(multilingual: bool) -> Path | None:
     from runtime.models import bundled_tokenizer  # late: runtime.models imports this package
 
     return bundled_tokenizer(multilingual)
+
+
+def folder_tokenizer(folder: Path, multilingual: bool) -> Path | None:
+    """The folder's own tokenizer.json, else the packaged one of the model's family."""
+    own = folder / "tokenizer.json"
+    return own if own.is_file() else fallback_tokenizer(multilingual)

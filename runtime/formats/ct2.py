@@ -50,7 +50,7 @@ from runtime.formats._common import (
     alignment_heads_from,
     check_weights,
     dims_from_weights,
-    fallback_tokenizer,
+    folder_tokenizer,
     read_json,
     token_ids,
 )
@@ -279,16 +279,13 @@ def read_ct2(
     dims = dims_from_weights(weights, int(heads["encoder"]), int(heads["decoder"]))
     check_weights(weights, dims, files[0])
     config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
-    tokenizer = folder / "tokenizer.json"
     return WhisperModel(
         name=name or folder.name,
         dims=dims,
         weights=weights,
         source=folder,
         format="ct2",
-        tokenizer_path=tokenizer
-        if tokenizer.is_file()
-        else fallback_tokenizer(dims.is_multilingual),
+        tokenizer_path=folder_tokenizer(folder, dims.is_multilingual),
         alignment_heads=alignment_heads_from(config.get("alignment_heads")),
         suppress_tokens=token_ids(config.get("suppress_ids")),
         suppress_tokens_begin=token_ids(config.get("suppress_ids_begin")),

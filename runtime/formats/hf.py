@@ -20,7 +20,7 @@ from runtime.formats._common import (
     alignment_heads_from,
     check_weights,
     dims_from_weights,
-    fallback_tokenizer,
+    folder_tokenizer,
     read_json,
     token_ids,
 )
@@ -147,7 +147,6 @@ def read_hf(folder: Path) -> WhisperModel:
     except KeyError as exc:
         raise ModelFormatError(f"{folder}/config.json lacks {exc}") from exc
     check_weights(weights, dims, folder)
-    tokenizer = folder / "tokenizer.json"
     settings = {**config, **generation}  # generation_config.json is the newer home of these
     return WhisperModel(
         name=folder.name,
@@ -155,9 +154,7 @@ def read_hf(folder: Path) -> WhisperModel:
         weights=weights,
         source=folder,
         format="hf",
-        tokenizer_path=tokenizer
-        if tokenizer.is_file()
-        else fallback_tokenizer(dims.is_multilingual),
+        tokenizer_path=folder_tokenizer(folder, dims.is_multilingual),
         alignment_heads=alignment_heads_from(settings.get("alignment_heads")),
         suppress_tokens=token_ids(settings.get("suppress_tokens")),
         suppress_tokens_begin=token_ids(settings.get("begin_suppress_tokens")),

@@ -22,7 +22,7 @@ from runtime.errors import ModelFormatError
 from runtime.formats._common import (
     alignment_heads_from,
     check_weights,
-    fallback_tokenizer,
+    folder_tokenizer,
     read_json,
     sinusoids,
 )
@@ -135,16 +135,13 @@ def read_mlx(folder: Path) -> WhisperModel:
             dims.n_audio_ctx, dims.n_audio_state, dtype
         )
     check_weights(weights, dims, weight_file)
-    tokenizer = folder / "tokenizer.json"
     return WhisperModel(
         name=folder.name,
         dims=dims,
         weights=weights,
         source=folder,
         format="mlx",
-        tokenizer_path=tokenizer
-        if tokenizer.is_file()
-        else fallback_tokenizer(dims.is_multilingual),
+        tokenizer_path=folder_tokenizer(folder, dims.is_multilingual),
         alignment_heads=alignment_heads_from(heads),
         suppress_tokens=None,
         suppress_tokens_begin=None,
