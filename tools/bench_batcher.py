@@ -56,13 +56,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--chunking", default="vad", choices=("vad", "fixed"))
     ap.add_argument("--model", default="tiny.en")
-    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--backend", default=None, help="default: the profile's backend")
+    ap.add_argument("--profile", default=None, help="default: the one detect chooses")
+    ap.add_argument("--precision", default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = ap.parse_args()
 
     from runtime import Runtime
 
-    rt = Runtime(args.model, backend=args.backend)
+    rt = Runtime(args.model, profile=args.profile, backend=args.backend,
+                 precision=args.precision)
     rt.session  # load once, outside the timings
     chapters = {c.audio.resolve(): c for c in load_longform()}
     files = args.files or list(chapters)
