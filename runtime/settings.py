@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                TomlConfigSettingsSource)
 
@@ -39,6 +39,26 @@ class BatchSettings(_Section):
         "vad", description="Cut chunks at silences found by the VAD, or plain 30 s windows.")
 
 
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1",
+                      description="Address to bind; 0.0.0.0 exposes the server to the network.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    api_key: SecretStr | None = Field(
+        None, description="Require 'Authorization: Bearer <key>' on /v1 and /stats; None = open.")
+    models: list[str] = Field(default_factory=list, description=(
+        "Models to serve (short names or folders); the first also answers 'whisper-1'. "
+        "Empty = the top-level model."))
+    max_upload_mb: float = Field(25.0, gt=0,
+                                 description="Largest accepted upload (OpenAI's limit is 25 MB).")
+    max_queue: int = Field(64, ge=1, description="Requests in flight per model; more get 503.")
+    max_wait_ms: float = Field(50.0, ge=0,
+                               description="A batch forms when its oldest chunk waited this long.")
+    request_timeout_s: float = Field(600.0, gt=0,
+                                     description="A request unfinished after this gets 504.")
+    batch_size: int | None = Field(None, ge=1, description="Chunks per batch; None = the profile's.")
+    cross_request: bool = Field(True, description="Batch chunks of concurrent requests together.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RUNTIME_", env_nested_delimiter="__",
                                       extra="ignore", validate_default=True)
@@ -52,6 +72,7 @@ class Settings(BaseSettings):
     hardware_root: Path = Field(Path("/"), description="Where /sys, /proc, /dev are read (tests).")
     decoding: DecodingSettings = Field(default_factory=DecodingSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
