@@ -2,18 +2,21 @@
 
     audio blocks ──VAD──> speech chunks (<= 30 s, cut in silences)
       └─ log-mel once per block, on the backend's device; windows sliced per chunk
-      └─ encoder over batches of B windows (static sizes padded)
-      └─ decoder: rows of a batch advance together (or one by one, by capability/profile);
+      └─ streams of consecutive chunks, each conditioned on the text before it (``SourceRun``)
+      └─ batches of B rows taken from the streams of every input in flight (``Scheduler``):
+         encoder once per batch, decoder rows together (or one by one, by capability/profile);
          only rows that fail the quality checks are re-decoded hotter, batched again
       └─ a chunk whose text stops before its end continues as a new chunk (the batched form of
          Whisper's seek), so speech is never dropped at a chunk's end
 
-Audio is read in blocks (10 min by default), so memory stays bounded whatever the length.
+Audio is read in blocks (20 min by default), so memory stays bounded whatever the length.
+``Batcher`` runs one input; ``runtime.scheduler.Scheduler`` runs many at once (files, requests).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,12 +27,12 @@ import numpy as np
 from runtime.audio import SAMPLE_RATE, iter_audio_blocks
 from runtime.backend import Capabilities, Session
 from runtime.chunking import Chunk, fixed_chunks, vad_chunks
-from runtime.decoding import DecodingResult, decode, detect_language
+from runtime.decoding import DecodingResult
 from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
 from runtime.results import Segment
 from runtime.tokenizer import Tokenizer
 from runtime.transcribe import (TranscribeOptions, is_digital_silence, is_silence,
-                                make_segment, needs_fallback, split_segments)
+                                make_segment, split_segments)
 from runtime.vad import VadOptions, speech_probs, speech_regions
 
 MIN_CONTINUATION_FRAMES = 100  # less than 1 s left after the last complete segment: done
@@ -68,25 +71,35 @@ class Job:
     def start_s(self) -> float:
         return self.offset_s + self.start_frame / FRAMES_PER_SECOND
 
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.n_frames / FRAMES_PER_SECOND
+
 
 class Stopwatch:
-    """Seconds spent per stage, summed."""
+    """Seconds spent per stage, summed (thread-safe: stages may run in a preparing thread)."""
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
-        self.totals[stage] = self.totals.get(stage, 0.0) + now - since
+        with self._lock:
+            self.totals[stage] = self.totals.get(stage, 0.0) + now - since
         return now
 
 
-class Batcher:
-    def __init__(self, session: Session, tokenizer: Tokenizer, capabilities: Capabilities,
-                 options: TranscribeOptions, batch: BatchOptions, language: str | None,
+class SourceRun:
+    """One input on its way through the batcher: blocks of chunks, streams of consecutive chunks
+    (a stream is one row of a batch at a time, prompted with the text its stream decoded so far,
+    as the sequential path is), and the segments collected. The scheduler takes rows from it."""
+
+    def __init__(self, session: Session, tokenizer: Tokenizer, options: TranscribeOptions,
+                 batch: BatchOptions, source: Any, language: str | None = None,
                  progress: Callable[[float], None] | None = None) -> None:
-        self.session, self.tokenizer, self.caps = session, tokenizer, capabilities
-        self.options, self.batch = options, batch
+        self.session, self.tokenizer = session, tokenizer
+        self.options, self.batch, self.source = options, batch, source
         self.language = language if tokenizer.multilingual else "en"
         self.progress = progress
         self.clock = Stopwatch()
@@ -95,34 +108,99 @@ class Batcher:
         self.vad_method: str | None = None
         self.initial = (tokenizer.encode(" " + options.initial_prompt.strip())
                         if options.initial_prompt else [])
+        self.streams: list[deque[Job]] = []
+        self.histories: list[list[int]] = []
+        self.exhausted = False
+        self.error: Exception | None = None  # set by the scheduler when the input fails
+        self.created = time.perf_counter()
+        self._blocks_of_jobs: Iterator[list[Job]] | None = None
+        self._tail = list(self.initial)  # text history carried into the next block
+        self._prepared: list[Job] | None = None
+        self._block_start_s = self._block_s = 0.0
+        self._block_frames = self._block_done = 0
+        self._prepare_lock = threading.Lock()
 
-    # -- the pipeline ---------------------------------------------------------------------------
-    def transcribe(self, source: Any) -> list[Segment]:
-        history = list(self.initial)
-        for jobs in self._jobs(source):
-            history = self._run_streams(jobs, history)
+    # -- rows for the scheduler ---------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.exhausted and not any(self.streams)
+
+    def ready(self) -> list[int]:
+        """Streams with a chunk to decode, after preparing the next block if all are drained.
+        Raises the input's error (unreadable audio) here, in the scheduler's hands."""
+        if not any(self.streams) and not self.exhausted:
+            self._next_block()
+        return [k for k, q in enumerate(self.streams) if q]
+
+    def take(self, k: int) -> tuple[Job, list[int]]:
+        """The next chunk of stream ``k`` and its prompt."""
+        return self.streams[k].popleft(), self.prompt(self.histories[k])
+
+    def prompt(self, history: list[int]) -> list[int]:
+        """The last ``context_tokens`` of a stream's text, or nothing while it has fewer (rows
+        decode together only with prompts of one length)."""
+        n = self.batch.context_tokens
+        if n and len(history) >= n:
+            return history[-n:]
+        return self.initial[-n:] if n and self.initial else []
+
+    def finish(self, k: int, job: Job, result: DecodingResult) -> None:
+        """A decoded row: its segments kept, its stream's history extended, and what is left of
+        the chunk (if its text stopped early) put back at the head of the stream."""
+        continuation, kept = self.collect(job, result)
+        conditioned = (self.options.condition_on_previous_text
+                       and result.temperature <= self.options.prompt_reset_on_temperature)
+        self.histories[k] = self.histories[k] + kept if conditioned else list(self.initial)
+        if continuation is not None:
+            self.streams[k].appendleft(continuation)
+        if k == len(self.streams) - 1:
+            self._tail = self.histories[k]
+        consumed = job.n_frames - (continuation.n_frames if continuation else 0)
+        self._block_done += consumed
+        if self.progress:
+            self.progress(self._block_start_s + self._block_s * min(1.0, self._block_done
+                                                                    / max(self._block_frames, 1)))
+
+    def ordered_segments(self) -> list[Segment]:
         ordered = sorted(self.segments, key=lambda s: (s.start, s.end))
         return [dataclasses.replace(s, id=i) for i, s in enumerate(ordered)]
 
-    def _run_streams(self, jobs: list[Job], head: list[int]) -> list[int]:
-        """A block's chunks as B streams of consecutive chunks, one row each, advancing together:
-        each row is conditioned on the text before it in its stream, as the sequential path is.
-        Returns the last stream's text history (the next block's first stream continues it)."""
+    @property
+    def duration(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    # -- preparing blocks (decode audio, VAD, mel) --------------------------------------------
+    def prepare(self) -> None:
+        """Compute the next block's chunks ahead of need (called from a preparing thread, so
+        audio decoding, VAD and mel overlap the encoder and decoder of other rows)."""
+        with self._prepare_lock:
+            if self._prepared is None and not self.exhausted:
+                self._prepared = self._read_block()
+
+    def _next_block(self) -> None:
+        with self._prepare_lock:
+            jobs, self._prepared = self._prepared, None
+            while not jobs and not self.exhausted:  # blocks with no speech give no jobs
+                jobs = self._read_block()
+        if not jobs:
+            self.exhausted, self.streams = True, []
+            return
         per_stream = max(1, -(-len(jobs) // self.batch.batch_size))
-        streams = [deque(jobs[i: i + per_stream]) for i in range(0, len(jobs), per_stream)]
-        history = [list(head)] + [list(self.initial) for _ in streams[1:]]
-        while any(streams):
-            active = [k for k, q in enumerate(streams) if q]
-            batch = [streams[k].popleft() for k in active]
-            results = self._run(batch, [history[k] for k in active])
-            for k, job, result in zip(active, batch, results):
-                continuation, kept = self._collect(job, result)
-                conditioned = (self.options.condition_on_previous_text
-                               and result.temperature <= self.options.prompt_reset_on_temperature)
-                history[k] = history[k] + kept if conditioned else list(self.initial)
-                if continuation is not None:
-                    streams[k].appendleft(continuation)
-        return history[-1] if history else list(head)
+        self.streams = [deque(jobs[i: i + per_stream]) for i in range(0, len(jobs), per_stream)]
+        # progress counts audio seconds: a block's share per decoded frame of its chunks
+        self._block_start_s = self._block_start_s + self._block_s
+        self._block_s = max(jobs[-1].end_s - self._block_start_s, 0.0)
+        self._block_frames, self._block_done = sum(j.n_frames for j in jobs), 0
+        self.histories = [list(self._tail)] + [list(self.initial) for _ in self.streams[1:]]
+
+    def _read_block(self) -> list[Job] | None:
+        """The next block's jobs (possibly none), or None at the end of the input."""
+        if self._blocks_of_jobs is None:
+            self._blocks_of_jobs = self._jobs(self.source)
+        jobs = next(self._blocks_of_jobs, None)
+        if jobs is None:
+            self.exhausted = True
+        return jobs
 
     def _blocks(self, source: Any) -> Iterator[tuple[np.ndarray, bool]]:
         """Audio blocks with a flag for the last one (one block of look-ahead)."""
@@ -144,7 +222,8 @@ class Batcher:
             self.samples += len(block)
             buf = np.concatenate([carry, block]) if len(carry) else block
             chunks, regions = self._chunks(buf)
-            chunks = [c for c in chunks if not self._digital_silence(buf[c.start: c.end])]
+            chunks = [c for c in chunks if not is_digital_silence(buf[c.start: c.end],
+                                                                  self.options)]
             if not last and self.batch.chunking == "vad":
                 keep_from = chunks[-1].start if chunks else max(0, len(buf) - SAMPLE_RATE)
                 chunks = chunks[:-1] if chunks else []
@@ -170,85 +249,13 @@ class Batcher:
         self.clock.add("vad", t)
         return vad_chunks(regions, probs.probs), regions
 
-    def _digital_silence(self, samples: np.ndarray) -> bool:
-        return is_digital_silence(samples, self.options)
-
     @staticmethod
     def _speech_in(chunk: Chunk, regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
         return [(max(s, chunk.start) // HOP_LENGTH, min(e, chunk.end) // HOP_LENGTH)
                 for s, e in regions if s < chunk.end and e > chunk.start]
 
-    # -- one batch ------------------------------------------------------------------------------
-    def _run(self, jobs: list[Job], histories: list[list[int]]) -> list[DecodingResult]:
-        t = time.perf_counter()
-        spans = [(j.mel, j.start_frame, j.n_frames) for j in jobs]
-        size = self._static_size(len(jobs))
-        spans += [(jobs[0].mel, 0, 0)] * (size - len(jobs))  # zero windows fill a static batch
-        features = self.session.encode(self.session.mel_windows(spans))
-        if size > len(jobs):
-            features = self.session.take(features, np.arange(len(jobs)))
-        t = self.clock.add("encode", t)
-        if self.language is None:
-            self.language = self._detect(features)
-        results = self._decode(features, [self._prompt(h) for h in histories])
-        self.clock.add("decode", t)
-        if self.progress:
-            self.progress(max(j.start_s + j.n_frames / FRAMES_PER_SECOND for j in jobs))
-        return results
-
-    def _prompt(self, history: list[int]) -> list[int]:
-        """The last ``context_tokens`` of a stream's text, or nothing while it has fewer (rows
-        decode together only with prompts of one length)."""
-        n = self.batch.context_tokens
-        if n and len(history) >= n:
-            return history[-n:]
-        return self.initial[-n:] if n and self.initial else []
-
-    def _static_size(self, n: int) -> int:
-        sizes = self.caps.encoder_batch_sizes
-        if not sizes:
-            return n
-        fitting = [s for s in sorted(sizes) if s >= n]
-        if not fitting:
-            raise ValueError(f"batch of {n} exceeds the backend's static sizes {sizes}")
-        return fitting[0]
-
-    def _detect(self, features: Any) -> str:
-        """One language for the file: the most probable over the first batch's chunks."""
-        _, probs = detect_language(self.session, features, self.tokenizer)
-        total: dict[str, float] = {}
-        for row in probs:
-            for code, p in row.items():
-                total[code] = total.get(code, 0.0) + p
-        return max(total, key=total.get)
-
-    def _decode(self, features: Any, prompts: list[list[int]]) -> list[DecodingResult]:
-        """Decode every row; re-decode only failing rows at the next temperature, batched."""
-        results: list[DecodingResult | None] = [None] * len(prompts)
-        todo = list(range(len(prompts)))
-        for temperature in self.options.temperatures:
-            groups: dict[int, list[int]] = {}
-            for r in todo:  # rows whose prompts have one length decode together
-                groups.setdefault(len(prompts[r]), []).append(r)
-            opts = self.options.decoding_options(temperature, None, self.language)
-            for rows in groups.values():
-                singles = [[r] for r in rows] if self._sequential else [rows]
-                for part in singles:
-                    feats = self.session.take(features, np.array(part))
-                    out = decode(self.session, feats, self.tokenizer, opts,
-                                 prompts=[prompts[r] for r in part])
-                    for r, res in zip(part, out):
-                        results[r] = res
-            todo = [r for r in todo if needs_fallback(results[r], self.options)]
-            if not todo:
-                break
-        return results  # type: ignore[return-value]
-
-    @property
-    def _sequential(self) -> bool:
-        return self.batch.decoder == "sequential" or not self.caps.batched_decoder
-
-    def _collect(self, job: Job, result: DecodingResult) -> tuple[Job | None, list[int]]:
+    # -- results --------------------------------------------------------------------------------
+    def collect(self, job: Job, result: DecodingResult) -> tuple[Job | None, list[int]]:
         """Segments in absolute time; an unfinished chunk continues as a new job. Returns that
         job (or None) and the tokens of the segments kept (the stream's next context)."""
         if is_silence(result, self.options):
@@ -281,6 +288,50 @@ class Batcher:
                 return resume if resume > 0 else seek
         return seek
 
+
+class Batcher:
+    """One input through the scheduler: the batched path of ``Runtime.transcribe``."""
+
+    def __init__(self, session: Session, tokenizer: Tokenizer, capabilities: Capabilities,
+                 options: TranscribeOptions, batch: BatchOptions, language: str | None,
+                 progress: Callable[[float], None] | None = None) -> None:
+        from runtime.scheduler import Scheduler
+
+        self.session, self.tokenizer, self.options, self.batch = session, tokenizer, options, batch
+        self.scheduler = Scheduler(session, tokenizer, capabilities, batch)
+        self._language, self.progress = language, progress
+        self.run: SourceRun | None = None
+
+    def source_run(self, source: Any) -> SourceRun:
+        return SourceRun(self.session, self.tokenizer, self.options, self.batch, source,
+                         self._language, self.progress)
+
+    def transcribe(self, source: Any) -> list[Segment]:
+        self.run = self.source_run(source)
+        self.scheduler.add(self.run)
+        while self.scheduler.pending:
+            for finished in self.scheduler.step():
+                if finished.error is not None:
+                    raise finished.error
+        return self.run.ordered_segments()
+
+    @property
+    def clock(self) -> Stopwatch:
+        """Stage times of the input (decode audio, VAD, mel) and of its batches."""
+        merged = Stopwatch()
+        for source in (self.run.clock if self.run else None, self.scheduler.clock):
+            for stage, seconds in (source.totals if source else {}).items():
+                merged.totals[stage] = merged.totals.get(stage, 0.0) + seconds
+        return merged
+
+    @property
+    def language(self) -> str | None:
+        return self.run.language if self.run else self._language
+
     @property
     def duration(self) -> float:
-        return self.samples / SAMPLE_RATE
+        return self.run.duration if self.run else 0.0
+
+    @property
+    def segments(self) -> list[Segment]:
+        return self.run.segments if self.run else []

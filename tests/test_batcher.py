@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from runtime.audio import load_audio
-from runtime.batcher import BatchOptions, Batcher, Job
+from runtime.batcher import BatchOptions, Batcher, Job, SourceRun
+from runtime.scheduler import Scheduler
 from runtime.decoding import DecodingResult
 from runtime.transcribe import TranscribeOptions
 from tests.conftest import EVAL_DIR, eval_file
@@ -109,29 +110,71 @@ def test_unfinished_chunk_continues(cpu_runtime):
     result = DecodingResult(tokens=tokens, text="hello hello hello", language="en",
                             avg_logprob=-0.2, sum_logprob=-2.0, no_speech_prob=0.0,
                             temperature=0.0)
-    b = _batcher(cpu_runtime)
-    cont, kept = b._collect(Job(mel=None, start_frame=500, n_frames=3000, offset_s=60.0), result)
+    b = SourceRun(cpu_runtime.session, tok, TranscribeOptions(), BatchOptions(), source=None)
+    cont, kept = b.collect(Job(mel=None, start_frame=500, n_frames=3000, offset_s=60.0), result)
     assert [(s.start, s.end) for s in b.segments] == [(65.0, 70.0), (70.0, 83.0)]
     assert (cont.start_frame, cont.n_frames) == (500 + 1800, 1200)
     assert kept == tokens[: -(len(words) + 1)]  # the stream's next context: the kept segments
 
 
+def _fake_result() -> DecodingResult:
+    return DecodingResult(tokens=[], text="", language="en", avg_logprob=-0.1, sum_logprob=-0.1,
+                          no_speech_prob=0.0, temperature=0.0)
+
+
+class ScriptedRun(SourceRun):
+    """A SourceRun over given jobs (one block) whose decoded text is two tokens per chunk."""
+
+    def __init__(self, rt, jobs, head=(), **batch):
+        super().__init__(rt.session, rt.tokenizer, TranscribeOptions(), BatchOptions(**batch),
+                         source=None)
+        self._tail = list(head)
+        self._blocks_of_jobs = iter([jobs])
+
+    def collect(self, job, result):
+        return None, [100 + job.start_frame, 200 + job.start_frame]
+
+
+def _scripted_scheduler(rt, batch_size, rounds):
+    scheduler = Scheduler(rt.session, rt.tokenizer, rt._capabilities,
+                          BatchOptions(batch_size=batch_size))
+
+    def fake_run(rows):
+        rounds.append([(id(r.run), r.job.start_frame, r.prompt) for r in rows])
+        return [_fake_result() for _ in rows]
+
+    scheduler._run = fake_run
+    return scheduler
+
+
 def test_streams_of_consecutive_chunks_carry_their_context(cpu_runtime):
     """Rows are streams of consecutive chunks: each round takes the next chunk of every stream,
     prompted with the text its stream decoded so far (the last context_tokens of it)."""
-    b = _batcher(cpu_runtime, batch_size=4, context_tokens=2)
     jobs = [Job(mel=None, start_frame=i, n_frames=3000, offset_s=0.0) for i in range(6)]
+    run = ScriptedRun(cpu_runtime, jobs, head=[7, 8, 9], batch_size=4, context_tokens=2)
     rounds = []
+    scheduler = _scripted_scheduler(cpu_runtime, 4, rounds)
+    scheduler.add(run)
+    finished = []
+    while scheduler.pending:
+        finished += scheduler.step()
+    assert [[(f, p) for _, f, p in r] for r in rounds] == [
+        [(0, [8, 9]), (2, []), (4, [])],
+        [(1, [100, 200]), (3, [102, 202]), (5, [104, 204])]]
+    assert finished == [run] and run.done
+    assert run._tail == [104, 204, 105, 205]  # the next block's first stream continues from here
 
-    def fake_run(batch, histories):
-        rounds.append(([j.start_frame for j in batch], [b._prompt(h) for h in histories]))
-        return [DecodingResult(tokens=[], text="", language="en", avg_logprob=-0.1,
-                               sum_logprob=-0.1, no_speech_prob=0.0, temperature=0.0)
-                for _ in batch]
 
-    b._run = fake_run
-    b._collect = lambda job, result: (None, [100 + job.start_frame, 200 + job.start_frame])
-    last = b._run_streams(jobs, head=[7, 8, 9])
-    assert rounds == [([0, 2, 4], [[8, 9], [], []]),
-                      ([1, 3, 5], [[100, 200], [102, 202], [104, 204]])]
-    assert last == [104, 204, 105, 205]  # the next block's first stream continues from here
+def test_rows_of_many_inputs_share_batches_oldest_first(cpu_runtime):
+    """Chunks of several inputs fill one batch; the oldest input's rows go first."""
+    a = ScriptedRun(cpu_runtime, [Job(None, i, 3000, 0.0) for i in range(3)], batch_size=4)
+    b = ScriptedRun(cpu_runtime, [Job(None, 10 + i, 3000, 0.0) for i in range(3)], batch_size=4)
+    rounds = []
+    scheduler = _scripted_scheduler(cpu_runtime, 4, rounds)
+    scheduler.add(a)
+    scheduler.add(b)
+    done_order = []
+    while scheduler.pending:
+        done_order += scheduler.step()
+    assert [[f for _, f, _ in r] for r in rounds] == [[0, 1, 2, 10], [11, 12]]
+    assert done_order == [a, b]

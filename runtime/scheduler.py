@@ -1,0 +1,155 @@
+"""One scheduler for every input in flight: rows from all of them share encoder and decoder batches.
+
+Each step takes up to B rows (the next chunk of a stream) from the inputs in order of arrival, so
+the oldest input finishes first; encodes them once; decodes them together, grouped only where the
+decoding loop needs one setting per batch (temperature, task, language, beam size, prompt length);
+re-decodes hotter only the rows that fail the quality checks; and hands each result back to its
+input. ``Runtime.transcribe`` runs one input through it, ``Runtime.transcribe_many`` many files and
+``runtime.engine.Engine`` the requests of the HTTP server.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.backend import Capabilities, Session
+from runtime.batcher import BatchOptions, Job, SourceRun, Stopwatch
+from runtime.decoding import DecodingOptions, DecodingResult, decode, detect_language
+from runtime.errors import RuntimeInputError
+from runtime.tokenizer import Tokenizer
+from runtime.transcribe import needs_fallback
+
+
+@dataclass
+class Row:
+    run: SourceRun
+    stream: int
+    job: Job
+    prompt: list[int]
+
+
+class Scheduler:
+    def __init__(self, session: Session, tokenizer: Tokenizer, capabilities: Capabilities,
+                 batch: BatchOptions) -> None:
+        self.session, self.tokenizer, self.caps, self.batch = session, tokenizer, capabilities, batch
+        self.clock = Stopwatch()
+        self.runs: list[SourceRun] = []
+        self.batches = 0
+        self.rows = 0
+
+    def add(self, run: SourceRun) -> None:
+        self.runs.append(run)
+
+    def drop(self, run: SourceRun) -> None:
+        """Forget an input (cancelled): its rows not yet decoded never run."""
+        if run in self.runs:
+            self.runs.remove(run)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.runs)
+
+    def ready_rows(self, limit: int | None = None) -> list[tuple[SourceRun, int]]:
+        """(input, stream) pairs with a chunk to decode, oldest input first; inputs whose audio
+        cannot be read are marked failed and returned by the next ``step``."""
+        limit = limit or self.batch.batch_size
+        picked: list[tuple[SourceRun, int]] = []
+        for run in list(self.runs):
+            if run.error is not None:
+                continue
+            try:
+                streams = run.ready()
+            except RuntimeInputError as exc:
+                run.error = exc
+                continue
+            picked += [(run, k) for k in streams[: limit - len(picked)]]
+            if len(picked) >= limit:
+                break
+        return picked
+
+    def step(self) -> list[SourceRun]:
+        """Run one batch; return the inputs that are now finished (done or failed)."""
+        picked = self.ready_rows()
+        if picked:
+            rows = [Row(run, k, *run.take(k)) for run, k in picked]
+            for row, result in zip(rows, self._run(rows)):
+                row.run.finish(row.stream, row.job, result)
+        finished = [r for r in self.runs if r.error is not None or r.done]
+        for run in finished:
+            self.runs.remove(run)
+        return finished
+
+    # -- one batch ------------------------------------------------------------------------------
+    def _run(self, rows: list[Row]) -> list[DecodingResult]:
+        t = time.perf_counter()
+        spans = [(r.job.mel, r.job.start_frame, r.job.n_frames) for r in rows]
+        size = self._static_size(len(rows))
+        spans += [(rows[0].job.mel, 0, 0)] * (size - len(rows))  # zero windows fill a static batch
+        features = self.session.encode(self.session.mel_windows(spans))
+        if size > len(rows):
+            features = self.session.take(features, np.arange(len(rows)))
+        t = self.clock.add("encode", t)
+        self._detect(rows, features)
+        results = self._decode(features, rows)
+        self.clock.add("decode", t)
+        self.batches += 1
+        self.rows += len(rows)
+        return results
+
+    def _static_size(self, n: int) -> int:
+        sizes = self.caps.encoder_batch_sizes
+        if not sizes:
+            return n
+        fitting = [s for s in sorted(sizes) if s >= n]
+        if not fitting:
+            raise ValueError(f"batch of {n} exceeds the backend's static sizes {sizes}")
+        return fitting[0]
+
+    def _detect(self, rows: list[Row], features) -> None:
+        """One language per input, the most probable over its rows of its first batch."""
+        todo = [i for i, r in enumerate(rows) if r.run.language is None]
+        if not todo:
+            return
+        _, probs = detect_language(self.session, self.session.take(features, np.array(todo)),
+                                   self.tokenizer)
+        totals: dict[int, dict[str, float]] = {}
+        for i, row_probs in zip(todo, probs):
+            total = totals.setdefault(id(rows[i].run), {})
+            for code, p in row_probs.items():
+                total[code] = total.get(code, 0.0) + p
+        for i in todo:
+            run = rows[i].run
+            if run.language is None:
+                total = totals[id(run)]
+                run.language = max(total, key=total.get)
+
+    def _decode(self, features, rows: list[Row]) -> list[DecodingResult]:
+        """Decode every row; re-decode only failing rows at their next temperature, batched."""
+        results: list[DecodingResult | None] = [None] * len(rows)
+        todo, level = list(range(len(rows))), 0
+        while todo:
+            groups: dict[tuple[DecodingOptions, int], list[int]] = {}
+            for r in todo:  # rows decode together when the loop's settings are one
+                run = rows[r].run
+                opts = run.options.decoding_options(run.options.temperatures[level], None,
+                                                    run.language)
+                groups.setdefault((opts, len(rows[r].prompt)), []).append(r)
+            for (opts, _), members in groups.items():
+                parts = [[r] for r in members] if self._sequential else [members]
+                for part in parts:
+                    feats = self.session.take(features, np.array(part))
+                    out = decode(self.session, feats, self.tokenizer, opts,
+                                 prompts=[rows[r].prompt for r in part])
+                    for r, res in zip(part, out):
+                        results[r] = res
+            level += 1
+            todo = [r for r in todo if level < len(rows[r].run.options.temperatures)
+                    and needs_fallback(results[r], rows[r].run.options)]
+        return results  # type: ignore[return-value]
+
+    @property
+    def _sequential(self) -> bool:
+        return self.batch.decoder == "sequential" or not self.caps.batched_decoder
