@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -21,12 +23,13 @@ from runtime.errors import BackendUnavailableError, RuntimeInputError
 from runtime.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
 from runtime.model import WhisperModel
 from runtime.plugins import Plugins
-from runtime.results import RunInfo, Transcription
+from runtime.results import RunInfo, Segment, Transcription
 from runtime.selection import Selection, select_profile
 from runtime.settings import Settings
 from runtime.tokenizer import Tokenizer, load_tokenizer, normalize_language
 from runtime.transcribe import TranscribeOptions, transcribe_sequential
 from runtime.writers import segment_text
+
 
 class Runtime:
     """Transcription on the best profile for this machine (or the one asked for).
@@ -147,13 +150,60 @@ class Runtime:
             lang, lang_prob, duration = batcher.language, None, batcher.duration
             timings = dict(batcher.clock.totals)
         timings["total"] = time.perf_counter() - t0
+        return self.make_transcription(segments, lang, duration, timings, lang_prob)
+
+    def transcribe_many(self, inputs: Iterable[str | Path | bytes | np.ndarray], *,
+                        language: str | None = None, task: str = "transcribe",
+                        options: TranscribeOptions | None = None,
+                        batch_size: int | None = None, in_flight: int | None = None,
+                        **overrides: Any) -> Iterator[ManyResult]:
+        """Transcribe many inputs together: chunks of all of them share encoder and decoder
+        batches, while the next inputs are decoded, VAD'd and mel'd in a preparing thread.
+
+        Yields one ``ManyResult`` per input, in input order, as soon as that input (and every one
+        before it) is done. An input that fails yields its error; the others go on. At most
+        ``in_flight`` inputs (default 4 x batch size) are held at once, so memory stays flat."""
+        from runtime.engine import Engine
+
+        opts = self._options(options, language, task, overrides)
+        engine = Engine(self, batch_size=batch_size, max_wait_s=0.0, max_queue=10**9)
+        limit = in_flight or 4 * engine.batch.batch_size
+        pending: deque[tuple[int, Any, Any]] = deque()
+        finished = False
+        try:
+            for index, item in enumerate(inputs):
+                pending.append((index, item, engine.submit(item, options=opts)))
+                while len(pending) >= limit or (pending and pending[0][2].done()):
+                    yield _many_result(*pending.popleft())
+            while pending:
+                yield _many_result(*pending.popleft())
+            finished = True
+        finally:  # a consumer that stops early cancels what is left
+            engine.close(wait=finished)
+
+    def make_transcription(self, segments: list[Segment], language: str | None,
+                           duration: float, timings: dict[str, float],
+                           language_probability: float | None = None) -> Transcription:
+        session = self.session
         return Transcription(
-            text=segment_text(segments), segments=tuple(segments), language=lang or "en",
-            duration=duration, language_probability=lang_prob,
+            text=segment_text(segments), segments=tuple(segments), language=language or "en",
+            duration=duration, language_probability=language_probability,
             run=RunInfo(model=session.model.name, backend=self.backend_name,
                         device=session.device, detail=session.describe(),
                         profile=self.selection.profile.name if self.selection else None),
             timings=timings)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the loaded session can do (a session may narrow its backend's capabilities)."""
+        self.session
+        return self._capabilities
+
+    def transcribe_options(self, options: TranscribeOptions | None = None,
+                           language: str | None = None, task: str = "transcribe",
+                           overrides: dict[str, Any] | None = None) -> TranscribeOptions:
+        """Options checked against the model (``RuntimeInputError`` when they cannot apply)."""
+        return self._options(options, language, task, dict(overrides or {}))
 
     def batch_options(self, batch_size: int | None = None,
                       chunking: str | None = None) -> BatchOptions:
@@ -205,3 +255,24 @@ class Runtime:
         features = self.session.encode(pad_or_trim(mel, N_FRAMES)[None])
         codes, probs = detect_language(self.session, features, self.tokenizer)
         return codes[0], probs[0][codes[0]]
+
+
+@dataclass(frozen=True)
+class ManyResult:
+    """One input of ``transcribe_many``: its position, what it was, and its result or error."""
+
+    index: int
+    source: Any
+    transcription: Transcription | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _many_result(index: int, source: Any, future: Any) -> ManyResult:
+    try:
+        return ManyResult(index, source, future.result())
+    except Exception as exc:  # noqa: BLE001 - one input's failure never stops the others
+        return ManyResult(index, source, error=exc)

@@ -18,7 +18,6 @@ import numpy as np
 from runtime.backend import Capabilities, Session
 from runtime.batcher import BatchOptions, Job, SourceRun, Stopwatch
 from runtime.decoding import DecodingOptions, DecodingResult, decode, detect_language
-from runtime.errors import RuntimeInputError
 from runtime.tokenizer import Tokenizer
 from runtime.transcribe import needs_fallback
 
@@ -62,7 +61,7 @@ class Scheduler:
                 continue
             try:
                 streams = run.ready()
-            except RuntimeInputError as exc:
+            except Exception as exc:  # noqa: BLE001 - one input's failure fails only that input
                 run.error = exc
                 continue
             picked += [(run, k) for k in streams[: limit - len(picked)]]

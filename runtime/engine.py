@@ -1,0 +1,215 @@
+"""A transcription engine for many inputs at once: the server's and ``transcribe_many``'s scheduler.
+
+Inputs are submitted from any thread and answered with a ``concurrent.futures.Future``. A
+preparing thread decodes each input's audio, runs the VAD and computes its log-mel (block by block,
+one block ahead), while one worker thread runs the ``Scheduler``: rows from every input in flight
+share encoder and decoder batches. A batch forms when it is full, or when inputs still being
+prepared could not fill it within ``max_wait_s``. ``cross_request=False`` runs one input at a time
+(the baseline the load tool compares against).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from runtime.batcher import SourceRun
+from runtime.errors import RuntimeInputError
+from runtime.scheduler import Scheduler
+from runtime.transcribe import TranscribeOptions
+
+if TYPE_CHECKING:
+    from runtime.api import Runtime
+
+
+class QueueFullError(RuntimeInputError):
+    """Too many inputs in flight (or the engine is closing): try again later."""
+
+
+@dataclass
+class _Request:
+    run: SourceRun
+    future: Future
+    submitted: float
+    prepared: Future | None = None
+    started: float | None = None  # when its first rows ran
+
+
+class Engine:
+    def __init__(self, runtime: "Runtime", *, batch_size: int | None = None,
+                 max_wait_s: float = 0.05, max_queue: int = 64,
+                 cross_request: bool = True) -> None:
+        self.runtime = runtime
+        self.batch = runtime.batch_options(batch_size)
+        self.scheduler = Scheduler(runtime.session, runtime.tokenizer, runtime.capabilities,
+                                   self.batch)
+        self.max_wait_s, self.max_queue, self.cross_request = max_wait_s, max_queue, cross_request
+        self._cond = threading.Condition()
+        self._incoming: deque[_Request] = deque()
+        self._active: dict[int, _Request] = {}
+        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-prepare")
+        self._worker: threading.Thread | None = None
+        self._closing = False
+        self._counts = dict(requests_done=0, errors=0, cancelled=0)
+        self._waits: list[float] = []
+        self._audio_s = self._busy_s = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "Engine":
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._loop, name="engine", daemon=True)
+            self._worker.start()
+        return self
+
+    def __enter__(self) -> "Engine":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close(wait=True)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop taking inputs; with ``wait``, finish those in flight first, else cancel them."""
+        with self._cond:
+            self._closing = True
+            if not wait:
+                for req in list(self._incoming) + list(self._active.values()):
+                    req.future.cancel()
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+        self._prep.shutdown(wait=True)
+
+    # -- submitting -----------------------------------------------------------------------------
+    def submit(self, audio: Any, *, language: str | None = None, task: str = "transcribe",
+               options: TranscribeOptions | None = None, **overrides: Any) -> Future:
+        """Queue one input (path, bytes or 16 kHz float32 array). Bad options raise here; audio
+        that cannot be read fails only its own future (``AudioError``)."""
+        opts = self.runtime.transcribe_options(options, language, task, overrides)
+        run = SourceRun(self.runtime.session, self.runtime.tokenizer, opts, self.batch, audio,
+                        opts.language)
+        req = _Request(run, Future(), time.perf_counter())
+        with self._cond:
+            if self._closing:
+                raise QueueFullError("the engine is shutting down; no new requests are taken")
+            if len(self._incoming) + len(self._active) >= self.max_queue:
+                raise QueueFullError(f"{self.max_queue} requests are in flight; retry later")
+            self._incoming.append(req)
+            req.prepared = self._prep.submit(self._prepare, req)
+        self.start()
+        return req.future
+
+    def _prepare(self, req: _Request) -> None:
+        try:
+            req.run.prepare()
+        except Exception as exc:  # noqa: BLE001 - the input's own failure, reported on its future
+            req.run.error = exc
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- the worker -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._admit()
+                if self._closing and not self._incoming and not self._active:
+                    return
+                if not self.scheduler.pending:
+                    self._cond.wait(timeout=0.5)
+                    continue
+                if self._should_wait():
+                    self._cond.wait(timeout=self.max_wait_s / 4)
+                    continue
+            t = time.perf_counter()
+            try:
+                finished = self.scheduler.step()
+            except Exception as exc:  # noqa: BLE001 - a backend failure fails the batch's inputs
+                finished = self._fail_all(exc)
+            self._busy_s += time.perf_counter() - t
+            self._after_step(finished)
+
+    def _fail_all(self, exc: Exception) -> list[SourceRun]:
+        """The backend failed mid-batch: every input in the scheduler gets the error (its rows'
+        state is unknown), rather than the worker dying and leaving futures unanswered."""
+        failed = list(self.scheduler.runs)
+        for run in failed:
+            run.error = exc
+            self.scheduler.drop(run)
+        return failed
+
+    def _admit(self) -> None:
+        """Move prepared (or failed) inputs into the scheduler; drop cancelled ones."""
+        for req in [r for r in self._incoming if r.future.cancelled()]:
+            self._incoming.remove(req)
+            self._counts["cancelled"] += 1
+        for key, req in list(self._active.items()):
+            if req.future.cancelled():
+                self.scheduler.drop(req.run)
+                del self._active[key]
+                self._counts["cancelled"] += 1
+        while self._incoming and self._incoming[0].prepared.done():
+            if not self.cross_request and self._active:
+                break
+            req = self._incoming.popleft()
+            self._active[id(req.run)] = req
+            self.scheduler.add(req.run)
+
+    def _should_wait(self) -> bool:
+        """Wait for inputs still being prepared while the batch is short and young."""
+        if not self._incoming or not self.cross_request or self._closing:
+            return False
+        ready = sum(len([q for q in r.run.streams if q]) for r in self._active.values())
+        if ready >= self.batch.batch_size:
+            return False
+        oldest = min((r.submitted for r in self._active.values()), default=time.perf_counter())
+        return time.perf_counter() - oldest < self.max_wait_s
+
+    def _after_step(self, finished: list[SourceRun]) -> None:
+        now = time.perf_counter()
+        with self._cond:
+            for req in self._active.values():
+                if req.started is None and (req.run.segments or req.run.done or req.run.error
+                                            or any(len(q) for q in req.run.streams)):
+                    req.started = now
+                    self._waits.append(now - req.submitted)
+                if not req.run.exhausted and req.run._prepared is None and \
+                        (req.prepared is None or req.prepared.done()):
+                    req.prepared = self._prep.submit(self._prepare, req)  # the next block
+            for run in finished:
+                req = self._active.pop(id(run), None)
+                if req is not None:
+                    self._resolve(req, now)
+            self._cond.notify_all()
+
+    def _resolve(self, req: _Request, now: float) -> None:
+        run = req.run
+        if run.error is not None:
+            self._counts["errors"] += 1
+            if req.future.set_running_or_notify_cancel():
+                req.future.set_exception(run.error)
+            return
+        self._counts["requests_done"] += 1
+        self._audio_s += run.duration
+        timings = dict(run.clock.totals, total=now - req.submitted)
+        result = self.runtime.make_transcription(run.ordered_segments(), run.language,
+                                                 run.duration, timings)
+        if req.future.set_running_or_notify_cancel():
+            req.future.set_result(result)
+
+    # -- numbers --------------------------------------------------------------------------------
+    def stats(self) -> dict[str, float | int]:
+        with self._cond:
+            queued = sum(len(q) for r in self._active.values() for q in r.run.streams)
+            batches, rows = self.scheduler.batches, self.scheduler.rows
+            return dict(
+                requests_in_flight=len(self._incoming) + len(self._active),
+                queued_chunks=queued, batches=batches,
+                mean_batch_size=rows / batches if batches else 0.0,
+                mean_wait_s=sum(self._waits) / len(self._waits) if self._waits else 0.0,
+                **self._counts, audio_seconds=self._audio_s, busy_seconds=self._busy_s,
+                realtime_factor=self._busy_s / self._audio_s if self._audio_s else 0.0,
+                x_realtime=self._audio_s / self._busy_s if self._busy_s else 0.0)
+

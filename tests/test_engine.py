@@ -1,0 +1,108 @@
+"""The engine: many inputs share batches; one bad input fails alone; cancel, limits, shutdown;
+``Runtime.transcribe_many`` yields per input, in order."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from runtime.engine import Engine, QueueFullError
+from runtime.errors import AudioError, RuntimeInputError
+from tests.conftest import EVAL_DIR
+from tools.eval_common import load_librispeech, wer
+
+
+@pytest.fixture(scope="module")
+def utterances():
+    if not EVAL_DIR.exists():
+        pytest.skip("../shared/eval is absent")
+    return load_librispeech(["test-clean"])[:6]
+
+
+@pytest.fixture(scope="module")
+def one_by_one(cpu_runtime, utterances):
+    return [cpu_runtime.transcribe(u.audio).text for u in utterances]
+
+
+def test_concurrent_inputs_share_batches_and_match_one_by_one(cpu_runtime, utterances,
+                                                              one_by_one):
+    with Engine(cpu_runtime, batch_size=8, max_wait_s=1.0) as engine:
+        futures = [engine.submit(u.audio) for u in utterances]
+        texts = [f.result(timeout=300).text for f in futures]
+        stats = engine.stats()
+    assert stats["requests_done"] == len(utterances) and stats["errors"] == 0
+    assert stats["mean_batch_size"] > 1.5  # rows of different inputs ran together
+    for text, alone, utt in zip(texts, one_by_one, utterances):
+        assert abs(wer(utt.reference, text) - wer(utt.reference, alone)) < 0.05
+
+
+def test_bad_input_fails_alone(cpu_runtime, utterances):
+    with Engine(cpu_runtime, batch_size=4) as engine:
+        bad = engine.submit(b"this is not audio")
+        empty = engine.submit(b"")
+        good = engine.submit(utterances[0].audio)
+        with pytest.raises(AudioError):
+            bad.result(timeout=60)
+        with pytest.raises(AudioError):
+            empty.result(timeout=60)
+        assert wer(utterances[0].reference, good.result().text) < 0.2
+        assert engine.stats()["errors"] == 2
+
+
+def test_bad_options_raise_at_submit(cpu_runtime):
+    with Engine(cpu_runtime) as engine:
+        with pytest.raises(RuntimeInputError, match="English-only"):
+            engine.submit(np.zeros(16000, np.float32), language="de")
+
+
+def test_queue_limit_and_shutdown_finish_in_flight(cpu_runtime, utterances):
+    engine = Engine(cpu_runtime, batch_size=2, max_queue=2)
+    first = engine.submit(utterances[0].audio)
+    second = engine.submit(utterances[1].audio)
+    with pytest.raises(QueueFullError, match="in flight"):
+        engine.submit(utterances[2].audio)
+    engine.close(wait=True)  # graceful: both finish
+    assert first.result(timeout=0).text and second.result(timeout=0).text
+    with pytest.raises(QueueFullError, match="shutting down"):
+        engine.submit(utterances[2].audio)
+
+
+def test_cancelled_input_is_dropped(cpu_runtime, utterances):
+    gate = threading.Event()
+    with Engine(cpu_runtime, batch_size=2) as engine:
+        original = engine._prepare
+
+        def slow_prepare(req):
+            gate.wait(30)
+            original(req)
+
+        engine._prepare = slow_prepare
+        doomed = engine.submit(utterances[0].audio)
+        kept = engine.submit(utterances[1].audio)
+        assert doomed.cancel()
+        gate.set()
+        assert kept.result(timeout=300).text
+        assert doomed.cancelled()
+    assert engine.stats()["cancelled"] == 1
+
+
+def test_without_cross_request_batching_one_input_at_a_time(cpu_runtime, utterances):
+    with Engine(cpu_runtime, batch_size=8, cross_request=False) as engine:
+        futures = [engine.submit(u.audio) for u in utterances[:3]]
+        assert all(f.result(timeout=300).text for f in futures)
+        assert engine.stats()["mean_batch_size"] == 1.0  # each short input is one chunk
+
+
+def test_transcribe_many_yields_in_input_order_with_errors(cpu_runtime, utterances,
+                                                           one_by_one):
+    inputs = [utterances[0].audio, b"garbage bytes", utterances[1].audio, utterances[2].audio]
+    results = list(cpu_runtime.transcribe_many(inputs, batch_size=4))
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert isinstance(results[1].error, AudioError)
+    for result, alone, utt in zip([results[0], results[2], results[3]], one_by_one,
+                                  utterances[:3]):
+        assert abs(wer(utt.reference, result.transcription.text) - wer(utt.reference, alone)) < 0.05
+        assert result.transcription.duration > 1
