@@ -61,6 +61,17 @@ class DecoderState(Protocol):
         """Keep (and reorder, or repeat) the given rows of the cache: beam search, finished rows."""
 
 
+class AttentionState(DecoderState, Protocol):
+    """A ``DecoderState`` that can also return cross-attention weights: what a backend declaring
+    ``Capabilities.word_timestamps`` hands out (word alignment, ``runtime.words``)."""
+
+    def logits_and_attention(self, tokens: np.ndarray, positions: tuple[int, ...],
+                             heads: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+        """As ``logits``, and also the cross-attention scores of the (decoder layer, head) pairs
+        ``heads`` for each of the T new tokens over every encoder frame: float32
+        (B, len(heads), T, n_audio_ctx), q.k / sqrt(d_head) before the softmax."""
+
+
 class Session(Protocol):
     """One loaded model on one device."""
 

@@ -28,3 +28,8 @@ class ProfileError(RuntimeInputError):
 
 class BackendUnavailableError(RuntimeInputError):
     """A backend that cannot run here (package missing, device absent, provider failed)."""
+
+
+class UnsupportedRequestError(RuntimeInputError):
+    """A request the loaded model or backend cannot serve: another language or a translation from
+    an English-only model, word timestamps from a backend that returns no cross-attention."""

@@ -16,8 +16,10 @@ from runtime.backend import Session
 from runtime.decoding import DecodingOptions, DecodingResult, decode
 from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from runtime.mel import log_mel_spectrogram, pad_or_trim
-from runtime.results import Segment
+from runtime.results import Segment, Word
 from runtime.tokenizer import Tokenizer
+from runtime.words.aligner import WordAligner, window_text_tokens
+from runtime.words.attach import last_word_end
 
 TIME_PRECISION = 0.02  # seconds per timestamp token: 2 mel frames of 10 ms
 INPUT_STRIDE = 2  # mel frames per encoder output frame (conv2 has stride 2)
@@ -48,6 +50,10 @@ class TranscribeOptions:
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
     prompt_reset_on_temperature: float = 0.5
+    # word timestamps (runtime.words): punctuation is merged into the neighbouring word
+    word_timestamps: bool = False
+    prepend_punctuations: str = "\"'“¿([{-"
+    append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
 
     def decoding_options(self, temperature: float, prompt: list[int] | None,
                          language: str | None) -> DecodingOptions:
@@ -140,14 +146,18 @@ def split_segments(result: DecodingResult, tokenizer: Tokenizer, time_offset: fl
 
 def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndarray,
                           options: TranscribeOptions, language: str | None,
-                          progress: Callable[[float], None] | None = None) -> list[Segment]:
-    """Transcribe ``audio`` (16 kHz float32) window by window; segments in absolute time."""
+                          progress: Callable[[float], None] | None = None,
+                          aligner: WordAligner | None = None) -> list[Segment]:
+    """Transcribe ``audio`` (16 kHz float32) window by window; segments in absolute time.
+    With an ``aligner`` (``options.word_timestamps``) segments carry words, and the next
+    window starts after the last word, as in openai-whisper."""
     n_mels = session.model.dims.n_mels
     mel = log_mel_spectrogram(audio, n_mels=n_mels, padding=N_SAMPLES)
     content_frames = mel.shape[-1] - N_FRAMES
     seek, segments, all_tokens, prompt_reset = 0, [], [], 0
     initial = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
     all_tokens.extend(initial)
+    last_speech = 0.0
     while seek < content_frames:
         frames = min(N_FRAMES, content_frames - seek)
         if is_digital_silence(audio[seek * HOP_LENGTH: (seek + frames) * HOP_LENGTH], options):
@@ -159,19 +169,21 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
         features = session.encode(window)
         prompt = all_tokens[prompt_reset:]
         result = decode_with_fallback(session, features, tokenizer, options, prompt, language)
-        previous_seek = seek
         if is_silence(result, options):
             seek += frames
         else:
             pieces, advance = split_segments(result, tokenizer, seek * HOP_LENGTH / SAMPLE_RATE,
                                              frames)
-            seek += advance
+            if aligner is not None:
+                last_speech, advance = _add_words(aligner, features, result, pieces, seek,
+                                                  frames, advance, last_speech, options.task)
             for piece in pieces:
                 text = tokenizer.decode(piece["tokens"])
                 if piece["start"] == piece["end"] or not text.strip():
                     continue
-                segments.append(make_segment(len(segments), previous_seek, piece, text, result))
+                segments.append(make_segment(len(segments), seek, piece, text, result))
                 all_tokens.extend(piece["tokens"])
+            seek += advance
             if not options.condition_on_previous_text or result.temperature > options.prompt_reset_on_temperature:
                 prompt_reset = len(all_tokens)
         if progress:
@@ -179,11 +191,36 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
     return segments
 
 
+def _add_words(aligner: WordAligner, features, result: DecodingResult, pieces: list[dict],
+               seek: int, frames: int, advance: int, last_speech: float,
+               task: str) -> tuple[float, int]:
+    """Words of one window onto its pieces; returns the last speech timestamp and the advance,
+    which moves to the last word's end unless the window ended on a single timestamp."""
+    eot = aligner.tokenizer.special.eot
+    text = window_text_tokens(pieces, eot)
+    result.alignment = aligner.align(features, [(text, frames)], [result.language], task)[0]
+    offset = seek * HOP_LENGTH / SAMPLE_RATE
+    last_speech = aligner.attach(pieces, result.alignment, offset, last_speech)
+    tokens, ts_begin = result.tokens, aligner.tokenizer.special.timestamp_begin
+    single_ending = len(tokens) >= 2 and tokens[-2] < ts_begin <= tokens[-1]
+    end = last_word_end(pieces)
+    if not single_ending and end is not None and end > offset:
+        advance = round(end * FRAMES_PER_SECOND) - seek
+    if end is not None:
+        last_speech = end
+    return last_speech, advance
+
+
 def make_segment(index: int, seek: int, piece: dict, text: str, result: DecodingResult) -> Segment:
-    """A Segment from one piece cut by ``split_segments`` and the window's decoding result."""
+    """A Segment from one piece cut by ``split_segments`` (with ``words`` when they were
+    attached) and the window's decoding result."""
+    words = piece.get("words")
     return Segment(id=index, seek=seek, start=round(float(piece["start"]), 3),
                    end=round(float(piece["end"]), 3), text=text,
                    tokens=tuple(int(t) for t in piece["tokens"]), temperature=result.temperature,
                    avg_logprob=result.avg_logprob, compression_ratio=result.compression_ratio,
-                   no_speech_prob=result.no_speech_prob)
+                   no_speech_prob=result.no_speech_prob,
+                   words=None if words is None else tuple(
+                       Word(start=float(w["start"]), end=float(w["end"]), word=w["word"],
+                            probability=float(w["probability"])) for w in words))
 

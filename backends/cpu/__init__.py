@@ -53,7 +53,7 @@ class CpuBackend:
         batched_encoder=True,
         batched_decoder=True,
         encoder_batch_sizes=None,
-        word_timestamps=False,
+        word_timestamps=True,  # the decoder state returns cross-attention scores
         precisions=tuple(PRECISIONS),
         devices=("cpu",),
     )

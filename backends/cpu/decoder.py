@@ -45,6 +45,12 @@ class NumpyDecoderState:
         self.n_rows = len(rows)
 
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
+        return self.logits_and_attention(tokens, positions, ())[0]
+
+    def logits_and_attention(self, tokens: np.ndarray, positions: tuple[int, ...],
+                             heads: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits at ``positions`` and the cross-attention scores of ``heads`` (layer, head):
+        (B, len(heads), T, n_audio_ctx) float32 (see ``runtime.backend.AttentionState``)."""
         tokens = check_tokens(tokens, self.n_rows, self.length, self.net.dims.n_text_ctx)
         t = tokens.shape[1]
         start, end = self.length, self.length + t
@@ -53,6 +59,8 @@ class NumpyDecoderState:
         mask = None
         if t > 1:  # causal within the new tokens; everything cached before is visible
             mask = np.triu(np.full((t, end), -np.inf, dtype=net.dtype), k=start + 1)
+        scores: dict[int, np.ndarray] = {}
+        wanted = {layer for layer, _ in heads}
         for i, block in enumerate(net.dec_blocks):
             h = layer_norm(x, *block.attn_ln)
             a = block.attn
@@ -63,8 +71,16 @@ class NumpyDecoderState:
             h = layer_norm(x, *block.cross_attn_ln)
             c = block.cross_attn
             ck, cv = self._cross[i]
-            x = x + c.attend(c.split(c.query(h)), ck, cv)
+            if i in wanted:
+                out, scores[i] = c.attend_with_scores(c.split(c.query(h)), ck, cv)
+                x = x + out
+            else:
+                x = x + c.attend(c.split(c.query(h)), ck, cv)
             x = x + block.mlp(x)
         self.length = end
         picked = layer_norm(x[:, list(positions)], *net.dec_ln)
-        return (picked @ net.embedding_t).astype(np.float32, copy=False)
+        logits = (picked @ net.embedding_t).astype(np.float32, copy=False)
+        qk = np.zeros((self.n_rows, len(heads), t, ck.shape[2]), dtype=np.float32)
+        for n, (layer, head) in enumerate(heads):
+            qk[:, n] = scores[layer][:, head]
+        return logits, qk

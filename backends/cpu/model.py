@@ -67,14 +67,20 @@ class Attention:
     def attend(self, q: np.ndarray, k: np.ndarray, v: np.ndarray,
                mask: np.ndarray | None = None) -> np.ndarray:
         """q (B, H, Tq, dh), k/v (B, H, Tk, dh) -> (B, Tq, D). Scaling as whisper (dh^-0.5)."""
+        return self.attend_with_scores(q, k, v, mask)[0]
+
+    def attend_with_scores(self, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                           mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``attend``, and the scaled scores before the softmax (B, H, Tq, Tk): the
+        cross-attention that word alignment reads."""
         scale = np.asarray(q.shape[-1] ** -0.5, dtype=q.dtype)
         scores = (q * scale) @ k.transpose(0, 1, 3, 2)
         if mask is not None:
             scores += mask
-        weights = softmax(scores)
+        weights = softmax(scores)  # a new array: ``scores`` is kept
         out = weights @ v
         b, h, t, dh = out.shape
-        return self.out(out.transpose(0, 2, 1, 3).reshape(b, t, h * dh))
+        return self.out(out.transpose(0, 2, 1, 3).reshape(b, t, h * dh)), scores
 
 
 @dataclass

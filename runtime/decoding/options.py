@@ -56,6 +56,8 @@ class DecodingResult:
     temperature: float
     compression_ratio: float = field(init=False)
     language_probs: dict[str, float] | None = None
+    # word timings of the window's segments, set after decoding when asked (runtime.words)
+    alignment: list | None = None
 
     def __post_init__(self) -> None:
         self.compression_ratio = compression_ratio(self.text)
