@@ -324,14 +324,19 @@ def iter_audio_blocks(
     if block <= 0:
         raise ValueError(f"block_seconds must give at least one sample, got {block_seconds}")
     chunks = iter([_array_to_mono(source)]) if isinstance(source, np.ndarray) else _resampled(source, sample_rate)
-    buffer = np.zeros(0, dtype=np.float32)
+    pending: list[np.ndarray] = []  # joined once per block: joining per chunk is quadratic
+    held = 0
     for chunk in chunks:
-        buffer = np.concatenate([buffer, chunk]) if len(buffer) else chunk
-        while len(buffer) >= block:
-            yield buffer[:block].copy()
-            buffer = buffer[block:]
-    if len(buffer):
-        yield buffer.copy()
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= block:
+            buffer = np.concatenate(pending)
+            while len(buffer) >= block:
+                yield buffer[:block].copy()
+                buffer = buffer[block:]
+            pending, held = [buffer], len(buffer)
+    if held:
+        yield np.concatenate(pending)
 
 
 def audio_duration(path: str | os.PathLike) -> float | None:
