@@ -19,7 +19,7 @@ from runtime.audio import SAMPLE_RATE, load_audio
 from runtime.backend import Capabilities, LoadOptions, Session
 from runtime.batcher import BatchOptions, Batcher
 from runtime.decoding import detect_language
-from runtime.errors import BackendUnavailableError, RuntimeInputError
+from runtime.errors import BackendUnavailableError, RuntimeInputError, UnsupportedRequestError
 from runtime.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
 from runtime.model import WhisperModel
 from runtime.plugins import Plugins
@@ -28,6 +28,7 @@ from runtime.selection import Selection, select_profile
 from runtime.settings import Settings
 from runtime.tokenizer import Tokenizer, load_tokenizer, normalize_language
 from runtime.transcribe import TranscribeOptions, transcribe_sequential
+from runtime.words.aligner import WordAligner, check_word_timestamps
 from runtime.writers import segment_text
 
 
@@ -140,7 +141,10 @@ class Runtime:
             samples = load_audio(audio)
             timings = {"decode_audio": time.perf_counter() - t0}
             lang, lang_prob = self._language(samples, options)
-            segments = transcribe_sequential(session, tokenizer, samples, options, lang, progress)
+            aligner = (WordAligner(session, tokenizer, self.capabilities, self.backend_name)
+                       if options.word_timestamps else None)
+            segments = transcribe_sequential(session, tokenizer, samples, options, lang, progress,
+                                             aligner)
             duration = len(samples) / SAMPLE_RATE
         else:
             batcher = Batcher(session, tokenizer, self._capabilities, options,
@@ -235,13 +239,15 @@ class Runtime:
         model = self.session.model
         if not model.is_multilingual:
             if options.language not in (None, "en"):
-                raise RuntimeInputError(
+                raise UnsupportedRequestError(
                     f"model {model.name} is English-only and cannot transcribe "
                     f"language {options.language!r}; use a multilingual model such as 'base'")
             if options.task == "translate":
-                raise RuntimeInputError(
+                raise UnsupportedRequestError(
                     f"model {model.name} is English-only and cannot translate; "
                     "use a multilingual model such as 'base'")
+        if options.word_timestamps:
+            check_word_timestamps(self.capabilities, self.backend_name)
         return options
 
     def _language(self, samples: np.ndarray,

@@ -31,8 +31,8 @@ from runtime.decoding import DecodingResult
 from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
 from runtime.results import Segment
 from runtime.tokenizer import Tokenizer
-from runtime.transcribe import (TranscribeOptions, is_digital_silence, is_silence,
-                                make_segment, split_segments)
+from runtime.transcribe import (TranscribeOptions, attach_words, is_digital_silence,
+                                is_silence, make_segment, split_segments)
 from runtime.vad import VadOptions, speech_probs, speech_regions
 
 MIN_CONTINUATION_FRAMES = 100  # less than 1 s left after the last complete segment: done
@@ -261,6 +261,8 @@ class SourceRun:
         if is_silence(result, self.options):
             return None, []
         pieces, seek = split_segments(result, self.tokenizer, job.start_s, job.n_frames)
+        # words (when aligned), with the chunk's start as the last speech before it
+        attach_words(pieces, result, job.start_s, self.tokenizer, self.options, job.start_s)
         kept: list[int] = []
         for piece in pieces:
             text = self.tokenizer.decode(piece["tokens"])

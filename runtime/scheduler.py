@@ -19,7 +19,8 @@ from runtime.backend import Capabilities, Session
 from runtime.batcher import BatchOptions, Job, SourceRun, Stopwatch
 from runtime.decoding import DecodingOptions, DecodingResult, decode, detect_language
 from runtime.tokenizer import Tokenizer
-from runtime.transcribe import needs_fallback
+from runtime.transcribe import align_windows, needs_fallback
+from runtime.words.aligner import WordAligner
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Scheduler:
         self.clock = Stopwatch()
         self.runs: list[SourceRun] = []
         self.batches = 0
+        self._aligner: WordAligner | None = None  # word timestamps, built when first asked
         self.rows = 0
 
     def add(self, run: SourceRun) -> None:
@@ -93,10 +95,19 @@ class Scheduler:
         t = self.clock.add("encode", t)
         self._detect(rows, features)
         results = self._decode(features, rows)
-        self.clock.add("decode", t)
+        t = self.clock.add("decode", t)
+        if any(r.run.options.word_timestamps for r in rows):  # one more decoder pass for words
+            align_windows(self._word_aligner(), features, results, [r.job.n_frames for r in rows],
+                          [r.run.options for r in rows])
+            self.clock.add("words", t)
         self.batches += 1
         self.rows += len(rows)
         return results
+
+    def _word_aligner(self) -> WordAligner:
+        if self._aligner is None:
+            self._aligner = WordAligner(self.session, self.tokenizer, self.caps)
+        return self._aligner
 
     def _static_size(self, n: int) -> int:
         sizes = self.caps.encoder_batch_sizes

@@ -8,7 +8,7 @@ measured against it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -18,8 +18,9 @@ from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMP
 from runtime.mel import log_mel_spectrogram, pad_or_trim
 from runtime.results import Segment, Word
 from runtime.tokenizer import Tokenizer
+from runtime.words.align import AlignRequest
 from runtime.words.aligner import WordAligner, window_text_tokens
-from runtime.words.attach import last_word_end
+from runtime.words.attach import Punctuation, add_word_timestamps, last_word_end
 
 TIME_PRECISION = 0.02  # seconds per timestamp token: 2 mel frames of 10 ms
 INPUT_STRIDE = 2  # mel frames per encoder output frame (conv2 has stride 2)
@@ -176,7 +177,7 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
                                              frames)
             if aligner is not None:
                 last_speech, advance = _add_words(aligner, features, result, pieces, seek,
-                                                  frames, advance, last_speech, options.task)
+                                                  frames, advance, last_speech, options)
             for piece in pieces:
                 text = tokenizer.decode(piece["tokens"])
                 if piece["start"] == piece["end"] or not text.strip():
@@ -193,22 +194,47 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
 
 def _add_words(aligner: WordAligner, features, result: DecodingResult, pieces: list[dict],
                seek: int, frames: int, advance: int, last_speech: float,
-               task: str) -> tuple[float, int]:
+               options: TranscribeOptions) -> tuple[float, int]:
     """Words of one window onto its pieces; returns the last speech timestamp and the advance,
     which moves to the last word's end unless the window ended on a single timestamp."""
-    eot = aligner.tokenizer.special.eot
-    text = window_text_tokens(pieces, eot)
-    result.alignment = aligner.align(features, [(text, frames)], [result.language], task)[0]
+    align_windows(aligner, features, [result], [frames], [options])
     offset = seek * HOP_LENGTH / SAMPLE_RATE
-    last_speech = aligner.attach(pieces, result.alignment, offset, last_speech)
+    attach_words(pieces, result, offset, aligner.tokenizer, options, last_speech)
     tokens, ts_begin = result.tokens, aligner.tokenizer.special.timestamp_begin
     single_ending = len(tokens) >= 2 and tokens[-2] < ts_begin <= tokens[-1]
     end = last_word_end(pieces)
     if not single_ending and end is not None and end > offset:
         advance = round(end * FRAMES_PER_SECOND) - seek
-    if end is not None:
-        last_speech = end
-    return last_speech, advance
+    return (last_speech if end is None else end), advance
+
+
+def align_windows(aligner: WordAligner, features, results: Sequence[DecodingResult],
+                  n_frames: Sequence[int], options: Sequence[TranscribeOptions]) -> None:
+    """Word timings of every window of ``features`` whose options ask for them (silence aside),
+    in one more decoder pass; each is stored as its result's ``alignment``."""
+    eot = aligner.tokenizer.special.eot
+    requests = []
+    for result, frames, opts in zip(results, n_frames, options):
+        wanted = opts.word_timestamps and not is_silence(result, opts)
+        pieces = split_segments(result, aligner.tokenizer, 0.0, frames)[0] if wanted else []
+        requests.append(AlignRequest(window_text_tokens(pieces, eot), frames, result.language,
+                                     opts.task))
+    for result, opts, words in zip(results, options, aligner.align(features, requests)):
+        if opts.word_timestamps:
+            result.alignment = words
+
+
+def attach_words(pieces: list[dict], result: DecodingResult, time_offset: float,
+                 tokenizer: Tokenizer, options: TranscribeOptions,
+                 last_speech_timestamp: float) -> float:
+    """Words of an aligned window onto its pieces (in place; none without an alignment).
+    Returns the new last speech timestamp."""
+    if result.alignment is None:
+        return last_speech_timestamp
+    return add_word_timestamps(pieces, result.alignment, time_offset, tokenizer.special.eot,
+                               last_speech_timestamp,
+                               Punctuation(options.prepend_punctuations,
+                                           options.append_punctuations))
 
 
 def make_segment(index: int, seek: int, piece: dict, text: str, result: DecodingResult) -> Segment:
