@@ -1,4 +1,4 @@
-"""The ``runtime`` command: ``transcribe``, ``detect`` and ``profiles``.
+"""The ``runtime`` command: ``transcribe``, ``detect``, ``profiles`` and ``serve``.
 
 Bad input never prints a traceback: one line names the file and the problem, the other files
 are still transcribed, and the exit status is 2.
@@ -20,7 +20,11 @@ EXIT_BAD_INPUT = 2
 
 def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio or video files")
-    p.add_argument("files", nargs="+", help="audio/video files (any format FFmpeg reads)")
+    p.add_argument("files", nargs="*",
+                   help="audio/video files (any format FFmpeg reads) or folders (searched "
+                        "recursively for media files); several go through shared batches")
+    p.add_argument("--input-list", type=Path, default=None,
+                   help="a file of inputs, one path a line (blank lines and # comments skipped)")
     p.add_argument("--model", default=None,
                    help="model short name (tiny.en, base) or a model folder (default: tiny.en)")
     _add_selection(p)
@@ -46,8 +50,12 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-format", "-f", default=None,
                    help=f"write this format ({', '.join(WRITERS)}, a plugin's, or all) to "
                         "--output-dir (default: print to stdout only)")
-    p.add_argument("--output-dir", "-o", type=Path, default=Path("."),
-                   help="where output files go (default: current directory)")
+    p.add_argument("--output-dir", "-o", type=Path, default=None,
+                   help="where output files go, mirroring the inputs' folders (default: current "
+                        "directory; -o without -f writes txt); inputs whose outputs exist are "
+                        "skipped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="transcribe inputs again even when all their outputs exist")
     p.add_argument("--quiet", "-q", action="store_true", help="no transcript on stdout")
     p.add_argument("--verbose", "-v", action="store_true", help="log what runs where")
 
@@ -93,10 +101,10 @@ def _progress_bar(duration: float):
     return bar, update
 
 
-def _transcribe_one(rt, path: str, args: argparse.Namespace) -> None:
+def _transcribe_one(rt, path: str, args: argparse.Namespace, show_bar: bool = True):
     from runtime.audio import audio_duration
 
-    duration = audio_duration(path) or 0.0
+    duration = (audio_duration(path) or 0.0) if show_bar else 0.0
     bar, update = _progress_bar(duration)
     try:
         result = rt.transcribe(path, language=args.language, task=args.task, progress=update,
@@ -104,25 +112,60 @@ def _transcribe_one(rt, path: str, args: argparse.Namespace) -> None:
                                sequential=args.sequential, **_overrides(args))
     finally:
         bar.close()
-    if not args.quiet:
-        for s in result.segments:
-            print(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] {s.text.strip()}")
-    if args.verbose:
-        print(f"{path}: {result.duration:.1f} s of audio, language {result.language}, "
-              f"{result.run.detail}, {result.timings['total']:.2f} s", file=sys.stderr)
-    if args.output_format:
-        writers = rt.plugins.writers()
-        formats = list(writers) if args.output_format == "all" else [args.output_format]
-        for fmt in formats:
-            out = writers[fmt]().write_to_dir(result, args.output_dir, Path(path).stem)
-            if args.verbose:
-                print(f"wrote {out}", file=sys.stderr)
+    return result
+
+
+def _echo(args: argparse.Namespace, several: bool):
+    """Print each result as it arrives: its segments (under a header when there are several)."""
+    def echo(item, result) -> None:
+        if not args.quiet:
+            if several:
+                print(f"==> {item.source} <==")
+            for s in result.segments:
+                print(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] "
+                      f"{s.text.strip()}")
+        if args.verbose:
+            print(f"{item.source}: {result.duration:.1f} s of audio, language {result.language}, "
+                  f"{result.run.detail}, {result.timings['total']:.2f} s", file=sys.stderr)
+        sys.stdout.flush()  # each file as it completes, also into a pipe
+    return echo
+
+
+def _run_job(rt, args: argparse.Namespace) -> int:
+    """Every input through a ``runtime.jobs.Job``: several together (``transcribe_many``), one
+    alone or ``--sequential`` one by one; outputs that exist are skipped; a summary when files
+    are written."""
+    from runtime.jobs import Job, collect_inputs, many_results, one_by_one_results, plan_outputs
+
+    inputs, empty = collect_inputs(args.files, args.input_list)
+    fmt = args.output_format or ("txt" if args.output_dir else None)
+    writers = rt.plugins.writers()
+    chosen = {} if not fmt else dict(writers) if fmt == "all" else {fmt: writers[fmt]}
+    items = plan_outputs(inputs, args.output_dir or Path("."),
+                         [w.extension for w in chosen.values()])
+    job = Job(items, chosen, overwrite=args.overwrite, echo=_echo(args, len(items) > 1),
+              verbose=args.verbose)
+    if args.chunking:  # transcribe_many's batches take chunking from the settings
+        batch = rt.settings.batch.model_copy(update={"chunking": args.chunking})
+        rt.settings = rt.settings.model_copy(update={"batch": batch})
+
+    def results(todo):
+        if len(todo) == 1 or args.sequential:
+            return one_by_one_results(lambda p: _transcribe_one(rt, p, args, len(todo) == 1), todo)
+        return many_results(rt, todo, language=args.language, task=args.task,
+                            batch_size=args.batch_size, **_overrides(args))
+
+    summary = job.run(results, empty)
+    if chosen or args.verbose or summary.interrupted:
+        print(summary.render(), file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return EXIT_BAD_INPUT if summary.failed else 0
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from runtime.api import Runtime
 
-    status = 0
     try:
         rt = Runtime(settings=_settings(args))
         if rt.selection and rt.selection.fallback_note:
@@ -135,16 +178,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         if args.verbose:
             print(f"profile {rt.selection.profile.name if rt.selection else '(none)'}: "
                   f"{rt.session.describe()}", file=sys.stderr)
+        rt.transcribe_options(None, args.language, args.task, _overrides(args))  # bad options
+        rt.batch_options(args.batch_size, args.chunking)  # fail before any file, too
+        return _run_job(rt, args)
     except RuntimeInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for path in args.files:
-        try:
-            _transcribe_one(rt, path, args)
-        except RuntimeInputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            status = EXIT_BAD_INPUT
-    return status
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -182,6 +221,53 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the OpenAI-compatible transcription server")
+    p.add_argument("--model", action="append", default=None, dest="models", metavar="MODEL",
+                   help="model to serve (repeat for several; the first answers 'whisper-1'; "
+                        "default: tiny.en)")
+    _add_selection(p)
+    p.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default: 8000)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (or set RUNTIME_SERVER__API_KEY)")
+    p.add_argument("--max-upload-mb", type=float, default=None, help="upload limit (default: 25)")
+    p.add_argument("--max-queue", type=int, default=None,
+                   help="requests in flight per model before 503 (default: 64)")
+    p.add_argument("--max-wait-ms", type=float, default=None,
+                   help="a batch forms when its oldest chunk waited this long (default: 50)")
+    p.add_argument("--request-timeout", type=float, default=None, dest="request_timeout_s",
+                   help="seconds before an unfinished request gets 504 (default: 600)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="chunks per batch (default: the profile's)")
+    p.add_argument("--no-cross-request", action="store_false", default=None, dest="cross_request",
+                   help="one request at a time (the baseline for comparisons)")
+    p.add_argument("--verbose", "-v", action="store_true", help="log every request")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from runtime.server import serve
+
+    fields = ("host", "port", "api_key", "models", "max_upload_mb", "max_queue", "max_wait_ms",
+              "request_timeout_s", "batch_size", "cross_request")
+    flags = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    try:
+        settings = _settings(args)
+        server = type(settings.server).model_validate({**settings.server.model_dump(), **flags})
+    except ValidationError as exc:
+        print(f"error: invalid server settings: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        serve(settings.model_copy(update={"server": server}),
+              log_level="debug" if args.verbose else "info")
+    except RuntimeInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runtime", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(d)
     p = sub.add_parser("profiles", help="list hardware profiles, or show one")
     p.add_argument("name", nargs="?", help="a profile to show in full")
+    _add_serve(sub)
     return parser
 
 
@@ -198,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"transcribe": cmd_transcribe, "detect": cmd_detect, "profiles": cmd_profiles}
+    handlers = {"transcribe": cmd_transcribe, "detect": cmd_detect, "profiles": cmd_profiles,
+                "serve": cmd_serve}
     return handlers[args.command](args)
 
 
