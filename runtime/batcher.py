@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from runtime.audio import SAMPLE_RATE, iter_audio_blocks
+from runtime.audio import SAMPLE_RATE, audio_duration, iter_audio_blocks
 from runtime.backend import Capabilities, Session
 from runtime.chunking import Chunk, fixed_chunks, vad_chunks
 from runtime.decoding import DecodingResult
@@ -44,7 +44,7 @@ class BatchOptions:
     batch_size: int = 8  # chunks per encoder call
     decoder: str = "batched"  # "sequential" decodes rows one by one through the same loop
     chunking: str = "vad"  # "fixed": plain 30 s windows
-    block_s: float = 1200.0  # audio read, VAD'd and mel'd at a time (a multiple of 30 s)
+    block_s: float | None = None  # seconds per block (= stream); None: by duration and B
     context_tokens: int = 32  # previous-text tokens each row is prompted with (0: none)
     vad: VadOptions = field(default_factory=VadOptions)
 
@@ -90,10 +90,20 @@ class Stopwatch:
         return now
 
 
+@dataclass
+class Stream:
+    """Consecutive chunks of one block, decoded in order, one row of a batch at a time, each
+    prompted with the text the stream decoded so far (as the sequential path is)."""
+
+    jobs: deque[Job]
+    history: list[int]
+
+
 class SourceRun:
-    """One input on its way through the batcher: blocks of chunks, streams of consecutive chunks
-    (a stream is one row of a batch at a time, prompted with the text its stream decoded so far,
-    as the sequential path is), and the segments collected. The scheduler takes rows from it."""
+    """One input on its way through the batcher. Its audio is read in blocks (``block_seconds``);
+    each block's chunks form a stream, and up to B streams of an input decode side by side, so a
+    batch stays full from the first block to the last, and memory holds B blocks whatever the
+    length. The scheduler takes rows (stream heads) from it and hands results back."""
 
     def __init__(self, session: Session, tokenizer: Tokenizer, options: TranscribeOptions,
                  batch: BatchOptions, source: Any, language: str | None = None,
@@ -108,33 +118,35 @@ class SourceRun:
         self.vad_method: str | None = None
         self.initial = (tokenizer.encode(" " + options.initial_prompt.strip())
                         if options.initial_prompt else [])
-        self.streams: list[deque[Job]] = []
-        self.histories: list[list[int]] = []
+        self.streams: list[Stream] = []  # open streams, in the order of the audio
         self.exhausted = False
-        self.error: Exception | None = None  # set by the scheduler when the input fails
-        self.created = time.perf_counter()
+        self.error: Exception | None = None  # the input failed (unreadable audio, ...)
+        self.preparing: Any = None  # the scheduler's future for ``prepare``
+        self._previous: Stream | None = None
         self._blocks_of_jobs: Iterator[list[Job]] | None = None
-        self._tail = list(self.initial)  # text history carried into the next block
         self._prepared: list[Job] | None = None
-        self._block_start_s = self._block_s = 0.0
-        self._block_frames = self._block_done = 0
-        self._prepare_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._frames_read = self._frames_done = 0
+        self._done_s = 0.0
 
     # -- rows for the scheduler ---------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.exhausted and not any(self.streams)
+        return self.exhausted and not any(s.jobs for s in self.streams)
 
-    def ready(self) -> list[int]:
-        """Streams with a chunk to decode, after preparing the next block if all are drained.
-        Raises the input's error (unreadable audio) here, in the scheduler's hands."""
-        if not any(self.streams) and not self.exhausted:
-            self._next_block()
-        return [k for k, q in enumerate(self.streams) if q]
+    def ready(self, limit: int) -> list[Stream]:
+        """Up to ``limit`` streams with a chunk to decode, opening the next blocks' streams
+        while fewer are open. Raises the input's error (unreadable audio)."""
+        if self.error is not None:
+            raise self.error
+        self.streams = [s for s in self.streams if s.jobs]
+        while len(self.streams) < limit and not self.exhausted:
+            self._open_stream()
+        return self.streams[:limit]
 
-    def take(self, k: int) -> tuple[Job, list[int]]:
-        """The next chunk of stream ``k`` and its prompt."""
-        return self.streams[k].popleft(), self.prompt(self.histories[k])
+    def take(self, stream: Stream) -> tuple[Job, list[int]]:
+        """The stream's next chunk and its prompt."""
+        return stream.jobs.popleft(), self.prompt(stream.history)
 
     def prompt(self, history: list[int]) -> list[int]:
         """The last ``context_tokens`` of a stream's text, or nothing while it has fewer (rows
@@ -144,22 +156,20 @@ class SourceRun:
             return history[-n:]
         return self.initial[-n:] if n and self.initial else []
 
-    def finish(self, k: int, job: Job, result: DecodingResult) -> None:
+    def finish(self, stream: Stream, job: Job, result: DecodingResult) -> None:
         """A decoded row: its segments kept, its stream's history extended, and what is left of
         the chunk (if its text stopped early) put back at the head of the stream."""
         continuation, kept = self.collect(job, result)
         conditioned = (self.options.condition_on_previous_text
                        and result.temperature <= self.options.prompt_reset_on_temperature)
-        self.histories[k] = self.histories[k] + kept if conditioned else list(self.initial)
+        stream.history = stream.history + kept if conditioned else list(self.initial)
         if continuation is not None:
-            self.streams[k].appendleft(continuation)
-        if k == len(self.streams) - 1:
-            self._tail = self.histories[k]
-        consumed = job.n_frames - (continuation.n_frames if continuation else 0)
-        self._block_done += consumed
-        if self.progress:
-            self.progress(self._block_start_s + self._block_s * min(1.0, self._block_done
-                                                                    / max(self._block_frames, 1)))
+            stream.jobs.appendleft(continuation)
+        self._frames_done += job.n_frames - (continuation.n_frames if continuation else 0)
+        if self.progress:  # audio seconds: the share of the chunks decoded, of the audio read
+            share = self._frames_done / max(self._frames_read, 1)
+            self._done_s = max(self._done_s, min(1.0, share) * self.duration)
+            self.progress(self._done_s)
 
     def ordered_segments(self) -> list[Segment]:
         ordered = sorted(self.segments, key=lambda s: (s.start, s.end))
@@ -171,27 +181,26 @@ class SourceRun:
 
     # -- preparing blocks (decode audio, VAD, mel) --------------------------------------------
     def prepare(self) -> None:
-        """Compute the next block's chunks ahead of need (called from a preparing thread, so
-        audio decoding, VAD and mel overlap the encoder and decoder of other rows)."""
-        with self._prepare_lock:
-            if self._prepared is None and not self.exhausted:
-                self._prepared = self._read_block()
+        """Compute the next block's chunks ahead of need (the scheduler calls this from its
+        preparing thread, so audio decoding, VAD and mel overlap the encoder and decoder)."""
+        with self._lock:
+            try:
+                if self._prepared is None and not self.exhausted:
+                    self._prepared = self._read_block()
+            except Exception as exc:  # noqa: BLE001 - reported by ``ready`` to the scheduler
+                self.error = exc
 
-    def _next_block(self) -> None:
-        with self._prepare_lock:
+    def _open_stream(self) -> None:
+        with self._lock:
             jobs, self._prepared = self._prepared, None
             while not jobs and not self.exhausted:  # blocks with no speech give no jobs
                 jobs = self._read_block()
         if not jobs:
-            self.exhausted, self.streams = True, []
             return
-        per_stream = max(1, -(-len(jobs) // self.batch.batch_size))
-        self.streams = [deque(jobs[i: i + per_stream]) for i in range(0, len(jobs), per_stream)]
-        # progress counts audio seconds: a block's share per decoded frame of its chunks
-        self._block_start_s = self._block_start_s + self._block_s
-        self._block_s = max(jobs[-1].end_s - self._block_start_s, 0.0)
-        self._block_frames, self._block_done = sum(j.n_frames for j in jobs), 0
-        self.histories = [list(self._tail)] + [list(self.initial) for _ in self.streams[1:]]
+        previous = self._previous  # a stream that starts after the one before it finished
+        history = previous.history if previous is not None and not previous.jobs else self.initial
+        self._previous = Stream(deque(jobs), list(history))
+        self.streams.append(self._previous)
 
     def _read_block(self) -> list[Job] | None:
         """The next block's jobs (possibly none), or None at the end of the input."""
@@ -200,13 +209,25 @@ class SourceRun:
         jobs = next(self._blocks_of_jobs, None)
         if jobs is None:
             self.exhausted = True
+        else:
+            self._frames_read += sum(j.n_frames for j in jobs)
         return jobs
+
+    def block_seconds(self) -> float:
+        """Blocks of ``batch.block_s``; by default the length that gives every row of a batch a
+        stream of its own (known durations), between 30 s and 4 minutes, in whole 30 s windows."""
+        if self.batch.block_s:
+            seconds = self.batch.block_s
+        else:
+            duration = _duration_of(self.source)
+            seconds = 120.0 if duration is None else duration / self.batch.batch_size
+            seconds = min(max(seconds, 30.0), 240.0)
+        return max(30.0, -(-seconds // 30.0) * 30.0)
 
     def _blocks(self, source: Any) -> Iterator[tuple[np.ndarray, bool]]:
         """Audio blocks with a flag for the last one (one block of look-ahead)."""
         t = time.perf_counter()
-        block_s = max(30.0, round(self.batch.block_s / 30.0) * 30.0)
-        it = iter_audio_blocks(source, block_seconds=block_s)
+        it = iter_audio_blocks(source, block_seconds=self.block_seconds())
         current = next(it, None)
         while current is not None:
             following = next(it, None)
@@ -311,10 +332,13 @@ class Batcher:
     def transcribe(self, source: Any) -> list[Segment]:
         self.run = self.source_run(source)
         self.scheduler.add(self.run)
-        while self.scheduler.pending:
-            for finished in self.scheduler.step():
-                if finished.error is not None:
-                    raise finished.error
+        try:
+            while self.scheduler.pending:
+                for finished in self.scheduler.step():
+                    if finished.error is not None:
+                        raise finished.error
+        finally:
+            self.scheduler.close()
         return self.run.ordered_segments()
 
     @property
@@ -337,3 +361,15 @@ class Batcher:
     @property
     def segments(self) -> list[Segment]:
         return self.run.segments if self.run else []
+
+
+def _duration_of(source: Any) -> float | None:
+    """Seconds of an input, when known without decoding it (arrays, files that declare it)."""
+    if isinstance(source, np.ndarray):
+        return max(source.shape) / SAMPLE_RATE if source.ndim else None
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        try:
+            return audio_duration(source)
+        except Exception:  # noqa: BLE001 - unreadable input: reading it later says why
+            return None
+    return None

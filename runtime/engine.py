@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,6 @@ class Engine:
         self._cond = threading.Condition()
         self._incoming: deque[_Request] = deque()
         self._active: dict[int, _Request] = {}
-        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-prepare")
         self._worker: threading.Thread | None = None
         self._closing = False
         self._counts = dict(requests_done=0, errors=0, cancelled=0)
@@ -81,7 +80,7 @@ class Engine:
             self._cond.notify_all()
         if self._worker is not None:
             self._worker.join()
-        self._prep.shutdown(wait=True)
+        self.scheduler.close()
 
     # -- submitting -----------------------------------------------------------------------------
     def submit(self, audio: Any, *, language: str | None = None, task: str = "transcribe",
@@ -98,15 +97,12 @@ class Engine:
             if len(self._incoming) + len(self._active) >= self.max_queue:
                 raise QueueFullError(f"{self.max_queue} requests are in flight; retry later")
             self._incoming.append(req)
-            req.prepared = self._prep.submit(self._prepare, req)
+            req.prepared = self.scheduler.prefetch(run)
+            req.prepared.add_done_callback(self._wake)
         self.start()
         return req.future
 
-    def _prepare(self, req: _Request) -> None:
-        try:
-            req.run.prepare()
-        except Exception as exc:  # noqa: BLE001 - the input's own failure, reported on its future
-            req.run.error = exc
+    def _wake(self, _: Future) -> None:
         with self._cond:
             self._cond.notify_all()
 
@@ -150,7 +146,8 @@ class Engine:
                 self.scheduler.drop(req.run)
                 del self._active[key]
                 self._counts["cancelled"] += 1
-        while self._incoming and self._incoming[0].prepared.done():
+        while self._incoming and (self._incoming[0].prepared is None
+                                  or self._incoming[0].prepared.done()):
             if not self.cross_request and self._active:
                 break
             req = self._incoming.popleft()
@@ -161,7 +158,7 @@ class Engine:
         """Wait for inputs still being prepared while the batch is short and young."""
         if not self._incoming or not self.cross_request or self._closing:
             return False
-        ready = sum(len([q for q in r.run.streams if q]) for r in self._active.values())
+        ready = sum(1 for r in self._active.values() for st in r.run.streams if st.jobs)
         if ready >= self.batch.batch_size:
             return False
         oldest = min((r.submitted for r in self._active.values()), default=time.perf_counter())
@@ -171,13 +168,9 @@ class Engine:
         now = time.perf_counter()
         with self._cond:
             for req in self._active.values():
-                if req.started is None and (req.run.segments or req.run.done or req.run.error
-                                            or any(len(q) for q in req.run.streams)):
+                if req.started is None and req.run.streams:
                     req.started = now
                     self._waits.append(now - req.submitted)
-                if not req.run.exhausted and req.run._prepared is None and \
-                        (req.prepared is None or req.prepared.done()):
-                    req.prepared = self._prep.submit(self._prepare, req)  # the next block
             for run in finished:
                 req = self._active.pop(id(run), None)
                 if req is not None:
@@ -202,7 +195,7 @@ class Engine:
     # -- numbers --------------------------------------------------------------------------------
     def stats(self) -> dict[str, float | int]:
         with self._cond:
-            queued = sum(len(q) for r in self._active.values() for q in r.run.streams)
+            queued = sum(len(st.jobs) for r in self._active.values() for st in r.run.streams)
             batches, rows = self.scheduler.batches, self.scheduler.rows
             return dict(
                 requests_in_flight=len(self._incoming) + len(self._active),

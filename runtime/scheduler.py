@@ -10,13 +10,15 @@ input. ``Runtime.transcribe`` runs one input through it, ``Runtime.transcribe_ma
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from runtime.backend import Capabilities, Session
-from runtime.batcher import BatchOptions, Job, SourceRun, Stopwatch
+from runtime.batcher import BatchOptions, Job, SourceRun, Stopwatch, Stream
 from runtime.decoding import DecodingOptions, DecodingResult, decode, detect_language
 from runtime.tokenizer import Tokenizer
 from runtime.transcribe import align_windows, needs_fallback
@@ -26,7 +28,7 @@ from runtime.words.aligner import WordAligner
 @dataclass
 class Row:
     run: SourceRun
-    stream: int
+    stream: Stream
     job: Job
     prompt: list[int]
 
@@ -40,6 +42,27 @@ class Scheduler:
         self.batches = 0
         self._aligner: WordAligner | None = None  # word timestamps, built when first asked
         self.rows = 0
+        self._prep: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def prefetch(self, run: SourceRun) -> Future | None:
+        """Prepare the input's next block (decode audio, VAD, mel) in the preparing thread, so
+        it overlaps the encoder and decoder; once per block."""
+        with self._lock:
+            if run.exhausted or run.error is not None or run._prepared is not None:
+                return run.preparing
+            if run.preparing is not None and not run.preparing.done():
+                return run.preparing
+            if self._prep is None:
+                self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+            run.preparing = self._prep.submit(run.prepare)
+            return run.preparing
+
+    def close(self) -> None:
+        """Stop the preparing thread (after the block it is on)."""
+        if self._prep is not None:
+            self._prep.shutdown(wait=True)
+            self._prep = None
 
     def add(self, run: SourceRun) -> None:
         self.runs.append(run)
@@ -53,20 +76,20 @@ class Scheduler:
     def pending(self) -> bool:
         return bool(self.runs)
 
-    def ready_rows(self, limit: int | None = None) -> list[tuple[SourceRun, int]]:
-        """(input, stream) pairs with a chunk to decode, oldest input first; inputs whose audio
-        cannot be read are marked failed and returned by the next ``step``."""
+    def ready_rows(self, limit: int | None = None) -> list[tuple[SourceRun, Stream]]:
+        """(input, stream) pairs with a chunk to decode, oldest input first; an input whose
+        audio cannot be read is marked failed and returned by the next ``step``."""
         limit = limit or self.batch.batch_size
-        picked: list[tuple[SourceRun, int]] = []
+        picked: list[tuple[SourceRun, Stream]] = []
         for run in list(self.runs):
             if run.error is not None:
                 continue
             try:
-                streams = run.ready()
+                streams = run.ready(limit - len(picked))
             except Exception as exc:  # noqa: BLE001 - one input's failure fails only that input
                 run.error = exc
                 continue
-            picked += [(run, k) for k in streams[: limit - len(picked)]]
+            picked += [(run, s) for s in streams]
             if len(picked) >= limit:
                 break
         return picked
@@ -74,8 +97,10 @@ class Scheduler:
     def step(self) -> list[SourceRun]:
         """Run one batch; return the inputs that are now finished (done or failed)."""
         picked = self.ready_rows()
+        for run in self.runs:
+            self.prefetch(run)
         if picked:
-            rows = [Row(run, k, *run.take(k)) for run, k in picked]
+            rows = [Row(run, s, *run.take(s)) for run, s in picked]
             for row, result in zip(rows, self._run(rows)):
                 row.run.finish(row.stream, row.job, result)
         finished = [r for r in self.runs if r.error is not None or r.done]

@@ -123,13 +123,12 @@ def _fake_result() -> DecodingResult:
 
 
 class ScriptedRun(SourceRun):
-    """A SourceRun over given jobs (one block) whose decoded text is two tokens per chunk."""
+    """A SourceRun over given blocks of jobs whose decoded text is two tokens per chunk."""
 
-    def __init__(self, rt, jobs, head=(), **batch):
+    def __init__(self, rt, blocks, **batch):
         super().__init__(rt.session, rt.tokenizer, TranscribeOptions(), BatchOptions(**batch),
                          source=None)
-        self._tail = list(head)
-        self._blocks_of_jobs = iter([jobs])
+        self._blocks_of_jobs = iter(blocks)
 
     def collect(self, job, result):
         return None, [100 + job.start_frame, 200 + job.start_frame]
@@ -147,28 +146,33 @@ def _scripted_scheduler(rt, batch_size, rounds):
     return scheduler
 
 
-def test_streams_of_consecutive_chunks_carry_their_context(cpu_runtime):
-    """Rows are streams of consecutive chunks: each round takes the next chunk of every stream,
-    prompted with the text its stream decoded so far (the last context_tokens of it)."""
-    jobs = [Job(mel=None, start_frame=i, n_frames=3000, offset_s=0.0) for i in range(6)]
-    run = ScriptedRun(cpu_runtime, jobs, head=[7, 8, 9], batch_size=4, context_tokens=2)
+def _jobs(*frames):
+    return [Job(mel=None, start_frame=f, n_frames=3000, offset_s=0.0) for f in frames]
+
+
+def test_blocks_are_streams_that_carry_their_context(cpu_runtime):
+    """Each block's chunks are a stream: B streams decode side by side, each chunk prompted with
+    its stream's text so far; a stream opened after the one before it finished continues its
+    text."""
+    run = ScriptedRun(cpu_runtime, [_jobs(0, 1), _jobs(2, 3), _jobs(4)], batch_size=2,
+                      context_tokens=2)
     rounds = []
-    scheduler = _scripted_scheduler(cpu_runtime, 4, rounds)
+    scheduler = _scripted_scheduler(cpu_runtime, 2, rounds)
     scheduler.add(run)
     finished = []
     while scheduler.pending:
         finished += scheduler.step()
     assert [[(f, p) for _, f, p in r] for r in rounds] == [
-        [(0, [8, 9]), (2, []), (4, [])],
-        [(1, [100, 200]), (3, [102, 202]), (5, [104, 204])]]
+        [(0, []), (2, [])],
+        [(1, [100, 200]), (3, [102, 202])],
+        [(4, [103, 203])]]
     assert finished == [run] and run.done
-    assert run._tail == [104, 204, 105, 205]  # the next block's first stream continues from here
 
 
 def test_rows_of_many_inputs_share_batches_oldest_first(cpu_runtime):
     """Chunks of several inputs fill one batch; the oldest input's rows go first."""
-    a = ScriptedRun(cpu_runtime, [Job(None, i, 3000, 0.0) for i in range(3)], batch_size=4)
-    b = ScriptedRun(cpu_runtime, [Job(None, 10 + i, 3000, 0.0) for i in range(3)], batch_size=4)
+    a = ScriptedRun(cpu_runtime, [_jobs(0), _jobs(1), _jobs(2)], batch_size=4)
+    b = ScriptedRun(cpu_runtime, [_jobs(10), _jobs(11, 12)], batch_size=4)
     rounds = []
     scheduler = _scripted_scheduler(cpu_runtime, 4, rounds)
     scheduler.add(a)
@@ -176,5 +180,5 @@ def test_rows_of_many_inputs_share_batches_oldest_first(cpu_runtime):
     done_order = []
     while scheduler.pending:
         done_order += scheduler.step()
-    assert [[f for _, f, _ in r] for r in rounds] == [[0, 1, 2, 10], [11, 12]]
+    assert [[f for _, f, _ in r] for r in rounds] == [[0, 1, 2, 10], [11], [12]]
     assert done_order == [a, b]

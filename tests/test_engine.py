@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from runtime.batcher import SourceRun
 from runtime.engine import Engine, QueueFullError
 from runtime.errors import AudioError, RuntimeInputError
 from tests.conftest import EVAL_DIR
@@ -69,16 +70,16 @@ def test_queue_limit_and_shutdown_finish_in_flight(cpu_runtime, utterances):
         engine.submit(utterances[2].audio)
 
 
-def test_cancelled_input_is_dropped(cpu_runtime, utterances):
+def test_cancelled_input_is_dropped(cpu_runtime, utterances, monkeypatch):
     gate = threading.Event()
+    original = SourceRun.prepare
+
+    def slow_prepare(run):
+        gate.wait(30)
+        original(run)
+
+    monkeypatch.setattr(SourceRun, "prepare", slow_prepare)
     with Engine(cpu_runtime, batch_size=2) as engine:
-        original = engine._prepare
-
-        def slow_prepare(req):
-            gate.wait(30)
-            original(req)
-
-        engine._prepare = slow_prepare
         doomed = engine.submit(utterances[0].audio)
         kept = engine.submit(utterances[1].audio)
         assert doomed.cancel()
