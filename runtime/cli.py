@@ -20,7 +20,11 @@ EXIT_BAD_INPUT = 2
 
 def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio or video files")
-    p.add_argument("files", nargs="+", help="audio/video files (any format FFmpeg reads)")
+    p.add_argument("files", nargs="*",
+                   help="audio/video files (any format FFmpeg reads) or folders (searched "
+                        "recursively for media files); several go through shared batches")
+    p.add_argument("--input-list", type=Path, default=None,
+                   help="a file of inputs, one path a line (blank lines and # comments skipped)")
     p.add_argument("--model", default=None,
                    help="model short name (tiny.en, base) or a model folder (default: tiny.en)")
     _add_selection(p)
@@ -46,8 +50,12 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-format", "-f", default=None,
                    help=f"write this format ({', '.join(WRITERS)}, a plugin's, or all) to "
                         "--output-dir (default: print to stdout only)")
-    p.add_argument("--output-dir", "-o", type=Path, default=Path("."),
-                   help="where output files go (default: current directory)")
+    p.add_argument("--output-dir", "-o", type=Path, default=None,
+                   help="where output files go, mirroring the inputs' folders (default: current "
+                        "directory; -o without -f writes txt); inputs whose outputs exist are "
+                        "skipped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="transcribe inputs again even when all their outputs exist")
     p.add_argument("--quiet", "-q", action="store_true", help="no transcript on stdout")
     p.add_argument("--verbose", "-v", action="store_true", help="log what runs where")
 
@@ -93,10 +101,10 @@ def _progress_bar(duration: float):
     return bar, update
 
 
-def _transcribe_one(rt, path: str, args: argparse.Namespace) -> None:
+def _transcribe_one(rt, path: str, args: argparse.Namespace, show_bar: bool = True):
     from runtime.audio import audio_duration
 
-    duration = audio_duration(path) or 0.0
+    duration = (audio_duration(path) or 0.0) if show_bar else 0.0
     bar, update = _progress_bar(duration)
     try:
         result = rt.transcribe(path, language=args.language, task=args.task, progress=update,
@@ -104,25 +112,60 @@ def _transcribe_one(rt, path: str, args: argparse.Namespace) -> None:
                                sequential=args.sequential, **_overrides(args))
     finally:
         bar.close()
-    if not args.quiet:
-        for s in result.segments:
-            print(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] {s.text.strip()}")
-    if args.verbose:
-        print(f"{path}: {result.duration:.1f} s of audio, language {result.language}, "
-              f"{result.run.detail}, {result.timings['total']:.2f} s", file=sys.stderr)
-    if args.output_format:
-        writers = rt.plugins.writers()
-        formats = list(writers) if args.output_format == "all" else [args.output_format]
-        for fmt in formats:
-            out = writers[fmt]().write_to_dir(result, args.output_dir, Path(path).stem)
-            if args.verbose:
-                print(f"wrote {out}", file=sys.stderr)
+    return result
+
+
+def _echo(args: argparse.Namespace, several: bool):
+    """Print each result as it arrives: its segments (under a header when there are several)."""
+    def echo(item, result) -> None:
+        if not args.quiet:
+            if several:
+                print(f"==> {item.source} <==")
+            for s in result.segments:
+                print(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] "
+                      f"{s.text.strip()}")
+        if args.verbose:
+            print(f"{item.source}: {result.duration:.1f} s of audio, language {result.language}, "
+                  f"{result.run.detail}, {result.timings['total']:.2f} s", file=sys.stderr)
+        sys.stdout.flush()  # each file as it completes, also into a pipe
+    return echo
+
+
+def _run_job(rt, args: argparse.Namespace) -> int:
+    """Every input through a ``runtime.jobs.Job``: several together (``transcribe_many``), one
+    alone or ``--sequential`` one by one; outputs that exist are skipped; a summary when files
+    are written."""
+    from runtime.jobs import Job, collect_inputs, many_results, one_by_one_results, plan_outputs
+
+    inputs, empty = collect_inputs(args.files, args.input_list)
+    fmt = args.output_format or ("txt" if args.output_dir else None)
+    writers = rt.plugins.writers()
+    chosen = {} if not fmt else dict(writers) if fmt == "all" else {fmt: writers[fmt]}
+    items = plan_outputs(inputs, args.output_dir or Path("."),
+                         [w.extension for w in chosen.values()])
+    job = Job(items, chosen, overwrite=args.overwrite, echo=_echo(args, len(items) > 1),
+              verbose=args.verbose)
+    if args.chunking:  # transcribe_many's batches take chunking from the settings
+        batch = rt.settings.batch.model_copy(update={"chunking": args.chunking})
+        rt.settings = rt.settings.model_copy(update={"batch": batch})
+
+    def results(todo):
+        if len(todo) == 1 or args.sequential:
+            return one_by_one_results(lambda p: _transcribe_one(rt, p, args, len(todo) == 1), todo)
+        return many_results(rt, todo, language=args.language, task=args.task,
+                            batch_size=args.batch_size, **_overrides(args))
+
+    summary = job.run(results, empty)
+    if chosen or args.verbose or summary.interrupted:
+        print(summary.render(), file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return EXIT_BAD_INPUT if summary.failed else 0
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from runtime.api import Runtime
 
-    status = 0
     try:
         rt = Runtime(settings=_settings(args))
         if rt.selection and rt.selection.fallback_note:
@@ -135,16 +178,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         if args.verbose:
             print(f"profile {rt.selection.profile.name if rt.selection else '(none)'}: "
                   f"{rt.session.describe()}", file=sys.stderr)
+        rt.transcribe_options(None, args.language, args.task, _overrides(args))  # bad options
+        rt.batch_options(args.batch_size, args.chunking)  # fail before any file, too
+        return _run_job(rt, args)
     except RuntimeInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for path in args.files:
-        try:
-            _transcribe_one(rt, path, args)
-        except RuntimeInputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            status = EXIT_BAD_INPUT
-    return status
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
