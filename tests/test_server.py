@@ -14,6 +14,7 @@ from tests.liveserver import LiveServer, get_json
 
 openai = pytest.importorskip("openai", reason="the openai client is in the test extra")
 jiwer = pytest.importorskip("jiwer", reason="jiwer is in the test extra")
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # translations
 
 API_KEY = "test-key-5f3a"
 JFK_WORDS = "ask not what your country can do for you"
@@ -104,8 +105,6 @@ def test_temperature_is_accepted(client, jfk):
     assert result.segments and all(s.temperature == pytest.approx(0.3) for s in result.segments)
 
 
-@pytest.mark.xfail(reason="the batched path attaches no words yet (issue 8 in progress)",
-                   strict=False)
 def test_word_timestamps(client, jfk):
     result = client.audio.transcriptions.create(file=("jfk.flac", jfk), model="whisper-1",
                                                 response_format="verbose_json",
