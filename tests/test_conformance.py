@@ -254,3 +254,36 @@ def test_quantized_wer_within_margin(backend, precision, sessions, encoded, cpu_
     got = wer(refs, [r.text for r in results])
     assert got <= baseline + QUANTIZED_WER_MARGIN[precision], (
         f"{precision} WER {got:.3f} vs fp32 {baseline:.3f}: {[r.text for r in results]}")
+
+
+# -- word timestamps ------------------------------------------------------------------------------
+WORD_TIME_ATOL = 0.04  # seconds: two encoder frames; the same scores give the same DTW path
+
+
+def _word_timings(session, features, tokenizer, speech, token_lists) -> list[list]:
+    from runtime.words import AlignRequest, alignment_heads, find_alignments
+
+    requests = [AlignRequest(tuple(t for t in toks if t < tokenizer.special.eot),
+                             min(len(s["audio"]) // 160, 3000))
+                for s, toks in zip(speech, token_lists)]
+    return find_alignments(session, tokenizer, features, requests,
+                           alignment_heads(session.model))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_word_timestamps_match_cpu(backend, sessions, cpu_reference, speech, tiny_tokenizer):
+    """Teacher-forced on the CPU features and tokens, in one batch of four rows of different
+    lengths: the same words, each start and end within WORD_TIME_ATOL of the CPU backend's."""
+    if not backend.capabilities.word_timestamps:
+        pytest.skip(f"backend {backend.name} returns no cross-attention")
+    features, tokens = cpu_reference["features"], cpu_reference["tokens"]
+    want = _word_timings(cpu_reference["session"], features, tiny_tokenizer, speech, tokens)
+    got = _word_timings(sessions(backend), features, tiny_tokenizer, speech, tokens)
+    assert sum(len(w) for w in want) > 40
+    for row_want, row_got, s in zip(want, got, speech):
+        assert [w.word for w in row_got] == [w.word for w in row_want], s["utt_id"]
+        starts = np.array([[a.start, b.start, a.end, b.end] for a, b in zip(row_got, row_want)])
+        assert np.abs(starts[:, 0] - starts[:, 1]).max() <= WORD_TIME_ATOL, s["utt_id"]
+        assert np.abs(starts[:, 2] - starts[:, 3]).max() <= WORD_TIME_ATOL, s["utt_id"]
+        np.testing.assert_allclose([w.probability for w in row_got],
+                                   [w.probability for w in row_want], atol=0.02)

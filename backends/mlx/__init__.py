@@ -117,9 +117,12 @@ class MlxSession:
             return mel_windows(spans, self.model.dims.n_mels)
 
     def take(self, features: Any, rows: np.ndarray) -> Any:
-        """Rows of encoded features, gathered on the device (re-decoding some windows)."""
+        """Rows of encoded features, gathered on the device (re-decoding some windows); host
+        (numpy) features, which the decoder also accepts, stay on the host."""
         import mlx.core as mx
 
+        if not isinstance(features, mx.array):
+            return np.asarray(features)[np.asarray(rows)]
         with mx.stream(self._device):
             return mx.take(features, mx.array(np.asarray(rows, dtype=np.int32)), axis=0)
 
@@ -164,7 +167,7 @@ class MlxBackend:
         batched_encoder=True,
         batched_decoder=True,
         encoder_batch_sizes=None,
-        word_timestamps=False,
+        word_timestamps=True,  # the decoder state returns cross-attention scores
         precisions=tuple(PRECISIONS),
         devices=("gpu", "cpu"),
     )

@@ -114,13 +114,20 @@ class MlxDecoderState:
         self.n_rows = len(rows)
 
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
+        return self.logits_and_attention(tokens, positions, ())[0]
+
+    def logits_and_attention(self, tokens: np.ndarray, positions: tuple[int, ...],
+                             heads: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits at ``positions`` and the cross-attention scores of ``heads`` (layer, head),
+        (B, len(heads), T, n_audio_ctx) float32 (see ``runtime.backend.AttentionState``)."""
         import mlx.core as mx
 
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_ctx)
         t = tokens.shape[1]
         with mx.stream(self.device):
             picks = mx.array([p % t for p in positions], dtype=mx.int32)
-            hidden = self._forward(mx.array(tokens.astype(np.int32)))
+            scores: dict[int, Any] = {layer: None for layer, _ in heads}
+            hidden = self._forward(mx.array(tokens.astype(np.int32)), scores)
             dec = self.net.decoder
             picked = dec.ln(hidden[:, picks])
             if self.logits_weight is None:
@@ -128,12 +135,16 @@ class MlxDecoderState:
             else:
                 logits = picked @ self.logits_weight
             logits = logits.astype(mx.float32)
+            qk = (mx.stack([scores[layer][:, head] for layer, head in heads], axis=1)
+                  .astype(mx.float32) if heads else mx.zeros((self.n_rows, 0, t, 0)))
             # one evaluation per step: the logits and the caches the next step builds on
-            mx.eval(logits, *[c.keys for c in self._self], *[c.values for c in self._self])
-        return np.asarray(logits)
+            mx.eval(logits, qk, *[c.keys for c in self._self], *[c.values for c in self._self])
+        return np.asarray(logits), np.asarray(qk)
 
-    def _forward(self, tokens: Any) -> Any:
-        """The decoder blocks over ``tokens`` (B, T) appended at ``self.length``; hidden (B, T, D)."""
+    def _forward(self, tokens: Any, scores: dict[int, Any] | None = None) -> Any:
+        """The decoder blocks over ``tokens`` (B, T) appended at ``self.length``; hidden (B, T, D).
+        Layers named in ``scores`` attend to the audio explicitly and leave their cross-attention
+        scores (B, H, T, n_audio_ctx) there; the others use the fused kernel."""
         import mlx.core as mx
         import mlx.nn as nn
 
@@ -144,7 +155,7 @@ class MlxDecoderState:
         mask = None
         if t > 1:  # causal within the new tokens; everything cached before is visible
             mask = mx.arange(end)[None, :] <= (start + mx.arange(t))[:, None]
-        for block, cache, (ck, cv) in zip(dec.blocks, self._self, self._cross):
+        for i, (block, cache, (ck, cv)) in enumerate(zip(dec.blocks, self._self, self._cross)):
             a = block.attn
             h = block.attn_ln(x)
             k, v = cache.update(split_heads(a.key(h), self.n_head),
@@ -154,7 +165,11 @@ class MlxDecoderState:
             x = x + a.out(merge_heads(out))
             c = block.cross_attn
             q = split_heads(c.query(block.cross_attn_ln(x)), self.n_head)
-            out = mx.fast.scaled_dot_product_attention(q, ck, cv, scale=self.scale)
+            if scores is not None and i in scores:
+                scores[i] = (q * self.scale) @ ck.transpose(0, 1, 3, 2)
+                out = mx.softmax(scores[i], axis=-1, precise=True) @ cv
+            else:
+                out = mx.fast.scaled_dot_product_attention(q, ck, cv, scale=self.scale)
             x = x + c.out(merge_heads(out))
             x = x + block.mlp2(nn.gelu(block.mlp1(block.mlp_ln(x))))
         self.length = end

@@ -25,7 +25,7 @@ CAPABILITIES = Capabilities(
     batched_encoder=True,
     batched_decoder=True,
     encoder_batch_sizes=None,  # a loaded session narrows this to its static batch, if any
-    word_timestamps=False,
+    word_timestamps=True,  # the decoder graph outputs the alignment heads' cross-attention
     precisions=PRECISIONS,
     devices=("cpu", "npu", "gpu"),
 )
@@ -80,8 +80,10 @@ class OnnxSession(NumpyFrontend):
     def capabilities(self) -> Capabilities:
         """What this loaded session does: a static encoder batch narrows the batch sizes."""
         sizes = (self.static_batch,) if self.static_batch else None
+        # word timestamps need the decoder graph's cross_qk output (pre-exported graphs may lack it)
+        words = bool(self.decoder_graph.manifest.outputs_of("cross_qk"))
         return dataclasses.replace(CAPABILITIES, encoder_batch_sizes=sizes,
-                                   precisions=(self.precision,))
+                                   precisions=(self.precision,), word_timestamps=words)
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         """(B, n_mels, 3000) -> (B, 1500, D). A static-batch encoder runs B in pieces of its

@@ -40,6 +40,9 @@ class OnnxDecoderState:
                     for role in ("self_k", "self_v", "cross_k", "cross_v")}
         self._out = [dm.output("logits").name] + [t.name for t in dm.outputs_of("present_k")] \
             + [t.name for t in dm.outputs_of("present_v")]
+        qk = dm.outputs_of("cross_qk")  # graphs exported before word timestamps lack it
+        self._qk = qk[0].name if qk else None
+        self._heads = [tuple(h) for h in dm.details.get("alignment_heads", [])]
         k_spec, v_spec = dm.inputs_of("self_k")[0], dm.inputs_of("self_v")[0]
         dtype = np.dtype(k_spec.dtype)
         k_shape = (self.n_rows, *[0 if d == "past" else d for d in k_spec.shape[1:]])
@@ -49,6 +52,21 @@ class OnnxDecoderState:
         self.length = 0
 
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
+        return self._step(tokens, positions, False)[0]
+
+    def logits_and_attention(self, tokens: np.ndarray, positions: tuple[int, ...],
+                             heads: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and the ``cross_qk`` output's scores of ``heads``, which must be among the
+        alignment heads the graph was exported with (see ``runtime.backend.AttentionState``)."""
+        missing = [h for h in heads if tuple(h) not in self._heads]
+        if self._qk is None or missing:
+            raise ValueError(f"the decoder graph has no cross-attention output for heads "
+                             f"{missing or list(heads)} (it has {self._heads}); re-export it")
+        logits, qk = self._step(tokens, positions, True)
+        return logits, qk[:, [self._heads.index(tuple(h)) for h in heads]]
+
+    def _step(self, tokens: np.ndarray, positions: tuple[int, ...],
+              attention: bool) -> list[np.ndarray]:
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
         t = tokens.shape[1]
         feeds = {self._tokens: tokens, self._positions: np.asarray(positions, dtype=np.int64)}
@@ -56,11 +74,11 @@ class OnnxDecoderState:
             feeds.update(zip(self._in[role], arrays))
         feeds.update(zip(self._in["cross_k"], (k for k, _ in self._cross)))
         feeds.update(zip(self._in["cross_v"], (v for _, v in self._cross)))
-        out = self.decoder.run(self._out, feeds)
+        out = self.decoder.run(self._out + ([self._qk] if attention else []), feeds)
         n_layers = len(self._k)
-        self._k, self._v = out[1: 1 + n_layers], out[1 + n_layers:]
+        self._k, self._v = out[1: 1 + n_layers], out[1 + n_layers: 1 + 2 * n_layers]
         self.length += t
-        return out[0]
+        return [out[0]] + out[1 + 2 * n_layers:]
 
     def keep(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)

@@ -26,6 +26,7 @@ import numpy as np
 from backends.onnx.graphs import BUILDERS
 from backends.onnx.manifest import GRAPHS, Manifest
 from runtime.model import WhisperModel
+from runtime.words.align import alignment_heads
 
 CACHE_ENV = "WHISPER_RUNTIME_ONNX_CACHE"
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
@@ -83,7 +84,16 @@ def ensure_graph(model: WhisperModel, graph: str, precision: str, batch: int | N
 def _is_current(manifest: Manifest, model: WhisperModel, precision: str) -> bool:
     details = manifest.details
     return (manifest.model_digest == model.digest() and details.get("exporter") == EXPORTER
-            and details.get("quantization") == (QUANTIZATION if precision == "int8" else None))
+            and details.get("quantization") == (QUANTIZATION if precision == "int8" else None)
+            and details.get("alignment_heads") == _heads_detail(manifest.graph, model))
+
+
+def _heads_detail(graph: str, model: WhisperModel) -> list[list[int]] | None:
+    """The decoder's ``cross_qk`` output holds these (layer, head) pairs, in this order; a
+    decoder exported before it had that output (or with other heads) is exported again."""
+    if graph != "decoder":
+        return None
+    return [list(pair) for pair in alignment_heads(model)]
 
 
 def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | None,
@@ -101,6 +111,8 @@ def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | N
     onnx.checker.check_model(proto, full_check=False)
     target = folder / f"{stem}.onnx"
     details: dict = {"exporter": EXPORTER, "graph_nodes": len(proto.graph.node)}
+    if _heads_detail(graph, model) is not None:
+        details["alignment_heads"] = _heads_detail(graph, model)
     if precision == "int8":
         quantize_graph(proto, target)
         details["quantization"] = QUANTIZATION

@@ -139,11 +139,16 @@ class GraphBuilder:
 
     def attend(self, q: str, k_t: str, v: str, mask: str | None, hint: str) -> str:
         """softmax(q k^T + mask) v with q already scaled: q (B,H,T,dh), k_t (B,H,dh,S), v (B,H,S,dh)."""
+        return self.attend_with_scores(q, k_t, v, mask, hint)[0]
+
+    def attend_with_scores(self, q: str, k_t: str, v: str, mask: str | None,
+                           hint: str) -> tuple[str, str]:
+        """``attend``, and the scores before the softmax (B, H, T, S) (for word alignment)."""
         scores = self.op("MatMul", [q, k_t], f"{hint}/scores")
         if mask is not None:
             scores = self.op("Add", [scores, mask], f"{hint}/masked")
         weights = self.op("Softmax", [scores], f"{hint}/softmax", axis=-1)
-        return self.op("MatMul", [weights, v], f"{hint}/context")
+        return self.op("MatMul", [weights, v], f"{hint}/context"), scores
 
     def mlp(self, x: str, weights: dict[str, np.ndarray], prefix: str) -> str:
         h = self.layer_norm(x, weights, f"{prefix}.mlp_ln")

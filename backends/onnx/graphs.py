@@ -7,6 +7,8 @@ Caches are per layer, so a step copies each layer's cache once (in its Concat) a
 Keys are kept transposed, ``(B, H, dh, S)``, so attention scores are a plain ``q @ k_t`` with no
 Transpose of the 1500-long cross keys at every step. The query projection has the attention
 scale (dh ** -0.5) folded into its weights. Logits are computed only at the requested positions.
+The decoder also outputs the cross-attention scores of the model's alignment heads
+(``cross_qk``), which word timestamps read.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from backends.onnx.graph import GraphBuilder
 from backends.onnx.manifest import TensorSpec
 from runtime.mel import N_FRAMES
 from runtime.model import WhisperModel
+from runtime.words.align import alignment_heads
 
 Built = tuple[onnx.ModelProto, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]
 
@@ -111,8 +114,9 @@ def _causal_mask(g: GraphBuilder, offset: str, end: str) -> str:
 
 
 def _decoder_layer(g: GraphBuilder, x: str, mask: str, i: int,
-                   model: WhisperModel) -> tuple[str, str, str]:
-    """One decoder block over the cache inputs of layer ``i``; returns (x, present_k, present_v)."""
+                   model: WhisperModel) -> tuple[str, str, str, str]:
+    """One decoder block over the cache inputs of layer ``i``; returns (x, present_k, present_v,
+    cross-attention scores (B, H, T, S))."""
     d, w = model.dims, model.weights
     p, dh, n = f"decoder.blocks.{i}", model.dims.n_text_state // model.dims.n_text_head, d.n_text_head
     h = g.layer_norm(x, w, f"{p}.attn_ln")
@@ -126,10 +130,20 @@ def _decoder_layer(g: GraphBuilder, x: str, mask: str, i: int,
     h = g.layer_norm(x, w, f"{p}.cross_attn_ln")
     q = g.split_heads(_scaled_query(g, h, w, f"{p}.cross_attn.query", dh), n, dh,
                       f"{p}.cross_attn.q")
-    c = g.attend(q, f"cross_k.{i}", f"cross_v.{i}", None, f"{p}.cross_attn")
+    c, scores = g.attend_with_scores(q, f"cross_k.{i}", f"cross_v.{i}", None, f"{p}.cross_attn")
     c = g.linear(g.merge_heads(c, d.n_text_state, f"{p}.cross_attn"), w, f"{p}.cross_attn.out")
     x = g.mlp(g.op("Add", [x, c], f"{p}/cross_res"), w, p)
-    return x, k_all, v_all
+    return x, k_all, v_all, scores
+
+
+def _alignment_scores(g: GraphBuilder, scores: dict[int, str],
+                      heads: tuple[tuple[int, int], ...]) -> str:
+    """The cross-attention scores of the alignment heads, (B, len(heads), T, S), in ``heads``
+    order: one Gather per layer, then a Concat (a few kB per row and step)."""
+    parts = [g.op("Gather", [scores[layer], g.const(f"dec.align_heads.{n}", [head])],
+                  f"dec.align.{n}", axis=1) for n, (layer, head) in enumerate(heads)]
+    joined = parts[0] if len(parts) == 1 else g.op("Concat", parts, "dec.align", axis=1)
+    return g.cast_out(joined)
 
 
 def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) -> Built:
@@ -157,9 +171,9 @@ def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) ->
     embedding = g.weight("decoder.token_embedding.weight", w["decoder.token_embedding.weight"])
     x = g.op("Add", [g.op("Gather", [embedding, tokens], "dec.embed"), pos], "dec.x")
     mask = _causal_mask(g, offset, end)
-    outputs = []
+    outputs, scores = [], {}
     for i in range(d.n_text_layer):
-        x, k_all, v_all = _decoder_layer(g, x, mask, i, model)
+        x, k_all, v_all, scores[i] = _decoder_layer(g, x, mask, i, model)
         for role, value, shape in (("present_k", k_all, (b, n, dh, "total")),
                                    ("present_v", v_all, (b, n, "total", dh))):
             g.add_output(value, f"{role}.{i}", dtype, shape)
@@ -170,6 +184,10 @@ def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) ->
     logits = g.cast_out(g.op("MatMul", [picked, emb_t], "dec.logits"))
     g.add_output(logits, "logits", np.float32, (b, "positions", d.n_vocab))
     outputs.insert(0, TensorSpec("logits", "logits", "float32", (b, "positions", d.n_vocab)))
+    heads = alignment_heads(model)
+    qk_shape = (b, len(heads), "tokens", s)
+    g.add_output(_alignment_scores(g, scores, heads), "cross_qk", np.float32, qk_shape)
+    outputs.append(TensorSpec("cross_qk", "cross_qk", "float32", qk_shape))
     return g.build("whisper_decoder"), tuple(inputs), tuple(outputs)
 
 

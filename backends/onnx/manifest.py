@@ -14,7 +14,9 @@ Roles by graph::
     decoder   in: tokens (B, T) int64, positions (P,) int64, self_k[layer] (B, H, dh, past),
                   self_v[layer] (B, H, past, dh), cross_k[layer], cross_v[layer]
               out: logits (B, P, V) float32, present_k[layer] (B, H, dh, past + T),
-                   present_v[layer] (B, H, past + T, dh)
+                   present_v[layer] (B, H, past + T, dh), and optionally cross_qk
+                   (B, n alignment heads, T, S) float32: cross-attention scores before the
+                   softmax of the (layer, head) pairs in ``details["alignment_heads"]``
 """
 
 from __future__ import annotations
