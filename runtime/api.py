@@ -151,7 +151,8 @@ class Runtime:
                               self.batch_options(batch_size, chunking), options.language,
                               progress)
             segments = batcher.transcribe(audio)
-            lang, lang_prob, duration = batcher.language, None, batcher.duration
+            lang, lang_prob = batcher.language, batcher.language_probability
+            duration = batcher.duration
             timings = dict(batcher.clock.totals)
         timings["total"] = time.perf_counter() - t0
         return self.make_transcription(segments, lang, duration, timings, lang_prob)

@@ -31,7 +31,7 @@ from runtime.decoding import DecodingResult
 from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
 from runtime.results import Segment
 from runtime.tokenizer import Tokenizer
-from runtime.transcribe import (TranscribeOptions, attach_words, is_digital_silence,
+from runtime.transcribe import (TranscribeOptions, annotate_pieces, is_digital_silence,
                                 is_silence, make_segment, split_segments)
 from runtime.vad import VadOptions, speech_probs, speech_regions
 
@@ -111,6 +111,7 @@ class SourceRun:
         self.session, self.tokenizer = session, tokenizer
         self.options, self.batch, self.source = options, batch, source
         self.language = language if tokenizer.multilingual else "en"
+        self.language_probability: float | None = None  # when the language was detected
         self.progress = progress
         self.clock = Stopwatch()
         self.segments: list[Segment] = []
@@ -282,8 +283,7 @@ class SourceRun:
         if is_silence(result, self.options):
             return None, []
         pieces, seek = split_segments(result, self.tokenizer, job.start_s, job.n_frames)
-        # words (when aligned), with the chunk's start as the last speech before it
-        attach_words(pieces, result, job.start_s, self.tokenizer, self.options, job.start_s)
+        annotate_pieces(pieces, result, job.start_s, self.tokenizer, self.options)  # words, language
         kept: list[int] = []
         for piece in pieces:
             text = self.tokenizer.decode(piece["tokens"])
@@ -353,6 +353,10 @@ class Batcher:
     @property
     def language(self) -> str | None:
         return self.run.language if self.run else self._language
+
+    @property
+    def language_probability(self) -> float | None:
+        return self.run.language_probability if self.run else None
 
     @property
     def duration(self) -> float:

@@ -188,7 +188,8 @@ class Engine:
         self._audio_s += run.duration
         timings = dict(run.clock.totals, total=now - req.submitted)
         result = self.runtime.make_transcription(run.ordered_segments(), run.language,
-                                                 run.duration, timings)
+                                                 run.duration, timings,
+                                                 run.language_probability)
         if req.future.set_running_or_notify_cancel():
             req.future.set_result(result)
 

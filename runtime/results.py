@@ -26,7 +26,8 @@ class Segment:
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
-    words: tuple[Word, ...] | None = None
+    words: tuple[Word, ...] | None = None  # with word timestamps
+    language: str | None = None  # the chunk's own language, with per-chunk detection
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -35,6 +36,8 @@ class Segment:
             d.pop("words")
         else:
             d["words"] = [asdict(w) for w in self.words]
+        if self.language is None:
+            d.pop("language")
         return d
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from runtime.backend import Capabilities, Session
 from runtime.batcher import BatchOptions, Job, SourceRun, Stopwatch, Stream
 from runtime.decoding import DecodingOptions, DecodingResult, decode, detect_language
+from runtime.language import chunk_languages, file_language
 from runtime.tokenizer import Tokenizer
 from runtime.transcribe import align_windows, needs_fallback
 from runtime.words.aligner import WordAligner
@@ -31,6 +32,7 @@ class Row:
     stream: Stream
     job: Job
     prompt: list[int]
+    language: str | None = None  # the chunk's own language (language_detection="chunk")
 
 
 class Scheduler:
@@ -144,22 +146,27 @@ class Scheduler:
         return fitting[0]
 
     def _detect(self, rows: list[Row], features) -> None:
-        """One language per input, the most probable over its rows of its first batch."""
-        todo = [i for i, r in enumerate(rows) if r.run.language is None]
+        """One language per input (``file_language`` over its rows of its first batch) and,
+        with ``language_detection="chunk"``, each row's own (``chunk_languages``)."""
+        todo = [i for i, r in enumerate(rows) if r.run.language is None or (
+            r.run.options.language_detection == "chunk" and r.run.options.language is None
+            and self.tokenizer.multilingual)]
         if not todo:
             return
         _, probs = detect_language(self.session, self.session.take(features, np.array(todo)),
                                    self.tokenizer)
-        totals: dict[int, dict[str, float]] = {}
+        by_run: dict[int, list[tuple[int, dict[str, float]]]] = {}
         for i, row_probs in zip(todo, probs):
-            total = totals.setdefault(id(rows[i].run), {})
-            for code, p in row_probs.items():
-                total[code] = total.get(code, 0.0) + p
-        for i in todo:
-            run = rows[i].run
+            by_run.setdefault(id(rows[i].run), []).append((i, row_probs))
+        for members in by_run.values():
+            run, found = rows[members[0][0]].run, [p for _, p in members]
             if run.language is None:
-                total = totals[id(run)]
-                run.language = max(total, key=total.get)
+                guess = file_language(found, run.options.language_threshold)
+                run.language, run.language_probability = guess.language, guess.probability
+            if run.options.language_detection == "chunk" and run.options.language is None:
+                chosen = chunk_languages(found, run.options.language_threshold, run.language)
+                for (i, _), language in zip(members, chosen):
+                    rows[i].language = language
 
     def _decode(self, features, rows: list[Row]) -> list[DecodingResult]:
         """Decode every row; re-decode only failing rows at their next temperature, batched."""
@@ -170,7 +177,7 @@ class Scheduler:
             for r in todo:  # rows decode together when the loop's settings are one
                 run = rows[r].run
                 opts = run.options.decoding_options(run.options.temperatures[level], None,
-                                                    run.language)
+                                                    rows[r].language or run.language)
                 groups.setdefault((opts, len(rows[r].prompt)), []).append(r)
             for (opts, _), members in groups.items():
                 parts = [[r] for r in members] if self._sequential else [members]

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from runtime.backend import Session
-from runtime.decoding import DecodingOptions, DecodingResult, decode
+from runtime.decoding import DecodingOptions, DecodingResult, decode, detect_language
+from runtime.language import DETECTION_MODES, chunk_languages
 from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from runtime.mel import log_mel_spectrogram, pad_or_trim
 from runtime.results import Segment, Word
@@ -55,6 +56,18 @@ class TranscribeOptions:
     word_timestamps: bool = False
     prepend_punctuations: str = "\"'“¿([{-"
     append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
+    # language detection when ``language`` is None on a multilingual model (runtime.language):
+    # one language per input ("file") or per chunk ("chunk"); detections whose best language is
+    # less likely than the threshold are not trusted
+    language_detection: str = "file"
+    language_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.language_detection not in DETECTION_MODES:
+            raise ValueError(f"language_detection must be one of {', '.join(DETECTION_MODES)}, "
+                             f"not {self.language_detection!r}")
+        if not 0.0 <= self.language_threshold <= 1.0:
+            raise ValueError("language_threshold must be between 0 and 1")
 
     def decoding_options(self, temperature: float, prompt: list[int] | None,
                          language: str | None) -> DecodingOptions:
@@ -169,7 +182,9 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
         window = pad_or_trim(mel[:, seek: seek + frames], N_FRAMES)[None]
         features = session.encode(window)
         prompt = all_tokens[prompt_reset:]
-        result = decode_with_fallback(session, features, tokenizer, options, prompt, language)
+        result = decode_with_fallback(session, features, tokenizer, options, prompt,
+                                      _window_language(session, features, tokenizer, options,
+                                                       language))
         if is_silence(result, options):
             seek += frames
         else:
@@ -178,6 +193,7 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
             if aligner is not None:
                 last_speech, advance = _add_words(aligner, features, result, pieces, seek,
                                                   frames, advance, last_speech, options)
+            tag_language(pieces, result, options)
             for piece in pieces:
                 text = tokenizer.decode(piece["tokens"])
                 if piece["start"] == piece["end"] or not text.strip():
@@ -190,6 +206,32 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
         if progress:
             progress(min(seek, content_frames) / FRAMES_PER_SECOND)
     return segments
+
+
+def _window_language(session: Session, features, tokenizer: Tokenizer,
+                     options: TranscribeOptions, language: str | None) -> str | None:
+    """The input's language, or with ``language_detection="chunk"`` this window's own (when
+    its detection is confident)."""
+    if (options.language_detection != "chunk" or options.language is not None
+            or not tokenizer.multilingual):
+        return language
+    _, probs = detect_language(session, features, tokenizer)
+    return chunk_languages(probs, options.language_threshold, language or "en")[0]
+
+
+def annotate_pieces(pieces: list[dict], result: DecodingResult, time_offset: float,
+                    tokenizer: Tokenizer, options: TranscribeOptions) -> None:
+    """What a chunk's pieces carry beyond text (the batched path): words when it was aligned,
+    with the chunk's start as the last speech before it, and its language in per-chunk mode."""
+    attach_words(pieces, result, time_offset, tokenizer, options, time_offset)
+    tag_language(pieces, result, options)
+
+
+def tag_language(pieces: list[dict], result: DecodingResult, options: TranscribeOptions) -> None:
+    """With per-chunk detection, each piece records the language its window was decoded in."""
+    if options.language_detection == "chunk":
+        for piece in pieces:
+            piece["language"] = result.language
 
 
 def _add_words(aligner: WordAligner, features, result: DecodingResult, pieces: list[dict],
@@ -245,7 +287,7 @@ def make_segment(index: int, seek: int, piece: dict, text: str, result: Decoding
                    end=round(float(piece["end"]), 3), text=text,
                    tokens=tuple(int(t) for t in piece["tokens"]), temperature=result.temperature,
                    avg_logprob=result.avg_logprob, compression_ratio=result.compression_ratio,
-                   no_speech_prob=result.no_speech_prob,
+                   no_speech_prob=result.no_speech_prob, language=piece.get("language"),
                    words=None if words is None else tuple(
                        Word(start=float(w["start"]), end=float(w["end"]), word=w["word"],
                             probability=float(w["probability"])) for w in words))
