@@ -47,6 +47,21 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     p.add_argument("--no-condition-on-previous-text", action="store_true",
                    help="do not feed each window's text as the next window's prompt")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="word-level timestamps (in json; srt/vtt cues from words)")
+    p.add_argument("--max-line-width", type=int, default=None,
+                   help="(with --word-timestamps) characters in a subtitle line before it breaks")
+    p.add_argument("--max-line-count", type=int, default=None,
+                   help="(with --word-timestamps) lines in a subtitle cue")
+    p.add_argument("--max-words-per-line", type=int, default=None,
+                   help="(with --word-timestamps, without --max-line-width) words in a line")
+    p.add_argument("--highlight-words", action="store_true",
+                   help="(with --word-timestamps) underline each word as it is spoken in srt/vtt")
+    p.add_argument("--language-detection", choices=("file", "chunk"), default=None,
+                   help="without --language on a multilingual model: one language per file "
+                        "(default) or per chunk")
+    p.add_argument("--language-threshold", type=float, default=None,
+                   help="detections less likely than this are not trusted (default 0.5)")
     p.add_argument("--output-format", "-f", default=None,
                    help=f"write this format ({', '.join(WRITERS)}, a plugin's, or all) to "
                         "--output-dir (default: print to stdout only)")
@@ -85,7 +100,38 @@ def _overrides(args: argparse.Namespace) -> dict:
         overrides["temperature"] = args.temperature
     elif args.no_fallback:
         overrides["temperature"] = 0.0
+    if args.word_timestamps:
+        overrides["word_timestamps"] = True
+    for name in ("language_detection", "language_threshold"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     return overrides
+
+
+def _subtitle_options(args: argparse.Namespace):
+    """srt/vtt cue options; they need word timestamps (as in openai-whisper)."""
+    from runtime.subtitles import SubtitleOptions
+
+    given = {k: getattr(args, k) for k in ("max_line_width", "max_line_count",
+                                           "max_words_per_line", "highlight_words")}
+    used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
+    if used and not args.word_timestamps:
+        raise RuntimeInputError(f"{', '.join(used)} need --word-timestamps")
+    try:
+        return SubtitleOptions(**given)
+    except ValueError as exc:
+        raise RuntimeInputError(str(exc)) from exc
+
+
+def _bind_writers(writers: dict, args: argparse.Namespace) -> dict:
+    """Writer classes with the subtitle options bound (plugin writers built on ``Writer`` too)."""
+    from functools import partial
+
+    from runtime.writers import Writer
+
+    options = _subtitle_options(args)
+    return {name: partial(w, options) if isinstance(w, type) and issubclass(w, Writer) else w
+            for name, w in writers.items()}
 
 
 def _progress_bar(duration: float):
@@ -143,6 +189,7 @@ def _run_job(rt, args: argparse.Namespace) -> int:
     chosen = {} if not fmt else dict(writers) if fmt == "all" else {fmt: writers[fmt]}
     items = plan_outputs(inputs, args.output_dir or Path("."),
                          [w.extension for w in chosen.values()])
+    chosen = _bind_writers(chosen, args)
     job = Job(items, chosen, overwrite=args.overwrite, echo=_echo(args, len(items) > 1),
               verbose=args.verbose)
     if args.chunking:  # transcribe_many's batches take chunking from the settings
@@ -179,6 +226,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             print(f"profile {rt.selection.profile.name if rt.selection else '(none)'}: "
                   f"{rt.session.describe()}", file=sys.stderr)
         rt.transcribe_options(None, args.language, args.task, _overrides(args))  # bad options
+        _subtitle_options(args)
         rt.batch_options(args.batch_size, args.chunking)  # fail before any file, too
         return _run_job(rt, args)
     except RuntimeInputError as exc:

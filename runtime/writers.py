@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TextIO
+from typing import Iterator, TextIO
 
 from runtime.results import Segment, Transcription
+from runtime.subtitles import SubtitleOptions, word_cues
 
 
 def format_timestamp(seconds: float, always_include_hours: bool = False,
@@ -27,6 +28,9 @@ def format_timestamp(seconds: float, always_include_hours: bool = False,
 
 class Writer:
     extension: str = ""
+
+    def __init__(self, subtitles: SubtitleOptions | None = None) -> None:
+        self.subtitles = subtitles or SubtitleOptions()
 
     def write(self, result: Transcription, file: TextIO) -> None:
         raise NotImplementedError
@@ -68,14 +72,20 @@ class _SubtitleWriter(Writer):
     always_include_hours: bool = False
     decimal_marker: str = "."
 
-    def cues(self, result: Transcription):
+    def stamp(self, seconds: float) -> str:
+        return format_timestamp(seconds, self.always_include_hours, self.decimal_marker)
+
+    def cues(self, result: Transcription) -> Iterator[tuple[str, str, str]]:
+        """(start, end, text) per cue: one per segment, or cut from the words when segments
+        carry them (``runtime.subtitles``)."""
+        if result.segments and result.segments[0].words is not None:
+            for start, end, text in word_cues(result.segments, self.subtitles):
+                yield self.stamp(start), self.stamp(end), text.replace("-->", "->")
+            return
         for segment in result.segments:
             text = segment.text.strip().replace("-->", "->")
             if text:
-                yield (format_timestamp(segment.start, self.always_include_hours,
-                                        self.decimal_marker),
-                       format_timestamp(segment.end, self.always_include_hours,
-                                        self.decimal_marker), text)
+                yield self.stamp(segment.start), self.stamp(segment.end), text
 
 
 class VttWriter(_SubtitleWriter):
