@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from runtime.audio import SAMPLE_RATE, audio_duration, iter_audio_blocks
 from runtime.backend import Capabilities, Session
-from runtime.chunking import Chunk, fixed_chunks, vad_chunks
+from runtime.chunking import Chunk, fixed_chunks, split_long, vad_chunks
 from runtime.decoding import DecodingResult
 from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
 from runtime.results import Segment
@@ -37,6 +36,7 @@ from runtime.vad import VadOptions, speech_probs, speech_regions
 
 MIN_CONTINUATION_FRAMES = 100  # less than 1 s left after the last complete segment: done
 MIN_UNCOVERED_SPEECH_FRAMES = 100  # VAD speech this long after the last segment: decode it
+MIN_WINDOW_SAMPLES = 1600  # speech left after a seek shorter than 0.1 s holds no word
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,45 @@ class Stopwatch:
 
 
 @dataclass
-class Stream:
-    """Consecutive chunks of one block, decoded in order, one row of a batch at a time, each
-    prompted with the text the stream decoded so far (as the sequential path is)."""
+class Block:
+    """A block of audio, prepared: its log-mel, and the speech in it as pieces of at most 30 s
+    (VAD regions split at their least likely frame; the block's last chunk is left to the next
+    block, so no window is cut at a block's edge)."""
 
-    jobs: deque[Job]
+    mel: Any
+    offset_s: float  # absolute time of the mel's frame 0
+    pieces: list[tuple[int, int]]  # samples within the block, in order
+    regions: list[tuple[int, int]]  # VAD speech regions (samples), for coverage checks
+
+
+@dataclass
+class Stream:
+    """One block decoded as the sequential path decodes a file: a window from ``cursor`` to the
+    last silence that keeps it within 30 s, then the next window from where the text ended
+    (Whisper's seek), each prompted with the text the stream decoded so far."""
+
+    block: Block
     history: list[int]
+    cursor: int = 0  # samples of the block before it are done
+
+    def next_job(self) -> Job | None:
+        pieces = [(max(s, self.cursor), e) for s, e in self.block.pieces
+                  if e - max(s, self.cursor) >= MIN_WINDOW_SAMPLES]
+        if not pieces:
+            return None
+        start, end = pieces[0]
+        for s, e in pieces[1:]:
+            if e - start > N_SAMPLES:
+                break
+            end = e
+        speech = [(max(s, start) // HOP_LENGTH, min(e, end) // HOP_LENGTH)
+                  for s, e in self.block.regions if s < end and e > start]
+        return Job(self.block.mel, start // HOP_LENGTH, -(-(end - start) // HOP_LENGTH),
+                   self.block.offset_s, speech)
+
+    @property
+    def has_work(self) -> bool:
+        return any(e - max(s, self.cursor) >= MIN_WINDOW_SAMPLES for s, e in self.block.pieces)
 
 
 class SourceRun:
@@ -124,30 +157,29 @@ class SourceRun:
         self.error: Exception | None = None  # the input failed (unreadable audio, ...)
         self.preparing: Any = None  # the scheduler's future for ``prepare``
         self._previous: Stream | None = None
-        self._blocks_of_jobs: Iterator[list[Job]] | None = None
-        self._prepared: list[Job] | None = None
+        self._prepared_blocks: Iterator[Block] | None = None
+        self._prepared: Block | None = None
         self._lock = threading.Lock()
-        self._frames_read = self._frames_done = 0
         self._done_s = 0.0
 
     # -- rows for the scheduler ---------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.exhausted and not any(s.jobs for s in self.streams)
+        return self.exhausted and not any(s.has_work for s in self.streams)
 
     def ready(self, limit: int) -> list[Stream]:
         """Up to ``limit`` streams with a chunk to decode, opening the next blocks' streams
         while fewer are open. Raises the input's error (unreadable audio)."""
         if self.error is not None:
             raise self.error
-        self.streams = [s for s in self.streams if s.jobs]
+        self.streams = [s for s in self.streams if s.has_work]
         while len(self.streams) < limit and not self.exhausted:
             self._open_stream()
         return self.streams[:limit]
 
     def take(self, stream: Stream) -> tuple[Job, list[int]]:
-        """The stream's next chunk and its prompt."""
-        return stream.jobs.popleft(), self.prompt(stream.history)
+        """The stream's next window and its prompt."""
+        return stream.next_job(), self.prompt(stream.history)
 
     def prompt(self, history: list[int]) -> list[int]:
         """The last ``context_tokens`` of a stream's text, or nothing while it has fewer (rows
@@ -164,13 +196,11 @@ class SourceRun:
         conditioned = (self.options.condition_on_previous_text
                        and result.temperature <= self.options.prompt_reset_on_temperature)
         stream.history = stream.history + kept if conditioned else list(self.initial)
-        if continuation is not None:
-            stream.jobs.appendleft(continuation)
-        self._frames_done += job.n_frames - (continuation.n_frames if continuation else 0)
-        if self.progress:  # audio seconds: the share of the chunks decoded, of the audio read
-            share = self._frames_done / max(self._frames_read, 1)
-            self._done_s = max(self._done_s, min(1.0, share) * self.duration)
-            self.progress(self._done_s)
+        end = continuation.start_frame if continuation else job.start_frame + job.n_frames
+        stream.cursor = max(stream.cursor, end * HOP_LENGTH)
+        if self.progress:  # audio seconds: blocks read before, and this block's cursor
+            self._done_s = max(self._done_s, job.offset_s + end / FRAMES_PER_SECOND)
+            self.progress(min(self._done_s, self.duration))
 
     def ordered_segments(self) -> list[Segment]:
         ordered = sorted(self.segments, key=lambda s: (s.start, s.end))
@@ -193,26 +223,25 @@ class SourceRun:
 
     def _open_stream(self) -> None:
         with self._lock:
-            jobs, self._prepared = self._prepared, None
-            while not jobs and not self.exhausted:  # blocks with no speech give no jobs
-                jobs = self._read_block()
-        if not jobs:
+            block, self._prepared = self._prepared, None
+            while (block is None or not block.pieces) and not self.exhausted:  # no speech
+                block = self._read_block()
+        if block is None or not block.pieces:
             return
         previous = self._previous  # a stream that starts after the one before it finished
-        history = previous.history if previous is not None and not previous.jobs else self.initial
-        self._previous = Stream(deque(jobs), list(history))
+        history = (previous.history if previous is not None and not previous.has_work
+                   else self.initial)
+        self._previous = Stream(block, list(history))
         self.streams.append(self._previous)
 
-    def _read_block(self) -> list[Job] | None:
-        """The next block's jobs (possibly none), or None at the end of the input."""
-        if self._blocks_of_jobs is None:
-            self._blocks_of_jobs = self._jobs(self.source)
-        jobs = next(self._blocks_of_jobs, None)
-        if jobs is None:
+    def _read_block(self) -> Block | None:
+        """The next block (possibly without speech), or None at the end of the input."""
+        if self._prepared_blocks is None:
+            self._prepared_blocks = self._prepared_blocks_of(self.source)
+        block = next(self._prepared_blocks, None)
+        if block is None:
             self.exhausted = True
-        else:
-            self._frames_read += sum(j.n_frames for j in jobs)
-        return jobs
+        return block
 
     def block_seconds(self) -> float:
         """Blocks of ``batch.block_s``; by default the length that gives every row of a batch a
@@ -237,44 +266,43 @@ class SourceRun:
             t = time.perf_counter()
             current = following
 
-    def _jobs(self, source: Any) -> Iterator[list[Job]]:
-        """Per block: chunks (the last one deferred to the next block unless final) as jobs."""
+    def _prepared_blocks_of(self, source: Any) -> Iterator[Block]:
+        """Per block: its speech pieces (the last chunk deferred to the next block unless
+        final), log-mel and VAD regions."""
         carry, carry_at = np.zeros(0, np.float32), 0  # audio held back, and its absolute offset
         for block, last in self._blocks(source):
             self.samples += len(block)
             buf = np.concatenate([carry, block]) if len(carry) else block
-            chunks, regions = self._chunks(buf)
-            chunks = [c for c in chunks if not is_digital_silence(buf[c.start: c.end],
-                                                                  self.options)]
+            chunks, regions, pieces = self._chunks(buf)
             if not last and self.batch.chunking == "vad":
                 keep_from = chunks[-1].start if chunks else max(0, len(buf) - SAMPLE_RATE)
-                chunks = chunks[:-1] if chunks else []
+                pieces = [(s, e) for s, e in pieces if e <= keep_from]
                 carry, next_at = buf[keep_from:], carry_at + keep_from
             else:
                 carry, next_at = np.zeros(0, np.float32), carry_at + len(buf)
             t = time.perf_counter()
             mel = self.session.log_mel(buf, padding=N_SAMPLES if last else 0)
             self.clock.add("mel", t)
-            offset_s = carry_at / SAMPLE_RATE
-            yield [Job(mel, c.start // HOP_LENGTH, -(-c.samples // HOP_LENGTH), offset_s,
-                       self._speech_in(c, regions)) for c in chunks]
+            yield Block(mel, carry_at / SAMPLE_RATE, pieces, regions)
             carry_at = next_at
 
-    def _chunks(self, audio: np.ndarray) -> tuple[list[Chunk], list[tuple[int, int]]]:
-        """Chunks of the audio, and the VAD's speech regions (samples) for coverage checks."""
+    def _chunks(self, audio: np.ndarray) -> tuple[list[Chunk], list[tuple[int, int]],
+                                                  list[tuple[int, int]]]:
+        """Chunks of the audio, the VAD's speech regions, and the speech as pieces of at most
+        30 s (samples); digital silence is no speech."""
         if self.batch.chunking == "fixed":
-            return fixed_chunks(len(audio)), []
+            chunks = [c for c in fixed_chunks(len(audio))
+                      if not is_digital_silence(audio[c.start: c.end], self.options)]
+            return chunks, [], [(c.start, c.end) for c in chunks]
         t = time.perf_counter()
         probs = speech_probs(audio, self.batch.vad)
         self.vad_method = probs.method
         regions = speech_regions(probs.probs, self.batch.vad, len(audio))
         self.clock.add("vad", t)
-        return vad_chunks(regions, probs.probs), regions
-
-    @staticmethod
-    def _speech_in(chunk: Chunk, regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        return [(max(s, chunk.start) // HOP_LENGTH, min(e, chunk.end) // HOP_LENGTH)
-                for s, e in regions if s < chunk.end and e > chunk.start]
+        pieces = [p for s, e in regions for p in split_long(s, e, probs.probs, N_SAMPLES)]
+        pieces = [(s, e) for s, e in pieces
+                  if not is_digital_silence(audio[s:e], self.options)]
+        return vad_chunks(regions, probs.probs), regions, pieces
 
     # -- results --------------------------------------------------------------------------------
     def collect(self, job: Job, result: DecodingResult) -> tuple[Job | None, list[int]]:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from runtime.audio import load_audio
-from runtime.batcher import BatchOptions, Batcher, Job, SourceRun
+from runtime.batcher import BatchOptions, Batcher, Block, Job, SourceRun
+from runtime.mel import N_SAMPLES
 from runtime.scheduler import Scheduler
 from runtime.decoding import DecodingResult
 from runtime.transcribe import TranscribeOptions
@@ -123,15 +124,17 @@ def _fake_result() -> DecodingResult:
 
 
 class ScriptedRun(SourceRun):
-    """A SourceRun over given blocks of jobs whose decoded text is two tokens per chunk."""
+    """A SourceRun over given blocks whose windows are 30 s pieces numbered 0, 1, ... and whose
+    decoded text is two tokens per window (100 + i, 200 + i)."""
 
     def __init__(self, rt, blocks, **batch):
         super().__init__(rt.session, rt.tokenizer, TranscribeOptions(), BatchOptions(**batch),
                          source=None)
-        self._blocks_of_jobs = iter(blocks)
+        self._prepared_blocks = iter(blocks)
 
     def collect(self, job, result):
-        return None, [100 + job.start_frame, 200 + job.start_frame]
+        i = job.start_frame // 3000
+        return None, [100 + i, 200 + i]
 
 
 def _scripted_scheduler(rt, batch_size, rounds):
@@ -139,15 +142,17 @@ def _scripted_scheduler(rt, batch_size, rounds):
                           BatchOptions(batch_size=batch_size))
 
     def fake_run(rows):
-        rounds.append([(id(r.run), r.job.start_frame, r.prompt) for r in rows])
+        rounds.append([(id(r.run), r.job.start_frame // 3000, r.prompt) for r in rows])
         return [_fake_result() for _ in rows]
 
     scheduler._run = fake_run
     return scheduler
 
 
-def _jobs(*frames):
-    return [Job(mel=None, start_frame=f, n_frames=3000, offset_s=0.0) for f in frames]
+def _jobs(*ids):
+    """A block whose speech is the 30 s windows numbered ``ids`` (each a window of its own)."""
+    return Block(mel=None, offset_s=0.0, pieces=[(i * N_SAMPLES, (i + 1) * N_SAMPLES - 1)
+                                                 for i in ids], regions=[])
 
 
 def test_blocks_are_streams_that_carry_their_context(cpu_runtime):
@@ -182,3 +187,22 @@ def test_rows_of_many_inputs_share_batches_oldest_first(cpu_runtime):
         done_order += scheduler.step()
     assert [[f for _, f, _ in r] for r in rounds] == [[0, 1, 2, 10], [11], [12]]
     assert done_order == [a, b]
+
+
+def test_stream_windows_resume_at_the_seek_and_merge_what_follows():
+    """A window ends at the last silence within 30 s; after a seek the next window starts at
+    the seek and takes in the speech that follows (no window for a remainder alone)."""
+    sec = SR
+    block = Block(mel=None, offset_s=100.0, pieces=[(0, 20 * sec), (22 * sec, 40 * sec)],
+                  regions=[(0, 20 * sec), (22 * sec, 40 * sec)])
+    from runtime.batcher import Stream
+
+    stream = Stream(block, history=[])
+    first = stream.next_job()
+    assert (first.start_frame, first.n_frames, first.start_s) == (0, 2000, 100.0)
+    stream.cursor = 15 * sec  # the text stopped at 15 s
+    second = stream.next_job()
+    assert (second.start_frame, second.n_frames) == (1500, 2500)
+    assert second.speech == [(1500, 2000), (2200, 4000)]
+    stream.cursor = 40 * sec
+    assert stream.next_job() is None and not stream.has_work
