@@ -97,7 +97,10 @@ class Session(Protocol):
         """A fresh decoder state over the encoded windows, one row per window."""
 
     def describe(self) -> str:
-        """One line on what really runs where (precision, device, provider placement)."""
+        """One line on what really runs where (precision, device, provider placement).
+
+        A session may also have ``report() -> list[str]``: several lines of the same (one per
+        graph), shown by ``runtime detect``."""
 
 
 class NumpyFrontend:

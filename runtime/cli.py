@@ -241,7 +241,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from runtime.plugins import Plugins
 
     try:
-        data = detect(_settings(args), Plugins())
+        data = detect(_settings(args), Plugins(), load=not args.no_load)
     except RuntimeInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transcribe(sub)
     d = sub.add_parser("detect", help="show the hardware found and which profiles match")
     d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--no-load", action="store_true",
+                   help="do not load the chosen profile's model (skips the placement report)")
     _add_selection(d)
     p = sub.add_parser("profiles", help="list hardware profiles, or show one")
     p.add_argument("name", nargs="?", help="a profile to show in full")

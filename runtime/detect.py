@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import ProfileError
+from runtime.errors import ProfileError, RuntimeInputError
 from runtime.hardware import HardwareReport, run_probes
 from runtime.plugins import Plugins
 from runtime.profiles import load_profiles
@@ -16,7 +16,9 @@ from runtime.selection import backend_checker, select_profile, why_not
 from runtime.settings import Settings
 
 
-def detect(settings: Settings, plugins: Plugins) -> dict[str, Any]:
+def detect(settings: Settings, plugins: Plugins, load: bool = False) -> dict[str, Any]:
+    """What was found and chosen; with ``load``, the chosen profile's model is loaded too, so
+    the report says where its graphs really run (providers fall back silently otherwise)."""
     report: HardwareReport = run_probes(settings.hardware_root, plugins.probes())
     backends = plugins.backends()
     check = backend_checker(backends)
@@ -34,6 +36,8 @@ def detect(settings: Settings, plugins: Plugins) -> dict[str, Any]:
                   "notes": sel.notes}
     except ProfileError as exc:
         chosen = {"profile": None, "error": str(exc)}
+    if load and chosen.get("profile"):
+        chosen["loaded"] = _load(settings, plugins)
     return {
         "hardware": report.to_dict(),
         "backends": {name: _backend_info(b) for name, b in sorted(backends.items())},
@@ -42,6 +46,19 @@ def detect(settings: Settings, plugins: Plugins) -> dict[str, Any]:
         "profiles": verdicts,
         "chosen": chosen,
     }
+
+
+def _load(settings: Settings, plugins: Plugins) -> dict[str, Any]:
+    """Load the default model on the chosen profile: what really runs where, or why it fails."""
+    from runtime.api import Runtime
+
+    try:
+        session = Runtime(settings=settings, plugins=plugins).session
+    except RuntimeInputError as exc:
+        return {"ok": False, "error": str(exc)}
+    report = getattr(session, "report", None)
+    lines = report() if callable(report) else [session.describe()]
+    return {"ok": True, "model": session.model.name, "device": session.device, "lines": lines}
 
 
 def _backend_info(backend) -> dict[str, Any]:
@@ -82,6 +99,12 @@ def render(data: dict[str, Any]) -> str:
         if chosen.get("fallback_note"):
             lines.append(f"  {chosen['fallback_note']}")
         lines += [f"  note: {n}" for n in chosen.get("notes", [])]
+        loaded = chosen.get("loaded")
+        if loaded and loaded["ok"]:
+            lines.append(f"Loaded {loaded['model']} on {loaded['device']}:")
+            lines += [f"  {line}" for line in loaded["lines"]]
+        elif loaded:
+            lines.append(f"Loading failed: {loaded['error']}")
     else:
         lines.append(f"Chosen: none: {chosen['error']}")
     return "\n".join(lines)

@@ -117,3 +117,18 @@ def test_detect_json_from_a_faked_root_in_a_subprocess(tmp_path):
     data = json.loads(proc.stdout)
     assert data["hardware"]["amd_npu"]["details"]["generation"] == "xdna2"
     assert data["profiles"]["xdna2"]["matches"] or "onnx" in data["profiles"]["xdna2"]["reason"]
+
+
+def test_detect_loads_the_chosen_profile_and_shows_where_it_runs(tmp_path, monkeypatch, capsys):
+    """On a faked Strix Point laptop detect chooses xdna2; loading it here, where onnxruntime has
+    no VitisAI provider, shows the fallback instead of hiding it."""
+    fakehw.strix_laptop(tmp_path)
+    monkeypatch.setenv("RUNTIME_HARDWARE_ROOT", str(tmp_path))
+    assert main(["detect"]) == 0
+    text = capsys.readouterr().out
+    assert "Chosen: xdna2" in text
+    if "VitisAIExecutionProvider" not in __import__("onnxruntime").get_available_providers():
+        assert "VitisAIExecutionProvider not available; encoder on CPUExecutionProvider" in text
+    assert "decoder: " in text and "nodes on CPUExecutionProvider" in text
+    assert main(["detect", "--json", "--no-load"]) == 0
+    assert "loaded" not in json.loads(capsys.readouterr().out)["chosen"]

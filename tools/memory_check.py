@@ -67,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5, help="times the chapters are repeated")
     ap.add_argument("--model", default="tiny.en")
-    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--backend", default=None, help="default: the profile detect chooses")
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
     short = max(load_longform(), key=lambda c: c.duration_s).audio

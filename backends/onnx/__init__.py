@@ -112,6 +112,10 @@ class OnnxSession(NumpyFrontend):
         return OnnxDecoderState(self.cross_graph, self.decoder_graph, np.asarray(features),
                                 self.model.dims.n_text_ctx)
 
+    def report(self) -> list[str]:
+        """``describe()`` then one line per graph: where its nodes really run, and warnings."""
+        return [self.describe().split(";")[0]] + self.placement.lines()
+
     def describe(self) -> str:
         import onnxruntime as ort
 
