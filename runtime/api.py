@@ -20,6 +20,7 @@ from runtime.backend import Capabilities, LoadOptions, Session
 from runtime.batcher import BatchOptions, Batcher
 from runtime.decoding import detect_language
 from runtime.errors import BackendUnavailableError, RuntimeInputError, UnsupportedRequestError
+from runtime.language import LanguageGuess
 from runtime.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
 from runtime.model import WhisperModel
 from runtime.plugins import Plugins
@@ -258,10 +259,19 @@ class Runtime:
             return options.language, None
         if not self.tokenizer.multilingual:
             return "en", None
+        guess = self.detect_language(samples)
+        return guess.language, guess.probability
+
+    def detect_language(self, audio: str | Path | bytes | np.ndarray) -> LanguageGuess:
+        """The spoken language of the first 30 s of ``audio`` and its probability ('en' with
+        probability 1 on an English-only model), as the sequential path detects it."""
+        if not self.tokenizer.multilingual:
+            return LanguageGuess("en", 1.0)
+        samples = audio if isinstance(audio, np.ndarray) else load_audio(audio)
         mel = log_mel_spectrogram(samples[: N_FRAMES * 160], n_mels=self.session.model.dims.n_mels)
         features = self.session.encode(pad_or_trim(mel, N_FRAMES)[None])
         codes, probs = detect_language(self.session, features, self.tokenizer)
-        return codes[0], probs[0][codes[0]]
+        return LanguageGuess(codes[0], probs[0][codes[0]])
 
 
 @dataclass(frozen=True)
