@@ -158,7 +158,7 @@ class Engine:
         """Wait for inputs still being prepared while the batch is short and young."""
         if not self._incoming or not self.cross_request or self._closing:
             return False
-        ready = sum(1 for r in self._active.values() for st in r.run.streams if st.jobs)
+        ready = sum(1 for r in self._active.values() for st in r.run.streams if st.has_work)
         if ready >= self.batch.batch_size:
             return False
         oldest = min((r.submitted for r in self._active.values()), default=time.perf_counter())
@@ -196,7 +196,7 @@ class Engine:
     # -- numbers --------------------------------------------------------------------------------
     def stats(self) -> dict[str, float | int]:
         with self._cond:
-            queued = sum(len(st.jobs) for r in self._active.values() for st in r.run.streams)
+            queued = sum(st.has_work for r in self._active.values() for st in r.run.streams)
             batches, rows = self.scheduler.batches, self.scheduler.rows
             return dict(
                 requests_in_flight=len(self._incoming) + len(self._active),
