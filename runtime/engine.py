@@ -10,6 +10,7 @@ prepared could not fill it within ``max_wait_s``. ``cross_request=False`` runs o
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -24,6 +25,8 @@ from runtime.transcribe import TranscribeOptions
 
 if TYPE_CHECKING:
     from runtime.api import Runtime
+
+log = logging.getLogger(__name__)
 
 
 class QueueFullError(RuntimeInputError):
@@ -109,23 +112,38 @@ class Engine:
     # -- the worker -----------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
-            with self._cond:
-                self._admit()
-                if self._closing and not self._incoming and not self._active:
-                    return
-                if not self.scheduler.pending:
-                    self._cond.wait(timeout=0.5)
-                    continue
-                if self._should_wait():
-                    self._cond.wait(timeout=self.max_wait_s / 4)
-                    continue
-            t = time.perf_counter()
             try:
-                finished = self.scheduler.step()
-            except Exception as exc:  # noqa: BLE001 - a backend failure fails the batch's inputs
-                finished = self._fail_all(exc)
-            self._busy_s += time.perf_counter() - t
-            self._after_step(finished)
+                if self._iterate():
+                    return
+            except Exception as exc:  # noqa: BLE001 - never die leaving futures unanswered
+                log.exception("engine worker: unexpected error; failing the requests in flight")
+                with self._cond:
+                    self._after_step(self._fail_all(exc))
+                    for req in list(self._incoming):
+                        self._incoming.remove(req)
+                        req.run.error = exc
+                        self._resolve(req, time.perf_counter())
+
+    def _iterate(self) -> bool:
+        """One batch, or a wait for work; True when closed and drained."""
+        with self._cond:
+            self._admit()
+            if self._closing and not self._incoming and not self._active:
+                return True
+            if not self.scheduler.pending:
+                self._cond.wait(timeout=0.5)
+                return False
+            if self._should_wait():
+                self._cond.wait(timeout=self.max_wait_s / 4)
+                return False
+        t = time.perf_counter()
+        try:
+            finished = self.scheduler.step()
+        except Exception as exc:  # noqa: BLE001 - a backend failure fails the batch's inputs
+            finished = self._fail_all(exc)
+        self._busy_s += time.perf_counter() - t
+        self._after_step(finished)
+        return False
 
     def _fail_all(self, exc: Exception) -> list[SourceRun]:
         """The backend failed mid-batch: every input in the scheduler gets the error (its rows'

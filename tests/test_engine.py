@@ -107,3 +107,23 @@ def test_transcribe_many_yields_in_input_order_with_errors(cpu_runtime, utteranc
                                   utterances[:3]):
         assert abs(wer(utt.reference, result.transcription.text) - wer(utt.reference, alone)) < 0.05
         assert result.transcription.duration > 1
+
+
+def test_an_unexpected_worker_error_fails_requests_instead_of_hanging(cpu_runtime, utterances,
+                                                                      monkeypatch):
+    engine = Engine(cpu_runtime, batch_size=2)
+    original, calls = engine._iterate, []
+
+    def failing_once():
+        if not calls and (engine._incoming or engine._active):  # once, with a request in flight
+            calls.append(1)
+            raise KeyError("boom")
+        return original()
+
+    monkeypatch.setattr(engine, "_iterate", failing_once)
+    with engine:
+        first = engine.submit(utterances[0].audio)
+        with pytest.raises(KeyError, match="boom"):
+            first.result(timeout=120)
+        second = engine.submit(utterances[1].audio)  # the worker is still alive
+        assert second.result(timeout=300).text
