@@ -1,9 +1,9 @@
-"""Load test for `runtime serve`: N concurrent clients replaying evaluation files for a bounded time.
+"""Load test for `runtime serve`: N concurrent clients replay evaluation files for a bounded time.
 
-    python tools/load_test.py --clients 16 --duration 120             # starts a cpu-profile server
+    python tools/load_test.py --clients 16 --duration 120            # starts a cpu-profile server
     python tools/load_test.py --url http://127.0.0.1:8000 --clients 4 --duration 30
-    python tools/load_test.py --compare --clients 16 --duration 120   # 1 vs N clients, cross-request
-                                                                      # batching on and off, one run
+    python tools/load_test.py --compare --clients 16 --duration 120  # 1 vs N clients, batching
+                                                                     # across requests on and off
 
 Each client holds one keep-alive connection and posts the files of ../shared/eval/librispeech
 (shuffled, round-robin over all clients) to /v1/audio/transcriptions until the time is up; the
@@ -55,6 +55,7 @@ class RunResult:
     sent: int = 0
     lost: int = 0  # sent, never answered (connection error)
     mean_batch_size: float | None = None
+    busy_s: float = 0.0  # the engine worker's time in batches (encoder + decoder) during the run
 
     @property
     def done(self) -> int:
@@ -68,13 +69,14 @@ class RunResult:
         p50, p95 = (np.percentile(self.latencies, [50, 95]) if self.latencies else (0.0, 0.0))
         errors = {k: v for k, v in self.statuses.items() if k != 200}
         batch = f"{self.mean_batch_size:.2f}" if self.mean_batch_size is not None else "-"
+        busy = 100 * self.busy_s / self.wall_s if self.wall_s else 0.0
         return (f"| {self.label} | {self.clients} | {self.done} | {errors or 0} | {self.lost} | "
                 f"{self.audio_s:.0f} | {self.wall_s:.1f} | {self.throughput:.2f} | {p50:.2f} | "
-                f"{p95:.2f} | {batch} |")
+                f"{p95:.2f} | {batch} | {busy:.0f}% |")
 
 
 HEADER = ("| server | clients | requests done | errors | lost | audio s | wall s | "
-          "audio s / s | p50 s | p95 s | mean batch |\n" + "|---" * 11 + "|")
+          "audio s / s | p50 s | p95 s | mean batch | engine busy |\n" + "|---" * 12 + "|")
 
 
 def load_files(folder: Path, limit: int | None) -> list[AudioFile]:
@@ -167,18 +169,19 @@ def get_json(url: str, path: str, api_key: str | None) -> dict:
         conn.close()
 
 
-def engine_rows(url: str, api_key: str | None) -> tuple[int, float]:
-    """(batches, rows) summed over the served models, from /stats."""
-    models = get_json(url, "/stats", api_key)["models"].values()
-    batches = sum(m["engine"]["batches"] for m in models)
-    return batches, sum(m["engine"]["batches"] * m["engine"]["mean_batch_size"] for m in models)
+def engine_counts(url: str, api_key: str | None) -> tuple[int, float, float]:
+    """(batches, rows, busy seconds) summed over the served models, from /stats."""
+    engines = [m["engine"] for m in get_json(url, "/stats", api_key)["models"].values()]
+    return (sum(e["batches"] for e in engines),
+            sum(e["batches"] * e["mean_batch_size"] for e in engines),
+            sum(e["busy_seconds"] for e in engines))
 
 
 def run_load(url: str, files: list[AudioFile], clients: int, duration: float, label: str,
              api_key: str | None) -> RunResult:
     result, lock = RunResult(label, clients), threading.Lock()
     queue = FileQueue(files, seed=clients)
-    b0, r0 = engine_rows(url, api_key)
+    b0, r0, busy0 = engine_counts(url, api_key)
     t0 = time.monotonic()
     threads = [Client(url, queue, t0 + duration, result, lock, api_key) for _ in range(clients)]
     for t in threads:
@@ -186,8 +189,9 @@ def run_load(url: str, files: list[AudioFile], clients: int, duration: float, la
     for t in threads:
         t.join()
     result.wall_s = time.monotonic() - t0
-    b1, r1 = engine_rows(url, api_key)
+    b1, r1, busy1 = engine_counts(url, api_key)
     result.mean_batch_size = (r1 - r0) / (b1 - b0) if b1 > b0 else None
+    result.busy_s = busy1 - busy0
     return result
 
 
