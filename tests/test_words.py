@@ -186,3 +186,17 @@ def test_word_times_match_openai_whisper_batched(cpu_runtime):
 def _check_bounds(diffs: np.ndarray) -> None:
     assert np.median(diffs) <= 0.1 and np.percentile(diffs, 95) <= 0.3, (
         f"median {np.median(diffs):.3f}, p95 {np.percentile(diffs, 95):.3f} over {len(diffs)}")
+
+
+def test_rows_without_text_or_frames_get_no_words(cpu_runtime):
+    """A batch mixing a real window, an empty text and a window too short to align."""
+    from runtime.words import AlignRequest, alignment_heads, find_alignments
+
+    tok = cpu_runtime.tokenizer
+    text = tuple(tok.encode(" And so my fellow Americans"))
+    features = np.zeros((3, 1500, cpu_runtime.session.model.dims.n_audio_state), np.float32)
+    requests = [AlignRequest(text, 3000), AlignRequest((), 3000), AlignRequest(text, 1)]
+    out = find_alignments(cpu_runtime.session, tok, features, requests,
+                          alignment_heads(cpu_runtime.session.model))
+    assert [w.word for w in out[0]] == [" And", " so", " my", " fellow", " Americans"]
+    assert out[1] == [] and out[2] == []

@@ -67,8 +67,9 @@ def alignment_heads(model: WhisperModel) -> tuple[tuple[int, int], ...]:
 def find_alignments(session: Session, tokenizer: Tokenizer, features: Any,
                     requests: Sequence[AlignRequest], heads: Sequence[tuple[int, int]],
                     medfilt_width: int = MEDFILT_WIDTH) -> list[list[WordTiming]]:
-    """Word timings of every row of ``features`` (one request per row; empty text -> [])."""
-    todo = [i for i, r in enumerate(requests) if r.text_tokens]
+    """Word timings of every row of ``features`` (one request per row; no text, or a window
+    shorter than one encoder frame -> [])."""
+    todo = [i for i, r in enumerate(requests) if r.text_tokens and r.n_frames >= 2]
     out: list[list[WordTiming]] = [[] for _ in requests]
     if not todo:
         return out
@@ -117,7 +118,8 @@ def _attention_matrices(session: Session, tokenizer: Tokenizer, features: Any,
         w = qk[b, :, : len(r), : request.n_frames // 2].astype(np.float32)
         w = np.exp(log_softmax(w))  # over the window's own frames
         mean, std = w.mean(axis=-2, keepdims=True), w.std(axis=-2, keepdims=True)
-        w = (w[:, n_sot: len(r) - 1] - mean) / std  # normalized; rows <|notimestamps|> + text
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant head (no signal): 0
+            w = np.nan_to_num((w[:, n_sot: len(r) - 1] - mean) / std)  # rows <|notimestamps|>+text
         matrices.append(median_filter(w, medfilt_width).mean(axis=0).astype(np.float64))
     return matrices, probs
 
