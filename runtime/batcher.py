@@ -46,6 +46,7 @@ class BatchOptions:
     chunking: str = "vad"  # "fixed": plain 30 s windows
     block_s: float | None = None  # seconds per block (= stream); None: by duration and B
     context_tokens: int = 32  # previous-text tokens each row is prompted with (0: none)
+    prepare_ahead: bool = True  # decode audio, VAD and mel of the next block in a thread
     vad: VadOptions = field(default_factory=VadOptions)
 
     def __post_init__(self) -> None:

@@ -50,6 +50,8 @@ class Scheduler:
     def prefetch(self, run: SourceRun) -> Future | None:
         """Prepare the input's next block (decode audio, VAD, mel) in the preparing thread, so
         it overlaps the encoder and decoder; once per block."""
+        if not self.batch.prepare_ahead:  # blocks are then read when needed, in the worker
+            return None
         with self._lock:
             if run.exhausted or run.error is not None or run._prepared is not None:
                 return run.preparing
