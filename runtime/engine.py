@@ -67,6 +67,11 @@ class Engine:
             self._worker.start()
         return self
 
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread runs (not started yet counts as alive: submit starts it)."""
+        return self._worker is None or self._worker.is_alive() or self._closing
+
     def __enter__(self) -> "Engine":
         return self.start()
 

@@ -127,3 +127,12 @@ def test_an_unexpected_worker_error_fails_requests_instead_of_hanging(cpu_runtim
             first.result(timeout=120)
         second = engine.submit(utterances[1].audio)  # the worker is still alive
         assert second.result(timeout=300).text
+
+
+def test_alive_reports_the_worker(cpu_runtime):
+    engine = Engine(cpu_runtime)
+    assert engine.alive  # not started yet: submit starts it
+    engine.start()
+    assert engine.alive
+    engine.close()
+    assert engine.alive  # closing on purpose is not a failure

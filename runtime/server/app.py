@@ -135,7 +135,11 @@ async def get_model(request: Request) -> JSONResponse:
 
 
 async def health(request: Request) -> JSONResponse:
+    """200 while every model's engine worker runs; 503 (with the dead ones) otherwise."""
     state: ServerState = request.app.state.server
+    dead = [name for name, model in state.models.items() if not model.engine.alive]
+    if dead:
+        return JSONResponse({"status": "engine worker stopped", "models": dead}, status_code=503)
     return JSONResponse({"status": "ok", "models": list(state.models)})
 
 
