@@ -231,3 +231,16 @@ def test_cache_is_rebuilt_for_other_weights_or_exporter(tiny_model, cache_dir):
     stale.write(json_path)
     assert ensure_graph(tiny_model, "cross_kv", "fp32", None, path.parent)[1] == manifest
     assert Manifest.read(json_path) == manifest
+
+
+def test_int8_windows_do_not_change_each_other(tiny_model, cache_dir):
+    """Dynamic int8 quantization scales activations per call: a loud and a quiet window encoded
+    together must still get exactly the features each gets alone."""
+    session = OnnxBackend().load(tiny_model, LoadOptions(precision="int8",
+                                                         options={"cache_dir": str(cache_dir)}))
+    rng = np.random.default_rng(0)
+    mel = rng.normal(size=(3, 80, 3000)).astype(np.float32)
+    mel[1] *= 0.05
+    together = session.encode(mel)
+    alone = np.concatenate([session.encode(mel[i: i + 1]) for i in range(3)])
+    np.testing.assert_array_equal(together, alone)

@@ -94,7 +94,10 @@ class OnnxSession(NumpyFrontend):
         # A dynamic graph runs at most DYNAMIC_ROWS_PER_RUN windows at a time: the attention
         # scores of 8 windows held ~650 MB in ONNX Runtime's arena for the whole process, while
         # the time per window is about the same at any batch on a CPU.
-        step = self.static_batch or DYNAMIC_ROWS_PER_RUN
+        # int8 graphs quantize activations dynamically, with one scale per call: windows encoded
+        # together would change each other's features, so they go one at a time (same speed).
+        dynamic_int8 = m.precision == "int8" and self.static_batch is None
+        step = self.static_batch or (1 if dynamic_int8 else DYNAMIC_ROWS_PER_RUN)
         if len(mel) <= step and (self.static_batch is None or len(mel) == step):
             return self.encoder_graph.run([name_out], {name_in: mel})[0]
         parts = []
