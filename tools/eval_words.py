@@ -86,8 +86,8 @@ def _summary(d: np.ndarray) -> str:
             f"{np.percentile(d, 95):.3f} s, max {d.max():.2f} s, <= 0.02 s {np.mean(d <= 0.02):.1%}")
 
 
-def parity(rt, utterances: list[dict]) -> None:
-    for sequential in (True, False):
+def parity(rt, utterances: list[dict], paths: tuple[bool, ...] = (True, False)) -> None:
+    for sequential in paths:
         same_text, matched, n_ref, same, t0 = [], [], 0, 0, time.perf_counter()
         for utt in utterances:
             ours = transcribe_words(rt, utt, sequential)
@@ -128,10 +128,13 @@ def longform(rt) -> None:
                                  [s.start_s for s in chapter.segments])
             ends = edge_errors([s.end for s in result.segments],
                                [s.end_s for s in chapter.segments])
+            # the chapter's segments abut: each junction is one boundary, any predicted edge
+            junctions = edge_errors([t for s in result.segments for t in (s.start, s.end)],
+                                    [s.start_s for s in chapter.segments[1:]])
             label = "words" if words else "no words"
             print(f"{chapter.name[:40]:40s} {label:8s} {len(result.segments):3d} segments "
                   f"(ref {len(chapter.segments)})\n  starts: {_stats(starts)}\n"
-                  f"  ends:   {_stats(ends)}")
+                  f"  ends:   {_stats(ends)}\n  junctions, nearest edge: {_stats(junctions)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="cpu")
     parser.add_argument("--precision", default=None)
     parser.add_argument("--limit", type=int, default=None, help="first N utterances only")
+    parser.add_argument("--path", choices=("both", "sequential", "batched"), default="both")
     parser.add_argument("--longform", action="store_true", help="segment edges instead")
     args = parser.parse_args(argv)
     rt = Runtime("tiny.en", backend=args.backend, precision=args.precision)
@@ -149,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         longform(rt)
         return
     utterances = json.loads(FIXTURE.read_text(encoding="utf-8"))["utterances"][: args.limit]
-    parity(rt, utterances)
+    paths = {"both": (True, False), "sequential": (True,), "batched": (False,)}[args.path]
+    parity(rt, utterances, paths)
 
 
 if __name__ == "__main__":

@@ -115,8 +115,10 @@ def _attention_matrices(session: Session, tokenizer: Tokenizer, features: Any,
         n = len(request.text_tokens)
         logprobs = log_softmax(logits[b, :n, :eot])
         probs.append(np.exp(logprobs[np.arange(n), list(request.text_tokens)]))
-        w = qk[b, :, : len(r), : request.n_frames // 2].astype(np.float32)
-        w = np.exp(log_softmax(w))  # over the window's own frames
+        w = qk[b, :, : len(r), : request.n_frames // 2].astype(np.float32)  # a copy
+        w -= w.max(axis=-1, keepdims=True)  # softmax over the window's own frames, in place
+        np.exp(w, out=w)
+        w /= w.sum(axis=-1, keepdims=True)
         mean, std = w.mean(axis=-2, keepdims=True), w.std(axis=-2, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):  # a constant head (no signal): 0
             w = np.nan_to_num((w[:, n_sot: len(r) - 1] - mean) / std)  # rows <|notimestamps|>+text

@@ -28,9 +28,12 @@ def median_filter(x: np.ndarray, width: int) -> np.ndarray:
     padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
     n = x.shape[-1]
     if width == 7:
-        wires = [padded[..., k: k + n] for k in range(width)]
-        for a, b in MEDIAN7_NETWORK:
-            wires[a], wires[b] = np.minimum(wires[a], wires[b]), np.maximum(wires[a], wires[b])
+        wires = [padded[..., k: k + n].copy() for k in range(width)]
+        spare = np.empty_like(wires[0])
+        for a, b in MEDIAN7_NETWORK:  # in place: one spare buffer, no allocation per step
+            np.minimum(wires[a], wires[b], out=spare)
+            np.maximum(wires[a], wires[b], out=wires[b])
+            wires[a], spare = spare, wires[a]
         return wires[3]
     windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1)
     return np.median(windows, axis=-1).astype(x.dtype, copy=False)
