@@ -32,7 +32,7 @@ class VadOptions:
     min_speech_s: float = 0.25  # shorter bursts are dropped
     min_silence_s: float = 0.5  # shorter pauses do not split speech
     speech_pad_s: float = 0.2  # kept around each region so word edges are not clipped
-    lane_s: float = 30.0  # audio per batch lane
+    lane_s: float = 30.0  # audio per batch lane, at most (shorter audio: one lane of its length)
     warmup_s: float = 1.0  # audio before each lane that primes its state (outputs discarded)
 
 
@@ -71,9 +71,11 @@ def silero_probs(audio: np.ndarray, options: VadOptions = VadOptions()) -> np.nd
     """Speech probability of every 512-sample frame, lanes evaluated as one batch."""
     session = _silero_session()
     n_frames = max(1, -(-len(audio) // FRAME))
-    lane = max(1, int(options.lane_s * SAMPLE_RATE) // FRAME)  # frames per lane
-    warm = int(options.warmup_s * SAMPLE_RATE) // FRAME
+    # frames per lane; audio shorter than a lane is one lane of its own length, so a 5 s clip
+    # takes 5 s of model calls, not 30 (the model is causal: the frames come out the same)
+    lane = min(max(1, int(options.lane_s * SAMPLE_RATE) // FRAME), n_frames)
     n_lanes = -(-n_frames // lane)
+    warm = int(options.warmup_s * SAMPLE_RATE) // FRAME
     # pad so every lane has warm-up frames before it and full frames after
     padded = np.zeros((warm + n_lanes * lane) * FRAME + CONTEXT, dtype=np.float32)
     padded[CONTEXT + warm * FRAME: CONTEXT + warm * FRAME + len(audio)] = audio

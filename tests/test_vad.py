@@ -54,3 +54,24 @@ def test_lanes_agree_with_one_long_lane():
     a, b = speech_regions(one), speech_regions(many)
     assert len(a) == len(b)
     assert np.max(np.abs(np.array(a) - np.array(b))) <= 4 * FRAME
+
+
+def test_short_audio_is_one_lane_of_its_own_length(monkeypatch):
+    """A clip shorter than a lane gives the frames a full-length lane gives (the model is
+    causal), from a quarter of the model calls."""
+    import runtime.vad as vad
+
+    speech = load_audio(eval_file("jfk.flac"))[: 7 * 16000]
+    full = silero_probs(np.concatenate([speech, np.zeros(23 * 16000, np.float32)]))
+    session, calls = vad._silero_session(), []
+
+    class Counting:
+        def run(self, *args, **kwargs):
+            calls.append(1)
+            return session.run(*args, **kwargs)
+
+    monkeypatch.setattr(vad, "_silero_session", lambda: Counting())
+    short = silero_probs(speech)
+    assert len(calls) <= len(short) + 32  # the clip's frames and the 1 s warm-up, not 30 s
+    assert len(short) == -(-len(speech) // FRAME)
+    np.testing.assert_allclose(short, full[: len(short)], atol=1e-5)
