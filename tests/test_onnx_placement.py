@@ -90,3 +90,14 @@ def test_line_names_a_provider_that_took_no_nodes():
     assert p.line() == ("cross_kv: 28/28 nodes on CPUExecutionProvider "
                         "(AzureExecutionProvider took none)")
     assert p.fell_back
+
+
+def test_worker_threads_do_not_spin_unless_the_profile_asks():
+    """Several sessions run in turn on few cores: spinning threads would steal them."""
+    from backends.onnx.options import GraphOptions
+    from backends.onnx.sessions import SPINNING, _session_options
+
+    default = _session_options(GraphOptions(), 2, False, None)
+    assert default.get_session_config_entry(SPINNING) == "0"
+    asked = _session_options(GraphOptions(session_config={SPINNING: "1"}), 2, False, None)
+    assert asked.get_session_config_entry(SPINNING) == "1"
