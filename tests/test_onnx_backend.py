@@ -70,6 +70,27 @@ def test_encoder_matches_numpy(onnx_session, ref_features, mel_pair):
     assert rel_err(got, ref_features) < 1e-4
 
 
+def test_fused_attention_encoder_matches_numpy(tiny_model, cache_dir, ref_features, mel_pair):
+    """The encoder whose self-attention is ONNX Runtime's MultiHeadAttention kernel (the cpu
+    profile's) computes the same features, and its manifest and file name say which it is."""
+    import onnx
+
+    from backends.onnx.export import cache_root, model_folder
+
+    session = OnnxBackend().load(tiny_model, LoadOptions(
+        options={"cache_dir": cache_dir, "fused_attention": True}))
+    graph = session.encoder_graph
+    assert graph.manifest.details["attention"] == "com.microsoft.MultiHeadAttention"
+    assert graph.manifest.file == "encoder-fp32-dyn-mha.onnx"
+    proto = onnx.load(model_folder(cache_root(cache_dir), tiny_model) / graph.manifest.file)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("MultiHeadAttention") == tiny_model.dims.n_audio_layer
+    assert "Softmax" not in ops
+    assert set(graph.placement.nodes) == {"CPUExecutionProvider"}
+    assert not graph.placement.fell_back
+    assert rel_err(session.encode(mel_pair), ref_features) < 1e-4
+
+
 def test_decoder_logits_and_keep_match_numpy(onnx_session, cpu_session, ref_features,
                                              tiny_tokenizer):
     features = ref_features
@@ -233,11 +254,12 @@ def test_cache_is_rebuilt_for_other_weights_or_exporter(tiny_model, cache_dir):
     assert Manifest.read(json_path) == manifest
 
 
-def test_int8_windows_do_not_change_each_other(tiny_model, cache_dir):
+@pytest.mark.parametrize("fused", [False, True], ids=["standard-attention", "fused-attention"])
+def test_int8_windows_do_not_change_each_other(tiny_model, cache_dir, fused):
     """Dynamic int8 quantization scales activations per call: a loud and a quiet window encoded
     together must still get exactly the features each gets alone."""
-    session = OnnxBackend().load(tiny_model, LoadOptions(precision="int8",
-                                                         options={"cache_dir": str(cache_dir)}))
+    options = {"cache_dir": str(cache_dir), "fused_attention": fused}
+    session = OnnxBackend().load(tiny_model, LoadOptions(precision="int8", options=options))
     rng = np.random.default_rng(0)
     mel = rng.normal(size=(3, 80, 3000)).astype(np.float32)
     mel[1] *= 0.05

@@ -70,7 +70,8 @@ class OnnxSession(NumpyFrontend):
                 raise ValueError(f"{path} holds a {manifest.graph} graph, not a {graph} graph")
         else:
             folder = model_folder(cache_root(self.options.cache_dir), self.model)
-            path, manifest = ensure_graph(self.model, graph, precision, batch, folder)
+            path, manifest = ensure_graph(self.model, graph, precision, batch, folder,
+                                          fused=self.options.fused_attention)
         tag = f"{self.model.name}-{self.model.digest()[:8]}-{path.stem}"
         return open_graph(path.parent / manifest.file, manifest, graph, spec,
                           strict=self.options.strict_placement,

@@ -36,6 +36,8 @@ EXTERNAL_DATA_BYTES = 1 << 30  # protobuf files stop at 2 GiB: bigger weights go
 # tiny.en: +0.29 WER points over fp32 against +0.50 per-tensor; tools/bench_onnx.py).
 QUANTIZATION = {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ["MatMul"],
                 "weight_type": "QInt8", "per_channel": True, "MatMulConstBOnly": True}
+# The encoder variant whose self-attention is ONNX Runtime's fused contrib op (manifest detail).
+FUSED = "com.microsoft.MultiHeadAttention"
 # Bump when graphs change shape or meaning, so caches written by an older exporter are rebuilt.
 EXPORTER = "whisper-runtime onnx exporter 1"
 
@@ -61,31 +63,35 @@ def graph_precision(precision: str) -> str:
     return "fp32" if precision == "bf16" else precision
 
 
-def graph_stem(graph: str, precision: str, batch: int | None) -> str:
-    """File stem of one graph: ``encoder-int8-b4``, ``encoder-fp32-dyn``, ``decoder-fp32``."""
+def graph_stem(graph: str, precision: str, batch: int | None, fused: bool = False) -> str:
+    """File stem of one graph: ``encoder-int8-b4``, ``encoder-fp32-dyn``, ``decoder-fp32``;
+    ``-mha`` for an encoder with fused attention (``fused``)."""
     precision = graph_precision(precision)
     if graph != "encoder":
         return f"{graph}-{precision}" + (f"-b{batch}" if batch else "")
-    return f"encoder-{precision}-" + (f"b{batch}" if batch else "dyn")
+    return f"encoder-{precision}-" + (f"b{batch}" if batch else "dyn") + ("-mha" if fused else "")
 
 
 def ensure_graph(model: WhisperModel, graph: str, precision: str, batch: int | None,
-                 folder: Path) -> tuple[Path, Manifest]:
+                 folder: Path, fused: bool = False) -> tuple[Path, Manifest]:
     """The graph's manifest path and manifest in ``folder``, exporting it first when absent,
     built from other weights, or written by another exporter version or quantization."""
-    path = folder / f"{graph_stem(graph, precision, batch)}.json"
+    fused = fused and graph == "encoder"
+    path = folder / f"{graph_stem(graph, precision, batch, fused)}.json"
     if path.exists():
         manifest = Manifest.read(path)
-        if _is_current(manifest, model, precision) and (folder / manifest.file).exists():
+        if _is_current(manifest, model, precision, fused) and (folder / manifest.file).exists():
             return path, manifest
-    return path, export_graph(model, graph, precision, batch, folder)
+    return path, export_graph(model, graph, precision, batch, folder, fused)
 
 
-def _is_current(manifest: Manifest, model: WhisperModel, precision: str) -> bool:
+def _is_current(manifest: Manifest, model: WhisperModel, precision: str,
+                fused: bool = False) -> bool:
     details = manifest.details
     return (manifest.model_digest == model.digest() and details.get("exporter") == EXPORTER
             and details.get("quantization") == (QUANTIZATION if precision == "int8" else None)
-            and details.get("alignment_heads") == _heads_detail(manifest.graph, model))
+            and details.get("alignment_heads") == _heads_detail(manifest.graph, model)
+            and details.get("attention") == (FUSED if fused else None))
 
 
 def _heads_detail(graph: str, model: WhisperModel) -> list[list[int]] | None:
@@ -97,8 +103,9 @@ def _heads_detail(graph: str, model: WhisperModel) -> list[list[int]] | None:
 
 
 def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | None,
-                 folder: Path) -> Manifest:
-    """Build one graph from the in-memory weights, write ``<stem>.onnx`` and ``<stem>.json``."""
+                 folder: Path, fused: bool = False) -> Manifest:
+    """Build one graph from the in-memory weights, write ``<stem>.onnx`` and ``<stem>.json``;
+    ``fused``: the encoder's self-attention as ONNX Runtime's MultiHeadAttention."""
     import onnx
 
     if graph not in GRAPHS:
@@ -106,11 +113,16 @@ def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | N
     if precision not in PRECISIONS:
         raise ValueError(f"onnx precisions are {', '.join(PRECISIONS)}, not {precision!r}")
     folder.mkdir(parents=True, exist_ok=True)
-    stem = graph_stem(graph, precision, batch)
-    proto, inputs, outputs = BUILDERS[graph](model, GRAPH_DTYPES[precision], batch)
+    if fused and graph != "encoder":
+        raise ValueError("fused attention is an encoder variant")
+    stem = graph_stem(graph, precision, batch, fused)
+    extra = {"fused_attention": True} if fused else {}
+    proto, inputs, outputs = BUILDERS[graph](model, GRAPH_DTYPES[precision], batch, **extra)
     onnx.checker.check_model(proto, full_check=False)
     target = folder / f"{stem}.onnx"
     details: dict = {"exporter": EXPORTER, "graph_nodes": len(proto.graph.node)}
+    if fused:
+        details["attention"] = FUSED
     if _heads_detail(graph, model) is not None:
         details["alignment_heads"] = _heads_detail(graph, model)
     if precision == "int8":
@@ -145,6 +157,7 @@ def quantize_graph(proto, target: Path) -> None:
     """int8 dynamic quantization of every MatMul with a constant weight."""
     import logging
 
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     external = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
@@ -158,7 +171,9 @@ def quantize_graph(proto, target: Path) -> None:
             quantize_dynamic(source, out, op_types_to_quantize=list(QUANTIZATION["op_types"]),
                              per_channel=QUANTIZATION["per_channel"],
                              weight_type=QuantType.QInt8, use_external_data_format=external,
-                             extra_options={"MatMulConstBOnly": True})
+                             # contrib ops (fused attention) have no shape inference: float
+                             extra_options={"MatMulConstBOnly": True,
+                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
         finally:
             logging.getLogger().setLevel(quiet)
         if external:

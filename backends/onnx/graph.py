@@ -77,11 +77,14 @@ class GraphBuilder:
             self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}/out"))
         self.outputs.append(helper.make_tensor_value_info(name, ELEM[np.dtype(dtype)], list(shape)))
 
-    def build(self, graph_name: str) -> onnx.ModelProto:
+    def build(self, graph_name: str, contrib: bool = False) -> onnx.ModelProto:
+        """The model; ``contrib`` when it uses ONNX Runtime's ``com.microsoft`` operators."""
         graph = helper.make_graph(self.nodes, graph_name, self.inputs, self.outputs,
                                   self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="whisper-runtime")
+        opsets = [helper.make_opsetid("", OPSET)]
+        if contrib:
+            opsets.append(helper.make_opsetid("com.microsoft", 1))
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="whisper-runtime")
         model.ir_version = 8  # readable by onnxruntime >= 1.14
         return model
 

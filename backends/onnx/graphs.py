@@ -52,10 +52,25 @@ def _self_attention(g: GraphBuilder, h: str, w: dict, prefix: str, n_head: int,
     return g.linear(context, w, f"{prefix}.out")
 
 
-def build_encoder(model: WhisperModel, dtype: type, batch: int | None) -> Built:
-    """mel (B, n_mels, 3000) -> features (B, n_audio_ctx, D); B fixed when ``batch`` is given."""
+def _fused_self_attention(g: GraphBuilder, h: str, w: dict, prefix: str, n_head: int,
+                          d_head: int, d_model: int) -> str:
+    """``_self_attention`` as one ``com.microsoft.MultiHeadAttention`` node: ONNX Runtime's CPU
+    kernel computes scores, softmax and context in tiles without writing the (H, T, T) scores,
+    and the CUDA provider runs it as flash attention. NPU compilers expect standard ops."""
+    q = _scaled_query(g, h, w, f"{prefix}.query", d_head)  # whisper's scale already folded in
+    k, v = g.linear(h, w, f"{prefix}.key"), g.linear(h, w, f"{prefix}.value")
+    context = g.op("MultiHeadAttention", [q, k, v], f"{prefix}/mha", domain="com.microsoft",
+                   num_heads=n_head, scale=1.0)
+    return g.linear(context, w, f"{prefix}.out")
+
+
+def build_encoder(model: WhisperModel, dtype: type, batch: int | None,
+                  fused_attention: bool = False) -> Built:
+    """mel (B, n_mels, 3000) -> features (B, n_audio_ctx, D); B fixed when ``batch`` is given;
+    self-attention as ONNX Runtime's fused contrib op when ``fused_attention``."""
     d, w = model.dims, model.weights
     g = GraphBuilder(dtype)
+    attention = _fused_self_attention if fused_attention else _self_attention
     b = batch or "batch"
     d_head = d.n_audio_state // d.n_audio_head
     mel = g.add_input("mel", np.float32, [b, d.n_mels, N_FRAMES])
@@ -67,14 +82,14 @@ def build_encoder(model: WhisperModel, dtype: type, batch: int | None) -> Built:
     for i in range(d.n_audio_layer):
         p = f"encoder.blocks.{i}"
         h = g.layer_norm(x, w, f"{p}.attn_ln")
-        a = _self_attention(g, h, w, f"{p}.attn", d.n_audio_head, d_head, d.n_audio_state)
+        a = attention(g, h, w, f"{p}.attn", d.n_audio_head, d_head, d.n_audio_state)
         x = g.mlp(g.op("Add", [x, a], f"{p}/attn_res"), w, p)
     out = g.cast_out(g.layer_norm(x, w, "encoder.ln_post"))
     shape_out = (b, d.n_audio_ctx, d.n_audio_state)
     g.add_output(out, "features", np.float32, shape_out)
     inputs = (TensorSpec("mel", "mel", "float32", (b, d.n_mels, N_FRAMES)),)
     outputs = (TensorSpec("features", "features", "float32", shape_out),)
-    return g.build("whisper_encoder"), inputs, outputs
+    return g.build("whisper_encoder", contrib=fused_attention), inputs, outputs
 
 
 def build_cross_kv(model: WhisperModel, dtype: type, batch: int | None = None) -> Built:
@@ -191,5 +206,5 @@ def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) ->
     return g.build("whisper_decoder"), tuple(inputs), tuple(outputs)
 
 
-BUILDERS: dict[str, Callable[[WhisperModel, type, int | None], Built]] = {
+BUILDERS: dict[str, Callable[..., Built]] = {  # (model, dtype, batch, **variant)
     "encoder": build_encoder, "cross_kv": build_cross_kv, "decoder": build_decoder}

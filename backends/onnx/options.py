@@ -74,6 +74,9 @@ class OnnxOptions(BaseModel):
     check_placement: bool = Field(
         True, description="Count nodes per provider from one profiled warm-up run per graph.")
     cache_dir: str | None = Field(None, description="Where exported graphs are cached.")
+    fused_attention: bool = Field(
+        False, description="Encoder self-attention as ONNX Runtime's MultiHeadAttention contrib "
+                           "op (CPU and CUDA providers; NPU compilers expect standard ops).")
     encoder: GraphOptions = Field(default_factory=GraphOptions)
     decoder: GraphOptions = Field(default_factory=GraphOptions)
 
