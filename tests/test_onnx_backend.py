@@ -106,6 +106,28 @@ def test_decoder_logits_and_keep_match_numpy(onnx_session, cpu_session, ref_feat
     assert rel_err(got, want) < 1e-4
 
 
+@pytest.mark.parametrize("keeps", [
+    [[0, 2, 3], [1, 2], [1, 0, 0], [0, 2], [1]],   # finished rows first, then beam-like repeats
+    [[0, 0, 1, 3], [1, 2, 3], [0, 2], [0, 0]],     # repeats first, then finished rows
+], ids=["drop-then-repeat", "repeat-then-drop"])
+def test_decoder_keep_sequences_match_numpy(onnx_session, cpu_session, ref_features,
+                                            tiny_tokenizer, keeps):
+    """Rows that finish leave the ONNX state by moving survivors into freed slots (no gather);
+    whatever mix of dropping, reordering and repeating rows, the logits stay the numpy
+    backend's, row for row."""
+    features = np.concatenate([ref_features, ref_features[::-1] * 0.5])  # 4 different windows
+    prompt = np.array([[tiny_tokenizer.special.sot] + tiny_tokenizer.encode(" and so")] * 4)
+    mine, ref = onnx_session.decoder(features), cpu_session.decoder(features)
+    assert rel_err(mine.logits(prompt), ref.logits(prompt)) < 1e-4
+    for n, rows in enumerate(keeps):
+        for state in (mine, ref):
+            state.keep(np.array(rows))
+        step = np.array([[400 + n + r] for r in range(len(rows))])
+        got, want = mine.logits(step), ref.logits(step)
+        assert got.shape == want.shape == (len(rows), 1, 51864)
+        assert rel_err(got, want) < 1e-4, (n, rows)
+
+
 def _reference_tokens(utt_id: str) -> list[int] | None:
     path = FIXTURES / "reference_tiny_en.json"
     if not path.exists():

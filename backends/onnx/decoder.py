@@ -7,6 +7,12 @@ they are gathered once, as the numpy backend does. Self-attention caches are the
 inputs in place and hands its outputs over without a copy, so the only copy per step is the
 graph's own Concat of past and new entries, and ``keep`` costs one gather per cache array
 (skipped when the rows are unchanged).
+
+Rows that finish leave the batch without a gather of the survivors: each row's arrays live in a
+physical slot, the survivors in slots past the new batch size move into the holes the finished
+rows left, and the arrays are cut to a prefix (a view). A batch of 8 then copies one row's
+18 MB of cross-attention keys and values per finished row (tiny.en) instead of every survivor's;
+tokens go in and logits come out in the caller's row order.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ class OnnxDecoderState:
         v_names = [t.name for t in cm.outputs_of("cross_v")]
         out = cross_kv.run(k_names + v_names, {cm.input("features").name: features})
         n_layers = len(k_names)
-        self._cross_base = list(zip(out[:n_layers], out[n_layers:]))  # per layer (K_t, V)
-        self._cross = self._cross_base
+        self._cross_base: list | None = list(zip(out[:n_layers], out[n_layers:]))  # (K_t, V)
+        self._cross = self._cross_base  # per physical slot; the base's rows are windows
+        self._shared = True  # self._cross holds the base's arrays (or views of them)
         self.n_rows = features.shape[0]
-        self._window_of_row = np.arange(self.n_rows)
+        self._slot_windows = np.arange(self.n_rows)  # window of each physical slot
+        self._slot: np.ndarray | None = None  # physical slot of each row; None: the same index
         # names in the decoder graph, by role and layer, from its manifest
         self._tokens = dm.input("tokens").name
         self._positions = dm.input("positions").name
@@ -69,6 +77,9 @@ class OnnxDecoderState:
               attention: bool) -> list[np.ndarray]:
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
         t = tokens.shape[1]
+        if self._slot is not None:  # rows in slot order: slot p holds row order[p]
+            order = np.argsort(self._slot)
+            tokens = tokens[order]
         feeds = {self._tokens: tokens, self._positions: np.asarray(positions, dtype=np.int64)}
         for role, arrays in (("self_k", self._k), ("self_v", self._v)):
             feeds.update(zip(self._in[role], arrays))
@@ -78,17 +89,51 @@ class OnnxDecoderState:
         n_layers = len(self._k)
         self._k, self._v = out[1: 1 + n_layers], out[1 + n_layers: 1 + 2 * n_layers]
         self.length += t
-        return [out[0]] + out[1 + 2 * n_layers:]
+        results = [out[0]] + out[1 + 2 * n_layers:]
+        return results if self._slot is None else [r[self._slot] for r in results]
 
     def keep(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == self.n_rows and np.array_equal(rows, np.arange(self.n_rows)):
             return
-        self._k = [k.take(rows, axis=0) for k in self._k]
-        self._v = [v.take(rows, axis=0) for v in self._v]
-        windows = self._window_of_row[rows]
-        if not np.array_equal(windows, self._window_of_row):
-            self._window_of_row = windows
-            self._cross = [(k.take(windows, axis=0), v.take(windows, axis=0))
-                           for k, v in self._cross_base]
+        if len(rows) and np.all(np.diff(rows) > 0):  # rows left, the rest in order
+            self._drop_rows(rows)
+        else:
+            self._gather(rows)
         self.n_rows = len(rows)
+
+    def _gather(self, rows: np.ndarray) -> None:
+        """Rows reordered or repeated (beam search): every array gathered, slots = rows."""
+        slots = rows if self._slot is None else self._slot[rows]
+        self._k = [k.take(slots, axis=0) for k in self._k]
+        self._v = [v.take(slots, axis=0) for v in self._v]
+        windows = self._slot_windows[slots]
+        if self._cross_base is not None:  # rows of one window share its arrays until mixed
+            if not np.array_equal(windows, self._slot_windows):
+                self._cross = [(k.take(windows, axis=0), v.take(windows, axis=0))
+                               for k, v in self._cross_base]
+                self._shared = False
+        else:
+            self._cross = [(k.take(slots, axis=0), v.take(slots, axis=0)) for k, v in self._cross]
+            self._shared = False
+        self._slot_windows, self._slot = windows, None
+
+    def _drop_rows(self, rows: np.ndarray) -> None:
+        """Keep a subset of the rows, in order: survivors in slots past the new size move into
+        the freed slots below it, and every array is cut to that prefix (no other copy)."""
+        slots = np.arange(self.n_rows) if self._slot is None else self._slot
+        kept, n = slots[rows], len(rows)
+        holes = np.setdiff1d(np.arange(n), kept)
+        movers = np.flatnonzero(kept >= n)
+        if len(movers) and self._shared:
+            self._cross_base, self._shared = None, False  # its arrays are about to be moved in
+        arrays = self._k + self._v + [a for pair in self._cross for a in pair]
+        for hole, mover in zip(holes, movers):
+            for a in arrays:
+                a[hole] = a[kept[mover]]
+            self._slot_windows[hole] = self._slot_windows[kept[mover]]
+            kept[mover] = hole
+        self._k, self._v = [k[:n] for k in self._k], [v[:n] for v in self._v]
+        self._cross = [(k[:n], v[:n]) for k, v in self._cross]
+        self._slot_windows = self._slot_windows[:n]
+        self._slot = None if np.array_equal(kept, np.arange(n)) else kept
