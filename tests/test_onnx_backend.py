@@ -288,3 +288,51 @@ def test_int8_windows_do_not_change_each_other(tiny_model, cache_dir, fused):
     together = session.encode(mel)
     alone = np.concatenate([session.encode(mel[i: i + 1]) for i in range(3)])
     np.testing.assert_array_equal(together, alone)
+
+
+def test_int8_decoder_rows_do_not_change_each_other(tiny_model, cache_dir, tiny_tokenizer):
+    """The int8 decoder-side graphs quantize activations per row (MatMulNBits): a row's logits
+    are bit-identical alone or batched with a louder row, so a file's transcript does not
+    depend on which other files or requests share its batch."""
+    from backends.onnx.blockwise import DETAIL
+    from backends.onnx.export import QUANTIZATION
+
+    session = OnnxBackend().load(tiny_model, LoadOptions(precision="int8",
+                                                         options={"cache_dir": str(cache_dir)}))
+    assert session.decoder_graph.manifest.details["quantization"] == DETAIL
+    assert session.cross_graph.manifest.details["quantization"] == QUANTIZATION  # per window
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(3, 1500, 384)).astype(np.float32)
+    features[1] *= 8.0
+    prompt = np.array([[tiny_tokenizer.special.sot] + tiny_tokenizer.encode(" so it")] * 3)
+    together = session.decoder(features).logits(prompt)
+    alone = [session.decoder(features[i: i + 1]).logits(prompt[i: i + 1]) for i in range(3)]
+    for i in (0, 2):
+        np.testing.assert_array_equal(together[i], alone[i][0])
+
+
+def test_blockwise_int8_matmul_is_close_to_float():
+    """``MatMulNBits`` from ``quantize_matmuls``: within int8 rounding of the float product."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from backends.onnx.blockwise import quantize_matmuls
+
+    rng = np.random.default_rng(0)
+    w = (rng.normal(size=(64, 48)) * 0.1).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 48])],
+        [numpy_helper.from_array(w, "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    assert quantize_matmuls(proto) == 1
+    assert [n.op_type for n in proto.graph.node] == ["MatMulNBits"]
+    assert "w" not in {t.name for t in proto.graph.initializer}
+    onnx.checker.check_model(proto)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = rng.normal(size=(5, 64)).astype(np.float32)
+    got = session.run(None, {"x": x})[0]
+    assert rel_err(got, x @ w) < 0.02

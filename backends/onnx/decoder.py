@@ -21,6 +21,7 @@ import numpy as np
 
 from runtime.backend import check_tokens
 
+from backends.onnx.export import QUANTIZATION
 from backends.onnx.sessions import Graph
 
 
@@ -33,7 +34,7 @@ class OnnxDecoderState:
         features = np.ascontiguousarray(features, dtype=np.float32)
         k_names = [t.name for t in cm.outputs_of("cross_k")]
         v_names = [t.name for t in cm.outputs_of("cross_v")]
-        out = cross_kv.run(k_names + v_names, {cm.input("features").name: features})
+        out = self._cross_kv(cross_kv, k_names + v_names, features)
         n_layers = len(k_names)
         self._cross_base: list | None = list(zip(out[:n_layers], out[n_layers:]))  # (K_t, V)
         self._cross = self._cross_base  # per physical slot; the base's rows are windows
@@ -58,6 +59,15 @@ class OnnxDecoderState:
         self._k = [np.zeros(k_shape, dtype) for _ in range(n_layers)]  # (B, H, dh, past)
         self._v = [np.zeros(v_shape, dtype) for _ in range(n_layers)]  # (B, H, past, dh)
         self.length = 0
+
+    @staticmethod
+    def _cross_kv(graph: Graph, names: list[str], features: np.ndarray) -> list[np.ndarray]:
+        """Keys and values of every window. A graph quantized per call (one activation scale
+        for the whole input) runs one window at a time, so windows cannot change each other."""
+        feed = graph.manifest.input("features").name
+        if graph.manifest.details.get("quantization") != QUANTIZATION or len(features) == 1:
+            return graph.run(names, {feed: features})
+        return graph.run_rows(names, feed, features)
 
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
         return self._step(tokens, positions, False)[0]

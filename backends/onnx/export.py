@@ -8,9 +8,11 @@ Graphs are keyed by the weights' hash, so a changed model never reuses a stale g
         encoder-int8-dyn.onnx encoder-int8-dyn.json   (any batch)
         cross_kv-fp32.onnx ... decoder-int8.onnx ...
 
-int8 graphs are ONNX Runtime's dynamic quantization of the fp32 graph (``quantize_dynamic``:
-MatMul weights to int8, activations quantized per call), which is what its CPU kernels
-accelerate with AVX-512 VNNI / AVX2. bf16 is not a graph of its own: providers that compute in
+int8 encoders are ONNX Runtime's dynamic quantization of the fp32 graph (``quantize_dynamic``:
+MatMul weights to int8, activations quantized per call, one window per call), which is what its
+CPU kernels accelerate with AVX-512 VNNI / AVX2; cross_kv likewise, also one window per call. The
+int8 decoder uses ``MatMulNBits`` instead (``backends.onnx.blockwise``): activations quantized per
+row, so a row's tokens do not depend on the rows batched with it. bf16 is not a graph of its own: providers that compute in
 BF16 (VitisAI on XDNA2) are given the fp32 graph and convert it themselves.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backends.onnx import blockwise
 from backends.onnx.graphs import BUILDERS
 from backends.onnx.manifest import GRAPHS, Manifest
 from runtime.model import WhisperModel
@@ -40,6 +43,16 @@ QUANTIZATION = {"method": "onnxruntime.quantization.quantize_dynamic", "op_types
 FUSED = "com.microsoft.MultiHeadAttention"
 # Bump when graphs change shape or meaning, so caches written by an older exporter are rebuilt.
 EXPORTER = "whisper-runtime onnx exporter 1"
+# int8 as MatMulNBits, rows independent of each other. Not cross_kv: MatMulNBits is 3x slower
+# than quantize_dynamic's kernel at its 1500 rows per window, so it runs one window per call.
+BLOCKWISE_GRAPHS = ("decoder",)
+
+
+def quantization_detail(graph: str, precision: str) -> dict | None:
+    """What a graph's manifest says of its quantization (checked when reusing a cache)."""
+    if precision != "int8":
+        return None
+    return blockwise.DETAIL if graph in BLOCKWISE_GRAPHS else QUANTIZATION
 
 
 def cache_root(override: str | os.PathLike | None = None) -> Path:
@@ -89,7 +102,7 @@ def _is_current(manifest: Manifest, model: WhisperModel, precision: str,
                 fused: bool = False) -> bool:
     details = manifest.details
     return (manifest.model_digest == model.digest() and details.get("exporter") == EXPORTER
-            and details.get("quantization") == (QUANTIZATION if precision == "int8" else None)
+            and details.get("quantization") == quantization_detail(manifest.graph, precision)
             and details.get("alignment_heads") == _heads_detail(manifest.graph, model)
             and details.get("attention") == (FUSED if fused else None))
 
@@ -125,11 +138,14 @@ def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | N
         details["attention"] = FUSED
     if _heads_detail(graph, model) is not None:
         details["alignment_heads"] = _heads_detail(graph, model)
-    if precision == "int8":
+    if precision == "int8" and graph not in BLOCKWISE_GRAPHS:
         quantize_graph(proto, target)
-        details["quantization"] = QUANTIZATION
     else:
+        if precision == "int8":
+            blockwise.quantize_matmuls(proto)
         save_graph(proto, target)
+    if quantization_detail(graph, precision) is not None:
+        details["quantization"] = quantization_detail(graph, precision)
     manifest = Manifest(graph=graph, file=target.name, precision=graph_precision(precision),
                         model_name=model.name, model_digest=model.digest(),
                         inputs=inputs, outputs=outputs, static_batch=batch,

@@ -1,0 +1,69 @@
+"""int8 weights for the decoder-side graphs as ONNX Runtime's ``MatMulNBits`` (8 bits, blocks of 32).
+
+``quantize_dynamic``'s ``DynamicQuantizeMatMul`` quantizes its activations with one scale per
+call: the rows decoded together share it, so a row's tokens depended on which other rows (other
+files, other requests) were in its batch. ``MatMulNBits`` with ``accuracy_level = 4`` quantizes
+each row's activations per block of ``BLOCK`` inputs instead, so a row gets bit-identical
+results whatever it is batched with, at about the speed of the per-call kernel (measured on the
+decoder's shapes). Weights are symmetric int8 per block of ``BLOCK`` input channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK = 32
+BITS = 8
+ACCURACY_LEVEL = 4  # int8 activations (per row and block) on int8 weights: the VNNI/AMX kernels
+DETAIL = {"method": "com.microsoft.MatMulNBits", "bits": BITS, "block_size": BLOCK,
+          "accuracy_level": ACCURACY_LEVEL, "symmetric": True}
+
+
+def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, N) float weight -> packed uint8 (N, K/BLOCK, BLOCK) with zero point 128, and float32
+    scales (N * K/BLOCK,), as ``MatMulNBits`` reads them."""
+    k, n = w.shape
+    blocks = np.ascontiguousarray(w.T, dtype=np.float32).reshape(n, k // BLOCK, BLOCK)
+    scales = np.abs(blocks).max(-1) / 127.0
+    scales[scales == 0] = 1.0
+    q = np.clip(np.rint(blocks / scales[..., None]), -127, 127).astype(np.int16) + 128
+    return q.astype(np.uint8), scales.astype(np.float32).reshape(-1)
+
+
+def quantize_matmuls(proto) -> int:
+    """Replace, in place, every ``MatMul`` whose B is a 2-D float32 initializer with K a multiple
+    of ``BLOCK`` by a ``MatMulNBits``; returns how many were replaced."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    nodes, replaced, dropped = [], 0, set()
+    for node in proto.graph.node:
+        b = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+        if b is None or len(b.dims) != 2 or b.data_type != TensorProto.FLOAT \
+                or b.dims[0] % BLOCK:
+            nodes.append(node)
+            continue
+        k, n = b.dims
+        packed, scales = quantize_weight(numpy_helper.to_array(b))
+        base = node.input[1]
+        proto.graph.initializer.extend([numpy_helper.from_array(packed, f"{base}_q8"),
+                                        numpy_helper.from_array(scales, f"{base}_scales")])
+        nodes.append(helper.make_node(
+            "MatMulNBits", [node.input[0], f"{base}_q8", f"{base}_scales"], list(node.output),
+            name=f"{node.name}_nbits", domain="com.microsoft", K=k, N=n, bits=BITS,
+            block_size=BLOCK, accuracy_level=ACCURACY_LEVEL))
+        if uses[base] == 1:
+            dropped.add(base)
+        replaced += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    kept = [t for t in proto.graph.initializer if t.name not in dropped]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    if replaced and not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return replaced
