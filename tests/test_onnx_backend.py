@@ -294,9 +294,11 @@ def test_int8_decoder_rows_do_not_change_each_other(tiny_model, cache_dir, tiny_
     """The int8 decoder-side graphs quantize activations per row (MatMulNBits): a row's logits
     are bit-identical alone or batched with a louder row, so a file's transcript does not
     depend on which other files or requests share its batch."""
-    from backends.onnx.blockwise import DETAIL
+    from backends.onnx.blockwise import DETAIL, supported
     from backends.onnx.export import QUANTIZATION
 
+    if not supported():
+        pytest.skip("this onnxruntime has no 8-bit MatMulNBits kernels (needs >= 1.23)")
     session = OnnxBackend().load(tiny_model, LoadOptions(precision="int8",
                                                          options={"cache_dir": str(cache_dir)}))
     assert session.decoder_graph.manifest.details["quantization"] == DETAIL
@@ -309,6 +311,18 @@ def test_int8_decoder_rows_do_not_change_each_other(tiny_model, cache_dir, tiny_
     alone = [session.decoder(features[i: i + 1]).logits(prompt[i: i + 1]) for i in range(3)]
     for i in (0, 2):
         np.testing.assert_array_equal(together[i], alone[i][0])
+
+
+def test_blockwise_needs_an_onnxruntime_with_8bit_kernels(monkeypatch):
+    """Older (vendor) ONNX Runtime builds keep per-call dynamic quantization for the decoder."""
+    import backends.onnx.blockwise as blockwise
+    from backends.onnx.export import QUANTIZATION, quantization_detail
+
+    assert blockwise.supported("1.23.0") and blockwise.supported("1.31.1")
+    assert not blockwise.supported("1.22.2") and not blockwise.supported("1.20.0")
+    monkeypatch.setattr(blockwise, "supported", lambda version=None: False)
+    assert quantization_detail("decoder", "int8") == QUANTIZATION
+    assert quantization_detail("decoder", "fp32") is None
 
 
 def test_blockwise_int8_matmul_is_close_to_float():

@@ -17,6 +17,19 @@ BITS = 8
 ACCURACY_LEVEL = 4  # int8 activations (per row and block) on int8 weights: the VNNI/AMX kernels
 DETAIL = {"method": "com.microsoft.MatMulNBits", "bits": BITS, "block_size": BLOCK,
           "accuracy_level": ACCURACY_LEVEL, "symmetric": True}
+# ONNX Runtime's 8-bit MatMulNBits kernels: x86-64 from 1.22, ARM64 from 1.23. Vendor builds
+# (VitisAI, OpenVINO, QNN packages) can lag behind; older versions keep quantize_dynamic.
+MIN_ORT = (1, 23)
+
+
+def supported(version: str | None = None) -> bool:
+    """Whether this ONNX Runtime has fast 8-bit ``MatMulNBits`` kernels on CPUs."""
+    if version is None:
+        import onnxruntime
+
+        version = onnxruntime.__version__
+    parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    return tuple(parts) >= MIN_ORT
 
 
 def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

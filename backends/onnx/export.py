@@ -52,7 +52,9 @@ def quantization_detail(graph: str, precision: str) -> dict | None:
     """What a graph's manifest says of its quantization (checked when reusing a cache)."""
     if precision != "int8":
         return None
-    return blockwise.DETAIL if graph in BLOCKWISE_GRAPHS else QUANTIZATION
+    if graph in BLOCKWISE_GRAPHS and blockwise.supported():
+        return blockwise.DETAIL
+    return QUANTIZATION
 
 
 def cache_root(override: str | os.PathLike | None = None) -> Path:
@@ -138,14 +140,15 @@ def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | N
         details["attention"] = FUSED
     if _heads_detail(graph, model) is not None:
         details["alignment_heads"] = _heads_detail(graph, model)
-    if precision == "int8" and graph not in BLOCKWISE_GRAPHS:
+    quantization = quantization_detail(graph, precision)
+    if quantization == QUANTIZATION:
         quantize_graph(proto, target)
     else:
-        if precision == "int8":
+        if quantization == blockwise.DETAIL:
             blockwise.quantize_matmuls(proto)
         save_graph(proto, target)
-    if quantization_detail(graph, precision) is not None:
-        details["quantization"] = quantization_detail(graph, precision)
+    if quantization is not None:
+        details["quantization"] = quantization
     manifest = Manifest(graph=graph, file=target.name, precision=graph_precision(precision),
                         model_name=model.name, model_digest=model.digest(),
                         inputs=inputs, outputs=outputs, static_batch=batch,
