@@ -28,6 +28,7 @@ from runtime.backend import Capabilities, Session
 from runtime.chunking import Chunk, fixed_chunks, split_long, vad_chunks
 from runtime.decoding import DecodingResult
 from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
+from runtime.memory import release_free_memory
 from runtime.results import Segment
 from runtime.tokenizer import Tokenizer
 from runtime.transcribe import (TranscribeOptions, annotate_pieces, is_digital_silence,
@@ -173,7 +174,10 @@ class SourceRun:
         while fewer are open. Raises the input's error (unreadable audio)."""
         if self.error is not None:
             raise self.error
+        open_streams = len(self.streams)
         self.streams = [s for s in self.streams if s.has_work]
+        if len(self.streams) < open_streams:  # a block is done: its arrays are free now
+            release_free_memory()
         while len(self.streams) < limit and not self.exhausted:
             self._open_stream()
         return self.streams[:limit]
