@@ -313,6 +313,27 @@ def test_int8_decoder_rows_do_not_change_each_other(tiny_model, cache_dir, tiny_
         np.testing.assert_array_equal(together[i], alone[i][0])
 
 
+def test_graph_outputs_are_written_by_their_nodes_not_copied():
+    """A graph output is its producer's own output (no Identity copy of KV caches per step);
+    Identity only for an input or a value exposed twice."""
+    import onnxruntime as ort
+
+    from backends.onnx.graph import GraphBuilder
+
+    g = GraphBuilder()
+    x = g.add_input("x", np.float32, [2])
+    y = g.op("Relu", [x], "y")
+    z = g.op("Neg", [y], "z")
+    for value, name in ((y, "first"), (y, "second"), (z, "third"), (x, "echo")):
+        g.add_output(value, name, np.float32, [2])
+    proto = g.build("t")
+    assert [n.op_type for n in proto.graph.node].count("Identity") == 2
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    first, second, third, echo = session.run(None, {"x": np.array([-1, 2], np.float32)})
+    assert first.tolist() == second.tolist() == [0, 2] and third.tolist() == [0, -2]
+    assert echo.tolist() == [-1, 2]
+
+
 def test_blockwise_needs_an_onnxruntime_with_8bit_kernels(monkeypatch):
     """Older (vendor) ONNX Runtime builds keep per-call dynamic quantization for the decoder."""
     import backends.onnx.blockwise as blockwise

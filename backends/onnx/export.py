@@ -42,7 +42,7 @@ QUANTIZATION = {"method": "onnxruntime.quantization.quantize_dynamic", "op_types
 # The encoder variant whose self-attention is ONNX Runtime's fused contrib op (manifest detail).
 FUSED = "com.microsoft.MultiHeadAttention"
 # Bump when graphs change shape or meaning, so caches written by an older exporter are rebuilt.
-EXPORTER = "whisper-runtime onnx exporter 1"
+EXPORTER = "whisper-runtime onnx exporter 2"  # 2: outputs without Identity copies
 # int8 as MatMulNBits, rows independent of each other. Not cross_kv: MatMulNBits is 3x slower
 # than quantize_dynamic's kernel at its 1500 rows per window, so it runs one window per call.
 BLOCKWISE_GRAPHS = ("decoder",)

@@ -33,6 +33,7 @@ class GraphBuilder:
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self._used: set[str] = set()
+        self._renamed: dict[str, str] = {}  # values given a graph output's name
 
     # -- plumbing -------------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -71,10 +72,24 @@ class GraphBuilder:
         return name
 
     def add_output(self, value: str, name: str, dtype: type, shape: Shape) -> None:
-        """Expose ``value`` as graph output ``name`` (through an Identity when renamed)."""
+        """Expose ``value`` as graph output ``name``: the node that computes it is renamed to
+        write ``name`` (an Identity would copy it, e.g. every KV cache on every decoder step);
+        an Identity only when ``value`` is a graph input or already an output."""
+        value = self._renamed.get(value, value)  # exposed before under another name
         if value != name:
             self._used.add(name)
-            self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}/out"))
+            producer = next((n for n in self.nodes if value in n.output), None)
+            taken = {o.name for o in self.outputs} | {i.name for i in self.inputs}
+            if producer is None or value in taken:
+                self.nodes.append(helper.make_node("Identity", [value], [name],
+                                                   name=f"{name}/out"))
+            else:
+                self._renamed[value] = name
+                for node in self.nodes:
+                    for io in (node.input, node.output):
+                        for k, v in enumerate(io):
+                            if v == value:
+                                io[k] = name
         self.outputs.append(helper.make_tensor_value_info(name, ELEM[np.dtype(dtype)], list(shape)))
 
     def build(self, graph_name: str, contrib: bool = False) -> onnx.ModelProto:
