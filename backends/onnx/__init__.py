@@ -89,6 +89,8 @@ class OnnxSession(NumpyFrontend):
     def encode(self, mel: np.ndarray) -> np.ndarray:
         """(B, n_mels, 3000) -> (B, 1500, D). A static-batch encoder runs B in pieces of its
         batch, the last one zero-padded, so callers may send any B (B = static batch is best)."""
+        from backends.onnx.export import quantized_per_call
+
         mel = np.ascontiguousarray(mel, dtype=np.float32)
         m = self.encoder_graph.manifest
         name_in, name_out = m.input("mel").name, m.output("features").name
@@ -96,9 +98,11 @@ class OnnxSession(NumpyFrontend):
         # scores of 8 windows held ~650 MB in ONNX Runtime's arena for the whole process, while
         # the time per window is about the same at any batch on a CPU.
         # int8 graphs quantize activations dynamically, with one scale per call: windows encoded
-        # together would change each other's features, so they go one at a time (same speed).
-        dynamic_int8 = m.precision == "int8" and self.static_batch is None
-        step = self.static_batch or (1 if dynamic_int8 else DYNAMIC_ROWS_PER_RUN)
+        # together would change each other's features, so they go one at a time, each written
+        # into its slice of the output (same speed, no concatenation).
+        if self.static_batch is None and quantized_per_call(m) and len(mel) > 1:
+            return self.encoder_graph.run_rows([name_out], name_in, mel)[0]
+        step = self.static_batch or DYNAMIC_ROWS_PER_RUN
         if len(mel) <= step and (self.static_batch is None or len(mel) == step):
             return self.encoder_graph.run([name_out], {name_in: mel})[0]
         parts = []

@@ -21,7 +21,7 @@ import numpy as np
 
 from runtime.backend import check_tokens
 
-from backends.onnx.export import QUANTIZATION
+from backends.onnx.export import quantized_per_call
 from backends.onnx.sessions import Graph
 
 
@@ -65,7 +65,7 @@ class OnnxDecoderState:
         """Keys and values of every window. A graph quantized per call (one activation scale
         for the whole input) runs one window at a time, so windows cannot change each other."""
         feed = graph.manifest.input("features").name
-        if graph.manifest.details.get("quantization") != QUANTIZATION or len(features) == 1:
+        if not quantized_per_call(graph.manifest) or len(features) == 1:
             return graph.run(names, {feed: features})
         return graph.run_rows(names, feed, features)
 

@@ -8,12 +8,13 @@ Graphs are keyed by the weights' hash, so a changed model never reuses a stale g
         encoder-int8-dyn.onnx encoder-int8-dyn.json   (any batch)
         cross_kv-fp32.onnx ... decoder-int8.onnx ...
 
-int8 encoders are ONNX Runtime's dynamic quantization of the fp32 graph (``quantize_dynamic``:
-MatMul weights to int8, activations quantized per call, one window per call), which is what its
-CPU kernels accelerate with AVX-512 VNNI / AVX2; cross_kv likewise, also one window per call. The
-int8 decoder uses ``MatMulNBits`` instead (``backends.onnx.blockwise``): activations quantized per
-row, so a row's tokens do not depend on the rows batched with it. bf16 is not a graph of its own: providers that compute in
-BF16 (VitisAI on XDNA2) are given the fp32 graph and convert it themselves.
+int8 encoder and cross_kv graphs are ONNX Runtime's dynamic quantization of the fp32 graph
+(``quantize_dynamic``: MatMul weights to int8, activations quantized per call), which is what its
+CPU kernels accelerate with AVX-512 VNNI / AVX2; they run one window per call
+(``quantized_per_call``). The int8 decoder uses ``MatMulNBits`` instead
+(``backends.onnx.blockwise``): activations quantized per row, so a row's tokens do not depend on
+the rows batched with it. bf16 is not a graph of its own: providers that compute in BF16
+(VitisAI on XDNA2) are given the fp32 graph and convert it themselves.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def quantization_detail(graph: str, precision: str) -> dict | None:
     if graph in BLOCKWISE_GRAPHS and blockwise.supported():
         return blockwise.DETAIL
     return QUANTIZATION
+
+
+def quantized_per_call(manifest: Manifest) -> bool:
+    """Whether the graph quantizes its activations with one scale per call: such a graph must
+    run one window per call, or windows batched together change each other's results."""
+    return manifest.details.get("quantization") == QUANTIZATION
 
 
 def cache_root(override: str | os.PathLike | None = None) -> Path:
