@@ -135,3 +135,38 @@ def test_fifteen_minutes_well_under_a_second() -> None:
         timings.append(time.process_time() - start)
     assert features.shape == (80, len(audio) // HOP_LENGTH)
     assert min(timings) < 1.0, f"log_mel_spectrogram of {len(audio) / 16000:.0f} s took {timings} s of CPU"
+
+
+def _blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+def test_filterbank_products_run_on_one_blas_thread(monkeypatch) -> None:
+    """OpenBLAS threads spin after a threaded call and took a core from the encoder after it
+    (110-140 ms per window instead of 70), so each block's product runs on one thread, and the
+    process's thread count is back afterwards, also when several threads compute mels at once."""
+    import threading
+    from contextlib import contextmanager
+
+    seen: list[int] = []
+    original = mel._one_blas_thread
+
+    @contextmanager
+    def recording():
+        with original():
+            seen.append(_blas_threads())
+            yield
+
+    before = _blas_threads()
+    monkeypatch.setattr(mel, "_one_blas_thread", recording)
+    audio = np.random.default_rng(0).standard_normal(16000 * 25).astype(np.float32)
+    log_mel_spectrogram(audio)
+    assert len(seen) == -(-2500 // mel._BLOCK_FRAMES) and set(seen) == {1}
+    workers = [threading.Thread(target=log_mel_spectrogram, args=(audio,)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert set(seen) == {1} and _blas_threads() == before
