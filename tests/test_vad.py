@@ -1,4 +1,4 @@
-"""VAD: Silero in batched lanes, the energy fallback, and turning probabilities into regions."""
+"""VAD: Silero over whole signals, the energy fallback, and turning probabilities into regions."""
 
 from __future__ import annotations
 
@@ -44,34 +44,57 @@ def test_silero_on_speech_and_silence():
     assert speech_regions(silero_probs(np.zeros(10 * SR, np.float32)), VadOptions()) == []
 
 
-def test_lanes_agree_with_one_long_lane():
+def test_sequence_graph_matches_silero_stepped_frame_by_frame(monkeypatch):
+    """The rebuilt graph gives the shipped graph's own streaming probabilities (state carried
+    frame to frame), also when the frames are split over several calls."""
+    import runtime.silero as silero
+    import runtime.vad as vad
+
     speech = load_audio(eval_file("jfk.flac"))
-    audio = np.tile(speech, 3)
-    one = silero_probs(audio, VadOptions(lane_s=60.0))
-    many = silero_probs(audio, VadOptions(lane_s=5.0))
-    assert one.shape == many.shape
-    assert np.mean(np.abs(one - many) < 0.2) > 0.95
-    a, b = speech_regions(one), speech_regions(many)
-    assert len(a) == len(b)
-    assert np.max(np.abs(np.array(a) - np.array(b))) <= 4 * FRAME
+    audio = np.concatenate([np.zeros(SR, np.float32), speech, np.zeros(SR, np.float32)])
+    import onnxruntime as ort
+
+    model = vad._silero()
+    assert model.sequence
+    stepped = silero.stepwise_probs(ort.InferenceSession(str(vad.silero_model_path()),
+                                                         providers=["CPUExecutionProvider"]),
+                                    silero.frames_of(audio))
+    whole = model.probs(audio)
+    assert whole.shape == (-(-len(audio) // FRAME),) == stepped.shape
+    assert stepped.max() > 0.9 and stepped[:20].max() < 0.1  # speech found, leading silence not
+    np.testing.assert_allclose(whole, stepped, atol=1e-5)
+    monkeypatch.setattr(silero, "FRAMES_PER_CALL", 100)
+    np.testing.assert_allclose(model.probs(audio), stepped, atol=1e-5)
 
 
-def test_short_audio_is_one_lane_of_its_own_length(monkeypatch):
-    """A clip shorter than a lane gives the frames a full-length lane gives (the model is
-    causal), from a quarter of the model calls."""
+def test_a_file_of_another_layout_is_stepped_frame_by_frame(monkeypatch, caplog):
+    import runtime.silero as silero
+    import runtime.vad as vad
+
+    def unreadable(path):
+        raise ValueError("not the Silero v5 layout")
+
+    monkeypatch.setattr(silero, "read_weights", unreadable)
+    with caplog.at_level("WARNING"):
+        fallback = silero.SileroVad(vad.silero_model_path())
+    assert not fallback.sequence and "frame by frame" in caplog.text
+    speech = load_audio(eval_file("jfk.flac"))[: 3 * SR]
+    np.testing.assert_allclose(fallback.probs(speech), vad._silero().probs(speech), atol=1e-5)
+
+
+def test_a_short_clip_is_one_model_call(monkeypatch):
+    """Frames go through the model thousands at a time: a 7 s clip is one call, not 219."""
     import runtime.vad as vad
 
     speech = load_audio(eval_file("jfk.flac"))[: 7 * 16000]
-    full = silero_probs(np.concatenate([speech, np.zeros(23 * 16000, np.float32)]))
-    session, calls = vad._silero_session(), []
+    model, calls = vad._silero(), []
+    session = model.session
 
     class Counting:
         def run(self, *args, **kwargs):
             calls.append(1)
             return session.run(*args, **kwargs)
 
-    monkeypatch.setattr(vad, "_silero_session", lambda: Counting())
-    short = silero_probs(speech)
-    assert len(calls) <= len(short) + 32  # the clip's frames and the 1 s warm-up, not 30 s
-    assert len(short) == -(-len(speech) // FRAME)
-    np.testing.assert_allclose(short, full[: len(short)], atol=1e-5)
+    monkeypatch.setattr(model, "session", Counting())
+    probs = silero_probs(speech)
+    assert len(calls) == 1 and len(probs) == -(-len(speech) // FRAME)
