@@ -146,13 +146,26 @@ def _padded_segment(audio: np.ndarray, padding: int, start: int, stop: int) -> n
     return np.where(inside, audio[np.minimum(index, len(audio) - 1)], np.float32(0.0)).astype(np.float32)
 
 
+def _live_frames(n_samples: int, padding: int, n_frames: int) -> int:
+    """Frames to transform: every block that has a frame seeing audio. Past those, with at least
+    N_FFT zeros of padding (whisper adds 30 s), every window holds only zeros (the end's
+    reflection mirrors zeros too): power exactly 0, value log10(LOG_FLOOR). Whole blocks, so
+    each product has the rows it would have had (BLAS rounds differently for other row counts)
+    and the result is bit-identical. A 7 s clip padded to 37 s needs a quarter of the FFTs."""
+    if padding < N_FFT:
+        return n_frames
+    audible = -(-(n_samples + N_FFT // 2) // HOP_LENGTH)
+    return min(n_frames, -(-audible // _BLOCK_FRAMES) * _BLOCK_FRAMES)
+
+
 def _log_mel_unclamped(audio: np.ndarray, padding: int, filters: np.ndarray, out: np.ndarray) -> None:
     """Write log10(clip(mel power)) of one 1-D signal into `out` (n_mels, n_frames), block by block.
 
     Equivalent to torch.stft(center=True, pad_mode="reflect") with the last frame dropped, as in
     whisper: frame i covers padded[i * HOP : i * HOP + N_FFT] of the reflect-padded signal.
     """
-    n_frames = out.shape[1]
+    n_frames = _live_frames(len(audio), padding, out.shape[1])
+    out[:, n_frames:] = np.log10(np.float32(LOG_FLOOR))
     window = _hann_window()
     filters_t = np.ascontiguousarray(filters.T)  # (bins, n_mels): one GEMM per block
     for start in range(0, n_frames, _BLOCK_FRAMES):

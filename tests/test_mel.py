@@ -170,3 +170,16 @@ def test_filterbank_products_run_on_one_blas_thread(monkeypatch) -> None:
     for w in workers:
         w.join()
     assert set(seen) == {1} and _blas_threads() == before
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.013, 1.0, 7.3, 31.0])
+def test_padding_frames_are_not_computed_but_equal(monkeypatch, seconds: float) -> None:
+    """Frames that see only the appended zeros are filled, not transformed: bit-identical to
+    transforming them, and the FFT runs over the audio's frames only."""
+    audio = np.random.default_rng(1).standard_normal(int(16000 * seconds)).astype(np.float32) * 0.1
+    fast = log_mel_spectrogram(audio, padding=N_SAMPLES)
+    live = mel._live_frames(len(audio), N_SAMPLES, fast.shape[1])
+    monkeypatch.setattr(mel, "_live_frames", lambda n_samples, padding, n_frames: n_frames)
+    full = log_mel_spectrogram(audio, padding=N_SAMPLES)
+    np.testing.assert_array_equal(fast, full)
+    assert live <= len(audio) // HOP_LENGTH + mel._BLOCK_FRAMES + 3 and live < fast.shape[1]
