@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from runtime.decoding import DecodingOptions, decode
-from runtime.decoding.filters import ApplyTimestampRules, SuppressBlank, log_softmax, suppress_list
+from runtime.decoding.filters import (ApplyTimestampRules, SuppressBlank, log_softmax, logsumexp,
+                                      suppress_list)
 from runtime.decoding.strategies import rank, sample_tokens
 
 NEG = -np.inf
@@ -134,6 +135,29 @@ def test_timestamp_mass_rule(tiny_tokenizer):
     logits[0, ts + 100: ts + 200] = -1.0  # ...but timestamps together are likelier
     out = rules.apply(logits, np.array([[1, ts, 300]]))
     assert np.isinf(out[0, 300]) and np.isfinite(out[0, ts + 150])
+
+
+def test_timestamp_mass_rule_decides_as_whispers_log_softmax_form(tiny_tokenizer):
+    """The rule compares logsumexp(timestamp logits) with the best text logit; whisper compares
+    the same two after a log-softmax over the whole row. Same decision on every row, including
+    rows where one side is all -inf."""
+    ts = tiny_tokenizer.special.timestamp_begin
+    rules = ApplyTimestampRules(tiny_tokenizer, sample_begin=1, max_initial_timestamp_index=None)
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((64, ts + 1501)).astype(np.float32) * 3
+    logits[:, ts:] -= rng.uniform(-4, 6, (64, 1))  # timestamps from likely to hopeless
+    logits[0, ts:] = NEG  # no timestamp allowed
+    logits[1, :ts] = NEG  # no text allowed
+    tokens = np.array([[1, 300, 301]] * 64)  # text so far: no pairing rule applies
+    out = rules.apply(logits, tokens)
+    logprobs = log_softmax(logits)
+    with np.errstate(divide="ignore"):
+        whisper = np.log(np.exp(logprobs[:, ts:]).sum(-1)) > logprobs[:, :ts].max(-1)
+    assert 10 < whisper.sum() < 60  # both decisions occur
+    np.testing.assert_array_equal(np.isneginf(out[:, :ts]).all(-1), whisper)
+    exact = np.log(np.exp(logits[2:4].astype(np.float64)).sum(-1))
+    np.testing.assert_allclose(logsumexp(logits[2:4]), exact, rtol=1e-5)
+    assert np.isneginf(logsumexp(np.full((1, 3), NEG)))[0]
 
 
 def test_suppress_blank_and_list(tiny_tokenizer):

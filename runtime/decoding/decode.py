@@ -14,7 +14,8 @@ import numpy as np
 
 from runtime.backend import DecoderState, Session
 from runtime.decoding.filters import (ApplyTimestampRules, LogitFilter, SuppressBlank,
-                                      SuppressTokens, log_softmax, suppress_list)
+                                      SuppressTokens, log_softmax, logsumexp,
+                                      suppress_list)
 from runtime.decoding.options import DecodingOptions, DecodingResult
 from runtime.decoding.strategies import BeamSearch, rank, sample_tokens
 from runtime.mel import CHUNK_LENGTH
@@ -155,7 +156,7 @@ def _sampling_loop(state: DecoderState, logits: np.ndarray, prompt: Prompt,
     for step in range(max_steps):
         filtered = _apply(filters, logits, tokens)
         next_tokens = sample_tokens(filtered, options.temperature, rng)
-        sums[active] += log_softmax(filtered)[np.arange(len(active)), next_tokens]
+        sums[active] += filtered[np.arange(len(active)), next_tokens] - logsumexp(filtered)
         tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
         done = next_tokens == eot
         if step == max_steps - 1:

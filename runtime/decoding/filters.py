@@ -22,6 +22,14 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return x
 
 
+def logsumexp(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log(sum(exp(x))) in float32: (B, V) -> (B,); -inf for rows that are all -inf."""
+    peak = logits.max(-1, keepdims=True)
+    safe = np.where(np.isfinite(peak), peak, np.float32(0.0))
+    with np.errstate(divide="ignore"):
+        return (safe + np.log(np.exp(logits - safe).sum(-1, keepdims=True)))[:, 0]
+
+
 class LogitFilter:
     def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """logits (B, V) for the next token of each row of ``tokens`` (B, T) -> filtered logits."""
@@ -73,10 +81,10 @@ class ApplyTimestampRules(LogitFilter):
             logits[:, : self.ts_begin] = NEG_INF  # the text must start with a timestamp
             if self.max_initial_timestamp_index is not None:
                 logits[:, self.ts_begin + self.max_initial_timestamp_index + 1:] = NEG_INF
-        logprobs = log_softmax(logits)
-        with np.errstate(divide="ignore"):
-            ts_mass = np.log(np.exp(logprobs[:, self.ts_begin:]).sum(-1))
-        text_best = logprobs[:, : self.ts_begin].max(-1)
+        # whisper compares log-softmax values; the normaliser is common to both sides, so the
+        # comparison needs only the 1501 timestamp logits' logsumexp (not a softmax over 51k)
+        ts_mass = logsumexp(logits[:, self.ts_begin:])
+        text_best = logits[:, : self.ts_begin].max(-1)
         logits[ts_mass > text_best, : self.ts_begin] = NEG_INF
         return logits
 
