@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from runtime.audio import SAMPLE_RATE
+from runtime.silero import FRAME, SileroVad
 
 log = logging.getLogger(__name__)
-
-from runtime.silero import FRAME, SileroVad
 
 
 @dataclass(frozen=True)
