@@ -46,7 +46,7 @@ class BatchOptions:
     decoder: str = "batched"  # "sequential" decodes rows one by one through the same loop
     chunking: str = "vad"  # "fixed": plain 30 s windows
     block_s: float | None = None  # seconds per block (= stream); None: by duration and B
-    context_tokens: int = 32  # previous-text tokens each row is prompted with (0: none)
+    context_tokens: int = 223  # previous-text tokens per row (0: none); 223 as Whisper's
     prepare_ahead: bool = True  # decode audio, VAD and mel of the next block in a thread
     vad: VadOptions = field(default_factory=VadOptions)
 
@@ -187,12 +187,10 @@ class SourceRun:
         return stream.next_job(), self.prompt(stream.history)
 
     def prompt(self, history: list[int]) -> list[int]:
-        """The last ``context_tokens`` of a stream's text, or nothing while it has fewer (rows
-        decode together only with prompts of one length)."""
+        """The last ``context_tokens`` of a stream's text (the scheduler cuts the prompts of
+        rows decoded together to one length)."""
         n = self.batch.context_tokens
-        if n and len(history) >= n:
-            return history[-n:]
-        return self.initial[-n:] if n and self.initial else []
+        return history[-n:] if n else []
 
     def finish(self, stream: Stream, job: Job, result: DecodingResult) -> None:
         """A decoded row: its segments kept, its stream's history extended, and what is left of

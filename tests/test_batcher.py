@@ -9,7 +9,7 @@ import pytest
 from runtime.audio import load_audio
 from runtime.batcher import BatchOptions, Batcher, Block, Job, SourceRun
 from runtime.mel import N_SAMPLES
-from runtime.scheduler import Scheduler
+from runtime.scheduler import Row, Scheduler
 from runtime.decoding import DecodingResult
 from runtime.transcribe import TranscribeOptions
 from tests.conftest import EVAL_DIR, eval_file
@@ -206,3 +206,28 @@ def test_stream_windows_resume_at_the_seek_and_merge_what_follows():
     assert second.speech == [(1500, 2000), (2200, 4000)]
     stream.cursor = 40 * sec
     assert stream.next_job() is None and not stream.has_work
+
+
+def test_rows_decode_together_with_prompts_cut_to_one_length(cpu_runtime, monkeypatch):
+    """Rows prompted with different lengths of previous text share one decoder call, each
+    keeping its own last tokens, as many as the shortest prompt has; rows without a prompt
+    decode in a call of their own (an empty prompt is not a prompt cut to nothing)."""
+    import runtime.scheduler as scheduler_module
+
+    calls = []
+
+    def fake_decode(session, features, tokenizer, options, prompts):
+        calls.append([list(p) for p in prompts])
+        return [_fake_result() for _ in prompts]
+
+    monkeypatch.setattr(scheduler_module, "decode", fake_decode)
+    run = ScriptedRun(cpu_runtime, [], batch_size=4)
+    run.options = dataclasses.replace(run.options, temperatures=(0.0,))
+    prompts = [[1, 2, 3, 4, 5], [], [7, 8, 9], [10, 11, 12, 13]]
+    rows = [Row(run, None, None, p, "en") for p in prompts]
+    scheduler = Scheduler(cpu_runtime.session, cpu_runtime.tokenizer, cpu_runtime._capabilities,
+                          BatchOptions(batch_size=4))
+    features = np.zeros((4, 1500, 384), np.float32)
+    results = scheduler._decode(features, rows)
+    assert len(results) == 4 and all(r is not None for r in results)
+    assert sorted(calls) == [[[]], [[3, 4, 5], [7, 8, 9], [11, 12, 13]]]
