@@ -106,6 +106,30 @@ def test_decoder_logits_and_keep_match_numpy(onnx_session, cpu_session, ref_feat
     assert rel_err(got, want) < 1e-4
 
 
+def test_long_prompt_is_read_in_pieces_with_the_same_logits(onnx_session, cpu_session,
+                                                            ref_features, tiny_tokenizer):
+    """A prompt longer than ``PROMPT_PIECE`` tokens goes through the decoder graph in pieces
+    (ONNX Runtime's arena would otherwise keep the one-call buffers); the logits at the asked
+    positions, and every step after, are the numpy backend's."""
+    from backends.onnx import decoder as onnx_decoder
+
+    text = tiny_tokenizer.encode(" and so my fellow americans ask not what your country" * 12)
+    sot = tiny_tokenizer.special.sot
+    prompt = np.array([[tiny_tokenizer.special.sot_prev, *text[:130], sot,
+                        tiny_tokenizer.special.no_timestamps]] * 2)
+    mine, ref = onnx_session.decoder(ref_features), cpu_session.decoder(ref_features)
+    calls = []
+    step = mine._step
+    mine._step = lambda tokens, *a: calls.append(tokens.shape[1]) or step(tokens, *a)
+    positions = (131, -1)
+    assert rel_err(mine.logits(prompt, positions), ref.logits(prompt, positions)) < 1e-4
+    piece = onnx_decoder.PROMPT_PIECE
+    assert calls == [piece] * (131 // piece) + [prompt.shape[1] - 131 // piece * piece]
+    assert mine.length == ref.length == prompt.shape[1]
+    got, want = mine.logits(np.array([[300], [301]])), ref.logits(np.array([[300], [301]]))
+    assert rel_err(got, want) < 1e-4
+
+
 @pytest.mark.parametrize("keeps", [
     [[0, 2, 3], [1, 2], [1, 0, 0], [0, 2], [1]],   # finished rows first, then beam-like repeats
     [[0, 0, 1, 3], [1, 2, 3], [0, 2], [0, 0]],     # repeats first, then finished rows
