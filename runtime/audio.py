@@ -324,19 +324,17 @@ def iter_audio_blocks(
     if block <= 0:
         raise ValueError(f"block_seconds must give at least one sample, got {block_seconds}")
     chunks = iter([_array_to_mono(source)]) if isinstance(source, np.ndarray) else _resampled(source, sample_rate)
-    pending: list[np.ndarray] = []  # joined once per block: joining per chunk is quadratic
-    held = 0
+    out, filled = np.empty(block, dtype=np.float32), 0  # chunks are copied in once, no joins
     for chunk in chunks:
-        pending.append(chunk)
-        held += len(chunk)
-        if held >= block:
-            buffer = np.concatenate(pending)
-            while len(buffer) >= block:
-                yield buffer[:block].copy()
-                buffer = buffer[block:]
-            pending, held = [buffer], len(buffer)
-    if held:
-        yield np.concatenate(pending)
+        while len(chunk):
+            n = min(block - filled, len(chunk))
+            out[filled: filled + n] = chunk[:n]
+            filled, chunk = filled + n, chunk[n:]
+            if filled == block:
+                yield out
+                out, filled = np.empty(block, dtype=np.float32), 0
+    if filled:
+        yield out[:filled].copy()
 
 
 def audio_duration(path: str | os.PathLike) -> float | None:

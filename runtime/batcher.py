@@ -265,9 +265,9 @@ class SourceRun:
         while current is not None:
             following = next(it, None)
             t = self.clock.add("decode_audio", t)
-            yield current, following is None
+            held, current = [current], following  # the caller's reference is the only one
+            yield held.pop(), following is None
             t = time.perf_counter()
-            current = following
 
     def _prepared_blocks_of(self, source: Any) -> Iterator[Block]:
         """Per block: its speech pieces (the last chunk deferred to the next block unless
@@ -276,16 +276,18 @@ class SourceRun:
         for block, last in self._blocks(source):
             self.samples += len(block)
             buf = np.concatenate([carry, block]) if len(carry) else block
+            del block  # held while suspended below otherwise, as is anything named here
             chunks, regions, pieces = self._chunks(buf)
             if not last and self.batch.chunking == "vad":
                 keep_from = chunks[-1].start if chunks else max(0, len(buf) - SAMPLE_RATE)
                 pieces = [(s, e) for s, e in pieces if e <= keep_from]
-                carry, next_at = buf[keep_from:], carry_at + keep_from
+                carry, next_at = buf[keep_from:].copy(), carry_at + keep_from
             else:
                 carry, next_at = np.zeros(0, np.float32), carry_at + len(buf)
             t = time.perf_counter()
             mel = self.session.log_mel(buf, padding=N_SAMPLES if last else 0)
             self.clock.add("mel", t)
+            del buf, chunks  # the block's audio is not needed once its mel is made
             yield Block(mel, carry_at / SAMPLE_RATE, pieces, regions)
             carry_at = next_at
 

@@ -19,3 +19,61 @@ def test_release_never_raises_elsewhere(monkeypatch):
 
     monkeypatch.setattr(memory, "_trim", lambda: None)
     assert memory.release_free_memory() is False
+
+
+def test_audio_blocks_cost_about_one_block_of_memory():
+    """Blocks are filled from the decoded chunks directly: reading 10 minutes in 30 s blocks,
+    one at a time, never holds much more than the block being filled and the one handed out
+    (joining the pending chunks first copied the whole input when it came as one array)."""
+    import tracemalloc
+
+    import numpy as np
+
+    from runtime.audio import SAMPLE_RATE, iter_audio_blocks
+
+    audio = np.random.default_rng(0).normal(0, 0.1, 600 * SAMPLE_RATE).astype(np.float32)
+    block_bytes = 30 * SAMPLE_RATE * 4
+    tracemalloc.start()
+    try:
+        blocks = iter_audio_blocks(audio, block_seconds=30)
+        total = len(next(blocks))  # the input's checks (a mask of the whole signal) done
+        tracemalloc.reset_peak()
+        total += sum(len(b) for b in blocks)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == len(audio)
+    assert peak < 2.5 * block_bytes, f"{peak / block_bytes:.1f} blocks"
+
+
+def test_a_prepared_block_does_not_hold_its_audio(cpu_runtime, monkeypatch):
+    """Once a block's VAD and mel are made, its audio is free: only the deferred last chunk and
+    the reader's one block of look-ahead stay (each stream keeps a mel, not the audio)."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    import runtime.batcher as batcher_module
+    from runtime.audio import SAMPLE_RATE
+    from runtime.batcher import BatchOptions, SourceRun
+    from runtime.transcribe import TranscribeOptions
+
+    refs = []
+
+    def fake_blocks(source, block_seconds):
+        for i in range(3):
+            audio = np.random.default_rng(i).normal(0, 0.1, 30 * SAMPLE_RATE).astype(np.float32)
+            refs.append(weakref.ref(audio))
+            yield audio
+            del audio
+
+    monkeypatch.setattr(batcher_module, "iter_audio_blocks", fake_blocks)
+    run = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer, TranscribeOptions(),
+                    BatchOptions(block_s=30.0), source=None)
+    blocks = run._prepared_blocks_of(None)
+    first = next(blocks)
+    gc.collect()
+    assert first.mel.shape[0] == 80
+    assert len(refs) == 2  # the reader looked one block ahead (is the first the last?)
+    assert refs[0]() is None
