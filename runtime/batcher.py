@@ -47,6 +47,7 @@ class BatchOptions:
     chunking: str = "vad"  # "fixed": plain 30 s windows
     block_s: float | None = None  # seconds per block (= stream); None: by duration and B
     context_tokens: int = 223  # previous-text tokens per row (0: none); 223 as Whisper's
+    context_step: int = 32  # a shorter history prompts in multiples of this many tokens
     prepare_ahead: bool = True  # decode audio, VAD and mel of the next block in a thread
     vad: VadOptions = field(default_factory=VadOptions)
 
@@ -57,6 +58,8 @@ class BatchOptions:
             raise ValueError(f"decoder must be 'batched' or 'sequential', not {self.decoder!r}")
         if self.chunking not in ("vad", "fixed"):
             raise ValueError(f"chunking must be 'vad' or 'fixed', not {self.chunking!r}")
+        if self.context_tokens < 0 or self.context_step < 1:
+            raise ValueError("context_tokens must be >= 0 and context_step >= 1")
 
 
 @dataclass
@@ -187,10 +190,13 @@ class SourceRun:
         return stream.next_job(), self.prompt(stream.history)
 
     def prompt(self, history: list[int]) -> list[int]:
-        """The last ``context_tokens`` of a stream's text (the scheduler cuts the prompts of
-        rows decoded together to one length)."""
-        n = self.batch.context_tokens
-        return history[-n:] if n else []
+        """The last ``context_tokens`` of a stream's text (Whisper's 223), or while it has fewer,
+        its last whole multiple of ``context_step``. Rows decode together only with prompts of
+        one length; a few lengths keep batches full, and each row's prompt depends on its own
+        stream alone, so its text never depends on what it is batched with."""
+        n, step = self.batch.context_tokens, self.batch.context_step
+        keep = n if len(history) >= n else len(history) // step * step
+        return history[len(history) - keep:] if keep else []
 
     def finish(self, stream: Stream, job: Job, result: DecodingResult) -> None:
         """A decoded row: its segments kept, its stream's history extended, and what is left of

@@ -2,8 +2,7 @@
 
 Each step takes up to B rows (the next chunk of a stream) from the inputs in order of arrival, so
 the oldest input finishes first; encodes them once; decodes them together, grouped only where the
-decoding loop needs one setting per batch (temperature, task, language, beam size; prompts are
-cut to one length, and rows without one decode apart);
+decoding loop needs one setting per batch (temperature, task, language, beam size, prompt length);
 re-decodes hotter only the rows that fail the quality checks; and hands each result back to its
 input. ``Runtime.transcribe`` runs one input through it, ``Runtime.transcribe_many`` many files and
 ``runtime.engine.Engine`` the requests of the HTTP server.
@@ -25,13 +24,6 @@ from runtime.language import chunk_languages, file_language
 from runtime.tokenizer import Tokenizer
 from runtime.transcribe import align_windows, needs_fallback
 from runtime.words.aligner import WordAligner
-
-
-def common_context(prompts: list[list[int]]) -> list[list[int]]:
-    """Rows decode together only with prompts of one length: each keeps its last tokens, as
-    many as the shortest has."""
-    n = min(len(p) for p in prompts)
-    return [p[len(p) - n:] for p in prompts]
 
 
 @dataclass
@@ -188,13 +180,13 @@ class Scheduler:
                 run = rows[r].run
                 opts = run.options.decoding_options(run.options.temperatures[level], None,
                                                     rows[r].language or run.language)
-                groups.setdefault((opts, bool(rows[r].prompt)), []).append(r)
+                groups.setdefault((opts, len(rows[r].prompt)), []).append(r)
             for (opts, _), members in groups.items():
                 parts = [[r] for r in members] if self._sequential else [members]
                 for part in parts:
                     feats = self.session.take(features, np.array(part))
                     out = decode(self.session, feats, self.tokenizer, opts,
-                                 prompts=common_context([rows[r].prompt for r in part]))
+                                 prompts=[rows[r].prompt for r in part])
                     for r, res in zip(part, out):
                         results[r] = res
             level += 1

@@ -208,10 +208,26 @@ def test_stream_windows_resume_at_the_seek_and_merge_what_follows():
     assert stream.next_job() is None and not stream.has_work
 
 
-def test_rows_decode_together_with_prompts_cut_to_one_length(cpu_runtime, monkeypatch):
-    """Rows prompted with different lengths of previous text share one decoder call, each
-    keeping its own last tokens, as many as the shortest prompt has; rows without a prompt
-    decode in a call of their own (an empty prompt is not a prompt cut to nothing)."""
+def test_prompts_are_the_streams_own_text_in_a_few_lengths(cpu_runtime):
+    """A row is prompted with its stream's last 223 tokens (Whisper's), or with fewer, in whole
+    multiples of 32, while the stream has less text: a function of the stream alone."""
+    run = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer, TranscribeOptions(),
+                    BatchOptions(), source=None)
+    history = list(range(1000, 1300))
+    assert run.prompt(history) == history[-223:]
+    assert run.prompt(history[:223]) == history[:223]
+    assert run.prompt(history[:222]) == history[222 - 192: 222]
+    assert run.prompt(history[:70]) == history[6:70]
+    assert run.prompt(history[:31]) == []
+    none = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer, TranscribeOptions(),
+                     BatchOptions(context_tokens=0), source=None)
+    assert none.prompt(history) == []
+
+
+def test_a_rows_prompt_does_not_depend_on_its_batch(cpu_runtime, monkeypatch):
+    """Rows whose prompts differ in length decode in calls of their own, each with its whole
+    prompt: cutting them to a common length would make a request's text depend on the others
+    it is batched with (on the server, other users' requests)."""
     import runtime.scheduler as scheduler_module
 
     calls = []
@@ -223,11 +239,10 @@ def test_rows_decode_together_with_prompts_cut_to_one_length(cpu_runtime, monkey
     monkeypatch.setattr(scheduler_module, "decode", fake_decode)
     run = ScriptedRun(cpu_runtime, [], batch_size=4)
     run.options = dataclasses.replace(run.options, temperatures=(0.0,))
-    prompts = [[1, 2, 3, 4, 5], [], [7, 8, 9], [10, 11, 12, 13]]
+    prompts = [[1, 2, 3], [], [7, 8, 9], [10, 11, 12, 13]]
     rows = [Row(run, None, None, p, "en") for p in prompts]
     scheduler = Scheduler(cpu_runtime.session, cpu_runtime.tokenizer, cpu_runtime._capabilities,
                           BatchOptions(batch_size=4))
-    features = np.zeros((4, 1500, 384), np.float32)
-    results = scheduler._decode(features, rows)
+    results = scheduler._decode(np.zeros((4, 1500, 384), np.float32), rows)
     assert len(results) == 4 and all(r is not None for r in results)
-    assert sorted(calls) == [[[]], [[3, 4, 5], [7, 8, 9], [11, 12, 13]]]
+    assert sorted(calls) == [[[]], [[1, 2, 3], [7, 8, 9]], [[10, 11, 12, 13]]]
