@@ -190,12 +190,18 @@ class SourceRun:
         return stream.next_job(), self.prompt(stream.history)
 
     def prompt(self, history: list[int]) -> list[int]:
-        """The last ``context_tokens`` of a stream's text (Whisper's 223), or while it has fewer,
-        its last whole multiple of ``context_step``. Rows decode together only with prompts of
-        one length; a few lengths keep batches full, and each row's prompt depends on its own
-        stream alone, so its text never depends on what it is batched with."""
+        """The last ``context_tokens`` of a stream's text (Whisper's 223); while it has fewer,
+        its last whole multiple of ``context_step`` (all of it below one step, or while it is
+        still just the initial prompt). Rows decode together only with prompts of one length:
+        a few lengths keep batches full, and each row's prompt depends on its own stream alone,
+        so its text never depends on what it is batched with."""
         n, step = self.batch.context_tokens, self.batch.context_step
-        keep = n if len(history) >= n else len(history) // step * step
+        if len(history) >= n:
+            keep = n
+        elif len(history) <= len(self.initial):  # the user's initial prompt, whole
+            keep = len(history)
+        else:
+            keep = len(history) // step * step or len(history)
         return history[len(history) - keep:] if keep else []
 
     def finish(self, stream: Stream, job: Job, result: DecodingResult) -> None:

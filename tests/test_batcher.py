@@ -210,7 +210,8 @@ def test_stream_windows_resume_at_the_seek_and_merge_what_follows():
 
 def test_prompts_are_the_streams_own_text_in_a_few_lengths(cpu_runtime):
     """A row is prompted with its stream's last 223 tokens (Whisper's), or with fewer, in whole
-    multiples of 32, while the stream has less text: a function of the stream alone."""
+    multiples of 32, while the stream has less text (all of it below 32 tokens, so a short
+    initial prompt is kept): a function of the stream alone."""
     run = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer, TranscribeOptions(),
                     BatchOptions(), source=None)
     history = list(range(1000, 1300))
@@ -218,7 +219,18 @@ def test_prompts_are_the_streams_own_text_in_a_few_lengths(cpu_runtime):
     assert run.prompt(history[:223]) == history[:223]
     assert run.prompt(history[:222]) == history[222 - 192: 222]
     assert run.prompt(history[:70]) == history[6:70]
-    assert run.prompt(history[:31]) == []
+    assert run.prompt(history[:31]) == history[:31]  # below one step: all of it
+    assert run.prompt([]) == []
+    glossary = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer,
+                         TranscribeOptions(initial_prompt="Glossary: pluggy, MLX"), BatchOptions(),
+                         source=None)
+    assert glossary.initial and glossary.prompt(list(glossary.initial)) == glossary.initial
+    long_prompt = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer,
+                            TranscribeOptions(initial_prompt="pluggy, MLX, ONNX Runtime " * 8),
+                            BatchOptions(), source=None)
+    initial = list(long_prompt.initial)
+    assert 32 < len(initial) < 223 and len(initial) % 32
+    assert long_prompt.prompt(initial) == initial  # not cut to a multiple of 32
     none = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer, TranscribeOptions(),
                      BatchOptions(context_tokens=0), source=None)
     assert none.prompt(history) == []
