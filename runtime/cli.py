@@ -165,6 +165,13 @@ def _echo(args: argparse.Namespace, several: bool):
     """Print each result as it arrives: its segments (under a header when there are several)."""
     def echo(item, result) -> None:
         if not args.quiet:
+            if result.language_probability is not None:  # detected, not given
+                from runtime.tokenizer import LANGUAGES
+
+                name = LANGUAGES.get(result.language, result.language).title()
+                print(f"{item.source}: detected language {name} "
+                      f"({result.language}, probability {result.language_probability:.2f}); "
+                      "--language sets it", file=sys.stderr)
             if several:
                 print(f"==> {item.source} <==")
             for s in result.segments:

@@ -19,6 +19,7 @@ def test_console_script_prints_jfk():
     assert proc.returncode == 0, proc.stderr
     assert "ask not what your country can do for you" in proc.stdout
     assert re.match(r"\[00:0\d\.\d{3} --> 00:\d\d\.\d{3}\] ", proc.stdout)
+    assert "detected language" not in proc.stderr  # an English-only model detects nothing
 
 
 def test_bad_files_reported_and_others_still_transcribed(tmp_path, capsys):
@@ -56,3 +57,22 @@ def test_bad_model_or_backend(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_detected_language_is_reported_with_how_to_force_one(capsys):
+    """As openai-whisper's command does, the language a multilingual model detected is said
+    (on stderr, with its probability), so a wrong guess is seen and can be overridden."""
+    import argparse
+    from types import SimpleNamespace
+
+    from runtime.cli import _echo
+
+    args = argparse.Namespace(quiet=False, verbose=False)
+    result = SimpleNamespace(segments=[], language="la", language_probability=0.6)
+    _echo(args, several=False)(SimpleNamespace(source="talk.flac"), result)
+    err = capsys.readouterr().err
+    assert err.strip() == ("talk.flac: detected language Latin (la, probability 0.60); "
+                           "--language sets it")
+    given = SimpleNamespace(segments=[], language="en", language_probability=None)
+    _echo(args, several=False)(SimpleNamespace(source="talk.flac"), given)
+    assert capsys.readouterr().err == ""
