@@ -67,7 +67,8 @@ class Runtime:
             dirs = self.plugins.profile_dirs() + list(self.settings.profile_dirs)
             report = run_probes(self.settings.hardware_root, self.plugins.probes())
             self._selection = select_profile(load_profiles(dirs), report, self.plugins.backends(),
-                                             self.settings.profile, self.settings.strict)
+                                             self.settings.profile, self.settings.strict,
+                                             self.settings.emulate)
         return self._selection
 
     @property
@@ -80,7 +81,10 @@ class Runtime:
         precision = self.settings.precision or options.pop("precision", None)
         options.pop("precision", None)
         device = options.pop("device", None)
-        return LoadOptions(precision=precision or "fp32", device=device, options=options)
+        source = self.selection.profile.source if self.selection else None
+        return LoadOptions(precision=precision or "fp32", device=device, options=options,
+                           emulate=bool(self.selection and self.selection.emulated),
+                           profile_dir=str(source.parent) if source else None)
 
     # -- loading --------------------------------------------------------------------------------
     def _read_model(self) -> WhisperModel:

@@ -21,7 +21,8 @@ class Capabilities:
     # batching
     batched_encoder: bool = True  # encodes B windows in one call
     batched_decoder: bool = True  # advances B sequences in one step
-    encoder_batch_sizes: tuple[int, ...] | None = None  # static shapes (NPUs); None = any
+    # static shapes (NPUs): ``encode`` takes any whole number of batches of one size; None = any
+    encoder_batch_sizes: tuple[int, ...] | None = None
     # features
     word_timestamps: bool = False  # can return cross-attention weights
     precisions: tuple[str, ...] = ("fp32",)
@@ -48,6 +49,8 @@ class LoadOptions:
     device: str | None = None
     threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific, validated by it
+    emulate: bool = False  # run on the profile's stand-in for its hardware (``--emulate``)
+    profile_dir: str | None = None  # the profile file's folder (files named relative to it)
 
 
 class DecoderState(Protocol):

@@ -80,6 +80,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
                    help="hardware profile (see `runtime profiles`); default: auto-detect")
     p.add_argument("--strict", action="store_true", default=None,
                    help="exit with status 2 instead of falling back when the profile cannot run")
+    p.add_argument("--emulate", action="store_true", default=None,
+                   help="run --profile on its stand-in where its hardware is absent (QNN HTP "
+                        "simulator, OpenVINO's CPU device); `runtime detect` lists them")
     p.add_argument("--backend", default=None, help="force a backend, bypassing profiles")
     p.add_argument("--precision", default=None, help="override the profile's precision")
 
@@ -88,7 +91,7 @@ def _settings(args: argparse.Namespace):
     from runtime.settings import Settings
 
     overrides = {k: getattr(args, k, None) for k in ("model", "profile", "backend", "precision",
-                                                     "strict")}
+                                                     "strict", "emulate")}
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -224,6 +227,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         rt = Runtime(settings=_settings(args))
         if rt.selection and rt.selection.fallback_note:
             print(f"warning: {rt.selection.fallback_note}", file=sys.stderr)
+        if rt.selection and rt.selection.emulation:
+            print(f"note: {rt.selection.emulation}", file=sys.stderr)
         writers = rt.plugins.writers()
         if args.output_format and args.output_format not in (*writers, "all"):
             raise RuntimeInputError(f"unknown output format {args.output_format!r}; "

@@ -26,14 +26,19 @@ def detect(settings: Settings, plugins: Plugins, load: bool = False) -> dict[str
     verdicts = {}
     for name, profile in sorted(profiles.items(), key=lambda kv: (-kv[1].priority, kv[0])):
         reason = why_not(profile, report, check)
+        emulation = profile.emulation
         verdicts[name] = {"matches": reason is None, "reason": reason or "matches",
                           "backend": profile.backend, "priority": profile.priority,
-                          "description": profile.description}
+                          "description": profile.description,
+                          "emulation": emulation.description if emulation else None,
+                          "emulatable": bool(emulation) and why_not(profile, report, check,
+                                                                    emulate=True) is None}
     try:
-        sel = select_profile(profiles, report, backends, settings.profile, settings.strict)
+        sel = select_profile(profiles, report, backends, settings.profile, settings.strict,
+                             settings.emulate)
         chosen = {"profile": sel.profile.name, "backend": sel.backend,
                   "backend_available": True, "fallback_note": sel.fallback_note,
-                  "notes": sel.notes}
+                  "notes": sel.notes, "emulation": sel.emulation}
     except ProfileError as exc:
         chosen = {"profile": None, "error": str(exc)}
     if load and chosen.get("profile"):
@@ -93,11 +98,16 @@ def render(data: dict[str, Any]) -> str:
     lines.append("Profiles")
     for name, v in data["profiles"].items():
         lines.append(f"  {name:13} {'matches' if v['matches'] else 'no: ' + v['reason']}")
+        if v["emulatable"]:
+            lines.append(f"  {'':13} can be emulated here (--profile {name} --emulate): "
+                         f"{v['emulation']}")
     chosen = data["chosen"]
     if chosen.get("profile"):
         lines.append(f"Chosen: {chosen['profile']} (backend {chosen['backend']}, available)")
         if chosen.get("fallback_note"):
             lines.append(f"  {chosen['fallback_note']}")
+        if chosen.get("emulation"):
+            lines.append(f"  {chosen['emulation']}")
         lines += [f"  note: {n}" for n in chosen.get("notes", [])]
         loaded = chosen.get("loaded")
         if loaded and loaded["ok"]:

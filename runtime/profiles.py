@@ -85,6 +85,19 @@ class Batcher(BaseModel):
         "batched", description="'sequential' forces one chunk at a time even where a backend can batch.")
 
 
+class Emulation(BaseModel):
+    """How a profile runs where its hardware is absent but its software stack loads: the QNN HTP
+    simulator, OpenVINO's CPU device (``--emulate``). The backend gets ``LoadOptions.emulate``
+    and changes only what its options' emulation sections say; the rest of the profile runs as
+    on the device."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    description: str = Field(description="What stands in for the hardware, in one line.")
+    replaces: list[str] = Field(
+        min_length=1, description="Probes whose [[match]] rules the stand-in replaces, e.g. 'qualcomm_npu'.")
+
+
 class Profile(BaseModel):
     """One hardware profile, as read from its TOML file."""
 
@@ -100,6 +113,7 @@ class Profile(BaseModel):
     batcher: Batcher = Field(default_factory=Batcher)
     fallback: list[str] = Field(default_factory=list, description="Profiles to try, in order, when the backend cannot run.")
     notes: list[str] = Field(default_factory=list, description="Shown when this profile is chosen.")
+    emulation: Emulation | None = Field(None, description="A stand-in for the hardware, if any.")
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -197,9 +211,12 @@ class Match:
     reasons: list[str] = field(default_factory=list)
 
 
-def evaluate(profile: Profile, report: HardwareReport) -> Match:
-    """Test every rule of `profile` against `report`; the reasons say what is missing."""
-    reasons = [reason for rule in profile.match for reason in _check_rule(rule, report)]
+def evaluate(profile: Profile, report: HardwareReport, emulate: bool = False) -> Match:
+    """Test every rule of `profile` against `report`; the reasons say what is missing. With
+    `emulate`, the rules of the probes its emulation replaces are left out."""
+    replaced = set(profile.emulation.replaces) if emulate and profile.emulation else set()
+    reasons = [reason for rule in profile.match if rule.probe not in replaced
+               for reason in _check_rule(rule, report)]
     return Match(not reasons, reasons)
 
 

@@ -139,13 +139,16 @@ class Scheduler:
         return self._aligner
 
     def _static_size(self, n: int) -> int:
-        sizes = self.caps.encoder_batch_sizes
+        """Rows to encode for ``n`` windows on a static-shape encoder: the smallest static size
+        that holds them, else a whole number of calls of the largest (an NPU encoder with a
+        static batch of 1 runs a batch of 8 in 8 calls, and the decoder still gets all 8)."""
+        sizes = sorted(self.caps.encoder_batch_sizes or ())
         if not sizes:
             return n
-        fitting = [s for s in sorted(sizes) if s >= n]
-        if not fitting:
-            raise ValueError(f"batch of {n} exceeds the backend's static sizes {sizes}")
-        return fitting[0]
+        fitting = [s for s in sizes if s >= n]
+        if fitting:
+            return fitting[0]
+        return -(-n // sizes[-1]) * sizes[-1]
 
     def _detect(self, rows: list[Row], features) -> None:
         """One language per input (``file_language`` over its rows of its first batch) and,

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     backend: str | None = Field(None, description="Force a backend, bypassing profile selection.")
     precision: str | None = Field(None, description="Override the profile's precision (fp32, fp16, int8...).")
     strict: bool = Field(False, description="Fail instead of falling back when a profile cannot run.")
+    emulate: bool = Field(False, description=(
+        "Run the profile on the stand-in its [emulation] names (QNN HTP simulator, OpenVINO's "
+        "CPU device) where its hardware is absent."))
     profile_dirs: list[Path] = Field(default_factory=list, description="Extra profile folders.")
     hardware_root: Path = Field(Path("/"), description="Where /sys, /proc, /dev are read (tests).")
     decoding: DecodingSettings = Field(default_factory=DecodingSettings)

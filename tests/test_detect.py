@@ -40,8 +40,11 @@ def test_this_machine_chooses_cpu_with_reasons(capsys):
 ])
 def test_faked_machines_through_the_runtime_stack(tmp_path, build, profile):
     """The same path `runtime detect` takes: plugin probes, builtin profiles, selection."""
+    from backends.mlx import plugin as mlx_plugin
+    from backends.onnx import plugin as onnx_plugin
+
     build(tmp_path)
-    plugins = Plugins(load_entry_points=False)
+    plugins = Plugins(load_entry_points=False, extra=[onnx_plugin, mlx_plugin])
     report = run_probes(tmp_path, plugins.probes())
     profiles = load_profiles(plugins.profile_dirs())
 

@@ -231,18 +231,47 @@ def test_options_are_validated(tiny_model, cache_dir):
 
 def test_provider_options_expand_variables(monkeypatch):
     from backends.onnx.options import ProviderSpec
-    from backends.onnx.sessions import _provider_list
+    from backends.onnx.sessions import OpenRequest, _expanded
 
     monkeypatch.setenv("WR_TEST_DIR", "/opt/ryzen")
     monkeypatch.delenv("WR_UNSET_DIR", raising=False)
     spec = ProviderSpec(name="CPUExecutionProvider", options={
         "config_file": "${WR_TEST_DIR}/vaip.json", "cache_dir": "~/c", "other": "$WR_UNSET_DIR/x",
-        "cache_key": "enc", "flag": True})
+        "cache_key": "enc", "level": 3, "profile": "${PROFILE_DIR}/cfg.json"})
     warnings: list[str] = []
-    [(_, opts)] = _provider_list([spec], ["CPUExecutionProvider"], "tiny-b1", warnings)
+    request = OpenRequest(cache_tag="tiny-b1", variables=(("PROFILE_DIR", "/p"),))
+    opts = _expanded(spec, request, warnings)
     assert opts["config_file"] == "/opt/ryzen/vaip.json" and not opts["cache_dir"].startswith("~")
-    assert opts["cache_key"] == "enc-tiny-b1" and opts["flag"] == "True"
+    assert opts["cache_key"] == "enc-tiny-b1" and opts["level"] == "3"
+    assert opts["profile"] == "/p/cfg.json"
     assert len(warnings) == 1 and "WR_UNSET_DIR" in warnings[0]
+
+
+def test_provider_options_refuse_booleans():
+    """Providers spell flags differently ("1" for QNN, "True" for OpenVINO): a TOML boolean
+    would be turned into one spelling silently, so it is refused with the reason."""
+    from pydantic import ValidationError
+
+    from backends.onnx.options import ProviderSpec
+
+    with pytest.raises(ValidationError, match="enable_htp_fp16_precision: write provider options "
+                                              "as strings"):
+        ProviderSpec(name="QNNExecutionProvider", options={"enable_htp_fp16_precision": True})
+
+
+def test_emulation_merges_options_and_device_types():
+    from backends.onnx.options import ProviderSpec
+
+    spec = ProviderSpec(name="QNNExecutionProvider", device_types=["NPU"],
+                        options={"backend_type": "htp", "htp_performance_mode": "burst"},
+                        emulation={"device_types": ["CPU"], "options": {"soc_model": "60"}})
+    emulated = spec.emulated()
+    assert emulated.device_types == ["CPU"]
+    assert emulated.options == {"backend_type": "htp", "htp_performance_mode": "burst",
+                                "soc_model": "60"}
+    assert spec.options == {"backend_type": "htp", "htp_performance_mode": "burst"}
+    plain = ProviderSpec(name="CPUExecutionProvider")
+    assert plain.emulated() is plain
 
 
 def test_manifest_names_every_tensor(onnx_session):
@@ -273,7 +302,7 @@ def _cross_kv_graph(tiny_model, cache_dir):
 def test_a_present_provider_that_refuses_nodes_is_measured(tiny_model, cache_dir):
     """The Azure provider ships in the stock wheel and runs no ordinary node: a real refusal."""
     from backends.onnx.options import GraphOptions
-    from backends.onnx.sessions import open_graph
+    from backends.onnx.sessions import OpenRequest, open_graph
 
     azure = "AzureExecutionProvider"
     if azure not in OnnxBackend().providers():
@@ -284,7 +313,7 @@ def test_a_present_provider_that_refuses_nodes_is_measured(tiny_model, cache_dir
     assert graph.placement.fell_back and graph.placement.nodes.get(azure, 0) == 0
     assert "AzureExecutionProvider took none" in graph.placement.line()
     with pytest.raises(BackendUnavailableError, match="cross_kv.*AzureExecutionProvider"):
-        open_graph(path, manifest, "cross_kv", spec, strict=True)
+        open_graph(path, manifest, "cross_kv", spec, OpenRequest(strict=True))
 
 
 def test_cache_is_rebuilt_for_other_weights_or_exporter(tiny_model, cache_dir):

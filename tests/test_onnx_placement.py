@@ -101,3 +101,58 @@ def test_worker_threads_do_not_spin_unless_the_profile_asks():
     assert default.get_session_config_entry(SPINNING) == "0"
     asked = _session_options(GraphOptions(session_config={SPINNING: "1"}), 2, False, None)
     assert asked.get_session_config_entry(SPINNING) == "1"
+
+
+# --- what compiling EPs report ----------------------------------------------------------------
+
+QNN = "QNNExecutionProvider"
+QNN_TRACE = {  # the shape of onnxruntime-qnn 2.7's qnn_op_trace.json (schema 2), trimmed
+    "backend_type": "htp", "model_name": "encoder-fp32-b1.onnx", "schema_version": 2,
+    "soc_traces": [{"compilation_target": {"device_id": 0, "htp_arch": "V73", "soc_model": 60}}],
+    "subgraph_traces": [{"graph_name": "QNN_1", "op_mappings": [], "tensor_mappings": []}],
+    "summary": {"fusion_count": {"OrtNodeUnit": 68}, "qnn_subgraphs": 1, "supported_nodes": 150,
+                "total_onnx_nodes": 150, "total_qnn_ops": 114, "unsupported_nodes": 0},
+    "unsupported_nodes": []}
+
+
+def test_qnn_op_trace_is_the_placement_of_a_compiled_graph():
+    from backends.onnx.adapters import qnn_report
+
+    report = qnn_report(QNN_TRACE, {"backend_type": "htp"})
+    assert report.complete and report.device == "HTP (soc_model 60, V73)"
+    p = GraphPlacement("encoder", (QNN, CPU), (QNN, CPU), {}, (), (report,))
+    assert p.line() == ("encoder: QNNExecutionProvider on HTP (soc_model 60, V73): 150/150 ONNX "
+                        "nodes (QNN op trace)")
+    assert not p.fell_back and p.device == "HTP (soc_model 60, V73)"
+    partial = qnn_report({**QNN_TRACE, "summary": {**QNN_TRACE["summary"], "supported_nodes": 148,
+                                                   "unsupported_nodes": 2},
+                          "unsupported_nodes": [{"name": "n1", "op_type": "Erf"}, "n2"]}, {})
+    p = GraphPlacement("encoder", (QNN, CPU), (QNN, CPU), {}, (), (partial,))
+    assert p.fell_back and "148/150 ONNX nodes, not supported: Erf, n2" in p.line()
+
+
+def test_vitisai_report_counts_npu_and_cpu_nodes():
+    from backends.onnx.adapters import vitisai_report
+
+    report = vitisai_report({"deviceStat": [
+        {"name": "all", "nodeNum": 400, "supportedOpType": ["::Add", "::Conv"]},
+        {"name": "CPU", "nodeNum": 2, "supportedOpType": ["::DequantizeLinear", "::QuantizeLinear"]},
+        {"name": "NPU", "nodeNum": 398, "supportedOpType": ["::Add", "::Conv"]}]})
+    assert (report.supported, report.total) == (398, 400) and report.complete is False
+    assert report.unsupported == ("::DequantizeLinear", "::QuantizeLinear")
+    assert vitisai_report({"deviceStat": [{"name": "NPU", "nodeNum": 225}]}).complete
+
+
+def test_openvino_says_which_device_and_whether_it_could_fall_back():
+    from backends.onnx.adapters import NO_CPU_FALLBACK, adapter
+
+    ov = "OpenVINOExecutionProvider"
+    sure = adapter(ov).read({"device_type": "NPU"}, Path("."), {NO_CPU_FALLBACK: "1"})
+    p = GraphPlacement("encoder", (ov,), (ov, CPU), {ov: 1}, (), (sure,))
+    assert p.line() == ("encoder: OpenVINOExecutionProvider on NPU: 1 compiled partition "
+                        "(OpenVINO device_type; no fallback to its CPU plugin)")
+    unsure = adapter(ov).read({"device_type": "NPU"}, Path("."), {})
+    assert unsure.device == "NPU or CPU" and NO_CPU_FALLBACK in unsure.source
+    # attached as a plugin EP, the device comes from its EP device: device_type is refused
+    assert adapter(ov).prepare({"device_type": "NPU", "load_config": "{}"}, Path("."),
+                               plugin=True) == {"load_config": "{}"}

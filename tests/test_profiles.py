@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import ProfileError
-from runtime.hardware import BUILTIN_PROBES, Finding, HardwareReport, run_probes
+from backends.mlx import plugin as mlx_plugin
+from backends.onnx import plugin as onnx_plugin
+from runtime.hardware import BUILTIN_PROBES, Finding, HardwareReport
+from runtime.hardware import run_probes as run_core_probes
+from runtime.plugins import Plugins
 from runtime.profiles import (
     Profile,
     builtin_profiles_dir,
@@ -20,6 +24,15 @@ from runtime.profiles import (
 from tests import fakehw
 
 BUILTIN = {"cpu", "apple-silicon", "xdna2", "xdna", "intel-npu", "qualcomm-npu", "nvidia", "numpy"}
+
+
+# the core's hardware probes and the onnx and mlx plugins' library probes, as a Runtime runs them
+PROBES = Plugins(load_entry_points=False, extra=[onnx_plugin, mlx_plugin]).probes()
+PROBE_NAMES = {getattr(p, "probe_name", "") for p in PROBES}
+
+
+def run_probes(root: Path | None = None) -> HardwareReport:
+    return run_core_probes(root or Path("/"), PROBES)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +63,9 @@ def test_builtin_profiles_load(profiles: dict[str, Profile]) -> None:
         assert profile.name == "numpy" or profile.fallback[-1] == "numpy", profile.name
         assert profile.name == "numpy" or profile.priority > profiles["numpy"].priority
         for rule in profile.match:
-            assert rule.probe in BUILTIN_PROBES, (profile.name, rule.probe)
+            assert rule.probe in PROBE_NAMES, (profile.name, rule.probe)
+        if profile.emulation:
+            assert set(profile.emulation.replaces) <= set(BUILTIN_PROBES), profile.name
 
 
 def test_cpu_profiles_match_everything(profiles: dict[str, Profile]) -> None:
@@ -69,18 +84,52 @@ def test_npu_profiles_use_the_vendor_execution_providers(profiles: dict[str, Pro
 
     vitis = encoder_provider("xdna2")
     assert vitis["name"] == "VitisAIExecutionProvider"
-    assert {"config_file", "cache_dir", "cache_key"} <= set(vitis["options"])
-    assert vitis["options"]["config_file"].endswith("vaip_config.json")
+    assert vitis["options"]["config_file"] == "${PROFILE_DIR}/vitisai/whisper_encoder_bf16.json"
+    assert vitis["options"]["enable_cache_file_io_in_mem"] == "0"  # disk cache and the report
+    assert {"cache_dir", "cache_key"} <= set(vitis["options"])
+    assert not {"target", "xclbin", "log_level"} & set(vitis["options"])  # INT8-only / removed
     assert profiles["xdna2"].backend_options["precision"] == "fp32"  # compiled to BF16 by the EP
-    assert encoder_provider("intel-npu") == {"name": "OpenVINOExecutionProvider", "options": {"device_type": "NPU"}}
+    openvino = encoder_provider("intel-npu")
+    assert openvino["options"]["device_type"] == "NPU" and openvino["device_types"] == ["NPU"]
+    assert '"CACHE_DIR"' in openvino["options"]["load_config"]
+    assert openvino["emulation"]["options"] == {"device_type": "CPU"}
+    encoder = profiles["intel-npu"].backend_options["encoder"]
+    assert encoder["session_config"] == {"session.disable_cpu_ep_fallback": "1"}
+    assert encoder["graph_optimization_level"] == "disable"
     qnn = encoder_provider("qualcomm-npu")
-    assert qnn["name"] == "QNNExecutionProvider" and qnn["options"]["backend_path"] == "QnnHtp.dll"
+    assert qnn["name"] == "QNNExecutionProvider" and qnn["options"]["backend_type"] == "htp"
+    assert "backend_path" not in qnn["options"]  # QnnHtp.dll was Windows-only
+    assert "enable_htp_fp16_precision" not in qnn["options"]  # refused without soc_model
+    assert qnn["emulation"]["options"] == {"soc_model": "60", "htp_arch": "73"}
     assert encoder_provider("nvidia")["name"] == "CUDAExecutionProvider"
     for name in ("xdna2", "intel-npu", "qualcomm-npu"):
         options = profiles[name].backend_options
         assert options["static_shapes"] is True and options["encoder_batch_size"] == 1
-        assert profiles[name].batcher.batch_size == 1
+        # the static encoder runs a batch in several calls; the CPU decoder keeps it together
+        assert profiles[name].batcher.batch_size == 8
+        assert profiles[name].batcher.decoder == "batched"
         assert options["decoder"]["providers"] == [{"name": "CPUExecutionProvider"}]
+    assert (builtin_profiles_dir() / "vitisai" / "whisper_encoder_bf16.json").is_file()
+
+
+def test_vitisai_config_is_a_bf16_configuration() -> None:
+    """Ryzen AI 1.6+ BF16 configs: the vaiml_partition pass and a `target` section."""
+    import json
+
+    config = json.loads((builtin_profiles_dir() / "vitisai" / "whisper_encoder_bf16.json").read_text())
+    assert config["target"] == "VAIML"
+    assert [t["pass"] for t in config["targets"]] == [["init", "vaiml_partition"]]
+    partition = {p["name"]: p for p in config["passes"]}["vaiml_partition"]
+    assert partition["plugin"] == "vaip-pass_vaiml_partition"
+    assert partition["vaiml_config"]["optimize_level"] in (1, 2, 3)
+
+
+def test_emulated_profiles_say_what_stands_in(profiles: dict[str, Profile]) -> None:
+    emulated = {n: p.emulation for n, p in profiles.items() if p.emulation}
+    assert set(emulated) == {"intel-npu", "qualcomm-npu"}
+    assert emulated["qualcomm-npu"].replaces == ["qualcomm_npu"]
+    assert "simulat" in emulated["qualcomm-npu"].description
+    assert emulated["intel-npu"].replaces == ["intel_npu"]
 
 
 def test_xdna_profile_never_claims_the_npu(profiles: dict[str, Profile]) -> None:
@@ -148,8 +197,8 @@ def test_strix_without_ryzen_ai_software_explains(tmp_path: Path, profiles: dict
     choice = choose_profile(profiles, report, all_available)
     assert choice.require().name == "cpu"
     [reason] = choice.reasons["xdna2"]
-    assert reason.startswith("no VitisAI execution provider (Ryzen AI Software): software providers lack "
-                             "VitisAIExecutionProvider (found: CPUExecutionProvider)")
+    assert reason.startswith("no VitisAI execution provider (Ryzen AI Software): onnxruntime "
+                             "providers lack VitisAIExecutionProvider (found: CPUExecutionProvider)")
 
 
 def test_strix_without_driver_explains(tmp_path: Path, profiles: dict[str, Profile]) -> None:
@@ -163,7 +212,8 @@ def test_apple_without_mlx_explains_with_the_detail_reason(tmp_path: Path, profi
     assert choice.require().name == "cpu"
     reasons = choice.reasons["apple-silicon"]
     assert any("rosetta = True, needs False" in r and "Rosetta 2" in r for r in reasons)
-    assert any("metal = False" in r and "mlx is not installed" in r for r in reasons)
+    assert any("no MLX with a Metal GPU: mlx found nothing" in r and "mlx is not installed" in r
+               for r in reasons)
 
 
 def test_this_machine_chooses_cpu_and_explains_every_other_profile(profiles: dict[str, Profile]) -> None:

@@ -44,23 +44,25 @@ class OnnxSession(NumpyFrontend):
             raise ValueError(f"onnx backend precisions are {', '.join(PRECISIONS)}, "
                              f"not {options.precision!r}")
         self.options = OnnxOptions(**options.options)
+        _quiet_default_logger()
         self.model = model
         self.precision = options.precision
         self.static_batch = self.options.static_batch
-        self.encoder_graph = self._open("encoder", self.options.encoder, self.static_batch,
-                                        options.threads)
-        self.cross_graph = self._open("cross_kv", self.options.decoder, None, options.threads)
-        self.decoder_graph = self._open("decoder", self.options.decoder, None, options.threads)
+        self.load_options = options
+        self.encoder_graph = self._open("encoder", self.options.encoder, self.static_batch)
+        self.cross_graph = self._open("cross_kv", self.options.decoder, None)
+        self.decoder_graph = self._open("decoder", self.options.decoder, None)
         self.device = _device_of(self.encoder_graph.placement.main_provider, options.device)
         from backends.onnx.placement import PlacementReport
 
         self.placement = PlacementReport(tuple(g.placement for g in (
             self.encoder_graph, self.cross_graph, self.decoder_graph)))
 
-    def _open(self, graph: str, spec, batch: int | None, threads: int | None):
+    def _open(self, graph: str, spec, batch: int | None):
+        from backends.onnx.eps import cache_versions
         from backends.onnx.export import cache_root, ensure_graph, model_folder
         from backends.onnx.manifest import Manifest
-        from backends.onnx.sessions import open_graph
+        from backends.onnx.sessions import OpenRequest, open_graph
 
         precision = spec.precision or self.precision
         if spec.model and graph != "cross_kv":
@@ -72,10 +74,19 @@ class OnnxSession(NumpyFrontend):
             folder = model_folder(cache_root(self.options.cache_dir), self.model)
             path, manifest = ensure_graph(self.model, graph, precision, batch, folder,
                                           fused=self.options.fused_attention)
-        tag = f"{self.model.name}-{self.model.digest()[:8]}-{path.stem}"
-        return open_graph(path.parent / manifest.file, manifest, graph, spec,
-                          strict=self.options.strict_placement,
-                          check=self.options.check_placement, threads=threads, cache_tag=tag)
+        # a compiled-model cache entry per model, graph, and EP/driver version (never reused
+        # across versions: Ryzen AI's documentation forbids it)
+        tag = (f"{self.model.name}-{self.model.digest()[:8]}-{path.stem}"
+               f"-{cache_versions([p.name for p in spec.providers])}")
+        options = self.load_options
+        variables = (("ONNX_CACHE", str(cache_root(self.options.cache_dir))),)
+        if options.profile_dir:
+            variables += (("PROFILE_DIR", options.profile_dir),)
+        request = OpenRequest(strict=self.options.strict_placement,
+                              check=self.options.check_placement, threads=options.threads,
+                              cache_tag=tag, emulate=options.emulate or self.options.emulate,
+                              variables=variables)
+        return open_graph(path.parent / manifest.file, manifest, graph, spec, request)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -131,6 +142,18 @@ class OnnxSession(NumpyFrontend):
         batch = f"static batch {self.static_batch}" if self.static_batch else "dynamic batch"
         return (f"onnx backend: onnxruntime {ort.__version__}, {'/'.join(sorted(precisions))} "
                 f"({self.precision} requested), encoder {batch}; {self.placement.summary()}")
+
+
+def _quiet_default_logger() -> None:
+    """ONNX Runtime's process-wide logger prints EP warnings straight to stderr (QNN's "File
+    mapped weights ...", OpenVINO's recompiles, an EP's error before the exception that carries
+    it); placement says what matters in one line. They are shown with --verbose (INFO logging)."""
+    import logging
+
+    import onnxruntime as ort
+
+    verbose = logging.getLogger(__name__).isEnabledFor(logging.INFO)
+    ort.set_default_logger_severity(2 if verbose else 4)
 
 
 def _expand(value: str) -> str:

@@ -9,15 +9,23 @@ Layout, as in ``profiles/xdna2.toml``::
     strict_placement = false      # true: fail instead of running nodes on the CPU
 
     [[backend_options.encoder.providers]]        # tried in order, as ONNX Runtime does
-    name = "VitisAIExecutionProvider"
-    options = { config_file = "${RYZEN_AI_INSTALLATION_PATH}/...", cache_dir = "~/..." }
+    name = "QNNExecutionProvider"
+    device_types = ["NPU"]        # a plugin EP: attach its EP devices of these types
+    options = { backend_type = "htp", enable_htp_fp16_precision = "1" }
+    emulation = { device_types = ["CPU"], options = { soc_model = "60", htp_arch = "73" } }
 
     [backend_options.decoder]
     precision = "int8"            # a graph may override the precision
     intra_op_num_threads = 4
 
 String values of provider options and session config entries have ``${VARS}`` and ``~``
-expanded; a variable that is not set is left as written and reported as a placement warning.
+expanded (``${PROFILE_DIR}`` is the profile file's folder); a variable that is not set is left
+as written and reported as a placement warning. Provider option values are strings or numbers,
+never TOML booleans: providers spell their flags differently ("1" for QNN, "True" for OpenVINO).
+
+``emulation`` says how a provider runs on a stand-in for its hardware (``runtime transcribe
+--emulate``): options merged over ``options`` and the EP device types to attach instead; the rest
+of the profile stays exactly as on the device.
 """
 
 from __future__ import annotations
@@ -26,10 +34,27 @@ import os
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Scalar = str | int | float | bool
 _UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+DeviceType = Literal["NPU", "GPU", "CPU"]
+
+
+class ProviderEmulation(BaseModel):
+    """How a provider runs where its hardware is absent but its EP loads (``--emulate``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    options: dict[str, Scalar] = Field(default_factory=dict,
+                                       description="Provider options merged over the real ones.")
+    device_types: list[DeviceType] | None = Field(
+        None, description="EP device types to attach instead of the provider's device_types.")
+
+    @field_validator("options")
+    @classmethod
+    def _strings(cls, options: dict[str, Scalar]) -> dict[str, Scalar]:
+        return _no_booleans(options)
 
 
 class ProviderSpec(BaseModel):
@@ -40,6 +65,27 @@ class ProviderSpec(BaseModel):
     name: str = Field(description="ONNX Runtime provider name, e.g. 'CPUExecutionProvider'.")
     options: dict[str, Scalar] = Field(default_factory=dict,
                                        description="Provider options; strings expand ${VARS} and ~.")
+    plugin: str | None = Field(
+        None, description="Python package shipping this EP as a plugin library (get_library_path); "
+                          "None: the known package for this EP name, if any.")
+    device_types: list[DeviceType] = Field(
+        default_factory=list, description="A plugin EP's devices to attach, by hardware type; "
+                                          "empty: every device it lists.")
+    emulation: ProviderEmulation | None = Field(
+        None, description="Options and device types on a stand-in for the hardware (--emulate).")
+
+    @field_validator("options")
+    @classmethod
+    def _strings(cls, options: dict[str, Scalar]) -> dict[str, Scalar]:
+        return _no_booleans(options)
+
+    def emulated(self) -> ProviderSpec:
+        """This provider as it runs under ``--emulate`` (unchanged without an emulation)."""
+        if self.emulation is None:
+            return self
+        types = self.emulation.device_types
+        return self.model_copy(update={"options": {**self.options, **self.emulation.options},
+                                       "device_types": self.device_types if types is None else types})
 
 
 class GraphOptions(BaseModel):
@@ -61,6 +107,9 @@ class GraphOptions(BaseModel):
     model: str | None = Field(
         None, description="Manifest (.json) of a graph exported beforehand, e.g. an EP-context "
                           "model; None: export from the weights into the cache.")
+    ep_context: bool = Field(
+        False, description="Keep the EP's compiled model (an EP-context model) in the graph cache "
+                           "and load it on later runs instead of compiling again.")
 
 
 class OnnxOptions(BaseModel):
@@ -79,6 +128,8 @@ class OnnxOptions(BaseModel):
                            "op (CPU and CUDA providers; NPU compilers expect standard ops).")
     encoder: GraphOptions = Field(default_factory=GraphOptions)
     decoder: GraphOptions = Field(default_factory=GraphOptions)
+    emulate: bool = Field(False, description="Run providers as their ``emulation`` says (set by "
+                                             "the runtime for --emulate, not in profiles).")
 
     @model_validator(mode="after")
     def _batch_needs_static(self) -> OnnxOptions:
@@ -93,13 +144,24 @@ class OnnxOptions(BaseModel):
         return (self.encoder_batch_size or 1) if self.static_shapes else None
 
 
-def expand(value: Scalar) -> Scalar:
-    """``${VAR}``/``$VAR`` and a leading ``~`` expanded in strings; other values unchanged."""
+def expand(value: Scalar, variables: dict[str, str] | None = None) -> Scalar:
+    """``${VAR}``/``$VAR`` (``variables`` first, then the environment) and a leading ``~``
+    expanded in strings; other values unchanged."""
     if not isinstance(value, str):
         return value
+    for name, replacement in (variables or {}).items():
+        value = value.replace("${" + name + "}", replacement)
     return os.path.expanduser(os.path.expandvars(value))
 
 
-def unset_variables(value: Scalar) -> list[str]:
+def unset_variables(value: Scalar, variables: dict[str, str] | None = None) -> list[str]:
     """Names of variables still in ``value`` after expansion (not set in the environment)."""
-    return _UNSET_VAR.findall(expand(value)) if isinstance(value, str) else []
+    return _UNSET_VAR.findall(str(expand(value, variables))) if isinstance(value, str) else []
+
+
+def _no_booleans(options: dict[str, Scalar]) -> dict[str, Scalar]:
+    flags = [key for key, value in options.items() if isinstance(value, bool)]
+    if flags:
+        raise ValueError(f"{', '.join(flags)}: write provider options as strings (\"1\", \"True\", "
+                         "as the provider documents them), not TOML booleans")
+    return options

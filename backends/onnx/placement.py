@@ -7,7 +7,9 @@ creating a session we (1) compare the requested providers with ``session.get_pro
 count the node events of that run by their ``args.provider`` field, then switch the profiler off
 (``InferenceSession.end_profiling()``), so later runs are not profiled. That one run doubles as
 the warm-up. The node counts are those of the optimized graph that really executes (after ONNX
-Runtime's fusions), so they are smaller than the exported graph's node count.
+Runtime's fusions), so they are smaller than the exported graph's node count. A compiling EP
+(VitisAI, OpenVINO, QNN) runs each partition it took as one fused node, so its count says little:
+its own report (``ep_reports``), when it has one, says how many ONNX nodes it took and where.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from backends.onnx.adapters import EpReport
 
 CPU = "CPUExecutionProvider"
 
@@ -29,6 +33,7 @@ class GraphPlacement:
     active: tuple[str, ...]  # session.get_providers()
     nodes: dict[str, int] = field(default_factory=dict)  # provider -> nodes run; {} if unmeasured
     warnings: tuple[str, ...] = ()  # missing providers, failed registrations, unset variables
+    reports: tuple[EpReport, ...] = ()  # what compiling EPs say they took
 
     @property
     def total_nodes(self) -> int:
@@ -48,6 +53,8 @@ class GraphPlacement:
         if not wanted:
             return False
         first = wanted[0]
+        if any(r.complete is False for r in self.reports if r.provider == first):
+            return True
         return first not in self.active or (bool(self.nodes) and self.nodes.get(first, 0)
                                             < self.total_nodes)
 
@@ -61,10 +68,24 @@ class GraphPlacement:
             if len(self.nodes) == 1:
                 return f"{head} ({self.total_nodes}/{self.total_nodes} nodes)"
             return head + (f" ({counts})" if counts else "")
+        if self.reports:
+            others = [f"{n} on {p}" for p, n in self.nodes.items()
+                      if n and p not in {r.provider for r in self.reports}]
+            return (f"{self.graph}: " + "; ".join(self._report_line(r) for r in self.reports)
+                    + (f"; also {', '.join(others)}" if others else ""))
         if counts:
             idle = [p for p in self.requested if p != CPU and not self.nodes.get(p)]
             return f"{self.graph}: {counts}" + (f" ({', '.join(idle)} took none)" if idle else "")
         return f"{self.graph}: on {', '.join(self.active)} (placement not measured)"
+
+    def _report_line(self, report: EpReport) -> str:
+        """An EP report; one that counts no ONNX nodes (OpenVINO) gets ONNX Runtime's count of
+        the compiled partitions it ran (nodes on other providers follow as 'also ...')."""
+        if report.total is None and self.nodes:
+            n = self.nodes.get(report.provider, 0)
+            return (f"{report.provider} on {report.device}: {n} compiled "
+                    f"partition{'' if n == 1 else 's'} ({report.source})")
+        return report.line()
 
     def _counts(self) -> str:
         if not self.nodes:
@@ -76,6 +97,12 @@ class GraphPlacement:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "line": self.line(), "fell_back": self.fell_back}
+
+    @property
+    def device(self) -> str | None:
+        """The device an EP report names for the first requested accelerator, if any."""
+        wanted = [p for p in self.requested if p != CPU]
+        return next((r.device for r in self.reports if wanted and r.provider == wanted[0]), None)
 
 
 @dataclass(frozen=True)

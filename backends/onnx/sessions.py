@@ -2,10 +2,16 @@
 
 Every session is created with the providers the profile asks for, in order, less those this
 onnxruntime build lacks (each named in a warning rather than left to ONNX Runtime's silent
-fallback), then measured (``placement``). With ``strict_placement`` a missing provider, a provider
-that fails to start, or a node left to the CPU is a ``BackendUnavailableError`` instead: the CPU
-provider is removed from the list and ONNX Runtime's ``session.disable_cpu_ep_fallback`` config
-entry makes session creation fail when the accelerator does not take every node.
+fallback), then measured (``placement``). Built-in providers are attached by name; plugin EPs
+(``backends.onnx.eps``) through their EP devices (``add_provider_for_devices``).
+
+ONNX Runtime's Python layer has a fallback of its own: when a provider fails, it prints an "EP
+Error" banner **on stdout** and retries on the CPU. It is turned off (``enable_fallback=0``), so
+a failure reaches ``_create``, which says why in one warning line and retries on the CPU, or,
+with ``strict_placement``, raises ``BackendUnavailableError``: then the CPU provider is removed
+from the list and ``session.disable_cpu_ep_fallback`` makes session creation fail when the
+accelerator does not take every node. Compiling EPs also say themselves what they took
+(``ep_reports``); that report goes into the placement.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from backends.onnx.manifest import Manifest, TensorSpec
+from backends.onnx import eps
+from backends.onnx.adapters import NO_CPU_FALLBACK, EpReport, adapter
+from backends.onnx.manifest import Manifest
 from backends.onnx.options import GraphOptions, ProviderSpec, expand, unset_variables
 from backends.onnx.placement import CPU, GraphPlacement, nodes_per_provider
 from runtime.errors import BackendUnavailableError
@@ -60,25 +68,67 @@ class Graph:
         return batched
 
 
-def _provider_list(specs: list[ProviderSpec], available: list[str], cache_tag: str,
-                   warnings: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """(name, options) of the available providers; ${VARS}/~ expanded; cache_key suffixed with
-    the graph's tag, so each model and shape gets its own compiled-model cache entry."""
-    chosen = []
-    for spec in specs:
-        if spec.name not in available:
-            continue
-        options = {}
-        for key, value in spec.options.items():
-            unset = unset_variables(value)
-            if unset:
-                warnings.append(f"{spec.name} option {key}: environment variable "
-                                f"{', '.join(unset)} is not set ({value!r})")
-            value = expand(value)
-            options[key] = f"{value}-{cache_tag}" if key == "cache_key" else value
-        chosen.append((spec.name, {k: str(v) if isinstance(v, bool) else v
-                                   for k, v in options.items()}))
-    return chosen
+@dataclass
+class Provider:
+    """A provider resolved for this process: its options as ONNX Runtime takes them, and for a
+    plugin EP the EP devices it is attached to (None: a built-in provider, attached by name)."""
+
+    name: str
+    options: dict[str, str]
+    devices: list[Any] | None = None
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """Everything ``open_graph`` needs besides the graph: how strictly, how measured, and the
+    values substituted into provider options."""
+
+    strict: bool = False
+    check: bool = True
+    threads: int | None = None
+    cache_tag: str = ""  # suffix of a provider's cache_key: one compiled model per graph
+    emulate: bool = False  # providers as their ``emulation`` says
+    variables: tuple[tuple[str, str], ...] = ()  # ${NAME} values, e.g. PROFILE_DIR
+
+
+def _resolve(spec: ProviderSpec, request: OpenRequest,
+             warnings: list[str]) -> tuple[Provider | None, str | None]:
+    """The provider ready to attach, or None and why it cannot be (not in this build, or a
+    plugin EP without a device of the wanted type)."""
+    import onnxruntime as ort
+
+    if request.emulate:
+        spec = spec.emulated()
+    if spec.name != CPU and spec.name not in ort.get_available_providers():
+        eps.register_plugin(spec.name, spec.plugin)
+    options = _expanded(spec, request, warnings)
+    plugin = eps.plugin(spec.name)
+    if plugin is None:
+        if spec.name not in eps.available_providers():
+            return None, f"{spec.name} not available in onnxruntime {ort.__version__}"
+        return Provider(spec.name, options), None
+    found = eps.ep_devices(spec.name)
+    wanted = [d for d in found if not spec.device_types or eps.device_type(d) in spec.device_types]
+    if not wanted:
+        listed = ", ".join(sorted({eps.device_type(d) for d in found})) or "none"
+        return None, (f"{spec.name} ({plugin.module} {plugin.version}) lists no "
+                      f"{'/'.join(spec.device_types)} device (it lists: {listed})")
+    return Provider(spec.name, options, wanted), None
+
+
+def _expanded(spec: ProviderSpec, request: OpenRequest, warnings: list[str]) -> dict[str, str]:
+    """Options with ${VARS}/~ expanded, as text; cache_key suffixed with the graph's tag, so
+    each model and shape gets its own compiled-model cache entry."""
+    variables = dict(request.variables)
+    options = {}
+    for key, value in spec.options.items():
+        unset = unset_variables(value, variables)
+        if unset:
+            warnings.append(f"{spec.name} option {key}: environment variable "
+                            f"{', '.join(unset)} is not set ({value!r})")
+        text = str(expand(value, variables))
+        options[key] = f"{text}-{request.cache_tag}" if key == "cache_key" else text
+    return options
 
 
 # Worker threads that spin while waiting for work: ONNX Runtime's default, but a transcription
@@ -90,7 +140,7 @@ SPINNING = "session.intra_op.allow_spinning"
 
 
 def _session_options(spec: GraphOptions, threads: int | None, strict: bool,
-                     profile_dir: str | None):
+                     profile_dir: str | None, cpu_only: bool = False):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -103,10 +153,13 @@ def _session_options(spec: GraphOptions, threads: int | None, strict: bool,
     if spec.inter_op_num_threads:
         so.inter_op_num_threads = spec.inter_op_num_threads
     config = {SPINNING: "0", **spec.session_config}
+    if cpu_only:  # the retry on the CPU: no accelerator-only entries
+        config = {k: v for k, v in config.items()
+                  if k != NO_CPU_FALLBACK and not k.startswith("ep.context")}
     for key, value in config.items():
         so.add_session_config_entry(key, str(expand(value)))
     if strict:
-        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        so.add_session_config_entry(NO_CPU_FALLBACK, "1")
     if profile_dir:
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(profile_dir) / "placement")
@@ -123,75 +176,126 @@ def _dummy_feeds(manifest: Manifest) -> dict[str, np.ndarray]:
     return {t.name: np.zeros([size(d) for d in t.shape], dtype=t.dtype) for t in manifest.inputs}
 
 
-def _measure(session, manifest: Manifest) -> dict[str, int]:
-    """One profiled run (the warm-up); node counts per provider; profiling ends with it."""
-    session.run(None, _dummy_feeds(manifest))
+def _measure(session, manifest: Manifest, skip: bool = False) -> dict[str, int]:
+    """One profiled run (the warm-up); node counts per provider; profiling ends with it
+    (also when the run is skipped, so later runs are never profiled)."""
+    if skip:
+        session.end_profiling()
+        return {}
+    with eps.native_stdout_to_log():
+        session.run(None, _dummy_feeds(manifest))
     return nodes_per_provider(session.end_profiling())
 
 
-def open_graph(path: Path, manifest: Manifest, label: str, spec: GraphOptions, *,
-               strict: bool = False, check: bool = True, threads: int | None = None,
-               cache_tag: str = "") -> Graph:
+def open_graph(path: Path, manifest: Manifest, label: str, spec: GraphOptions,
+               request: OpenRequest = OpenRequest()) -> Graph:
     """An ONNX Runtime session for the graph at ``path`` with measured placement."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
+    strict = request.strict
     requested = tuple(p.name for p in spec.providers)
     accelerators = [p for p in requested if p != CPU]
-    missing = [p for p in requested if p not in available]
-    if strict and missing:
-        raise BackendUnavailableError(
-            f"{label}: {missing[0]} is not available in this onnxruntime {ort.__version__} "
-            f"(it has {', '.join(available)}); install the onnxruntime build that ships it, or "
-            f"turn strict placement off to run the {label} on the CPU")
-    warnings = [f"{p} not available in onnxruntime {ort.__version__}" for p in missing]
-    providers = _provider_list(spec.providers, available, cache_tag, warnings)
+    warnings: list[str] = []
+    providers: list[Provider] = []
+    for provider_spec in spec.providers:
+        provider, why_not = _resolve(provider_spec, request, warnings)
+        if provider is None:
+            if strict:
+                raise BackendUnavailableError(
+                    f"{label}: {why_not}; install the onnxruntime build or plugin package that "
+                    f"ships it, or turn strict placement off to run the {label} on the CPU")
+            warnings.append(str(why_not))
+        else:
+            providers.append(provider)
     if strict and accelerators:
-        providers = [p for p in providers if p[0] != CPU]  # the fallback entry forbids it
-    providers = providers or [(CPU, {})]
-    profile_dir = tempfile.mkdtemp(prefix="whisper-ort-profile-") if check else None
+        providers = [p for p in providers if p.name != CPU]  # the fallback entry forbids it
+    providers = providers or [Provider(CPU, {})]
+    workdir = Path(tempfile.mkdtemp(prefix="whisper-ort-"))
     try:
-        session = _create(path, spec, threads, strict and bool(accelerators), profile_dir,
+        providers = [Provider(p.name, adapter(p.name).prepare(p.options, workdir,
+                                                               p.devices is not None), p.devices)
+                     for p in providers]
+        session = _create(path, spec, request, str(workdir) if request.check else None,
                           providers, label, warnings)
-        nodes = _measure(session, manifest) if check else {}
+        reports = _ep_reports(session, providers, workdir, spec) if request.check else ()
+        nodes = _measure(session, manifest, skip=_reported(reports, session)) if request.check else {}
     finally:
-        if profile_dir:
-            shutil.rmtree(profile_dir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     placement = GraphPlacement(label, requested, tuple(session.get_providers()), nodes,
-                               tuple(warnings))
+                               tuple(warnings), reports)
     if strict and placement.fell_back:
         raise BackendUnavailableError(
             f"{placement.line()}; strict placement wants every {label} node on "
             f"{accelerators[0]}: check the provider's options and logs, or turn strict "
             f"placement off")
-    log.info("%s", placement.line())
+    if placement.fell_back or warnings:  # one line, on stderr, whatever the log level
+        log.warning("%s", placement.line() + (f" ({'; '.join(warnings)})" if warnings else ""))
+    else:
+        log.info("%s", placement.line())
     return Graph(session, manifest, placement)
 
 
-def _create(path: Path, spec: GraphOptions, threads: int | None, strict: bool,
-            profile_dir: str | None, providers: list, label: str, warnings: list[str]):
+def _reported(reports: tuple[EpReport, ...], session) -> bool:
+    """Whether every accelerator of the session counted its nodes itself when it compiled (QNN's
+    op trace, VitisAI's report): the profiled warm-up run would add nothing but its time (a
+    minute on the HTP simulator)."""
+    accelerators = [p for p in session.get_providers() if p != CPU]
+    counted = {r.provider for r in reports if r.total is not None}
+    return bool(accelerators) and set(accelerators) <= counted
+
+
+def _ep_reports(session, providers: list[Provider], workdir: Path,
+                spec: GraphOptions) -> tuple[EpReport, ...]:
+    active = set(session.get_providers())
+    config = dict(spec.session_config)
+    found = [adapter(p.name).read(p.options, workdir, config) for p in providers
+             if p.name in active]
+    return tuple(r for r in found if r is not None)
+
+
+def _create(path: Path, spec: GraphOptions, request: OpenRequest, profile_dir: str | None,
+            providers: list[Provider], label: str, warnings: list[str]):
     """Create the session; a provider that fails to start leaves the graph to the CPU (with a
     warning), or is an error under strict placement."""
-    import onnxruntime as ort
-
-    so = _session_options(spec, threads, strict, profile_dir)
+    strict = request.strict and any(p.name != CPU for p in providers)
+    cpu_only = all(p.name == CPU for p in providers)  # every accelerator missing: no EP entries
+    so = _session_options(spec, request.threads, strict, profile_dir, cpu_only)
     try:
-        return ort.InferenceSession(str(path), so, providers=[p[0] for p in providers],
-                                    provider_options=[p[1] for p in providers])
+        return _new_session(path, so, providers)
     except Exception as exc:  # noqa: BLE001  (ONNX Runtime's Fail, EPFail, ... derive from it)
-        names = ", ".join(p[0] for p in providers)
-        if strict or providers == [(CPU, {})]:
+        names = ", ".join(p.name for p in providers)
+        reason = " ".join(str(exc).split())[:300]
+        if strict or [p.name for p in providers] == [CPU]:
             how = " with strict placement (no CPU fallback)" if strict else ""
             raise BackendUnavailableError(
-                f"{label}: ONNX Runtime could not start {names}{how}: {str(exc).strip()}; check "
+                f"{label}: ONNX Runtime could not start {names}{how}: {reason}; check "
                 f"the provider's installation and options"
                 + (", or turn strict placement off" if strict else "")) from exc
-        warnings.append(f"{names} failed to start ({str(exc).strip()[:300]}); {label} on {CPU}")
-        so = _session_options(spec, threads, False, profile_dir)
-        return ort.InferenceSession(str(path), so, providers=[CPU])
+        warnings.append(f"{names} failed to start ({reason}); {label} on {CPU}")
+        so = _session_options(spec, request.threads, False, profile_dir, cpu_only=True)
+        return _new_session(path, so, [Provider(CPU, {})])
 
 
-def dims_ok(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
-    """Whether a concrete shape fits a manifest shape (symbolic dimensions match anything)."""
-    return len(spec.shape) == len(shape) and all(
-        not isinstance(d, int) or d == s for d, s in zip(spec.shape, shape))
+def _new_session(path: Path, so, providers: list[Provider]):
+    """Plugin EPs through their devices (with the CPU's device unless the fallback entry is
+    set); built-in providers by name. Native banners on stdout go to the log."""
+    import onnxruntime as ort
+
+    with eps.native_stdout_to_log(), _creating(providers):
+        if any(p.devices is not None for p in providers):
+            for p in providers:
+                devices = p.devices if p.devices is not None else eps.ep_devices(p.name)
+                if devices:
+                    so.add_provider_for_devices(devices, p.options)
+            return ort.InferenceSession(str(path), so, enable_fallback=0)
+        return ort.InferenceSession(str(path), so, providers=[p.name for p in providers],
+                                    provider_options=[p.options for p in providers],
+                                    enable_fallback=0)
+
+
+def _creating(providers: list[Provider]):
+    """The context the providers' adapters need while the session is created."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    for p in providers:
+        stack.enter_context(adapter(p.name).creating())
+    return stack

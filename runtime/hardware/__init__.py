@@ -14,7 +14,6 @@ from runtime.hardware.apple import probe_apple
 from runtime.hardware.cpu import probe_cpu
 from runtime.hardware.finding import Detail, Finding, HardwareReport
 from runtime.hardware.host import HostInfo, Runner, run_command
-from runtime.hardware.libs import MlxInfo, OrtInfo
 from runtime.hardware.npu import (
     amd_npu_from_windows_ids,
     intel_npu_from_windows_ids,
@@ -24,7 +23,6 @@ from runtime.hardware.npu import (
 from runtime.hardware.nvidia import probe_nvidia
 from runtime.hardware.probes import BUILTIN_PROBES, Probe, probe_name, run_probes
 from runtime.hardware.qualcomm import probe_qualcomm_npu
-from runtime.hardware.software import probe_software
 from runtime.hardware.sysfs import PciDevice, parse_windows_hwids
 
 __all__ = [
@@ -33,8 +31,6 @@ __all__ = [
     "Finding",
     "HardwareReport",
     "HostInfo",
-    "MlxInfo",
-    "OrtInfo",
     "PciDevice",
     "Probe",
     "Runner",
@@ -48,7 +44,6 @@ __all__ = [
     "probe_name",
     "probe_nvidia",
     "probe_qualcomm_npu",
-    "probe_software",
     "run_command",
     "run_probes",
 ]

@@ -1,9 +1,9 @@
-"""The Apple Silicon probe: macOS on an M-series chip, and whether MLX sees its Metal GPU.
+"""The Apple Silicon probe: macOS on an M-series chip.
 
 Checked, cheapest first: platform.system() is Darwin; the machine is arm64, or x86_64 with
 `sysctl.proc_translated` = 1 (an x86_64 Python under Rosetta 2 on Apple Silicon, where MLX
-cannot run); the chip (`machdep.cpu.brand_string`) and memory (`hw.memsize`); then, last,
-MLX's default device (mlx.core is imported only here).
+cannot run); the chip (`machdep.cpu.brand_string`) and memory (`hw.memsize`). Whether MLX sees
+the Metal GPU is the MLX backend's own probe (``backends.mlx.probe``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ GIB = 1 << 30
 
 
 def probe_apple(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
-    """Apple Silicon with its chip name, memory, Rosetta state and MLX's Metal device."""
+    """Apple Silicon with its chip name, memory and Rosetta state."""
     host = host or HostInfo.detect(root)
     if host.system != "Darwin":
         return Finding("apple", False, {}, f"not macOS (platform.system() is {host.system!r})")
@@ -37,22 +37,7 @@ def probe_apple(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
     if memsize and memsize.isdigit():
         details["memory_bytes"] = int(memsize)
         details["memory_gb"] = round(int(memsize) / GIB)
-    details.update(_mlx_details(host))
     return Finding("apple", True, details)
-
-
-def _mlx_details(host: HostInfo) -> dict[str, Detail]:
-    """metal: does MLX see a Metal device; metal_reason says why not."""
-    try:
-        mlx = host.mlx()
-    except ImportError as exc:
-        return {"metal": False, "metal_reason": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - MLX raises RuntimeError when Metal cannot start; keep why
-        return {"metal": False, "metal_reason": f"mlx failed: {type(exc).__name__}: {exc}"}
-    details: dict[str, Detail] = {"metal": mlx.metal, "mlx_version": mlx.version, "mlx_device": mlx.device}
-    if not mlx.metal:
-        details["metal_reason"] = f"MLX {mlx.version} sees no Metal device (default device {mlx.device})"
-    return details
 
 
 def _sysctl(host: HostInfo, name: str) -> str | None:

@@ -1,10 +1,11 @@
 """Platform facts a probe cannot read from files: OS, architecture, commands, libraries.
 
 Probes read `/sys`, `/proc` and `/dev` through a `root` folder so tests can fake them. The
-rest (``platform.system()``, ``sysctl``, ``nvidia-smi``, the installed onnxruntime and mlx)
+rest (``platform.system()``, ``sysctl``, ``nvidia-smi``, what an installed library reports)
 comes from a `HostInfo`, which `HostInfo.detect(root)` builds:
 
-- for the real root ("/"), from `platform`, real commands (3 s timeout) and lazy imports;
+- for the real root ("/"), from `platform` and real commands (3 s timeout); ``library(name)``
+  is None there: a backend's probe imports the real library itself;
 - for any other root (a fake machine in a test), only from files under ``root/fake/``,
   so a test never runs a real command or depends on the machine it runs on:
 
@@ -14,8 +15,9 @@ comes from a `HostInfo`, which `HostInfo.detect(root)` builds:
       fake/cpu_count              os.cpu_count() (default 0, unknown)
       fake/sysctl/<name>          the output of `sysctl -n <name>`; missing = unknown oid
       fake/bin/<command>          the output of `<command> ...`; missing = not installed
-      fake/onnxruntime.json       {"version", "providers", "ep_devices"}; missing = not installed
-      fake/mlx.json               {"version", "device", "metal"}; missing = not installed
+      fake/<library>.json         what a library reports, read by its backend's probe, e.g.
+                                  onnxruntime.json {"version", "providers", "ep_devices"},
+                                  mlx.json {"version", "device", "metal"}; missing = not installed
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.hardware.libs import MlxInfo, OrtInfo, load_mlx, load_onnxruntime
+from typing import Any
 
 ROOT = Path("/")
 COMMAND_TIMEOUT_S = 3.0  # probes must stay cheap; a hung driver tool must not hang `detect`
@@ -61,8 +63,9 @@ class HostInfo:
     cpu_count: int = 0  # os.cpu_count(); 0 when unknown
     run: Runner = run_command
     which: Callable[[str], str | None] = shutil.which
-    onnxruntime: Callable[[], OrtInfo] = field(default=load_onnxruntime)
-    mlx: Callable[[], MlxInfo] = field(default=load_mlx)
+    # a fake library's facts (dict), or raises ImportError when the fake tree lacks it; on the
+    # real host it returns None: the probe asks the real library
+    library: Callable[[str], dict[str, Any] | None] = field(default=lambda name: None)
 
     def sysctl(self, name: str) -> str:
         """`sysctl -n name`, stripped; raises like `run` when the oid or sysctl is missing."""
@@ -89,8 +92,7 @@ class HostInfo:
             cpu_count=int(_read(fake_dir / "cpu_count") or 0),
             run=_FakeRunner(fake_dir),
             which=lambda name: str(fake_dir / "bin" / name) if (fake_dir / "bin" / name).is_file() else None,
-            onnxruntime=lambda: _fake_onnxruntime(fake_dir / "onnxruntime.json"),
-            mlx=lambda: _fake_mlx(fake_dir / "mlx.json"),
+            library=lambda name: _fake_library(fake_dir / f"{name}.json", name),
         )
 
 
@@ -122,23 +124,8 @@ class _FakeRunner:
         return command.read_text(encoding="utf-8")
 
 
-def _fake_onnxruntime(path: Path) -> OrtInfo:
+def _fake_library(path: Path, name: str) -> dict[str, Any]:
     if not path.is_file():
-        raise ImportError(f"onnxruntime is not installed (fake tree has no {path.name})")
+        raise ImportError(f"{name} is not installed (fake tree has no {path.name})")
     data = json.loads(path.read_text(encoding="utf-8"))
-    return OrtInfo(
-        version=str(data.get("version", "unknown")),
-        providers=tuple(data.get("providers", ())),
-        ep_devices=tuple(data.get("ep_devices", ())),
-    )
-
-
-def _fake_mlx(path: Path) -> MlxInfo:
-    if not path.is_file():
-        raise ImportError(f"mlx is not installed (fake tree has no {path.name})")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return MlxInfo(
-        version=str(data.get("version", "unknown")),
-        device=str(data.get("device", "Device(cpu, 0)")),
-        metal=bool(data.get("metal", False)),
-    )
+    return data if isinstance(data, dict) else {}

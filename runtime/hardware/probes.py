@@ -13,7 +13,6 @@ from runtime.hardware.host import ROOT
 from runtime.hardware.npu import probe_amd_npu, probe_intel_npu
 from runtime.hardware.nvidia import probe_nvidia
 from runtime.hardware.qualcomm import probe_qualcomm_npu
-from runtime.hardware.software import probe_software
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +27,6 @@ BUILTIN_PROBES: Mapping[str, Probe] = {
     "intel_npu": probe_intel_npu,
     "qualcomm_npu": probe_qualcomm_npu,
     "nvidia": probe_nvidia,
-    "software": probe_software,
 }
 
 
