@@ -84,6 +84,7 @@ class Runtime:
         source = self.selection.profile.source if self.selection else None
         return LoadOptions(precision=precision or "fp32", device=device, options=options,
                            emulate=bool(self.selection and self.selection.emulated),
+                           strict=self.settings.strict,
                            profile_dir=str(source.parent) if source else None)
 
     # -- loading --------------------------------------------------------------------------------

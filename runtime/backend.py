@@ -50,6 +50,7 @@ class LoadOptions:
     threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific, validated by it
     emulate: bool = False  # run on the profile's stand-in for its hardware (``--emulate``)
+    strict: bool = False  # fail rather than run any part on a fallback device (``--strict``)
     profile_dir: str | None = None  # the profile file's folder (files named relative to it)
 
 

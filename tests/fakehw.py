@@ -111,6 +111,7 @@ def accel(root: Path, index: int, device_dir: Path) -> None:
 
 def _amd_laptop(root: Path, model: str, device: int, revision: int, vbnv: str, driver: bool, ryzen_ai: bool) -> Path:
     host(root, cpu_count=16)
+    write(root, "/opt/xilinx/xrt/lib/libxrt_driver_xdna.so.2", "")  # Ryzen AI's XRT plugin
     cpuinfo(root, "AuthenticAMD", model, 16, ZEN5_FLAGS)
     npu = pci_device(root, "0000:c4:00.1", 0x1022, device, revision,
                      driver="amdxdna" if driver else None, vbnv=vbnv, fw_version="1.0.0.166")
@@ -143,12 +144,15 @@ def phoenix_laptop(root: Path) -> Path:
     return _amd_laptop(root, "AMD Ryzen 7 7840U w/ Radeon 780M Graphics", 0x1502, 0x00, "RyzenAI-npu1", True, True)
 
 
-def lunar_lake_laptop(root: Path) -> Path:
+def lunar_lake_laptop(root: Path, user_mode: bool = True) -> Path:
     """Core Ultra 7 258V (Lunar Lake): NPU 8086:643e bound to intel_vpu, OpenVINO EP installed."""
     host(root, cpu_count=8)
     cpuinfo(root, "GenuineIntel", "Intel(R) Core(TM) Ultra 7 258V", 8, X86_FLAGS + " avx_vnni")
     npu = pci_device(root, "0000:00:0b.0", 0x8086, 0x643E, 0x04, driver="intel_vpu")
     accel(root, 0, npu)
+    if user_mode:  # intel-level-zero-npu and intel-driver-compiler-npu
+        write(root, "/usr/lib/x86_64-linux-gnu/libze_intel_npu.so.1", "")
+        write(root, "/usr/lib/x86_64-linux-gnu/libnpu_driver_compiler.so", "")
     onnxruntime(root, "OpenVINOExecutionProvider")
     return root
 

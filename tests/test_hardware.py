@@ -122,6 +122,7 @@ def test_amd_npu_without_driver_is_reported_as_driver_not_loaded(tmp_path: Path)
 
 def test_amd_npu_driver_given_as_a_directory(tmp_path: Path) -> None:
     fakehw.host(tmp_path)
+    fakehw.write(tmp_path, "/opt/xilinx/xrt/lib/libxrt_driver_xdna.so.2", "")
     npu = fakehw.pci_device(tmp_path, "0000:c4:00.1", 0x1022, 0x17F0, 0x20, driver="amdxdna", driver_as_dir=True)
     fakehw.accel(tmp_path, 0, npu)
     finding = probe_amd_npu(tmp_path)
@@ -309,3 +310,72 @@ def test_run_probes_on_this_machine() -> None:
     for finding in report.findings.values():
         assert finding.present or finding.reason, f"{finding.name} found nothing and said not why"
         assert not finding.reason.startswith("probe failed"), finding.reason
+
+
+# --- what makes a bound NPU usable (Linux) --------------------------------------------------
+
+
+@pytest.mark.parametrize(("device", "generation", "chip"), [(0xFD3E, "npu5", "Wildcat Lake"),
+                                                            (0xD71D, "npu6", "Nova Lake")])
+def test_intel_npu_newer_chips(tmp_path: Path, device: int, generation: str, chip: str) -> None:
+    fakehw.lunar_lake_laptop(tmp_path / "a")
+    fakehw.host(tmp_path / "b")
+    npu = fakehw.pci_device(tmp_path / "b", "0000:00:0b.0", 0x8086, device, 0x00, driver="intel_vpu")
+    fakehw.accel(tmp_path / "b", 0, npu)
+    fakehw.write(tmp_path / "b", "/usr/lib64/libze_intel_npu.so.1", "")
+    fakehw.write(tmp_path / "b", "/usr/lib64/libnpu_driver_compiler.so", "")
+    finding = probe_intel_npu(tmp_path / "b")
+    assert finding.present, finding.reason
+    assert (finding.details["generation"], finding.details["chip"]) == (generation, chip)
+
+
+def test_intel_npu_without_its_user_mode_driver_is_not_usable(tmp_path: Path) -> None:
+    finding = probe_intel_npu(fakehw.lunar_lake_laptop(tmp_path, user_mode=False))
+    assert not finding.present and finding.details["usable"] is False
+    assert "bound to intel_vpu, but Intel NPU user-mode driver (intel-level-zero-npu) and " \
+           "Intel NPU compiler (intel-driver-compiler-npu) not installed" in finding.reason
+
+
+def test_user_mode_driver_found_through_ldconfig(tmp_path: Path) -> None:
+    fakehw.lunar_lake_laptop(tmp_path, user_mode=False)
+    fakehw.command(tmp_path, "ldconfig", "\tlibze_intel_npu.so.1 (libc6,x86-64) => /opt/x/libze_intel_npu.so.1\n"
+                                         "\tlibnpu_driver_compiler.so (libc6,x86-64) => /opt/x/libnpu_driver_compiler.so\n")
+    assert probe_intel_npu(tmp_path).present
+
+
+def test_npu_node_this_user_cannot_open(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    fakehw.lunar_lake_laptop(tmp_path)
+    node = str(tmp_path / "dev/accel/accel0")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == node else real(p, mode))
+    finding = probe_intel_npu(tmp_path)
+    assert not finding.present and "cannot open /dev/accel/accel0" in finding.reason
+    assert "usermod -aG render" in finding.reason
+
+
+def test_amd_chip_name_from_the_firmware(tmp_path: Path) -> None:
+    """amdxdna names the chip from its firmware: Krackan and Gorgon Point share 17f0 rev 10."""
+    fakehw.host(tmp_path)
+    fakehw.write(tmp_path, "/opt/xilinx/xrt/lib/libxrt_driver_xdna.so.2", "")
+    npu = fakehw.pci_device(tmp_path, "0000:c4:00.1", 0x1022, 0x17F0, 0x10, driver="amdxdna",
+                            vbnv="NPU Krackan 1", fw_version="1.1.0.21")
+    fakehw.accel(tmp_path, 0, npu)
+    finding = probe_amd_npu(tmp_path)
+    assert finding.present and finding.details["chip"] == "Krackan 1"
+    assert finding.details["generation"] == "xdna2" and finding.details["fw_version"] == "1.1.0.21"
+
+
+def test_amd_npu_without_xrt_is_not_usable(tmp_path: Path) -> None:
+    fakehw.strix_laptop(tmp_path)
+    (tmp_path / "opt/xilinx/xrt/lib/libxrt_driver_xdna.so.2").unlink()
+    finding = probe_amd_npu(tmp_path)
+    assert not finding.present and "XRT with its amdxdna plugin" in finding.reason
+
+
+def test_qualcomm_npu_on_android(tmp_path: Path) -> None:
+    fakehw.snapdragon_linux(tmp_path, fastrpc=False)
+    fakehw.write(tmp_path, "/dev/adsprpc-smd", "")
+    finding = probe_qualcomm_npu(tmp_path)
+    assert finding.present and finding.details["fastrpc"] == ["adsprpc-smd"]

@@ -82,7 +82,7 @@ class OnnxSession(NumpyFrontend):
         variables = (("ONNX_CACHE", str(cache_root(self.options.cache_dir))),)
         if options.profile_dir:
             variables += (("PROFILE_DIR", options.profile_dir),)
-        request = OpenRequest(strict=self.options.strict_placement,
+        request = OpenRequest(strict=self.options.strict_placement or options.strict,
                               check=self.options.check_placement, threads=options.threads,
                               cache_tag=tag, emulate=options.emulate or self.options.emulate,
                               variables=variables)

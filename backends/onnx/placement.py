@@ -34,6 +34,7 @@ class GraphPlacement:
     nodes: dict[str, int] = field(default_factory=dict)  # provider -> nodes run; {} if unmeasured
     warnings: tuple[str, ...] = ()  # missing providers, failed registrations, unset variables
     reports: tuple[EpReport, ...] = ()  # what compiling EPs say they took
+    failed: str = ""  # why the requested providers failed to start (the graph then runs on CPU)
 
     @property
     def total_nodes(self) -> int:
@@ -60,11 +61,13 @@ class GraphPlacement:
 
     def line(self) -> str:
         """'encoder: 225/225 nodes on VitisAIExecutionProvider', or the fallback in one line:
-        'VitisAIExecutionProvider not available; encoder on CPUExecutionProvider (61/61 nodes)'."""
+        'VitisAIExecutionProvider not available; encoder on CPUExecutionProvider (61/61 nodes)',
+        'QNNExecutionProvider failed to start (<why>); encoder on CPUExecutionProvider (...)'."""
         missing = [p for p in self.requested if p not in self.active]
         counts = self._counts()
         if missing:
-            head = f"{', '.join(missing)} not available; {self.graph} on {self.main_provider}"
+            why = f"failed to start ({self.failed})" if self.failed else "not available"
+            head = f"{', '.join(missing)} {why}; {self.graph} on {self.main_provider}"
             if len(self.nodes) == 1:
                 return f"{head} ({self.total_nodes}/{self.total_nodes} nodes)"
             return head + (f" ({counts})" if counts else "")

@@ -17,6 +17,7 @@ accelerator does not take every node. Compiling EPs also say themselves what the
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -144,7 +145,9 @@ def _session_options(spec: GraphOptions, threads: int | None, strict: bool,
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3  # placement is reported by us, measured; keep stderr quiet
+    # placement is reported by us, measured, and an EP's error is in the exception we report:
+    # keep stderr quiet (ERROR lines with --verbose)
+    so.log_severity_level = 3 if log.isEnabledFor(logging.INFO) else 4
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                           OPT_LEVELS[spec.graph_optimization_level])
     intra = spec.intra_op_num_threads if spec.intra_op_num_threads is not None else threads
@@ -213,14 +216,14 @@ def open_graph(path: Path, manifest: Manifest, label: str, spec: GraphOptions,
         providers = [Provider(p.name, adapter(p.name).prepare(p.options, workdir,
                                                                p.devices is not None), p.devices)
                      for p in providers]
-        session = _create(path, spec, request, str(workdir) if request.check else None,
-                          providers, label, warnings)
+        session, failed = _create(path, spec, request,
+                                  str(workdir) if request.check else None, providers, label)
         reports = _ep_reports(session, providers, workdir, spec) if request.check else ()
         nodes = _measure(session, manifest, skip=_reported(reports, session)) if request.check else {}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     placement = GraphPlacement(label, requested, tuple(session.get_providers()), nodes,
-                               tuple(warnings), reports)
+                               tuple(warnings), reports, failed)
     if strict and placement.fell_back:
         raise BackendUnavailableError(
             f"{placement.line()}; strict placement wants every {label} node on "
@@ -252,26 +255,36 @@ def _ep_reports(session, providers: list[Provider], workdir: Path,
 
 
 def _create(path: Path, spec: GraphOptions, request: OpenRequest, profile_dir: str | None,
-            providers: list[Provider], label: str, warnings: list[str]):
-    """Create the session; a provider that fails to start leaves the graph to the CPU (with a
-    warning), or is an error under strict placement."""
+            providers: list[Provider], label: str) -> tuple[Any, str]:
+    """Create the session, and say why its providers failed to start when it had to retry on
+    the CPU (under strict placement that is an error instead)."""
     strict = request.strict and any(p.name != CPU for p in providers)
     cpu_only = all(p.name == CPU for p in providers)  # every accelerator missing: no EP entries
     so = _session_options(spec, request.threads, strict, profile_dir, cpu_only)
     try:
-        return _new_session(path, so, providers)
+        return _new_session(path, so, providers), ""
     except Exception as exc:  # noqa: BLE001  (ONNX Runtime's Fail, EPFail, ... derive from it)
         names = ", ".join(p.name for p in providers)
-        reason = " ".join(str(exc).split())[:300]
+        reason = ep_error(exc)
         if strict or [p.name for p in providers] == [CPU]:
             how = " with strict placement (no CPU fallback)" if strict else ""
             raise BackendUnavailableError(
                 f"{label}: ONNX Runtime could not start {names}{how}: {reason}; check "
                 f"the provider's installation and options"
                 + (", or turn strict placement off" if strict else "")) from exc
-        warnings.append(f"{names} failed to start ({reason}); {label} on {CPU}")
         so = _session_options(spec, request.threads, False, profile_dir, cpu_only=True)
-        return _new_session(path, so, [Provider(CPU, {})])
+        return _new_session(path, so, [Provider(CPU, {})]), reason
+
+
+def ep_error(exc: BaseException) -> str:
+    """ONNX Runtime's error in one short line: 'FAIL: FP16 precision mode is enabled but ...'.
+    Errors raised through a plugin EP nest a second '[ONNXRuntimeError] : code : NAME :' after a
+    source path and C++ signature; the EP's own words are the last part."""
+    text = " ".join(str(exc).split())
+    last = re.split(r"\[ONNXRuntimeError\] : ", text)[-1]
+    match = re.match(r"\d+ : (\w+) : (.*)", last)
+    message = f"{match.group(1)}: {match.group(2)}" if match else last
+    return message[:300]
 
 
 def _new_session(path: Path, so, providers: list[Provider]):

@@ -1,14 +1,17 @@
 """Probes for PCI NPUs with a Linux accel driver: AMD XDNA (amdxdna) and Intel NPU (intel_vpu).
 
 Linux: the cheapest sign of a usable NPU is `/sys/class/accel/accel*/device/driver` bound to
-the vendor's driver. We also scan `/sys/bus/pci/devices/*` so an NPU whose driver is not
-loaded is reported as such instead of as missing. Windows: `pnputil /enum-devices /bus PCI
+the vendor's driver, a `/dev/accel/accel*` node this user may read and write (the `render`
+group), and the vendor's user-mode driver (Intel's Level Zero NPU driver and compiler; AMD's
+XRT with its amdxdna plugin). We also scan `/sys/bus/pci/devices/*` so an NPU whose driver is
+not loaded is reported as such instead of as missing. Windows: `pnputil /enum-devices /bus PCI
 /deviceids` lists hardware ids such as `PCI\\VEN_1022&DEV_17F0&REV_10`, parsed by a pure
 function (the method AMD's Ryzen AI quicktest uses).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from runtime.hardware.sysfs import (
     pci_devices,
     read_pci_device,
     read_text,
+    under,
 )
 
 PNPUTIL = ["pnputil", "/enum-devices", "/bus", "PCI", "/deviceids"]
@@ -39,18 +43,32 @@ AMD_XDNA2_CHIPS = {
     0x20: "Krackan Point",
 }
 
-# Intel NPUs bound to intel_vpu (PCI ids from the Linux driver).
+# Intel NPUs bound to intel_vpu (PCI ids from the Linux driver, drivers/accel/ivpu/ivpu_drv.h).
 INTEL_VENDOR = 0x8086
 INTEL_NPUS = {
     0x7D1D: ("npu3", "Meteor Lake"),
     0xAD1D: ("npu3", "Arrow Lake"),
     0x643E: ("npu4", "Lunar Lake"),
     0xB03E: ("npu5", "Panther Lake"),
+    0xFD3E: ("npu5", "Wildcat Lake"),
+    0xD71D: ("npu6", "Nova Lake"),
 }
+# What userspace needs besides the kernel driver (Linux): a file matching one of the patterns.
+INTEL_USER_MODE = (("Intel NPU user-mode driver (intel-level-zero-npu)", "libze_intel_npu.so*"),
+                   ("Intel NPU compiler (intel-driver-compiler-npu)", "libnpu_driver_compiler.so*"))
+AMD_USER_MODE = (("XRT with its amdxdna plugin (Ryzen AI's xrt and xrt_plugin packages)",
+                  "libxrt_driver_xdna.so*"),)
+LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                "/usr/lib", "/usr/local/lib", "/opt/xilinx/xrt/lib")
 
 
-def classify_amd(pci: PciDevice) -> dict[str, Detail]:
-    """generation ("xdna"/"xdna2") and chip name of an AMD NPU from its PCI ids."""
+def classify_amd(pci: PciDevice, vbnv: str | None = None) -> dict[str, Detail]:
+    """generation ("xdna"/"xdna2") and chip name of an AMD NPU from its PCI ids; recent amdxdna
+    names the chip from its firmware in ``vbnv`` ("NPU Krackan 1", "NPU Gorgon Point 2"),
+    which tells apart chips that share 17f0 rev 10."""
+    if vbnv and vbnv.startswith("NPU "):
+        generation = "xdna" if pci.device == AMD_XDNA_PHOENIX else "xdna2"
+        return {"generation": generation, "chip": vbnv.removeprefix("NPU ")}
     if pci.device == AMD_XDNA_PHOENIX:
         return {"generation": "xdna", "chip": "Phoenix / Hawk Point"}
     if pci.device == AMD_XDNA2:
@@ -60,7 +78,7 @@ def classify_amd(pci: PciDevice) -> dict[str, Detail]:
     return {"generation": "unknown", "chip": f"unknown AMD NPU ({pci.ids})"}
 
 
-def classify_intel(pci: PciDevice) -> dict[str, Detail]:
+def classify_intel(pci: PciDevice, vbnv: str | None = None) -> dict[str, Detail]:
     """generation ("npu3"/"npu4"/"npu5") and chip name of an Intel NPU from its PCI ids."""
     generation, chip = INTEL_NPUS.get(pci.device, ("unknown", f"unknown Intel NPU ({pci.ids})"))
     return {"generation": generation, "chip": chip}
@@ -75,8 +93,9 @@ class NpuSpec:
     driver: str  # the Linux accel driver, e.g. "amdxdna"
     vendor: int
     devices: frozenset[int]
-    classify: Callable[[PciDevice], dict[str, Detail]]
+    classify: Callable[..., dict[str, Detail]]  # (PciDevice, vbnv) -> generation, chip
     sysfs_files: tuple[str, ...] = ()  # extra device attributes to report, e.g. "vbnv"
+    user_mode: tuple[tuple[str, str], ...] = ()  # (what, library file pattern) needed on Linux
 
     @property
     def pci_list(self) -> str:
@@ -84,8 +103,9 @@ class NpuSpec:
 
 
 AMD_NPU = NpuSpec("amd_npu", "AMD NPU", "amdxdna", AMD_VENDOR, frozenset({AMD_XDNA_PHOENIX, AMD_XDNA2}),
-                  classify_amd, ("vbnv", "fw_version"))
-INTEL_NPU = NpuSpec("intel_npu", "Intel NPU", "intel_vpu", INTEL_VENDOR, frozenset(INTEL_NPUS), classify_intel)
+                  classify_amd, ("vbnv", "fw_version"), AMD_USER_MODE)
+INTEL_NPU = NpuSpec("intel_npu", "Intel NPU", "intel_vpu", INTEL_VENDOR, frozenset(INTEL_NPUS),
+                    classify_intel, (), INTEL_USER_MODE)
 
 
 def probe_amd_npu(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
@@ -94,7 +114,7 @@ def probe_amd_npu(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
 
 
 def probe_intel_npu(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
-    """An Intel NPU: Meteor Lake, Arrow Lake, Lunar Lake or Panther Lake."""
+    """An Intel NPU: Meteor Lake, Arrow Lake, Lunar Lake, Panther Lake, Wildcat or Nova Lake."""
     return probe_pci_npu(INTEL_NPU, root, host)
 
 
@@ -105,9 +125,9 @@ def probe_pci_npu(spec: NpuSpec, root: Path = ROOT, host: HostInfo | None = None
         return _probe_windows(spec, host)
     if host.system != "Linux":
         return Finding(spec.probe, False, {}, f"not Linux or Windows (platform.system() is {host.system!r})")
-    for _, device_dir in accel_devices(root):
+    for node, device_dir in accel_devices(root):
         if driver_name(device_dir) == spec.driver:
-            return _bound_finding(spec, device_dir)
+            return _usable(spec, _bound_finding(spec, device_dir), root, host, node)
     unbound = pci_devices(root, spec.vendor, set(spec.devices))
     if unbound:
         pci = unbound[0]
@@ -123,16 +143,46 @@ def probe_pci_npu(spec: NpuSpec, root: Path = ROOT, host: HostInfo | None = None
 
 def _bound_finding(spec: NpuSpec, device_dir: Path) -> Finding:
     pci = read_pci_device(device_dir)
+    attributes = {name: value for name in spec.sysfs_files
+                  if (value := read_text(device_dir / name))}
     if pci is None:  # bound but without readable ids: still usable, just unnamed
         details: dict[str, Detail] = {"generation": "unknown", "chip": f"unknown {spec.label}", "driver": spec.driver}
     else:
-        details = {**spec.classify(pci), **_pci_details(pci)}
-    details.update(driver_loaded=True, source="sysfs")
-    for name in spec.sysfs_files:
-        value = read_text(device_dir / name)
-        if value:
-            details[name] = value
+        details = {**spec.classify(pci, attributes.get("vbnv")), **_pci_details(pci)}
+    details.update(driver_loaded=True, source="sysfs", **attributes)
     return Finding(spec.probe, True, details)
+
+
+def _usable(spec: NpuSpec, finding: Finding, root: Path, host: HostInfo, node: str) -> Finding:
+    """A bound NPU is usable when this user may open its /dev/accel node and the vendor's
+    user-mode driver is installed; otherwise the finding says which is missing and the fix."""
+    details = dict(finding.details)
+    device = under(root, f"/dev/accel/{node}")
+    details["device_node"] = f"/dev/accel/{node}"
+    problems = []
+    if device.exists() and not os.access(device, os.R_OK | os.W_OK):
+        problems.append(f"this user cannot open /dev/accel/{node} (add it to the group that owns "
+                        "the node, usually render: sudo usermod -aG render $USER, then log in again)")
+    missing = [what for what, pattern in spec.user_mode if not _library_found(root, host, pattern)]
+    if missing:
+        problems.append(f"{' and '.join(missing)} not installed")
+    if not problems:
+        return Finding(spec.probe, True, details)
+    details["usable"] = False
+    reason = f"{spec.label} {details.get('chip', '')} is bound to {spec.driver}, but " + "; ".join(problems)
+    return Finding(spec.probe, False, details, reason)
+
+
+def _library_found(root: Path, host: HostInfo, pattern: str) -> bool:
+    """A shared library in the usual folders, or in ``ldconfig -p``'s list."""
+    if any(any(under(root, d).glob(pattern)) for d in LIBRARY_DIRS):
+        return True
+    try:
+        listing = host.run(["ldconfig", "-p"])
+    except (OSError, subprocess.SubprocessError):
+        return False
+    stem = pattern.rstrip("*")
+    return any(stem in line for line in listing.splitlines())
 
 
 def _pci_details(pci: PciDevice) -> dict[str, Detail]:

@@ -5,7 +5,9 @@ What is checked, cheapest first, all without loading any Qualcomm library:
 - Windows on Arm: platform.machine() is ARM64 and the processor name (PROCESSOR_IDENTIFIER)
   says Qualcomm or Snapdragon. Every Snapdragon X / 8cx PC has a Hexagon NPU.
 - Linux / Android: the HTP sits on the compute DSP, reached through FastRPC, so a
-  `/dev/fastrpc-cdsp*` node means the driver is loaded. `/sys/devices/soc0/{family,machine}`
+  `/dev/fastrpc-cdsp*` node (upstream kernels) or `/dev/adsprpc-smd*` (Android's msm-fastrpc
+  driver) means the driver is loaded. (A node alone does not prove that the HTP's signed skel
+  loads: the QNN EP's session then fails, and the runtime says why.) `/sys/devices/soc0/{family,machine}`
   names the SoC (family "Snapdragon", machine e.g. "SM8650"); a Snapdragon SoC without the
   FastRPC node is reported as "driver not loaded".
 """
@@ -27,15 +29,18 @@ def probe_qualcomm_npu(root: Path = ROOT, host: HostInfo | None = None) -> Findi
     if host.system == "Windows":
         return _probe_windows(host)
     soc = _soc_details(root)
-    nodes = sorted(p.name for p in under(root, "/dev").glob("fastrpc-cdsp*"))
+    dev = under(root, "/dev")
+    nodes = sorted(p.name for pattern in ("fastrpc-cdsp*", "adsprpc-smd*") for p in dev.glob(pattern))
     if nodes:
         return Finding("qualcomm_npu", True, {**soc, "fastrpc": nodes, "source": "fastrpc"})
     if _is_qualcomm(str(soc.get("family", "")) + " " + str(soc.get("machine", ""))):
         return Finding("qualcomm_npu", False, {**soc, "driver_loaded": False},
                        f"driver not loaded: {soc.get('family')} SoC {soc.get('machine', '')} has no "
-                       "/dev/fastrpc-cdsp* node (the FastRPC driver that reaches the Hexagon NPU)")
+                       "/dev/fastrpc-cdsp* or /dev/adsprpc-smd node (the FastRPC driver that "
+                       "reaches the Hexagon NPU)")
     return Finding("qualcomm_npu", False, soc,
-                   "no /dev/fastrpc-cdsp* node and /sys/devices/soc0/family is not Snapdragon")
+                   "no /dev/fastrpc-cdsp* or /dev/adsprpc-smd node and /sys/devices/soc0/family "
+                   "is not Snapdragon")
 
 
 def _probe_windows(host: HostInfo) -> Finding:
