@@ -21,7 +21,8 @@ import av
 import numpy as np
 import soxr
 
-from runtime.errors import AudioError
+from runtime import audio_checks
+from runtime.errors import AudioError, one_line
 
 SAMPLE_RATE = 16000  # Hz: what every Whisper model was trained on
 
@@ -30,8 +31,6 @@ AudioSource = str | os.PathLike | bytes | bytearray | BinaryIO | np.ndarray
 logger = logging.getLogger(__name__)
 
 _MAX_ARRAY_CHANNELS = 8  # a 2-D array's smaller side up to this is taken as channels
-_TRUNCATION_SLACK_S = 0.5  # encoder priming/padding and rounding never lose this much
-_TRUNCATION_SLACK_FRACTION = 0.005  # container durations of long files may be off by a little
 _RESAMPLE_CHUNK = 1 << 16  # native-rate samples gathered before each soxr call (fewer tiny calls)
 
 
@@ -48,12 +47,12 @@ def _quiet_ffmpeg() -> None:
 
 
 def _label(source: AudioSource) -> str:
-    """How error messages name the input."""
+    """How error messages name the input (on one line, whatever the file name holds)."""
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
+        return one_line(str(source))
     if isinstance(source, (bytes, bytearray)):
         return f"<{len(source)} bytes of audio>"
-    return str(getattr(source, "name", "<audio stream>"))
+    return one_line(str(getattr(source, "name", "<audio stream>")))
 
 
 def _source_size(source: AudioSource) -> int | None:
@@ -70,16 +69,16 @@ def _source_size(source: AudioSource) -> int | None:
     return None
 
 
-def _check_path(path: Path) -> None:
+def _check_path(path: Path, label: str) -> None:
     """Name the common path mistakes before FFmpeg turns them into a vague error."""
     if not path.exists():
-        raise AudioError(f"{path}: no such file; check the path and the working directory")
+        raise AudioError(f"{label}: no such file; check the path and the working directory")
     if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not an audio file; pass one of the files inside it")
+        raise AudioError(f"{label}: is a directory, not an audio file; pass one of the files inside it")
     if path.stat().st_size == 0:
-        raise AudioError(f"{path}: file is empty (0 bytes); re-export or re-download it")
+        raise AudioError(f"{label}: file is empty (0 bytes); re-export or re-download it")
     if not os.access(path, os.R_OK):
-        raise AudioError(f"{path}: permission denied; make the file readable")
+        raise AudioError(f"{label}: permission denied; make the file readable")
 
 
 @contextlib.contextmanager
@@ -88,14 +87,17 @@ def _open_audio(source: AudioSource) -> Iterator[tuple[av.container.InputContain
     _quiet_ffmpeg()
     label = _label(source)
     if isinstance(source, (str, os.PathLike)):
-        _check_path(Path(source))
+        _check_path(Path(source), label)
         target: str | BinaryIO = os.fspath(source)
     elif isinstance(source, (bytes, bytearray)):
         if not source:
             raise AudioError(f"{label}: no data (0 bytes); send the audio file's contents")
         target = io.BytesIO(source)
-    else:
+    elif callable(getattr(source, "read", None)):
         target = source
+    else:
+        raise AudioError(f"cannot read audio from a {type(source).__name__}; pass a path, bytes, a binary "
+                         "file object or a numpy array")
     try:
         container = av.open(target, mode="r", metadata_errors="ignore")
     except av.error.InvalidDataError:
@@ -107,67 +109,22 @@ def _open_audio(source: AudioSource) -> Iterator[tuple[av.container.InputContain
         reason = getattr(exc, "strerror", None) or str(exc)
         raise AudioError(f"{label}: cannot be opened ({reason}); check the file, or convert it to wav or flac") from exc
     with container:
-        stream = container.streams.best("audio")
-        if stream is None:
-            found = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
-            raise AudioError(f"{label}: contains no audio stream (found: {found}); pass a file with sound in it")
-        yield container, stream
+        if container.format.name in audio_checks.WAV_FORMATS:
+            audio_checks.check_wav_header(source, label)
+        yield container, audio_checks.audio_stream(container, label, source)
 
 
-def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
-    """The audio's duration as the file declares it, without decoding; None where it does not say.
-
-    The container's overall duration is used only when the audio is its only stream: in a video
-    file it may be the (longer) video track's.
-    """
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None and len(container.streams) == 1:
-        return container.duration / av.time_base
-    return None
-
-
-def _wav_declared_seconds(source: AudioSource, stream: av.audio.stream.AudioStream) -> float | None:
-    """A WAV's duration as its header's data-chunk size states it.
-
-    FFmpeg clamps that size to the bytes actually present, so a WAV cut short declares a short
-    duration to PyAV; reading the header ourselves is the only way to see the cut.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as file:
-            head = file.read(1 << 16)
-    elif isinstance(source, (bytes, bytearray)):
-        head = bytes(source[: 1 << 16])
-    else:
-        return None
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE" or not stream.bit_rate:
-        return None
-    position = 12
-    while position + 8 <= len(head):
-        chunk_id, size = head[position : position + 4], int.from_bytes(head[position + 4 : position + 8], "little")
-        if chunk_id == b"data":  # 0 and 0xFFFFFFFF mean "unknown" (a recording still being written)
-            return None if size in (0, 0xFFFFFFFF) else size * 8 / stream.bit_rate
-        position += 8 + size + (size & 1)
-    return None
-
-
-def _is_bitrate_estimate(stream: av.audio.stream.AudioStream, declared: float, size: int | None) -> bool:
-    """True when FFmpeg guessed the duration as file size / bitrate (mp3 or ADTS with no header).
-
-    Such a guess comes from the first frames' bitrate and can be several times too long for a
-    variable-bitrate file, so falling short of it is no evidence of truncation.
-    """
-    if not size or not stream.bit_rate or declared <= 0:
-        return False
-    return abs(size * 8 / stream.bit_rate - declared) <= 0.02 * declared + 0.1
+def _channels(frame: av.AudioFrame) -> np.ndarray:
+    """One decoded frame's samples as (channels, samples), in the decoder's sample type."""
+    data = frame.to_ndarray()
+    if not frame.format.is_planar:
+        data = data.reshape(-1, len(frame.layout.channels)).T  # interleaved -> (channels, samples)
+    return data
 
 
 def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     """One decoded frame as float32 mono in [-1, 1], channels averaged."""
-    data = frame.to_ndarray()
-    if not frame.format.is_planar:
-        data = data.reshape(-1, len(frame.layout.channels)).T  # interleaved -> (channels, samples)
-    data = _to_float32(data)
+    data = _to_float32(_channels(frame))
     return data[0] if data.shape[0] == 1 else data.mean(axis=0)
 
 
@@ -183,62 +140,44 @@ def _to_float32(data: np.ndarray) -> np.ndarray:
     raise AudioError(f"unsupported sample type {data.dtype}; pass float32, float64 or integer PCM")
 
 
+def _frames(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+            errors: list[Exception]) -> Iterator[av.AudioFrame]:
+    """Every frame of ``stream`` FFmpeg can decode. A packet it cannot decode is skipped (as the
+    ffmpeg tool does) and a damaged container ends the stream; their errors go to ``errors``."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:  # the container itself is cut or damaged here
+            errors.append(exc)
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            errors.append(exc)
+            continue
+        yield from frames
+
+
 def _decode_native(source: AudioSource) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 chunk, its sample rate) for the whole audio stream of `source`.
 
-    A packet FFmpeg cannot decode is skipped (as the ffmpeg tool does) and logged; at the end the
-    decoded length is checked against the declared one, which is how a truncated file shows:
-    FFmpeg decodes what is there and only logs errors, so without this check a file cut in half
-    would silently give half a transcript.
+    At the end the decoded length is checked against the declared one, which is how a truncated
+    file shows: FFmpeg decodes what is there and only logs
+    errors, so without this check a file cut in half would silently give half a transcript.
     """
     label = _label(source)
     with _open_audio(source) as (container, stream):
-        declared = _declared_seconds(container, stream)
-        if container.format.name == "wav":
-            declared = _wav_declared_seconds(source, stream) or declared
+        declared = (audio_checks.header_declared_seconds(container.format.name, source, stream)
+                    or audio_checks.declared_seconds(container, stream))
         decoded, errors = 0.0, []
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as exc:  # the container itself is cut or damaged here
-                errors.append(exc)
-                break
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as exc:
-                errors.append(exc)
-                continue
-            for frame in frames:
-                decoded += frame.samples / frame.sample_rate
-                yield _frame_to_mono(frame), frame.sample_rate
-        _check_complete(label, stream, declared, decoded, errors, _source_size(source))
-
-
-def _check_complete(
-    label: str,
-    stream: av.audio.stream.AudioStream,
-    declared: float | None,
-    decoded: float,
-    errors: list[Exception],
-    size: int | None,
-) -> None:
-    """Raise AudioError for a stream that decoded to nothing or to clearly less than it declares."""
-    detail = f" (FFmpeg: {getattr(errors[0], 'strerror', None) or errors[0]})" if errors else ""
-    if decoded == 0:
-        raise AudioError(f"{label}: the audio stream decoded to 0 samples{detail}; it holds no sound, re-export it")
-    slack = _TRUNCATION_SLACK_S + _TRUNCATION_SLACK_FRACTION * (declared or 0.0)
-    if declared is not None and declared - decoded > slack:
-        if not _is_bitrate_estimate(stream, declared, size):
-            raise AudioError(
-                f"{label}: truncated or corrupt: declared {declared:.1f} s, decoded {decoded:.1f} s{detail}; "
-                "re-download or re-export the file"
-            )
-        logger.warning("%s: decoded %.1f s; FFmpeg's %.1f s from the bitrate is a guess", label, decoded, declared)
-    if errors:
-        logger.warning("%s: skipped %d undecodable packet(s)%s", label, len(errors), detail)
+        for frame in _frames(container, stream, errors):
+            samples = _frame_to_mono(frame)
+            decoded += frame.samples / frame.sample_rate
+            yield samples, frame.sample_rate
+        audio_checks.check_complete(label, stream, declared, decoded, errors, _source_size(source))
 
 
 def _resampled(source: AudioSource, sample_rate: int) -> Iterator[np.ndarray]:
@@ -323,7 +262,8 @@ def iter_audio_blocks(
     block = int(round(block_seconds * sample_rate))
     if block <= 0:
         raise ValueError(f"block_seconds must give at least one sample, got {block_seconds}")
-    chunks = iter([_array_to_mono(source)]) if isinstance(source, np.ndarray) else _resampled(source, sample_rate)
+    chunks = (iter([_array_to_mono(source)]) if isinstance(source, np.ndarray)
+              else _resampled(source, sample_rate))
     out, filled = np.empty(block, dtype=np.float32), 0  # chunks are copied in once, no joins
     for chunk in chunks:
         while len(chunk):
@@ -345,4 +285,4 @@ def audio_duration(path: str | os.PathLike) -> float | None:
     files that cannot be opened.
     """
     with _open_audio(path) as (container, stream):
-        return _declared_seconds(container, stream)
+        return audio_checks.declared_seconds(container, stream)

@@ -33,3 +33,11 @@ class BackendUnavailableError(RuntimeInputError):
 class UnsupportedRequestError(RuntimeInputError):
     """A request the loaded model or backend cannot serve: another language or a translation from
     an English-only model, word timestamps from a backend that returns no cross-attention."""
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: control characters (a newline in a file name) escaped
+    as Python writes them (``\\n``), so every error stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -76,3 +76,12 @@ def test_a_detected_language_is_reported_with_how_to_force_one(capsys):
     given = SimpleNamespace(segments=[], language="en", language_probability=None)
     _echo(args, several=False)(SimpleNamespace(source="talk.flac"), given)
     assert capsys.readouterr().err == ""
+
+
+
+def test_a_file_name_with_a_newline_fails_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "two\nlines.wav"
+    bad.write_bytes(b"not audio" * 50)
+    assert main(["transcribe", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "two\\nlines.wav: not a readable" in err

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import EVAL_DIR, eval_file
+from tests.fuzz_audio import speech, wav_bytes
 from tests.liveserver import LiveServer, get_json, multipart, post_form, request, write_wav
 
 KEY = "errors-key-9c1"
@@ -98,6 +99,10 @@ MALFORMED: dict[str, tuple[int, Case]] = {
     "truncated flac": (400, lambda j: form(audio(j[: len(j) // 3]), M)),
     "png image": (400, lambda j: form(audio(b"\x89PNG\r\n\x1a\n" + bytes(5000), "a.png"), M)),
     "wav without frames": (400, lambda j: form(audio(_wav_without_frames(), "a.wav"), M)),
+    "wav with an unknown format tag": (400, lambda j: form(audio(
+        wav_bytes(speech(), header={"tag": 0x1234}), "tag.wav"), M)),  # was a 500
+    "wav header claiming 7 bits": (400, lambda j: form(audio(
+        wav_bytes(speech(), header={"bits": 7}), "bits7.wav"), M)),  # was an empty 200
     "no model": (400, lambda j: form(audio(j))),
     "empty model": (400, lambda j: form(audio(j), ("model", "", None))),
     "unknown model": (404, lambda j: form(audio(j), ("model", "whisper-9", None))),

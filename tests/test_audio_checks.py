@@ -1,0 +1,134 @@
+"""runtime.audio_checks through runtime.audio: what audio intake refuses (lying WAV headers,
+unknown codecs, absurd sample rates), each with one line that names the input and what to do."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.audio import SAMPLE_RATE, load_audio
+from runtime.audio_checks import caf_declared_seconds, parse_wav_header
+from runtime.errors import AudioError
+from tests.fuzz_audio import encode, wav_bytes
+
+
+def tone(seconds: float = 3.0, rate: int = SAMPLE_RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(0)  # noise, so that lossless codecs do not squeeze it to nothing
+    return (0.5 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def sources(path: Path) -> list:
+    """The same file as a path, as bytes and as a file object: each must behave alike."""
+    return [path, path.read_bytes(), io.BytesIO(path.read_bytes())]
+
+
+# -- WAV headers -------------------------------------------------------------------------------
+def test_unknown_wav_format_tag_is_an_audio_error_naming_the_tag(tmp_path):
+    """Was AttributeError: 'AudioStream' object has no attribute 'bit_rate' (a 500 on the server)."""
+    path = write(tmp_path, "tag.wav", wav_bytes(tone(), header={"tag": 0x1234}))
+    for source in sources(path):
+        with pytest.raises(AudioError, match=r"WAV format tag 0x1234, which FFmpeg cannot decode; convert"):
+            load_audio(source)
+    with pytest.raises(AudioError, match=r"^.*tag\.wav: its audio is in WAV format tag 0x1234"):
+        load_audio(path)
+
+
+@pytest.mark.parametrize(("lie", "says"), [
+    ({"bits": 7}, "declares 7 bits per sample in 1 channel(s), 1 byte(s) a frame, but frames of 2"),
+    ({"channels": 0}, "declares 0 channels"),
+    ({"channels": 3}, "declares 16 bits per sample in 3 channel(s), 6 byte(s) a frame, but frames of 2"),
+    ({"rate": 8000, "byte_rate": 32000}, "declares 32000 bytes per second, but 8000 Hz"),
+    ({"block_align": 4}, "declares 16 bits per sample in 1 channel(s), 2 byte(s) a frame, but frames of 4"),
+])
+def test_a_wav_header_that_contradicts_itself_is_refused(tmp_path, lie, says):
+    """7 bits per sample in 2-byte frames was read as 22 s of 8-bit noise: an empty success."""
+    path = write(tmp_path, "lie.wav", wav_bytes(tone(), header=lie))
+    for source in sources(path):
+        with pytest.raises(AudioError, match="the WAV header contradicts itself: it " + re.escape(says)):
+            load_audio(source)
+
+
+def test_consistent_odd_wav_headers_still_decode(tmp_path):
+    """Not every odd header lies: 8-bit, float64, a 0 or 0xFFFFFFFF data size (a recording
+    still being written) and a missing byte rate all decode."""
+    x = tone(1.0)
+    for data in (wav_bytes(x, bits=8), wav_bytes(x, tag=3, bits=64),
+                 wav_bytes(x, header={"data_size": 0}), wav_bytes(x, header={"data_size": 0xFFFFFFFF}),
+                 wav_bytes(x, header={"byte_rate": 0})):
+        assert abs(len(load_audio(data)) - SAMPLE_RATE) <= 1
+
+
+def test_parse_wav_header_reads_fmt_and_data():
+    header = parse_wav_header(wav_bytes(np.zeros(100), 22050, bits=16, channels=1))
+    assert (header.format_tag, header.channels, header.sample_rate, header.block_align,
+            header.bits_per_sample, header.data_size) == (1, 1, 22050, 2, 16, 200)
+    assert header.contradiction() is None and header.declared_seconds() == pytest.approx(100 / 22050)
+    assert parse_wav_header(b"not a wav") is None
+
+
+@pytest.mark.parametrize(("fmt", "codec"), [("w64", "pcm_s16le"), ("caf", "pcm_s16le"), ("caf", "pcm_f32le")])
+def test_w64_and_caf_cut_short_are_truncated_like_wav(fmt, codec):
+    """FFmpeg clamps their declared length to the bytes present, as for WAV."""
+    data = encode(tone(), SAMPLE_RATE, fmt, codec)
+    assert len(load_audio(data)) == 3 * SAMPLE_RATE
+    if fmt == "caf":
+        assert caf_declared_seconds(data) == pytest.approx(3.0)
+    with pytest.raises(AudioError, match=r"declared 3\.0 s, decoded 1\.5 s"):
+        load_audio(data[: len(data) // 2])
+
+
+def test_a_sample_rate_under_1000_hz_is_refused():
+    """A WAV "at 2 Hz" is hours of nothing from a few bytes: refused, not transcribed."""
+    with pytest.raises(AudioError, match="declares a sample rate of 2 Hz; no speech is recorded at under 1000 Hz"):
+        load_audio(wav_bytes(tone(0.1), 2))
+
+
+def test_a_file_that_declares_a_length_but_decodes_nothing_says_truncated():
+    import av
+
+    buffer = io.BytesIO()  # 3 s in one Matroska block: half the file holds no whole packet
+    with av.open(buffer, "w", format="matroska") as container:
+        stream = container.add_stream("pcm_f32le", rate=SAMPLE_RATE)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(tone()[None], format="flt", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    data = buffer.getvalue()
+    with pytest.raises(AudioError, match=r"truncated or corrupt: declared 3\.0 s, but not one sample decodes"):
+        load_audio(data[: len(data) // 2])
+
+
+# -- messages ----------------------------------------------------------------------------------
+def test_a_damaged_file_does_not_say_no_audio_stream_found_audio(tmp_path):
+    """Was 'contains no audio stream (found: audio)' for random bytes named .flac."""
+    noise = np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
+    path = write(tmp_path, "noise.flac", noise)
+    with pytest.raises(AudioError) as caught:
+        load_audio(path)
+    assert "found: audio" not in str(caught.value)
+    assert "noise.flac: " in str(caught.value)
+
+
+def test_a_file_name_with_a_newline_gives_a_one_line_error(tmp_path):
+    path = write(tmp_path, "two\nlines.wav", b"not audio" * 50)
+    with pytest.raises(AudioError) as caught:
+        load_audio(path)
+    assert "\n" not in str(caught.value) and "two\\nlines.wav: not a readable" in str(caught.value)
+
+
+def test_something_that_is_not_audio_at_all_is_an_audio_error():
+    for value in ([0.0, 0.1], np.float32(0.5), None):
+        with pytest.raises(AudioError, match="cannot read audio from a"):
+            load_audio(value)
