@@ -4,6 +4,8 @@ Decoding is PyAV (FFmpeg bundled, so no ffmpeg binary is needed); resampling is 
 long file is never held whole at its native rate. Bad input raises AudioError with one line that
 names the file, the problem and what to do; a truncated file is an error, not a silently short
 transcript.
+NaN or infinite samples are refused; float samples beyond full scale (an unnormalized export, an
+int16 signal passed as floats) are scaled down to full scale, with a warning.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_ARRAY_CHANNELS = 8  # a 2-D array's smaller side up to this is taken as channels
 _RESAMPLE_CHUNK = 1 << 16  # native-rate samples gathered before each soxr call (fewer tiny calls)
+_FLOAT_FORMATS = frozenset({"flt", "fltp", "dbl", "dblp"})  # decoded samples that can be NaN or > 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,9 +125,13 @@ def _channels(frame: av.AudioFrame) -> np.ndarray:
     return data
 
 
-def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
-    """One decoded frame as float32 mono in [-1, 1], channels averaged."""
-    data = _to_float32(_channels(frame))
+def _frame_to_mono(frame: av.AudioFrame, gain: float = 1.0) -> np.ndarray:
+    """One decoded frame as float32 mono in [-1, 1], channels averaged; ``gain`` (float
+    formats beyond full scale) is applied first, before float32 could overflow."""
+    data = _channels(frame)
+    if gain != 1.0:
+        data = data * gain
+    data = _to_float32(data)
     return data[0] if data.shape[0] == 1 else data.mean(axis=0)
 
 
@@ -169,15 +176,66 @@ def _decode_native(source: AudioSource) -> Iterator[tuple[np.ndarray, int]]:
     errors, so without this check a file cut in half would silently give half a transcript.
     """
     label = _label(source)
+    start = _position(source)
     with _open_audio(source) as (container, stream):
         declared = (audio_checks.header_declared_seconds(container.format.name, source, stream)
                     or audio_checks.declared_seconds(container, stream))
+        gain = _float_pcm_gain(source, start, stream, label)
         decoded, errors = 0.0, []
         for frame in _frames(container, stream, errors):
-            samples = _frame_to_mono(frame)
+            samples = _frame_to_mono(frame, gain)
+            if frame.format.name in _FLOAT_FORMATS and not np.isfinite(samples).all():
+                raise audio_checks.non_finite(label, decoded, samples[None], frame.sample_rate)
             decoded += frame.samples / frame.sample_rate
             yield samples, frame.sample_rate
         audio_checks.check_complete(label, stream, declared, decoded, errors, _source_size(source))
+
+
+def _position(source: AudioSource) -> int | None:
+    """Where a file object's audio starts (a later pass rewinds to it); None for others."""
+    if isinstance(source, (str, os.PathLike, bytes, bytearray)):
+        return None
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        return source.tell()
+    return None
+
+
+def _float_pcm_gain(source: AudioSource, start: int | None, stream: av.audio.stream.AudioStream,
+                    label: str) -> float:
+    """1, or 1 / peak for raw float PCM beyond full scale (an unnormalized export).
+
+    Found by a first pass over the file, before any of it is transcribed (raw PCM decodes at
+    disk speed); that pass also refuses NaN and infinite samples. Compressed codecs are not
+    scanned (a second decode would cost too much): their decoders overshoot full scale a little
+    on loud material, and that is harmless."""
+    if not stream.codec_context.name.startswith("pcm_f"):
+        return 1.0
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray)) and start is None:
+        return 1.0  # a file object that cannot seek: non-finite samples are refused as they come
+    peak, seconds = 0.0, 0.0
+    with _rewound(source, start), _open_audio(source) as (container, scanned):
+        for frame in _frames(container, scanned, []):  # damage is reported by the decoding pass
+            data = _channels(frame)
+            if not np.isfinite(data).all():
+                raise audio_checks.non_finite(label, seconds, data, frame.sample_rate)
+            peak = max(peak, float(np.abs(data).max(initial=0.0)))
+            seconds += frame.samples / frame.sample_rate
+    if peak <= 1.0:
+        return 1.0
+    logger.warning("%s: float samples peak at %.4g, beyond full scale (1.0): scaled by %.3g (%.1f dB); "
+                   "normalize the export to avoid this", label, peak, 1.0 / peak, -20 * np.log10(peak))
+    return 1.0 / peak
+
+
+@contextlib.contextmanager
+def _rewound(source: AudioSource, start: int | None) -> Iterator[None]:
+    """A file object read again from `start`, and put back where it was (PyAV is reading it)."""
+    if start is None:
+        yield
+        return
+    with audio_checks.kept_position(source):
+        source.seek(start)
+        yield
 
 
 def _resampled(source: AudioSource, sample_rate: int) -> Iterator[np.ndarray]:
@@ -217,7 +275,8 @@ def _flush(
 
 
 def _array_to_mono(array: np.ndarray) -> np.ndarray:
-    """An in-memory signal (already at the target rate) as float32 mono."""
+    """An in-memory signal (already at the target rate) as float32 mono; float samples beyond
+    full scale (often int16 values passed as floats) are scaled to it, with a warning."""
     if array.ndim == 2:
         if min(array.shape) > _MAX_ARRAY_CHANNELS:
             raise AudioError(
@@ -225,15 +284,21 @@ def _array_to_mono(array: np.ndarray) -> np.ndarray:
                 "pass (samples,), (channels, samples) or (samples, channels) "
                 f"with at most {_MAX_ARRAY_CHANNELS} channels"
             )
-        channel_axis = 0 if array.shape[0] <= array.shape[1] else 1
-        array = _to_float32(array).mean(axis=channel_axis)
     elif array.ndim != 1:
         raise AudioError(f"audio array of shape {array.shape}: expected 1-D samples or 2-D channels x samples")
-    mono = _to_float32(array)
-    if mono.size == 0:
+    if array.size == 0:
         raise AudioError("audio array is empty (0 samples); pass some audio")
-    if not np.isfinite(mono).all():
-        raise AudioError("audio array contains NaN or infinite samples; clean the signal before transcribing")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise AudioError("audio array contains NaN or infinite samples; clean the signal before transcribing")
+        peak = float(np.abs(array).max())
+        if peak > 1.0:
+            logger.warning("audio array: samples peak at %.4g, beyond full scale (1.0): scaled by %.3g; "
+                           "pass floats in [-1, 1] (int16 values as np.int16)", peak, 1.0 / peak)
+            array = array / peak  # a Python float keeps the array's float type
+    mono = _to_float32(array)
+    if mono.ndim == 2:
+        mono = mono.mean(axis=0 if mono.shape[0] <= mono.shape[1] else 1)
     return np.ascontiguousarray(mono)
 
 

@@ -1,9 +1,10 @@
 """What audio intake refuses, and why: the checks FFmpeg does not make.
 
 FFmpeg believes a WAV header that contradicts itself (7 bits per sample in 2-byte frames gives
-twice the samples, as noise) and clamps a WAV's declared length to the bytes present. These
-checks read the few bytes that tell (a WAV's ``fmt `` and ``data`` chunk headers) and what PyAV
-reports, and raise ``AudioError`` with one line that names the input, the problem and what to do.
+twice the samples, as noise), clamps a WAV's declared length to the bytes present and passes NaN
+samples on. These checks read the few bytes that tell (a WAV's ``fmt `` and ``data`` chunk
+headers) and what PyAV reports, and raise ``AudioError`` with one line that names the input, the
+problem and what to do.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 import av
+import numpy as np
 
 from runtime.errors import AudioError, one_line
 
@@ -251,6 +253,13 @@ def is_bitrate_estimate(stream: av.audio.stream.AudioStream, declared: float, si
     if not size or not bit_rate or declared <= 0:
         return False
     return abs(size * 8 / bit_rate - declared) <= 0.02 * declared + 0.1
+
+
+def non_finite(label: str, offset_s: float, channels: np.ndarray, rate: int) -> AudioError:
+    """The error for NaN or infinite samples in (channels, samples), saying where the first is."""
+    first = int(np.argmax(~np.isfinite(channels).all(axis=0)))
+    return AudioError(f"{label}: contains NaN or infinite samples (the first at {offset_s + first / rate:.2f} s); "
+                      "the file is damaged or was written from a broken signal: clean it or re-export it")
 
 
 def check_complete(

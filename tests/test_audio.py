@@ -176,8 +176,9 @@ def test_blocks_have_exact_length_and_join_to_load_audio(flac_4s: Path) -> None:
 
 
 def test_blocks_of_an_array() -> None:
-    blocks = list(iter_audio_blocks(np.arange(10, dtype=np.float32), block_seconds=4 / SAMPLE_RATE))
-    assert [b.tolist() for b in blocks] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    signal = np.arange(10, dtype=np.float32) / 16
+    blocks = list(iter_audio_blocks(signal, block_seconds=4 / SAMPLE_RATE))
+    assert [(b * 16).tolist() for b in blocks] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
 def test_block_seconds_must_be_positive(flac_4s: Path) -> None:

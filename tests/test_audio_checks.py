@@ -1,16 +1,20 @@
 """runtime.audio_checks through runtime.audio: what audio intake refuses (lying WAV headers,
-unknown codecs, absurd sample rates), each with one line that names the input and what to do."""
+unknown codecs, NaN samples, absurd sample rates) and repairs (float samples
+beyond full scale), each with one line that names the input and what to do."""
 
 from __future__ import annotations
 
 import io
+import logging
 import re
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from runtime.audio import SAMPLE_RATE, load_audio
+from runtime.audio import SAMPLE_RATE, iter_audio_blocks, load_audio
 from runtime.audio_checks import caf_declared_seconds, parse_wav_header
 from runtime.errors import AudioError
 from tests.fuzz_audio import encode, wav_bytes
@@ -92,6 +96,67 @@ def test_a_sample_rate_under_1000_hz_is_refused():
     """A WAV "at 2 Hz" is hours of nothing from a few bytes: refused, not transcribed."""
     with pytest.raises(AudioError, match="declares a sample rate of 2 Hz; no speech is recorded at under 1000 Hz"):
         load_audio(wav_bytes(tone(0.1), 2))
+
+
+# -- non-finite and out-of-range samples -------------------------------------------------------
+@pytest.mark.parametrize(("bad", "at"), [(np.nan, "3.13"), (np.inf, "3.13"), (-np.inf, "3.13")])
+def test_non_finite_samples_in_a_file_are_refused_at_once(tmp_path, bad, at):
+    """Was accepted: 13-17 s of work for a transcript of '!!!!', with numpy warnings on stderr."""
+    x = np.tile(tone(1.0), 5)
+    x[50000:51000] = bad
+    path = write(tmp_path, "bad.wav", wav_bytes(x, tag=3, bits=32))
+    for source in sources(path):
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no RuntimeWarning from numpy either
+            with pytest.raises(AudioError, match=rf"contains NaN or infinite samples \(the first at {at} s\)"):
+                load_audio(source)
+        assert time.perf_counter() - t0 < 2.0
+
+
+def test_an_all_nan_file_is_refused_not_an_empty_success():
+    with pytest.raises(AudioError, match=r"NaN or infinite samples \(the first at 0\.00 s\)"):
+        load_audio(wav_bytes(np.full(SAMPLE_RATE, np.nan), tag=3, bits=64))
+
+
+def test_nan_in_a_compressed_float_stream_is_refused_as_it_decodes(tmp_path):
+    """Formats not scanned ahead (Matroska float PCM here stands for them) are checked per frame."""
+    x = tone()
+    x[20000] = np.nan
+    data = encode(x, SAMPLE_RATE, "matroska", "pcm_f32le")
+    with pytest.raises(AudioError, match=r"NaN or infinite samples \(the first at 1\.25 s\)"):
+        load_audio(data)
+
+
+def test_float_samples_beyond_full_scale_are_scaled_with_one_warning(tmp_path, caplog):
+    """Speech x 1e6 as float WAV hallucinated ('yeah no. Yes that's awesome'); now it is the
+    same signal at full scale, and a warning (stderr, never stdout) says so once."""
+    x = tone()
+    path = write(tmp_path, "loud.wav", wav_bytes(x * 1e6, tag=3, bits=32))
+    with caplog.at_level(logging.WARNING, logger="runtime.audio"):
+        out = load_audio(path)
+    np.testing.assert_allclose(out, x / np.abs(x).max(), atol=1e-6)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "loud.wav: float samples peak at" in warned[0]
+    assert "beyond full scale (1.0): scaled by" in warned[0]
+    blocks = np.concatenate(list(iter_audio_blocks(path.read_bytes(), block_seconds=1.0)))
+    np.testing.assert_array_equal(blocks, out)  # the whole file's peak, not each block's
+
+
+def test_float_samples_within_full_scale_are_left_alone(caplog):
+    x = tone()
+    with caplog.at_level(logging.WARNING, logger="runtime.audio"):
+        out = load_audio(wav_bytes(x, tag=3, bits=32))
+    np.testing.assert_array_equal(out, x)
+    assert not caplog.records
+
+
+def test_an_array_of_int16_values_as_floats_is_scaled(caplog):
+    x = tone()
+    with caplog.at_level(logging.WARNING, logger="runtime.audio"):
+        out = load_audio(x * 32767)
+    np.testing.assert_allclose(out, x / np.abs(x).max(), atol=1e-6)
+    assert "audio array: samples peak at" in caplog.text
 
 
 def test_a_file_that_declares_a_length_but_decodes_nothing_says_truncated():

@@ -85,6 +85,12 @@ def _wav_without_frames() -> bytes:
     return buf.getvalue()
 
 
+def _nan_wav() -> bytes:
+    x = speech().copy()
+    x[50000:51000] = np.nan
+    return wav_bytes(x, tag=3, bits=32)
+
+
 def _truncated_multipart(jfk: bytes) -> dict:
     case = form(audio(jfk), M)
     case["body"] = case["body"][: len(case["body"]) // 2]
@@ -103,6 +109,7 @@ MALFORMED: dict[str, tuple[int, Case]] = {
         wav_bytes(speech(), header={"tag": 0x1234}), "tag.wav"), M)),  # was a 500
     "wav header claiming 7 bits": (400, lambda j: form(audio(
         wav_bytes(speech(), header={"bits": 7}), "bits7.wav"), M)),  # was an empty 200
+    "float wav with NaN samples": (400, lambda j: form(audio(_nan_wav(), "nan.wav"), M)),
     "no model": (400, lambda j: form(audio(j))),
     "empty model": (400, lambda j: form(audio(j), ("model", "", None))),
     "unknown model": (404, lambda j: form(audio(j), ("model", "whisper-9", None))),
@@ -186,6 +193,13 @@ def test_params_name_the_bad_field(server, jfk):
     status, _, body = send(server, MALFORMED["text file"][1](jfk))
     message = json.loads(body)["error"]["message"]
     assert "'a.wav'" in message and "runtime-serve-" not in message  # the client's name only
+
+
+def test_loud_float_upload_is_scaled_not_hallucinated(server):
+    loud = audio(wav_bytes(speech() * 1e6, tag=3, bits=32), "loud.wav")
+    status, _, body = post_form(server.url + TRANSCRIBE, [loud, M], api_key=KEY)
+    assert status == 200 and JFK_WORDS in json.loads(body)["text"].lower(), body[:300]
+    assert "float samples peak at" in server.log()  # said in the server's log
 
 
 def test_malformed_storm_beside_good_requests(server, jfk, tmp_dir):
