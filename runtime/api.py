@@ -144,7 +144,7 @@ class Runtime:
         session, tokenizer = self.session, self.tokenizer
         t0 = time.perf_counter()
         if sequential:
-            samples = load_audio(audio)
+            samples = load_audio(audio, allow_truncated=options.allow_truncated)
             timings = {"decode_audio": time.perf_counter() - t0}
             lang, lang_prob = self._language(samples, options)
             aligner = (WordAligner(session, tokenizer, self.capabilities, self.backend_name)

@@ -3,7 +3,7 @@
 Decoding is PyAV (FFmpeg bundled, so no ffmpeg binary is needed); resampling is soxr, streamed so a
 long file is never held whole at its native rate. Bad input raises AudioError with one line that
 names the file, the problem and what to do; a truncated file is an error, not a silently short
-transcript.
+transcript (unless ``allow_truncated``: then its readable part is transcribed, with a warning).
 NaN or infinite samples are refused; float samples beyond full scale (an unnormalized export, an
 int16 signal passed as floats) are scaled down to full scale, with a warning.
 """
@@ -168,11 +168,11 @@ def _frames(container: av.container.InputContainer, stream: av.audio.stream.Audi
         yield from frames
 
 
-def _decode_native(source: AudioSource) -> Iterator[tuple[np.ndarray, int]]:
+def _decode_native(source: AudioSource, allow_truncated: bool = False) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 chunk, its sample rate) for the whole audio stream of `source`.
 
-    At the end the decoded length is checked against the declared one, which is how a truncated
-    file shows: FFmpeg decodes what is there and only logs
+    At the end the decoded length is checked against the declared one (and an Ogg file for its
+    last page), which is how a truncated file shows: FFmpeg decodes what is there and only logs
     errors, so without this check a file cut in half would silently give half a transcript.
     """
     label = _label(source)
@@ -188,7 +188,9 @@ def _decode_native(source: AudioSource) -> Iterator[tuple[np.ndarray, int]]:
                 raise audio_checks.non_finite(label, decoded, samples[None], frame.sample_rate)
             decoded += frame.samples / frame.sample_rate
             yield samples, frame.sample_rate
-        audio_checks.check_complete(label, stream, declared, decoded, errors, _source_size(source))
+        end_problem = audio_checks.ogg_truncation(source) if container.format.name == "ogg" else None
+        audio_checks.check_complete(label, stream, declared, decoded, errors, _source_size(source),
+                                    end_problem, allow_truncated)
 
 
 def _position(source: AudioSource) -> int | None:
@@ -238,7 +240,7 @@ def _rewound(source: AudioSource, start: int | None) -> Iterator[None]:
         yield
 
 
-def _resampled(source: AudioSource, sample_rate: int) -> Iterator[np.ndarray]:
+def _resampled(source: AudioSource, sample_rate: int, allow_truncated: bool = False) -> Iterator[np.ndarray]:
     """Yield float32 mono chunks of `source` at `sample_rate`, resampled as a stream.
 
     Small decoded frames are gathered to ~64k samples before each soxr call: per-call overhead
@@ -247,7 +249,7 @@ def _resampled(source: AudioSource, sample_rate: int) -> Iterator[np.ndarray]:
     resampler: soxr.ResampleStream | None = None
     pending: list[np.ndarray] = []
     pending_len, rate = 0, 0
-    for chunk, chunk_rate in _decode_native(source):
+    for chunk, chunk_rate in _decode_native(source, allow_truncated):
         if chunk_rate != rate and pending:
             yield from _flush(resampler, pending, rate, sample_rate, last=True)
             pending, pending_len = [], 0
@@ -302,33 +304,36 @@ def _array_to_mono(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(mono)
 
 
-def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, *,
+               allow_truncated: bool = False) -> np.ndarray:
     """Decode `source` to a 1-D float32 mono array at `sample_rate` (16 kHz for Whisper).
 
     `source` is a path, the bytes of a file, a binary file object, or a numpy array (taken as
     already at `sample_rate`; integer PCM is scaled to [-1, 1); 2-D arrays are averaged to mono).
-    Raises AudioError for anything that is not complete, decodable audio.
+    Raises AudioError for anything that is not complete, decodable audio; with
+    `allow_truncated`, a truncated file gives what it holds (and a warning) instead.
     """
     if isinstance(source, np.ndarray):
         return _array_to_mono(source)
-    chunks = list(_resampled(source, sample_rate))
+    chunks = list(_resampled(source, sample_rate, allow_truncated))
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
 def iter_audio_blocks(
-    source: AudioSource, block_seconds: float = 30.0, sample_rate: int = SAMPLE_RATE
+    source: AudioSource, block_seconds: float = 30.0, sample_rate: int = SAMPLE_RATE, *,
+    allow_truncated: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield consecutive float32 mono blocks of exactly `block_seconds` (the last one shorter).
 
     Decoding and resampling are streamed, so a two-hour file costs a block of memory, not the
     whole signal. The blocks concatenated equal load_audio(source). A truncated file raises
-    AudioError only at its end, after the blocks that could be decoded.
+    AudioError only at its end, after the blocks that could be decoded (unless `allow_truncated`).
     """
     block = int(round(block_seconds * sample_rate))
     if block <= 0:
         raise ValueError(f"block_seconds must give at least one sample, got {block_seconds}")
     chunks = (iter([_array_to_mono(source)]) if isinstance(source, np.ndarray)
-              else _resampled(source, sample_rate))
+              else _resampled(source, sample_rate, allow_truncated))
     out, filled = np.empty(block, dtype=np.float32), 0  # chunks are copied in once, no joins
     for chunk in chunks:
         while len(chunk):

@@ -1,15 +1,17 @@
 """What audio intake refuses, and why: the checks FFmpeg does not make.
 
 FFmpeg believes a WAV header that contradicts itself (7 bits per sample in 2-byte frames gives
-twice the samples, as noise), clamps a WAV's declared length to the bytes present and passes NaN
-samples on. These checks read the few bytes that tell (a WAV's ``fmt `` and ``data`` chunk
-headers) and what PyAV reports, and raise ``AudioError`` with one line that names the input, the
-problem and what to do.
+twice the samples, as noise), clamps a WAV's declared length to the bytes present, decodes an
+Ogg stream cut short to a shorter stream with no error at all, and passes NaN samples on. These
+checks read the few bytes that tell (a WAV's ``fmt `` and ``data`` chunk headers, an Ogg file's
+last page) and what PyAV reports, and raise ``AudioError`` with one line that names the input,
+the problem and what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import struct
@@ -19,13 +21,15 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
-from runtime.errors import AudioError, one_line
+from runtime.errors import AudioError, TruncatedAudioError, one_line
 
 logger = logging.getLogger("runtime.audio")  # one logger for audio intake, as users filter it
 
 _TRUNCATION_SLACK_S = 0.5  # encoder priming/padding and rounding never lose this much
 _TRUNCATION_SLACK_FRACTION = 0.005  # container durations of long files may be off by a little
 HEAD_BYTES = 1 << 16  # a WAV's fmt and data headers come first (LIST chunks rarely exceed this)
+OGG_TAIL_BYTES = 1 << 17  # holds the largest Ogg page (27 + 255 + 255 * 255 bytes) twice over
+OGG_END_OF_STREAM = 0x04  # header_type flag of a logical stream's last page
 
 W64_RIFF = b"riff\x2e\x91\xcf\x11"  # the start of Wave64's 'riff' GUID
 WAVE_PCM, WAVE_FLOAT, WAVE_ALAW, WAVE_MULAW, WAVE_EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
@@ -147,6 +151,40 @@ def caf_declared_seconds(head: bytes) -> float | None:
     return None
 
 
+def ogg_truncation(source: Any) -> str | None:
+    """Why an Ogg file does not end with a complete end-of-stream page, or None (also when its
+    end cannot be read: a file object that cannot seek)."""
+    tail = read_tail(source)
+    return ogg_end_problem(tail) if tail else None
+
+
+def ogg_end_problem(tail: bytes) -> str | None:
+    """Why an Ogg file's last bytes are not a complete end-of-stream page, or None.
+
+    Every Ogg writer closes a stream with a page flagged end-of-stream; a file cut short ends
+    inside a page, or after a page that is not the last. ``tail`` is the file's end (at least
+    ``OGG_TAIL_BYTES``, or the whole file)."""
+    position = tail.rfind(b"OggS")
+    while position >= 0:
+        if _ogg_page_end(tail, position) == len(tail):
+            if tail[position + 5] & OGG_END_OF_STREAM:
+                return None
+            return "the Ogg stream stops after a page that is not its last (no end-of-stream page)"
+        position = tail.rfind(b"OggS", 0, position)
+    return "the Ogg stream stops inside a page"
+
+
+def _ogg_page_end(data: bytes, start: int) -> int | None:
+    """Where the page whose capture pattern is at ``start`` ends, if its header is whole."""
+    if start + 27 > len(data) or data[start + 4] != 0:  # stream structure version 0
+        return None
+    segments = data[start + 26]
+    table = data[start + 27: start + 27 + segments]
+    if len(table) < segments:
+        return None
+    return start + 27 + segments + sum(table)
+
+
 @contextlib.contextmanager
 def kept_position(file: BinaryIO):
     """Seek freely in ``file``; its position is restored afterwards (PyAV may be reading it)."""
@@ -167,6 +205,21 @@ def read_head(source: Any, size: int = HEAD_BYTES) -> bytes | None:
     with contextlib.suppress(AttributeError, OSError, ValueError), kept_position(source):
         source.seek(0)
         return source.read(size)
+    return None
+
+
+def read_tail(source: Any, size: int = OGG_TAIL_BYTES) -> bytes | None:
+    """The last ``size`` bytes of a path, bytes or seekable file object; None otherwise."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as file:
+            file.seek(max(0, os.fstat(file.fileno()).st_size - size))
+            return file.read()
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source[-size:])
+    with contextlib.suppress(AttributeError, OSError, ValueError), kept_position(source):
+        end = source.seek(0, io.SEEK_END)
+        source.seek(max(0, end - size))
+        return source.read()
     return None
 
 
@@ -269,21 +322,29 @@ def check_complete(
     decoded: float,
     errors: list[Exception],
     size: int | None,
+    end_problem: str | None = None,
+    allow_truncated: bool = False,
 ) -> None:
-    """Raise AudioError for a stream that decoded to nothing or to clearly less than it declares."""
+    """Raise AudioError for a stream that decoded to nothing or to clearly less than it declares
+    (TruncatedAudioError, unless ``allow_truncated``: then a warning says what is transcribed)."""
     detail = f" (FFmpeg: {one_line(str(getattr(errors[0], 'strerror', None) or errors[0]))})" if errors else ""
     if decoded == 0 and declared:
         raise AudioError(f"{label}: truncated or corrupt: declared {declared:.1f} s, but not one sample "
                          f"decodes{detail}; re-download or re-export the file")
     if decoded == 0:
         raise AudioError(f"{label}: the audio stream decoded to 0 samples{detail}; it holds no sound, re-export it")
+    problem = None
     slack = _TRUNCATION_SLACK_S + _TRUNCATION_SLACK_FRACTION * (declared or 0.0)
     if declared is not None and declared - decoded > slack:
         if not is_bitrate_estimate(stream, declared, size):
-            raise AudioError(
-                f"{label}: truncated or corrupt: declared {declared:.1f} s, decoded {decoded:.1f} s{detail}; "
-                "re-download or re-export the file"
-            )
-        logger.warning("%s: decoded %.1f s; FFmpeg's %.1f s from the bitrate is a guess", label, decoded, declared)
+            problem = f"{label}: truncated or corrupt: declared {declared:.1f} s, the data ends at {decoded:.1f} s{detail}"
+        else:
+            logger.warning("%s: decoded %.1f s; FFmpeg's %.1f s from the bitrate is a guess", label, decoded, declared)
+    elif end_problem:
+        problem = f"{label}: truncated: {end_problem}; the data ends at {decoded:.1f} s{detail}"
+    if problem:
+        if not allow_truncated:
+            raise TruncatedAudioError(problem, decoded)
+        logger.warning("%s; transcribing the first %.1f s (truncated input allowed)", problem, decoded)
     if errors:
         logger.warning("%s: skipped %d undecodable packet(s)%s", label, len(errors), detail)

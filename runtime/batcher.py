@@ -272,7 +272,8 @@ class SourceRun:
     def _blocks(self, source: Any) -> Iterator[tuple[np.ndarray, bool]]:
         """Audio blocks with a flag for the last one (one block of look-ahead)."""
         t = time.perf_counter()
-        it = iter_audio_blocks(source, block_seconds=self.block_seconds())
+        it = iter_audio_blocks(source, block_seconds=self.block_seconds(),
+                               allow_truncated=self.options.allow_truncated)
         current = next(it, None)
         while current is not None:
             following = next(it, None)

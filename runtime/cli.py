@@ -45,6 +45,9 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sequential", action="store_true",
                    help="the reference long-form path: 30 s windows with seek, no batching")
     p.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="transcribe what a truncated file holds (with a warning saying where "
+                        "its data ends) instead of failing it")
     p.add_argument("--no-condition-on-previous-text", action="store_true",
                    help="do not feed each window's text as the next window's prompt")
     p.add_argument("--word-timestamps", action="store_true",
@@ -105,6 +108,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         overrides["temperature"] = 0.0
     if args.word_timestamps:
         overrides["word_timestamps"] = True
+    if args.allow_truncated:
+        overrides["allow_truncated"] = True
     for name in ("language_detection", "language_threshold"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)

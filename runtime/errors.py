@@ -14,6 +14,20 @@ class AudioError(RuntimeInputError):
     """Audio that cannot be read: missing, empty, corrupt, truncated or not audio at all."""
 
 
+class TruncatedAudioError(AudioError):
+    """Audio whose data ends early: its first ``readable_s`` seconds decode. The message offers
+    to transcribe those (``allow_truncated``); ``message(how)`` words the offer for another
+    front end (the server's form field)."""
+
+    def __init__(self, problem: str, readable_s: float) -> None:
+        self.problem, self.readable_s = problem, readable_s
+        super().__init__(self.message())
+
+    def message(self, how: str = "pass --allow-truncated (allow_truncated=True)") -> str:
+        return (f"{self.problem}; re-download or re-export the file, or {how} to transcribe "
+                f"its first {self.readable_s:.1f} s")
+
+
 class ModelNotFoundError(RuntimeInputError):
     """A model name or path that does not resolve to weights we can read."""
 

@@ -61,6 +61,9 @@ class TranscribeOptions:
     # less likely than the threshold are not trusted
     language_detection: str = "file"
     language_threshold: float = 0.5
+    # input: a truncated file is an error, unless this is set; then what it holds is transcribed
+    # (runtime.audio warns with the second its data ends at)
+    allow_truncated: bool = False
 
     def __post_init__(self) -> None:
         if self.language_detection not in DETECTION_MODES:

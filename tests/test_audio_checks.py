@@ -1,5 +1,5 @@
 """runtime.audio_checks through runtime.audio: what audio intake refuses (lying WAV headers,
-unknown codecs, NaN samples, absurd sample rates) and repairs (float samples
+unknown codecs, NaN samples, truncated Ogg, absurd sample rates) and repairs (float samples
 beyond full scale), each with one line that names the input and what to do."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from runtime.audio import SAMPLE_RATE, iter_audio_blocks, load_audio
-from runtime.audio_checks import caf_declared_seconds, parse_wav_header
-from runtime.errors import AudioError
+from runtime.audio_checks import caf_declared_seconds, ogg_end_problem, parse_wav_header
+from runtime.errors import AudioError, TruncatedAudioError
 from tests.fuzz_audio import encode, wav_bytes
 
 
@@ -88,7 +88,7 @@ def test_w64_and_caf_cut_short_are_truncated_like_wav(fmt, codec):
     assert len(load_audio(data)) == 3 * SAMPLE_RATE
     if fmt == "caf":
         assert caf_declared_seconds(data) == pytest.approx(3.0)
-    with pytest.raises(AudioError, match=r"declared 3\.0 s, decoded 1\.5 s"):
+    with pytest.raises(TruncatedAudioError, match=r"declared 3\.0 s, the data ends at 1\.5 s"):
         load_audio(data[: len(data) // 2])
 
 
@@ -157,6 +157,50 @@ def test_an_array_of_int16_values_as_floats_is_scaled(caplog):
         out = load_audio(x * 32767)
     np.testing.assert_allclose(out, x / np.abs(x).max(), atol=1e-6)
     assert "audio array: samples peak at" in caplog.text
+
+
+# -- truncation, consistent across containers --------------------------------------------------
+def ogg_opus(x: np.ndarray) -> bytes:
+    return encode(x, 48000, "ogg", "libopus")
+
+
+def test_ogg_opus_cut_short_is_truncated_saying_where_the_data_ends(tmp_path):
+    """Was a silently short transcript (exit 0); FLAC, WAV, MP3 and M4A were already errors."""
+    data = ogg_opus(tone(6.0))
+    path = write(tmp_path, "cut.ogg", data[: len(data) // 2])
+    for source in sources(path):
+        with pytest.raises(TruncatedAudioError) as caught:
+            load_audio(source)
+        message = str(caught.value)
+        assert "truncated: the Ogg stream stops inside a page; the data ends at" in message
+        assert "--allow-truncated (allow_truncated=True) to transcribe its first" in message
+        assert 1.5 < caught.value.readable_s < 3.5 and "\n" not in message
+
+
+def test_ogg_cut_at_a_page_boundary_is_truncated_too():
+    data = ogg_opus(tone(6.0))
+    last_pages = data.rfind(b"OggS", 0, data.rfind(b"OggS"))
+    with pytest.raises(TruncatedAudioError, match="stops after a page that is not its last"):
+        load_audio(data[:last_pages])
+
+
+def test_allow_truncated_transcribes_what_is_there_with_a_warning(caplog):
+    data = ogg_opus(tone(6.0))
+    cut = data[: len(data) // 2]
+    with caplog.at_level(logging.WARNING, logger="runtime.audio"):
+        out = load_audio(cut, allow_truncated=True)
+        blocks = list(iter_audio_blocks(cut, block_seconds=1.0, allow_truncated=True))
+    assert 1.5 < len(out) / SAMPLE_RATE < 3.5
+    np.testing.assert_array_equal(np.concatenate(blocks), out)
+    assert "transcribing the first" in caplog.text and "truncated input allowed" in caplog.text
+    assert len(load_audio(data)) == pytest.approx(6 * SAMPLE_RATE, abs=SAMPLE_RATE // 10)  # whole: fine
+
+
+def test_ogg_end_problem():
+    data = ogg_opus(tone(1.0))
+    assert ogg_end_problem(data) is None
+    assert ogg_end_problem(data[:-1]) == "the Ogg stream stops inside a page"
+    assert ogg_end_problem(b"no pages") == "the Ogg stream stops inside a page"
 
 
 def test_a_file_that_declares_a_length_but_decodes_nothing_says_truncated():

@@ -78,6 +78,44 @@ def test_a_detected_language_is_reported_with_how_to_force_one(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_hostile_files_give_one_line_each_and_loud_floats_a_warning(tmp_path):
+    """NaN samples, an unknown WAV format tag, a header claiming 7 bits and a truncated Ogg:
+    one `error:` line each (no traceback, no numpy warning, no 17 s of work), while a float WAV
+    of speech x 1e6 is scaled to full scale, said on stderr, and transcribed right."""
+    from runtime.audio import load_audio
+    from tests.fuzz_audio import encode, wav_bytes
+
+    speech = load_audio(eval_file("jfk.flac"))
+    nan = speech.copy()
+    nan[50000:51000] = float("nan")
+    ogg = encode(speech, 48000, "ogg", "libopus")
+    files = {"nan.wav": wav_bytes(nan, tag=3, bits=32),
+             "tag.wav": wav_bytes(speech, header={"tag": 0x1234}),
+             "bits7.wav": wav_bytes(speech, header={"bits": 7}),
+             "cut.ogg": ogg[: len(ogg) // 2],
+             "loud.wav": wav_bytes(speech * 1e6, tag=3, bits=32)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "transcribe", *files],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "ask not what your country can do for you" in proc.stdout.lower()
+    assert "Traceback" not in proc.stderr and "Warning:" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert [e.split(":")[1].strip() for e in errors] == ["nan.wav", "tag.wav", "bits7.wav", "cut.ogg"]
+    assert "NaN or infinite samples (the first at 3.13 s)" in errors[0]
+    assert "WAV format tag 0x1234" in errors[1] and "contradicts itself" in errors[2]
+    assert "the data ends at 5.0 s" in errors[3] and "--allow-truncated" in errors[3]
+    assert "loud.wav: float samples peak at" in proc.stderr  # the warning: stderr, not stdout
+    assert "peak" not in proc.stdout
+
+    allowed = subprocess.run([sys.executable, "-m", "runtime.cli", "transcribe", "cut.ogg",
+                              "--allow-truncated"], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.lower().count("and so my fellow americans") == 1
+    assert "transcribing the first 5.0 s" in allowed.stderr
+
 
 def test_a_file_name_with_a_newline_fails_in_one_line(tmp_path, capsys):
     bad = tmp_path / "two\nlines.wav"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import EVAL_DIR, eval_file
-from tests.fuzz_audio import speech, wav_bytes
+from tests.fuzz_audio import encode, speech, wav_bytes
 from tests.liveserver import LiveServer, get_json, multipart, post_form, request, write_wav
 
 KEY = "errors-key-9c1"
@@ -85,6 +85,11 @@ def _wav_without_frames() -> bytes:
     return buf.getvalue()
 
 
+def _half_an_ogg() -> bytes:
+    data = encode(speech(), 48000, "ogg", "libopus")
+    return data[: len(data) // 2]
+
+
 def _nan_wav() -> bytes:
     x = speech().copy()
     x[50000:51000] = np.nan
@@ -110,6 +115,9 @@ MALFORMED: dict[str, tuple[int, Case]] = {
     "wav header claiming 7 bits": (400, lambda j: form(audio(
         wav_bytes(speech(), header={"bits": 7}), "bits7.wav"), M)),  # was an empty 200
     "float wav with NaN samples": (400, lambda j: form(audio(_nan_wav(), "nan.wav"), M)),
+    "truncated ogg": (400, lambda j: form(audio(_half_an_ogg(), "cut.ogg"), M)),  # was a short 200
+    "allow_truncated not a boolean": (400, lambda j: form(audio(j), M,
+                                                          ("allow_truncated", "maybe", None))),
     "no model": (400, lambda j: form(audio(j))),
     "empty model": (400, lambda j: form(audio(j), ("model", "", None))),
     "unknown model": (404, lambda j: form(audio(j), ("model", "whisper-9", None))),
@@ -193,6 +201,20 @@ def test_params_name_the_bad_field(server, jfk):
     status, _, body = send(server, MALFORMED["text file"][1](jfk))
     message = json.loads(body)["error"]["message"]
     assert "'a.wav'" in message and "runtime-serve-" not in message  # the client's name only
+
+
+def test_truncated_upload_is_refused_unless_allowed(server):
+    cut = audio(_half_an_ogg(), "cut.ogg")
+    status, _, body = post_form(server.url + TRANSCRIBE, [cut, M], api_key=KEY)
+    error = assert_openai_error(status, body, 400, "truncated ogg")
+    assert error["code"] == "invalid_audio" and error["param"] == "file"
+    assert error["message"].startswith("uploaded file 'cut.ogg': truncated: ")
+    assert "the data ends at 5.0 s" in error["message"]
+    assert "send the form field allow_truncated=true to transcribe its first 5.0 s" in error["message"]
+    status, _, body = post_form(server.url + TRANSCRIBE, [cut, M, ("allow_truncated", "true", None)],
+                                api_key=KEY)
+    assert status == 200, body[:300]
+    assert json.loads(body)["text"].lower().startswith("and so my fellow americans")
 
 
 def test_loud_float_upload_is_scaled_not_hallucinated(server):

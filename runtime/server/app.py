@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime.engine import QueueFullError
-from runtime.errors import AudioError, RuntimeInputError
+from runtime.errors import AudioError, RuntimeInputError, TruncatedAudioError
 from runtime.results import Transcription
 from runtime.server.errors import (SERVER_ERROR, APIError, api_error_handler, bad_request,
                                    http_exception_handler)
@@ -102,7 +102,9 @@ async def _transcribe(request: Request, state: ServerState, upload: Upload,
                        headers={"Retry-After": str(state.retry_after_s)})
     exc = future.exception()
     if isinstance(exc, AudioError):  # name the client's file, not the server's temporary one
-        message = str(exc).replace(str(upload.path), f"uploaded file {upload.filename or ''!r}")
+        message = (exc.message("send the form field allow_truncated=true")
+                   if isinstance(exc, TruncatedAudioError) else str(exc))
+        message = message.replace(str(upload.path), f"uploaded file {upload.filename or ''!r}")
         raise bad_request(message, param=FILE_FIELD, code="invalid_audio") from exc
     if isinstance(exc, RuntimeInputError):
         raise bad_request(str(exc)) from exc

@@ -2,7 +2,8 @@
 
 Every wrong value is a 400 naming the field (``param``), as OpenAI answers it; fields OpenAI's
 clients may send that this server does not use (``include``, ``chunking_strategy``...) are
-ignored rather than refused, so newer clients keep working.
+ignored rather than refused, so newer clients keep working. One field is this server's own:
+``allow_truncated=true`` transcribes what a truncated upload holds instead of refusing it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class AudioRequest:
     response_format: str = "json"
     temperature: float | None = None  # None (or 0 from the client) = Whisper's fallback ladder
     granularities: frozenset[str] = frozenset({"segment"})
+    allow_truncated: bool = False  # this server's own field: transcribe a truncated file's start
 
     def engine_overrides(self) -> dict[str, Any]:
         """Keywords for ``Engine.submit``: only what the client asked for."""
@@ -39,6 +41,8 @@ class AudioRequest:
             overrides["temperature"] = self.temperature
         if "word" in self.granularities:
             overrides["word_timestamps"] = True
+        if self.allow_truncated:
+            overrides["allow_truncated"] = True
         return overrides
 
 
@@ -50,6 +54,16 @@ def _one(fields: dict[str, list[str]], name: str) -> str | None:
         raise bad_request(f"field {name!r} was given {len(values)} times; give it once",
                           param=name)
     return values[0]
+
+
+def _flag(value: str | None, name: str) -> bool:
+    """A boolean form field: true/1/yes/on or false/0/no/off (absent or empty: false)."""
+    text = (value or "").strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("", "false", "0", "no", "off"):
+        return False
+    raise bad_request(f"{name} must be true or false, not {value!r}", param=name)
 
 
 def _temperature(value: str | None) -> float | None:
@@ -102,7 +116,7 @@ def parse_audio_request(upload: Upload, task: str,
     model = _one(fields, "model")
     if not model or not model.strip():
         raise bad_request("field 'model' is required (for example 'whisper-1')", param="model")
-    if (_one(fields, "stream") or "false").strip().lower() not in ("false", "0", ""):
+    if _flag(_one(fields, "stream"), "stream"):
         raise bad_request("streaming responses are not supported; omit 'stream'", param="stream")
     response_format = (_one(fields, "response_format") or "json").strip()
     if response_format not in RESPONSE_FORMATS:
@@ -112,4 +126,5 @@ def parse_audio_request(upload: Upload, task: str,
         task=task, model=resolve_model(model.strip()), language=_language(_one(fields, "language")),
         prompt=_one(fields, "prompt") or None, response_format=response_format,
         temperature=_temperature(_one(fields, "temperature")),
-        granularities=_granularities(fields, response_format))
+        granularities=_granularities(fields, response_format),
+        allow_truncated=_flag(_one(fields, "allow_truncated"), "allow_truncated"))
