@@ -330,6 +330,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RuntimeInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # before serving (loading the models): nothing to drain
+        print("interrupted before the server started", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -23,6 +23,12 @@ import numpy as np
 STARTUP_TIMEOUT_S = 180  # a first start exports the ONNX graphs of the model
 
 
+def _default_sigint() -> None:
+    """The server gets SIGINT's default disposition (Python's KeyboardInterrupt), as from a
+    terminal, even when the tests run where SIGINT is ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -39,7 +45,8 @@ class LiveServer:
         cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", str(self.port), *args]
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})},
+                                     preexec_fn=_default_sigint)
         self._wait_ready()
 
     def _wait_ready(self) -> None:

@@ -333,7 +333,19 @@ def test_graceful_shutdown_finishes_the_request_in_flight(tmp_path):
     worker.join(60)
     status, _, body = answer[0]
     assert status == 200 and len(json.loads(body)["text"].split()) > 50, body[:300]
-    assert srv.stop() in (0, -signal.SIGTERM)
+    assert srv.stop() == 0
     assert "Application shutdown complete" in srv.log()
+    assert srv.log().splitlines()[-1].endswith("stopped on SIGTERM; the requests in flight were finished")
     with pytest.raises(OSError):
         request("GET", srv.url + "/health", timeout=2)
+
+
+def test_sigint_stops_the_server_with_one_line_and_status_0(tmp_path):
+    """Was a KeyboardInterrupt traceback and status 130 after a drain that had finished."""
+    srv = LiveServer(log_path=tmp_path / "server.log")
+    srv.proc.send_signal(signal.SIGINT)
+    assert srv.proc.wait(60) == 0
+    srv.stop()
+    log = srv.log()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log
+    assert log.splitlines()[-1].endswith("stopped on SIGINT; the requests in flight were finished")

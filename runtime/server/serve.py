@@ -3,12 +3,15 @@
 Models are loaded before the socket opens, so a bad model name fails the command with one
 line (like ``runtime transcribe``) instead of a server that answers errors. On SIGINT/SIGTERM
 uvicorn stops accepting connections and waits for the requests in flight; then the lifespan
-closes the engines.
+closes the engines, and the command says so in one line and exits 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 from pathlib import Path
 
 from runtime.settings import Settings
@@ -82,4 +85,32 @@ def serve(settings: Settings, log_level: str = "info") -> None:
     if settings.server.host not in ("127.0.0.1", "localhost", "::1") and state.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach it can use it",
                     settings.server.host)
-    uvicorn.Server(uvicorn_config(create_app(state), settings, log_level)).run()
+    server = uvicorn.Server(uvicorn_config(create_app(state), settings, log_level))
+    with _stop_signals() as received:
+        server.run()
+    if received:
+        how = ("forced: the requests in flight were dropped" if server.force_exit
+               else "the requests in flight were finished")
+        log.warning("stopped on %s; %s", received[0].name, how)
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """The signals that stopped the server, recorded instead of re-raised.
+
+    uvicorn handles SIGINT/SIGTERM itself (a graceful drain) and, once shut down, raises the
+    signal again for the handler that was there before it: Python's default turns SIGINT into
+    a KeyboardInterrupt traceback (status 130) and SIGTERM into death by signal. Here the
+    handler before it is this one, so a clean stop ends ``serve`` normally (status 0)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []  # uvicorn installs no handlers outside the main thread either
+        return
+    received: list[signal.Signals] = []
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda sig, frame: received.append(signal.Signals(sig)))
+                for sig in handled}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
