@@ -31,8 +31,8 @@ from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
 from runtime.memory import release_free_memory
 from runtime.results import Segment
 from runtime.tokenizer import Tokenizer
-from runtime.transcribe import (TranscribeOptions, annotate_pieces, is_digital_silence,
-                                is_silence, make_segment, split_segments)
+from runtime.transcribe import (TranscribeOptions, annotate_pieces, initial_prompt_tokens,
+                                is_digital_silence, is_silence, make_segment, split_segments)
 from runtime.vad import VadOptions, speech_probs, speech_regions
 
 MIN_CONTINUATION_FRAMES = 100  # less than 1 s left after the last complete segment: done
@@ -155,8 +155,8 @@ class SourceRun:
         self.segments: list[Segment] = []
         self.samples = 0
         self.vad_method: str | None = None
-        self.initial = (tokenizer.encode(" " + options.initial_prompt.strip())
-                        if options.initial_prompt else [])
+        self.initial = initial_prompt_tokens(tokenizer, options.initial_prompt,
+                                             session.model.dims.n_text_ctx)
         self.streams: list[Stream] = []  # open streams, in the order of the audio
         self.exhausted = False
         self.error: Exception | None = None  # the input failed (unreadable audio, ...)

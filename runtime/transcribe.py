@@ -7,6 +7,8 @@ measured against it.
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -22,6 +24,8 @@ from runtime.tokenizer import Tokenizer
 from runtime.words.align import AlignRequest
 from runtime.words.aligner import WordAligner, window_text_tokens
 from runtime.words.attach import Punctuation, add_word_timestamps, last_word_end
+
+log = logging.getLogger(__name__)
 
 TIME_PRECISION = 0.02  # seconds per timestamp token: 2 mel frames of 10 ms
 INPUT_STRIDE = 2  # mel frames per encoder output frame (conv2 has stride 2)
@@ -84,6 +88,28 @@ class TranscribeOptions:
             suppress_tokens=self.suppress_tokens, suppress_blank=self.suppress_blank,
             without_timestamps=self.without_timestamps,
             max_initial_timestamp=self.max_initial_timestamp)
+
+
+def initial_prompt_tokens(tokenizer: Tokenizer, prompt: str | None, n_text_ctx: int) -> list[int]:
+    """The initial prompt's tokens, at most the last ``n_text_ctx // 2 - 1`` (223): all Whisper
+    reads, as openai-whisper cuts it. A longer prompt is cut here and a warning says so: a long
+    prompt that repeats itself is often copied into the transcript."""
+    if not prompt:
+        return []
+    tokens = tokenizer.encode(" " + prompt.strip())
+    limit = n_text_ctx // 2 - 1
+    if len(tokens) > limit:
+        _warn_long_prompt(len(tokens), limit, tokenizer.decode(tokens[-limit:]).strip())
+        tokens = tokens[-limit:]
+    return tokens
+
+
+@functools.lru_cache(maxsize=16)
+def _warn_long_prompt(n_tokens: int, limit: int, kept: str) -> None:
+    """Once per prompt, not once per input of a job."""
+    log.warning("the initial prompt is %d tokens; Whisper reads only its last %d (from %r): the "
+                "rest is ignored, and a long repetitive prompt tends to be copied into the text",
+                n_tokens, limit, kept[:40] + ("..." if len(kept) > 40 else ""))
 
 
 def needs_fallback(result: DecodingResult, options: TranscribeOptions) -> bool:
@@ -172,7 +198,7 @@ def transcribe_sequential(session: Session, tokenizer: Tokenizer, audio: np.ndar
     mel = log_mel_spectrogram(audio, n_mels=n_mels, padding=N_SAMPLES)
     content_frames = mel.shape[-1] - N_FRAMES
     seek, segments, all_tokens, prompt_reset = 0, [], [], 0
-    initial = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+    initial = initial_prompt_tokens(tokenizer, options.initial_prompt, session.model.dims.n_text_ctx)
     all_tokens.extend(initial)
     last_speech = 0.0
     while seek < content_frames:

@@ -56,3 +56,19 @@ def test_no_text_from_silence_or_noise(cpu_session, tiny_tokenizer, signal):
     audio = (np.zeros(n) if signal == "silence" else rng.normal(0, 0.05, n)).astype(np.float32)
     segments = transcribe_sequential(cpu_session, tiny_tokenizer, audio, TranscribeOptions(), "en")
     assert "".join(s.text for s in segments).strip() == ""
+
+
+def test_an_initial_prompt_longer_than_whisper_reads_is_cut_with_a_warning(tiny_tokenizer, caplog):
+    """Whisper reads the last 223 tokens (n_text_ctx // 2 - 1) of a prompt, as openai-whisper
+    cuts it; a 20,000-character prompt is cut the same way and a warning says so, once."""
+    from runtime.transcribe import initial_prompt_tokens
+
+    short = initial_prompt_tokens(tiny_tokenizer, "Glossary: pluggy, MLX.", 448)
+    assert tiny_tokenizer.decode(short) == " Glossary: pluggy, MLX." and not caplog.records
+    prompt = "The weather today is sunny and warm. " * 540 + "Last words."
+    for _ in range(3):
+        tokens = initial_prompt_tokens(tiny_tokenizer, prompt, 448)
+    assert len(tokens) == 223 and tiny_tokenizer.decode(tokens).endswith("Last words.")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "Whisper reads only its last 223" in warnings[0]
+    assert initial_prompt_tokens(tiny_tokenizer, None, 448) == []
