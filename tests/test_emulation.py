@@ -279,3 +279,67 @@ def test_openvino_npu_missing_is_one_line_and_strict_exits_2(tmp_path: Path) -> 
     strict = _transcribe("--profile", "npu-here", "--strict", profile_dir=profiles)
     assert strict.returncode == 2 and strict.stdout == ""
     assert len([line for line in strict.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+# --- the exact options each NPU profile hands its EP ------------------------------------------
+
+
+def _encoder_options(name: str, emulate: bool = False) -> tuple[str, dict[str, str], object]:
+    """The first encoder provider of a built-in profile with the options the backend would
+    attach it with (expanded, cache-keyed, as its adapter prepares them), and the graph spec."""
+    from backends.onnx.adapters import adapter
+    from backends.onnx.options import OnnxOptions
+    from backends.onnx.sessions import OpenRequest, _expanded
+
+    profiles = load_profiles([builtin_profiles_dir()])
+    options = {k: v for k, v in profiles[name].backend_options.items() if k != "precision"}
+    spec = OnnxOptions(**options).encoder
+    provider = spec.providers[0].emulated() if emulate else spec.providers[0]
+    request = OpenRequest(cache_tag="TAG", variables=(
+        ("PROFILE_DIR", str(builtin_profiles_dir())), ("ONNX_CACHE", "/cache/onnx")))
+    warnings: list[str] = []
+    built = _expanded(provider, request, warnings)
+    assert warnings == []
+    return provider.name, adapter(provider.name).prepare(built, Path("/work"), False), spec
+
+
+def test_xdna2_gives_vitisai_exactly_the_documented_options(monkeypatch) -> None:
+    monkeypatch.setenv("HOME", "/home/u")
+    name, options, spec = _encoder_options("xdna2")
+    assert name == "VitisAIExecutionProvider"
+    assert options == {
+        "config_file": f"{builtin_profiles_dir()}/vitisai/whisper_encoder_bf16.json",
+        "cache_dir": "/home/u/.cache/whisper-runtime/vitisai",
+        "cache_key": "whisper-encoder-TAG",
+        "enable_cache_file_io_in_mem": "0"}
+    assert Path(options["config_file"]).is_file()
+    assert spec.session_config == {} and spec.graph_optimization_level == "all"
+
+
+def test_vitisai_report_file_is_named_while_the_session_is_created(monkeypatch) -> None:
+    from backends.onnx.adapters import VITISAI_REPORT_ENV, adapter
+
+    monkeypatch.delenv(VITISAI_REPORT_ENV, raising=False)
+    with adapter("VitisAIExecutionProvider").creating():
+        assert os.environ[VITISAI_REPORT_ENV] == "vitisai_ep_report.json"
+    assert VITISAI_REPORT_ENV not in os.environ
+
+
+def test_intel_npu_gives_openvino_exactly_the_documented_options() -> None:
+    name, options, spec = _encoder_options("intel-npu")
+    assert name == "OpenVINOExecutionProvider"
+    assert options == {"device_type": "NPU", "load_config": (
+        '{"NPU": {"CACHE_DIR": "/cache/onnx/openvino", "PERFORMANCE_HINT": "LATENCY"}}')}
+    assert json.loads(options["load_config"])["NPU"]["CACHE_DIR"] == "/cache/onnx/openvino"
+    assert spec.session_config == {"session.disable_cpu_ep_fallback": "1"}
+    assert spec.graph_optimization_level == "disable"
+    assert _encoder_options("intel-npu", emulate=True)[1]["device_type"] == "CPU"
+
+
+def test_qualcomm_npu_gives_qnn_exactly_the_documented_options() -> None:
+    name, options, _ = _encoder_options("qualcomm-npu")
+    assert name == "QNNExecutionProvider"
+    assert options == {"backend_type": "htp", "htp_performance_mode": "high_performance",
+                       "enable_framework_op_trace": "1", "framework_op_trace_dir": "/work"}
+    emulated = _encoder_options("qualcomm-npu", emulate=True)[1]
+    assert emulated["soc_model"] == "60" and emulated["htp_arch"] == "73"
