@@ -107,9 +107,6 @@ class GraphOptions(BaseModel):
     model: str | None = Field(
         None, description="Manifest (.json) of a graph exported beforehand, e.g. an EP-context "
                           "model; None: export from the weights into the cache.")
-    ep_context: bool = Field(
-        False, description="Keep the EP's compiled model (an EP-context model) in the graph cache "
-                           "and load it on later runs instead of compiling again.")
 
 
 class OnnxOptions(BaseModel):
