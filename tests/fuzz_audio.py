@@ -294,7 +294,8 @@ def _zip() -> bytes:
     return buffer.getvalue()
 
 
-def _video_only() -> bytes:
+def video_only() -> bytes:
+    """A Matroska file holding one video frame and no audio."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="matroska") as container:
         stream = container.add_stream("mpeg4", rate=10)
@@ -317,7 +318,7 @@ def not_audio_cases(rng: np.random.Generator) -> list[Case]:
         ("HTML error page", b"<html><body>502 Bad Gateway</body></html>", "talk.m4a", ERROR),
         ("random bytes .flac", noise, "noise.flac", ERROR), ("random bytes .mp3", noise, "noise.mp3", ANY),
         ("random bytes, no name", noise, "upload", ANY), ("zero bytes", bytes(100_000), "zeros.ogg", ERROR),
-        ("video without audio", _video_only(), "film.mkv", ERROR),
+        ("video without audio", video_only(), "film.mkv", ERROR),
         ("WAV header only", wav_bytes(np.zeros(0)), "header.wav", ERROR),
         ("FLAC header only", flac[:42], "header.flac", ERROR), ("'OggS' only", b"OggS", "a.ogg", ERROR),
         ("ID3 tag only", b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10), "tag.mp3", ERROR),

@@ -12,6 +12,7 @@ import pytest
 
 from runtime.audio import SAMPLE_RATE, audio_duration, iter_audio_blocks, load_audio
 from runtime.errors import AudioError
+from tests.fuzz_audio import video_only
 
 EVAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "eval"
 
@@ -219,13 +220,7 @@ def test_text_named_wav(tmp_path: Path) -> None:
 
 def test_video_without_audio(tmp_path: Path) -> None:
     path = tmp_path / "silent_film.mkv"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width = stream.height = 32
-        stream.pix_fmt = "yuv420p"
-        frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            container.mux(packet)
+    path.write_bytes(video_only())
     with pytest.raises(AudioError, match=r"silent_film\.mkv: contains no audio stream \(found: video\)"):
         load_audio(path)
 
