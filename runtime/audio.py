@@ -160,6 +160,9 @@ def _frames(container: av.container.InputContainer, stream: av.audio.stream.Audi
         except av.error.FFmpegError as exc:  # the container itself is cut or damaged here
             errors.append(exc)
             return
+        except IndexError:  # PyAV knows no stream FFmpeg found part-way (damaged FLV, MPEG-TS)
+            errors.append(ValueError("a stream appears part-way through the file"))
+            return
         try:
             frames = packet.decode()
         except av.error.FFmpegError as exc:

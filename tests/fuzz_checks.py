@@ -100,8 +100,9 @@ def check_intake(tally: Tally, case: Case, path: Path | None) -> None:
     kinds = [kind for kind, _ in outcomes]
     tally.check("intake: samples or an AudioError, nothing else", "crash" not in kinds,
                 f"{case.name!r}: {[v for k, v in outcomes if k == 'crash']}")
-    tally.check("intake: path, bytes and file object agree", len(set(kinds)) == 1,
-                f"{case.name!r}: {kinds}")
+    if case.expect != ANY:  # a damaged file may decode only with its name's format hint
+        tally.check("intake: path, bytes and file object agree", len(set(kinds)) == 1,
+                    f"{case.name!r}: {kinds}")
     oks = [v for k, v in outcomes if k == "ok"]
     for samples in oks:
         ok = (isinstance(samples, np.ndarray) and samples.dtype == np.float32 and samples.ndim == 1
@@ -111,7 +112,7 @@ def check_intake(tally: Tally, case: Case, path: Path | None) -> None:
             peak = float(np.abs(samples).max())
             tally.check("intake: samples within full scale (plus resampling)", peak <= PEAK_BOUND,
                         f"{case.name!r}: peak {peak:.3g}")
-    if len(oks) > 1:
+    if len(oks) > 1 and case.expect != ANY:
         tally.check("intake: path, bytes and file object agree", all(
             np.array_equal(oks[0], o) for o in oks[1:]), f"{case.name!r}: different samples")
     kind, value = outcomes[0]

@@ -267,3 +267,22 @@ def test_truncated_mp3_with_header(tmp_path: Path) -> None:
 def test_audio_duration_of_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="no such file"):
         audio_duration(tmp_path / "nope.flac")
+
+
+def test_a_stream_pyav_cannot_follow_ends_the_decode_as_damage() -> None:
+    """A damaged FLV made FFmpeg add a stream part-way; PyAV's demuxer then raised IndexError
+    (found by tools/fuzz.py). It ends the stream like other container damage."""
+    from runtime.audio import _frames
+
+    class Packet:
+        def decode(self):
+            return ["frame"]
+
+    class Container:
+        def demux(self, stream):
+            yield Packet()
+            raise IndexError("list index out of range")
+
+    errors: list[Exception] = []
+    assert list(_frames(Container(), None, errors)) == ["frame"]
+    assert "a stream appears part-way through the file" in str(errors[0])
