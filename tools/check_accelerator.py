@@ -92,6 +92,7 @@ def check(args: argparse.Namespace) -> dict:
         audio[name] += duration
         refs[name].append(reference)
         hyps[name].append(result.text)
+        report.setdefault("texts", {})[Path(path).stem] = result.text.strip()
         for stage, seconds in result.timings.items():
             stages[name][stage] += seconds
         if name == "jfk":
