@@ -61,7 +61,7 @@ def test_a_prepared_block_does_not_hold_its_audio(cpu_runtime, monkeypatch):
 
     refs = []
 
-    def fake_blocks(source, block_seconds):
+    def fake_blocks(source, block_seconds, allow_truncated=False):
         for i in range(3):
             audio = np.random.default_rng(i).normal(0, 0.1, 30 * SAMPLE_RATE).astype(np.float32)
             refs.append(weakref.ref(audio))
