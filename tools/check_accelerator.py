@@ -13,8 +13,10 @@ times, speed and WER on jfk.flac, LibriSpeech test-clean and the 8.4-min chapter
 (``../shared/eval``; ``--sets`` chooses). The report goes to stdout and, as JSON and Markdown,
 to ``--out`` (default ``accelerator-report-<profile>``).
 
-``--compare`` runs several configurations (``profile:batch[:seq]``) side by side, each in its own
-process, rounds interleaved, and prints every round.
+``--compare`` runs several configurations (``profile:batch[:mode]``; mode ``batched``, the default,
+``one-by-one`` (rows decoded one at a time, as NPU profiles did before batching) or ``longform``
+(the sequential reference path)) side by side, each in its own process, rounds interleaved, and
+prints every round.
 """
 
 from __future__ import annotations
@@ -70,9 +72,10 @@ def check(args: argparse.Namespace) -> dict:
     from runtime.settings import Settings
 
     settings = Settings(profile=args.profile, emulate=args.emulate, strict=args.strict,
-                        profile_dirs=args.profile_dir)
+                        profile_dirs=args.profile_dir,
+                        batch={"decoder": "sequential"} if args.one_by_one else {})
     report = {"profile": args.profile, "emulate": args.emulate, "batch_size": args.batch_size,
-              "sequential": args.sequential, "environment": environment(settings)}
+              "sequential": args.sequential, "one_by_one": args.one_by_one, "environment": environment(settings)}
     t = time.perf_counter()
     rt = Runtime(args.model, settings=settings)
     session = rt.session
@@ -126,7 +129,9 @@ def markdown(report: dict) -> str:
             out.append(f"- {sel[key]}")
     out += ["", f"Loaded in {report.get('load_s')} s:", ""]
     out += [f"    {line}" for line in report.get("placement", [])]
-    mode = "sequential" if report["sequential"] else f"batched, B={report['batch_size'] or 'profile'}"
+    mode = ("sequential" if report["sequential"] else
+            f"{'one by one' if report.get('one_by_one') else 'batched'}, "
+            f"B={report['batch_size'] or 'profile'}")
     out += ["", f"| set ({mode}) | files | audio s | wall s | x real time | WER % | stages (s) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in report.get("sets", {}).items():
@@ -144,18 +149,19 @@ def compare(args: argparse.Namespace) -> None:
     print("| round | profile | batch | mode | set | wall s | x real time | WER % |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for round_no in range(1, args.rounds + 1):
-        for profile, batch, *mode in configs:
-            out = Path(f"/tmp/check-{profile}-{batch}-{'seq' if mode else 'bat'}-{round_no}")
+        for profile, batch, *rest in configs:
+            mode = rest[0] if rest else "batched"
+            out = Path(f"/tmp/check-{profile}-{batch}-{mode}-{round_no}")
             cmd = [sys.executable, __file__, "--profile", profile, "--batch-size", batch,
                    "--sets", args.sets, "--out", str(out), "--model", args.model, "--quiet"]
-            cmd += ["--sequential"] if mode else []
+            cmd += {"longform": ["--sequential"], "one-by-one": ["--one-by-one"]}.get(mode, [])
             cmd += ["--emulate"] if args.emulate and profile != "cpu" else []
             cmd += [] if args.strict else ["--no-strict"]
             cmd += [arg for d in args.profile_dir for arg in ("--profile-dir", str(d))]
             subprocess.run(cmd, check=True)
             report = json.loads(out.with_suffix(".json").read_text())
             for name, s in report["sets"].items():
-                rows.append((round_no, profile, batch, "seq" if mode else "batched", name, s))
+                rows.append((round_no, profile, batch, mode, name, s))
                 print(f"| {round_no} | {profile} | {batch} | {rows[-1][3]} | {name} | "
                       f"{s['wall_s']} | {s['x_realtime']} | {s['wer']} |", flush=True)
 
@@ -169,6 +175,8 @@ def main() -> None:
     ap.add_argument("--sets", default="jfk,test-clean,chapter", help=", ".join(SETS))
     ap.add_argument("--batch-size", type=int, default=None, help="default: the profile's")
     ap.add_argument("--sequential", action="store_true", help="the sequential reference path")
+    ap.add_argument("--one-by-one", action="store_true",
+                    help="decode the rows of each batch one at a time (decoder = sequential)")
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--profile-dir", type=Path, action="append", default=[],
                     help="another folder of profiles (repeatable)")
