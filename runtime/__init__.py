@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from runtime.api import Runtime
-    from runtime.results import Segment, Transcription
+    from runtime.output.results import Segment, Transcription
 
 
 def __getattr__(name: str) -> Any:
@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
 
         return Runtime
     if name in ("Transcription", "Segment"):
-        from runtime import results
+        from runtime.output import results
 
         return getattr(results, name)
     raise AttributeError(name)

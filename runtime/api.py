@@ -15,22 +15,22 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from runtime.audio import SAMPLE_RATE, load_audio
+from runtime.audio.decode import SAMPLE_RATE, load_audio
 from runtime.backend import Capabilities, LoadOptions, Session
-from runtime.batcher import BatchOptions, Batcher
+from runtime.pipeline.source import BatchOptions, Batcher
 from runtime.decoding import detect_language
 from runtime.errors import BackendUnavailableError, RuntimeInputError, UnsupportedRequestError
-from runtime.language import LanguageGuess
-from runtime.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
-from runtime.model import WhisperModel
+from runtime.decoding.language import LanguageGuess
+from runtime.audio.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
+from runtime.model.weights import WhisperModel
 from runtime.plugins import Plugins
-from runtime.results import RunInfo, Segment, Transcription
-from runtime.selection import Selection, select_profile
-from runtime.settings import Settings
-from runtime.tokenizer import Tokenizer, load_tokenizer, normalize_language
-from runtime.transcribe import TranscribeOptions, transcribe_sequential
+from runtime.output.results import RunInfo, Segment, Transcription
+from runtime.config.selection import Selection, select_profile
+from runtime.config.settings import Settings
+from runtime.model.tokenizer import Tokenizer, load_tokenizer, normalize_language
+from runtime.pipeline.sequential import TranscribeOptions, transcribe_sequential
 from runtime.words.aligner import WordAligner, check_word_timestamps
-from runtime.writers import segment_text
+from runtime.output.writers import segment_text
 
 
 class Runtime:
@@ -62,7 +62,7 @@ class Runtime:
         """The chosen profile (None when a backend was forced), selected once on first use."""
         if self._selection is None and self.settings.backend is None:
             from runtime.hardware import run_probes
-            from runtime.profiles import load_profiles
+            from runtime.config.profiles import load_profiles
 
             dirs = self.plugins.profile_dirs() + list(self.settings.profile_dirs)
             report = run_probes(self.settings.hardware_root, self.plugins.probes())
@@ -91,7 +91,7 @@ class Runtime:
     def _read_model(self) -> WhisperModel:
         if isinstance(self.model_spec, WhisperModel):
             return self.model_spec
-        from runtime.models import resolve_model
+        from runtime.model.registry import resolve_model
 
         return resolve_model(str(self.model_spec), readers=self.plugins.model_readers())
 
@@ -174,7 +174,7 @@ class Runtime:
         Yields one ``ManyResult`` per input, in input order, as soon as that input (and every one
         before it) is done. An input that fails yields its error; the others go on. At most
         ``in_flight`` inputs (default 4 x batch size) are held at once, so memory stays flat."""
-        from runtime.engine import Engine
+        from runtime.pipeline.engine import Engine
 
         opts = self._options(options, language, task, overrides)
         engine = Engine(self, batch_size=batch_size, max_wait_s=0.0, max_queue=10**9)

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from runtime.model import WhisperModel
+from runtime.model.weights import WhisperModel
 
 
 @dataclass(frozen=True)
@@ -113,12 +113,12 @@ class NumpyFrontend:
     model: WhisperModel
 
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
-        from runtime.mel import log_mel_spectrogram
+        from runtime.audio.mel import log_mel_spectrogram
 
         return log_mel_spectrogram(audio, n_mels=self.model.dims.n_mels, padding=padding)
 
     def mel_windows(self, spans: list[tuple[np.ndarray, int, int]]) -> np.ndarray:
-        from runtime.mel import N_FRAMES
+        from runtime.audio.mel import N_FRAMES
 
         out = np.zeros((len(spans), self.model.dims.n_mels, N_FRAMES), dtype=np.float32)
         for i, (mel, start, n) in enumerate(spans):

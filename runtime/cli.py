@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime.errors import RuntimeInputError
-from runtime.writers import WRITERS, format_timestamp
+from runtime.output.writers import WRITERS, format_timestamp
 
 EXIT_BAD_INPUT = 2
 
@@ -91,7 +91,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from runtime.settings import Settings
+    from runtime.config.settings import Settings
 
     overrides = {k: getattr(args, k, None) for k in ("model", "profile", "backend", "precision",
                                                      "strict", "emulate")}
@@ -118,7 +118,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _subtitle_options(args: argparse.Namespace):
     """srt/vtt cue options; they need word timestamps (as in openai-whisper)."""
-    from runtime.subtitles import SubtitleOptions
+    from runtime.output.subtitles import SubtitleOptions
 
     given = {k: getattr(args, k) for k in ("max_line_width", "max_line_count",
                                            "max_words_per_line", "highlight_words")}
@@ -135,7 +135,7 @@ def _bind_writers(writers: dict, args: argparse.Namespace) -> dict:
     """Writer classes with the subtitle options bound (plugin writers built on ``Writer`` too)."""
     from functools import partial
 
-    from runtime.writers import Writer
+    from runtime.output.writers import Writer
 
     options = _subtitle_options(args)
     return {name: partial(w, options) if isinstance(w, type) and issubclass(w, Writer) else w
@@ -156,7 +156,7 @@ def _progress_bar(duration: float):
 
 
 def _transcribe_one(rt, path: str, args: argparse.Namespace, show_bar: bool = True):
-    from runtime.audio import audio_duration
+    from runtime.audio.decode import audio_duration
 
     duration = (audio_duration(path) or 0.0) if show_bar else 0.0
     bar, update = _progress_bar(duration)
@@ -174,7 +174,7 @@ def _echo(args: argparse.Namespace, several: bool):
     def echo(item, result) -> None:
         if not args.quiet:
             if result.language_probability is not None:  # detected, not given
-                from runtime.tokenizer import LANGUAGES
+                from runtime.model.tokenizer import LANGUAGES
 
                 name = LANGUAGES.get(result.language, result.language).title()
                 print(f"{item.source}: detected language {name} "
@@ -193,10 +193,10 @@ def _echo(args: argparse.Namespace, several: bool):
 
 
 def _run_job(rt, args: argparse.Namespace) -> int:
-    """Every input through a ``runtime.jobs.Job``: several together (``transcribe_many``), one
+    """Every input through a ``runtime.output.jobs.Job``: several together (``transcribe_many``), one
     alone or ``--sequential`` one by one; outputs that exist are skipped; a summary when files
     are written."""
-    from runtime.jobs import Job, collect_inputs, many_results, one_by_one_results, plan_outputs
+    from runtime.output.jobs import Job, collect_inputs, many_results, one_by_one_results, plan_outputs
 
     inputs, empty = collect_inputs(args.files, args.input_list)
     fmt = args.output_format or ("txt" if args.output_dir else None)
@@ -269,7 +269,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_profiles(args: argparse.Namespace) -> int:
     from runtime.detect import describe_profile
     from runtime.plugins import Plugins
-    from runtime.profiles import find_profile, load_profiles
+    from runtime.config.profiles import find_profile, load_profiles
 
     try:
         plugins = Plugins()

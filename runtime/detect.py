@@ -11,9 +11,9 @@ from typing import Any
 from runtime.errors import ProfileError, RuntimeInputError
 from runtime.hardware import HardwareReport, run_probes
 from runtime.plugins import Plugins
-from runtime.profiles import load_profiles
-from runtime.selection import backend_checker, select_profile, why_not
-from runtime.settings import Settings
+from runtime.config.profiles import load_profiles
+from runtime.config.selection import backend_checker, select_profile, why_not
+from runtime.config.settings import Settings
 
 
 def detect(settings: Settings, plugins: Plugins, load: bool = False) -> dict[str, Any]:

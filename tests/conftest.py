@@ -21,14 +21,14 @@ def eval_file(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     return resolve_model("tiny.en")
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model):
-    from runtime.tokenizer import load_tokenizer
+    from runtime.model.tokenizer import load_tokenizer
 
     return load_tokenizer(tiny_model.tokenizer_path, False)
 
@@ -36,7 +36,7 @@ def tiny_tokenizer(tiny_model):
 @pytest.fixture(scope="session")
 def base_model():
     from runtime.errors import ModelNotFoundError
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     try:
         return resolve_model("base")

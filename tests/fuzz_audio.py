@@ -48,7 +48,7 @@ class Case:
 @functools.lru_cache(maxsize=1)
 def speech() -> np.ndarray:
     """The JFK clip at 16 kHz mono float32 (11 s); FileNotFoundError without ../shared/eval."""
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
 
     path = EVAL_DIR / "jfk.flac"
     if not path.exists():

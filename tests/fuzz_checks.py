@@ -78,7 +78,7 @@ def check_expectation(tally: Tally, layer: str, case: Case, text: str | None,
 
 # -- intake ------------------------------------------------------------------------------------
 def _intake(source) -> tuple[str, object]:
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
     from runtime.errors import AudioError
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.audio import load_audio
+from runtime.audio.decode import load_audio
 from runtime.errors import AudioError, RuntimeInputError
 from tests.conftest import eval_file
 

@@ -1,4 +1,4 @@
-"""runtime.audio: decoding, resampling, downmixing, streaming blocks and the errors bad files give."""
+"""runtime.audio.decode: decoding, resampling, downmixing, streaming blocks and the errors bad files give."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from runtime.audio import SAMPLE_RATE, audio_duration, iter_audio_blocks, load_audio
+from runtime.audio.decode import SAMPLE_RATE, audio_duration, iter_audio_blocks, load_audio
 from runtime.errors import AudioError
 from tests.fuzz_audio import video_only
 
@@ -272,7 +272,7 @@ def test_audio_duration_of_a_missing_file(tmp_path: Path) -> None:
 def test_a_stream_pyav_cannot_follow_ends_the_decode_as_damage() -> None:
     """A damaged FLV made FFmpeg add a stream part-way; PyAV's demuxer then raised IndexError
     (found by tools/fuzz.py). It ends the stream like other container damage."""
-    from runtime.audio import _frames
+    from runtime.audio.decode import _frames
 
     class Packet:
         def decode(self):

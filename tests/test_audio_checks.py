@@ -1,4 +1,4 @@
-"""runtime.audio_checks through runtime.audio: what audio intake refuses (lying WAV headers,
+"""runtime.audio.checks through runtime.audio.decode: what audio intake refuses (lying WAV headers,
 unknown codecs, NaN samples, truncated Ogg, absurd sample rates) and repairs (float samples
 beyond full scale), each with one line that names the input and what to do."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.audio import SAMPLE_RATE, iter_audio_blocks, load_audio
-from runtime.audio_checks import caf_declared_seconds, ogg_end_problem, parse_wav_header
+from runtime.audio.decode import SAMPLE_RATE, iter_audio_blocks, load_audio
+from runtime.audio.checks import caf_declared_seconds, ogg_end_problem, parse_wav_header
 from runtime.errors import AudioError, TruncatedAudioError
 from tests.fuzz_audio import encode, wav_bytes
 

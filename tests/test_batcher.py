@@ -6,12 +6,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from runtime.audio import load_audio
-from runtime.batcher import BatchOptions, Batcher, Block, Job, SourceRun
-from runtime.mel import N_SAMPLES
-from runtime.scheduler import Row, Scheduler
+from runtime.audio.decode import load_audio
+from runtime.pipeline.source import BatchOptions, Batcher, Block, Job, SourceRun
+from runtime.audio.mel import N_SAMPLES
+from runtime.pipeline.scheduler import Row, Scheduler
 from runtime.decoding import DecodingResult
-from runtime.transcribe import TranscribeOptions
+from runtime.pipeline.sequential import TranscribeOptions
 from tests.conftest import EVAL_DIR, eval_file
 from tools.eval_common import load_librispeech, wer
 
@@ -195,7 +195,7 @@ def test_stream_windows_resume_at_the_seek_and_merge_what_follows():
     sec = SR
     block = Block(mel=None, offset_s=100.0, pieces=[(0, 20 * sec), (22 * sec, 40 * sec)],
                   regions=[(0, 20 * sec), (22 * sec, 40 * sec)])
-    from runtime.batcher import Stream
+    from runtime.pipeline.source import Stream
 
     stream = Stream(block, history=[])
     first = stream.next_job()
@@ -240,7 +240,7 @@ def test_a_rows_prompt_does_not_depend_on_its_batch(cpu_runtime, monkeypatch):
     """Rows whose prompts differ in length decode in calls of their own, each with its whole
     prompt: cutting them to a common length would make a request's text depend on the others
     it is batched with (on the server, other users' requests)."""
-    import runtime.scheduler as scheduler_module
+    import runtime.pipeline.scheduler as scheduler_module
 
     calls = []
 

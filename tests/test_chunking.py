@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.chunking import Chunk, fixed_chunks, split_long, vad_chunks
-from runtime.vad import FRAME
+from runtime.audio.chunking import Chunk, fixed_chunks, split_long, vad_chunks
+from runtime.audio.vad import FRAME
 
 SR = 16000
 

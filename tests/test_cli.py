@@ -82,7 +82,7 @@ def test_hostile_files_give_one_line_each_and_loud_floats_a_warning(tmp_path):
     """NaN samples, an unknown WAV format tag, a header claiming 7 bits and a truncated Ogg:
     one `error:` line each (no traceback, no numpy warning, no 17 s of work), while a float WAV
     of speech x 1e6 is scaled to full scale, said on stderr, and transcribed right."""
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
     from tests.fuzz_audio import encode, wav_bytes
 
     speech = load_audio(eval_file("jfk.flac"))

@@ -12,7 +12,7 @@ LibriSpeech), so the CPU reference reproduces the openai-whisper tokens of
 
 Stated tolerances, float32 (fp32 reorders sums; nothing else may differ):
 
-- log-mel of the backend's own frontend: max |diff| <= 1e-4 (log10 units / 4, as runtime.mel);
+- log-mel of the backend's own frontend: max |diff| <= 1e-4 (log10 units / 4, as runtime.audio.mel);
 - encoder features (2 windows): max |diff| <= 1e-2 on values of magnitude ~10 (seen: 2.5e-3);
 - teacher-forced decoder logits: max |diff| <= 1e-2 on logits of magnitude ~10-30;
 - greedy tokens: identical to the CPU backend's (and to openai-whisper's where the fixture has them);
@@ -32,7 +32,7 @@ import pytest
 
 from runtime.backend import LoadOptions, features_to_numpy
 from runtime.decoding import DecodingOptions, decode
-from runtime.mel import N_SAMPLES, log_mel_spectrogram, pad_or_trim
+from runtime.audio.mel import N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from tests.conftest import EVAL_DIR, FIXTURES
 
 EXTRA_PLUGINS = ("backends.mlx.plugin", "backends.onnx.plugin")

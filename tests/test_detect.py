@@ -13,9 +13,9 @@ from runtime.cli import main
 from runtime.errors import ProfileError
 from runtime.hardware import run_probes
 from runtime.plugins import Plugins
-from runtime.profiles import builtin_profiles_dir, load_profiles
-from runtime.selection import select_profile
-from runtime.settings import Settings
+from runtime.config.profiles import builtin_profiles_dir, load_profiles
+from runtime.config.selection import select_profile
+from runtime.config.settings import Settings
 from tests import fakehw
 
 

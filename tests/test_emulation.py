@@ -26,8 +26,8 @@ from backends.onnx import plugin as onnx_plugin
 from runtime.errors import ProfileError
 from runtime.hardware import run_probes
 from runtime.plugins import Plugins
-from runtime.profiles import builtin_profiles_dir, load_profiles
-from runtime.selection import select_profile
+from runtime.config.profiles import builtin_profiles_dir, load_profiles
+from runtime.config.selection import select_profile
 from tests import fakehw
 from tests.conftest import REPO, eval_file
 

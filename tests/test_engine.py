@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from runtime.batcher import SourceRun
-from runtime.engine import Engine, QueueFullError
+from runtime.pipeline.source import SourceRun
+from runtime.pipeline.engine import Engine, QueueFullError
 from runtime.errors import AudioError, RuntimeInputError
 from tests.conftest import EVAL_DIR
 from tools.eval_common import load_librispeech, wer

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from runtime.errors import ModelFormatError, ModelNotFoundError
-from runtime.formats import BUILTIN_READERS, ModelReader, ct2, read_model
-from runtime.formats._safetensors import read_safetensors, write_safetensors
-from runtime.formats.hf import hf_name, openai_name, write_hf
-from runtime.formats.mlx import dequantize, write_mlx
-from runtime.formats.openai_pt import write_openai_pt
-from runtime.model import ModelDims, WhisperModel
-from runtime.models import available_models, resolve_model
+from runtime.model.formats import BUILTIN_READERS, ModelReader, ct2, read_model
+from runtime.model.formats._safetensors import read_safetensors, write_safetensors
+from runtime.model.formats.hf import hf_name, openai_name, write_hf
+from runtime.model.formats.mlx import dequantize, write_mlx
+from runtime.model.formats.openai_pt import write_openai_pt
+from runtime.model.weights import ModelDims, WhisperModel
+from runtime.model.registry import available_models, resolve_model
 
 TINY_DIMS = ModelDims(80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4)
 REFVENV = Path("/work/refvenv/bin/python")
@@ -362,7 +362,7 @@ def test_openai_pt_refuses_other_globals(tmp_path: Path) -> None:
 
 
 def test_openai_pt_refuses_tensors_outside_their_storage(tmp_path: Path) -> None:
-    from runtime.formats.openai_pt import _StorageRef, _StorageType, _TorchGlobal, _TorchPickler
+    from runtime.model.formats.openai_pt import _StorageRef, _StorageType, _TorchGlobal, _TorchPickler
 
     class Oversized:
         def __reduce__(self):
@@ -398,7 +398,7 @@ def test_openai_pt_interoperates_with_torch(tiny: WhisperModel, tmp_path: Path) 
     assert float(total) == pytest.approx(
         float(tiny.weights["encoder.conv1.weight"].astype(np.float32).sum()), rel=1e-6
     )
-    from runtime.formats.openai_pt import load_torch_zip
+    from runtime.model.formats.openai_pt import load_torch_zip
 
     theirs = load_torch_zip(tmp_path / "theirs.pt")["model_state_dict"]
     for name, arr in tiny.weights.items():

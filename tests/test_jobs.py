@@ -10,7 +10,7 @@ import pytest
 
 from runtime.cli import main
 from runtime.errors import RuntimeInputError
-from runtime.jobs import (JobInput, MEDIA_EXTENSIONS, collect_inputs, media_files, plan_outputs,
+from runtime.output.jobs import (JobInput, MEDIA_EXTENSIONS, collect_inputs, media_files, plan_outputs,
                           read_input_list)
 from tests.conftest import eval_file
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from runtime.errors import UnsupportedRequestError
-from runtime.language import chunk_languages, file_language
-from runtime.transcribe import TranscribeOptions
+from runtime.decoding.language import chunk_languages, file_language
+from runtime.pipeline.sequential import TranscribeOptions
 from tests.conftest import eval_file
 
 SAMPLES = {  # espeak-ng voice -> text
@@ -90,7 +90,7 @@ def synthetic(tmp_path_factory) -> dict:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng): it synthesizes "
                     "the non-English speech of these tests")
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
 
     folder = tmp_path_factory.mktemp("espeak")
     out = {}
@@ -120,7 +120,7 @@ def test_spanish_is_transcribed_translated_or_forced(base_runtime, synthetic):
 def test_per_chunk_detection_follows_the_speech(base_runtime, synthetic):
     """German, 20 s of silence, then English: the VAD cuts two chunks, and per-chunk detection
     decodes each in its own language (per-input detection would decode both as German)."""
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
 
     audio = np.concatenate([synthetic["de"], np.zeros(20 * 16000, np.float32),
                             load_audio(eval_file("jfk.flac"))])

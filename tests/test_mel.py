@@ -1,4 +1,4 @@
-"""runtime.mel against openai-whisper's own output (tests/fixtures/whisper_mel_reference.npz).
+"""runtime.audio.mel against openai-whisper's own output (tests/fixtures/whisper_mel_reference.npz).
 
 The fixture was written by tools/make_mel_fixture.py under a venv with torch and openai-whisper; it
 holds whisper's mel filters, two input signals and whisper.log_mel_spectrogram of each.
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import mel
-from runtime.mel import (
+from runtime.audio import mel
+from runtime.audio.mel import (
     FRAMES_PER_SECOND,
     HOP_LENGTH,
     N_FRAMES,
@@ -124,7 +124,7 @@ def test_pad_or_trim() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not LONGFORM.exists(), reason=f"{LONGFORM} not present")
 def test_fifteen_minutes_well_under_a_second() -> None:
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
 
     audio = load_audio(LONGFORM)
     log_mel_spectrogram(audio[: 16000 * 10])  # warm-up

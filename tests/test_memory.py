@@ -4,7 +4,7 @@ import platform
 
 import pytest
 
-from runtime.memory import release_free_memory
+from runtime.pipeline.memory import release_free_memory
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
@@ -15,7 +15,7 @@ def test_free_memory_is_given_back_on_glibc():
 
 
 def test_release_never_raises_elsewhere(monkeypatch):
-    import runtime.memory as memory
+    import runtime.pipeline.memory as memory
 
     monkeypatch.setattr(memory, "_trim", lambda: None)
     assert memory.release_free_memory() is False
@@ -29,7 +29,7 @@ def test_audio_blocks_cost_about_one_block_of_memory():
 
     import numpy as np
 
-    from runtime.audio import SAMPLE_RATE, iter_audio_blocks
+    from runtime.audio.decode import SAMPLE_RATE, iter_audio_blocks
 
     audio = np.random.default_rng(0).normal(0, 0.1, 600 * SAMPLE_RATE).astype(np.float32)
     block_bytes = 30 * SAMPLE_RATE * 4
@@ -54,10 +54,10 @@ def test_a_prepared_block_does_not_hold_its_audio(cpu_runtime, monkeypatch):
 
     import numpy as np
 
-    import runtime.batcher as batcher_module
-    from runtime.audio import SAMPLE_RATE
-    from runtime.batcher import BatchOptions, SourceRun
-    from runtime.transcribe import TranscribeOptions
+    import runtime.pipeline.source as batcher_module
+    from runtime.audio.decode import SAMPLE_RATE
+    from runtime.pipeline.source import BatchOptions, SourceRun
+    from runtime.pipeline.sequential import TranscribeOptions
 
     refs = []
 

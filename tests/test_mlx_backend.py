@@ -15,7 +15,7 @@ import pytest
 from backends.mlx import MlxBackend, MlxOptions
 from backends.mlx import plugin as mlx_plugin
 from runtime.backend import LoadOptions
-from runtime.mel import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+from runtime.audio.mel import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 
 _AVAILABLE = MlxBackend().available()
 needs_mlx = pytest.mark.skipif(not _AVAILABLE, reason=f"mlx backend unavailable: {_AVAILABLE.reason}")
@@ -54,7 +54,7 @@ def mlx_fp32(tiny_model):
 @pytest.fixture(scope="module")
 def real_features(cpu_session):
     """CPU-encoded features of the JFK window (skips when ../shared/eval is absent)."""
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
     from tests.conftest import eval_file
 
     audio = load_audio(eval_file("jfk.flac"))

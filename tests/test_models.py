@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import models
+from runtime.model import registry as models
 from runtime.errors import ModelNotFoundError
-from runtime.formats.hf import write_hf
-from runtime.formats.openai_pt import write_openai_pt
-from runtime.model import WhisperModel
-from runtime.models import (
+from runtime.model.formats.hf import write_hf
+from runtime.model.formats.openai_pt import write_openai_pt
+from runtime.model.weights import WhisperModel
+from runtime.model.registry import (
     DEFAULT_MODEL,
     PackagedModel,
     available_models,

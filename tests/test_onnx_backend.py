@@ -43,7 +43,7 @@ def mel_pair():
 @pytest.fixture(scope="module")
 def xdna2_options(cache_dir):
     """The xdna2 profile's backend options as the runtime passes them (precision split off)."""
-    from runtime.profiles import load_profile
+    from runtime.config.profiles import load_profile
 
     options = dict(load_profile(REPO / "profiles" / "xdna2.toml").backend_options)
     precision = options.pop("precision", "fp32")
@@ -58,8 +58,8 @@ def ref_features(cpu_session, mel_pair):
 
 
 def first_window_mel(path) -> np.ndarray:
-    from runtime.audio import load_audio
-    from runtime.mel import log_mel_spectrogram, pad_or_trim
+    from runtime.audio.decode import load_audio
+    from runtime.audio.mel import log_mel_spectrogram, pad_or_trim
 
     return log_mel_spectrogram(pad_or_trim(load_audio(path)))[None]
 

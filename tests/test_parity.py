@@ -13,9 +13,9 @@ import json
 import numpy as np
 import pytest
 
-from runtime.audio import load_audio
+from runtime.audio.decode import load_audio
 from runtime.decoding import DecodingOptions, decode
-from runtime.mel import log_mel_spectrogram, pad_or_trim
+from runtime.audio.mel import log_mel_spectrogram, pad_or_trim
 from tests.conftest import FIXTURES, eval_file
 
 REFERENCE = json.loads((FIXTURES / "reference_tiny_en.json").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runtime.plugins import Plugins, hookspecs
-from runtime.settings import Settings
+from runtime.config.settings import Settings
 from tests.conftest import eval_file
 
 PLUGINS_SRC = Path(__file__).parent / "plugins"

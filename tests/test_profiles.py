@@ -12,7 +12,7 @@ from backends.onnx import plugin as onnx_plugin
 from runtime.hardware import BUILTIN_PROBES, Finding, HardwareReport
 from runtime.hardware import run_probes as run_core_probes
 from runtime.plugins import Plugins
-from runtime.profiles import (
+from runtime.config.profiles import (
     Profile,
     builtin_profiles_dir,
     choose_profile,

@@ -24,7 +24,7 @@ UTTERANCES = ("1089-134686-0001", "1089-134686-0002", "1089-134691-0001", "1221-
 
 
 def _base_installed() -> bool:
-    from runtime.models import available_models
+    from runtime.model.registry import available_models
 
     return "base" in available_models()
 

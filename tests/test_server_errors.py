@@ -317,7 +317,7 @@ def test_client_disconnect_cancels_the_request(busy_server, jfk):
 
 
 def test_graceful_shutdown_finishes_the_request_in_flight(tmp_path):
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
 
     files = sorted((EVAL_DIR / "librispeech").glob("*.flac"))[:8]
     if not files:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runtime.cli import main
-from runtime.results import Segment, Transcription, Word
+from runtime.output.results import Segment, Transcription, Word
 from runtime.server.errors import APIError
 from runtime.server.request import parse_audio_request
 from runtime.server.responses import verbose_json

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.tokenizer import LANGUAGES, load_tokenizer, normalize_language
+from runtime.model.tokenizer import LANGUAGES, load_tokenizer, normalize_language
 
 
 def test_english_only_special_tokens(tiny_tokenizer):

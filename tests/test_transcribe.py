@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from runtime.decoding import DecodingResult
-from runtime.transcribe import (TranscribeOptions, is_silence, needs_fallback, split_segments,
+from runtime.pipeline.sequential import (TranscribeOptions, is_silence, needs_fallback, split_segments,
                                 transcribe_sequential)
 
 
@@ -61,7 +61,7 @@ def test_no_text_from_silence_or_noise(cpu_session, tiny_tokenizer, signal):
 def test_an_initial_prompt_longer_than_whisper_reads_is_cut_with_a_warning(tiny_tokenizer, caplog):
     """Whisper reads the last 223 tokens (n_text_ctx // 2 - 1) of a prompt, as openai-whisper
     cuts it; a 20,000-character prompt is cut the same way and a warning says so, once."""
-    from runtime.transcribe import initial_prompt_tokens
+    from runtime.pipeline.sequential import initial_prompt_tokens
 
     short = initial_prompt_tokens(tiny_tokenizer, "Glossary: pluggy, MLX.", 448)
     assert tiny_tokenizer.decode(short) == " Glossary: pluggy, MLX." and not caplog.records

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from runtime.audio import load_audio
-from runtime.vad import (FRAME, VadOptions, energy_probs, silero_probs, speech_probs,
+from runtime.audio.decode import load_audio
+from runtime.audio.vad import (FRAME, VadOptions, energy_probs, silero_probs, speech_probs,
                          speech_regions)
 from tests.conftest import eval_file
 
@@ -47,8 +47,8 @@ def test_silero_on_speech_and_silence():
 def test_sequence_graph_matches_silero_stepped_frame_by_frame(monkeypatch):
     """The rebuilt graph gives the shipped graph's own streaming probabilities (state carried
     frame to frame), also when the frames are split over several calls."""
-    import runtime.silero as silero
-    import runtime.vad as vad
+    import runtime.audio.silero as silero
+    import runtime.audio.vad as vad
 
     speech = load_audio(eval_file("jfk.flac"))
     audio = np.concatenate([np.zeros(SR, np.float32), speech, np.zeros(SR, np.float32)])
@@ -68,8 +68,8 @@ def test_sequence_graph_matches_silero_stepped_frame_by_frame(monkeypatch):
 
 
 def test_a_file_of_another_layout_is_stepped_frame_by_frame(monkeypatch, caplog):
-    import runtime.silero as silero
-    import runtime.vad as vad
+    import runtime.audio.silero as silero
+    import runtime.audio.vad as vad
 
     def unreadable(path):
         raise ValueError("not the Silero v5 layout")
@@ -84,7 +84,7 @@ def test_a_file_of_another_layout_is_stepped_frame_by_frame(monkeypatch, caplog)
 
 def test_a_short_clip_is_one_model_call(monkeypatch):
     """Frames go through the model thousands at a time: a 7 s clip is one call, not 219."""
-    import runtime.vad as vad
+    import runtime.audio.vad as vad
 
     speech = load_audio(eval_file("jfk.flac"))[: 7 * 16000]
     model, calls = vad._silero(), []

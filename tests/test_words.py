@@ -91,7 +91,7 @@ def test_split_to_word_tokens_joins_subwords_and_splits_punctuation(tiny_tokeniz
 
 
 def test_split_keeps_multibyte_characters_whole(base_model):
-    from runtime.tokenizer import load_tokenizer
+    from runtime.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(base_model.tokenizer_path, True, base_model.dims.num_languages)
     tokens = tok.encode(" Grüße 🎉 你好")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from runtime.results import RunInfo, Segment, Transcription
-from runtime.writers import WRITERS, format_timestamp, segment_text
+from runtime.output.results import RunInfo, Segment, Transcription
+from runtime.output.writers import WRITERS, format_timestamp, segment_text
 
 
 def _seg(i, start, end, text):

@@ -49,7 +49,7 @@ def dropped_segments(segments, hyp_text: str) -> list[str]:
 def run(rt, path: Path, mode: str, batch_size: int, chunking: str) -> tuple[object, float]:
     t = time.perf_counter()
     if mode == "batched-serial":  # no preparing thread: the stages take turns
-        from runtime.batcher import Batcher
+        from runtime.pipeline.source import Batcher
 
         options = rt.transcribe_options()
         batch = dataclasses.replace(rt.batch_options(batch_size, chunking), prepare_ahead=False)

@@ -68,7 +68,7 @@ CONFIGS = {
 
 def ct2_folder() -> str:
     """The CTranslate2 folder that tiny.en is read from (faster-whisper loads it as it is)."""
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     source = Path(resolve_model("tiny.en").source)
     return str(source.parent if source.is_file() else source)

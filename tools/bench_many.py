@@ -44,7 +44,7 @@ def run_single(rt, paths, batch_size: int | None) -> tuple[list, float, dict]:
 
 def run_many(rt, paths, batch_size: int | None) -> tuple[list, float, dict]:
     """One ``transcribe_many`` call; the engine it builds is kept to read its stats after."""
-    import runtime.engine as engine_module
+    import runtime.pipeline.engine as engine_module
 
     engines = []
 

@@ -70,8 +70,8 @@ def run_backend(model, audio, precision: str, batch: int, device: str | None) ->
     from backends.mlx import MlxBackend
     from runtime.backend import LoadOptions
     from runtime.decoding import DecodingOptions, decode
-    from runtime.mel import N_FRAMES
-    from runtime.tokenizer import load_tokenizer
+    from runtime.audio.mel import N_FRAMES
+    from runtime.model.tokenizer import load_tokenizer
 
     session = MlxBackend().load(model, LoadOptions(precision=precision, device=device))
     tokenizer = load_tokenizer(model.tokenizer_path, model.is_multilingual)
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
 
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     audio_path = args.audio or eval_dir() / DEFAULT_AUDIO
     model = resolve_model(args.model)

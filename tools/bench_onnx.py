@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wer-variants", default="fp32,int8")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args(argv)
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     model = resolve_model(args.model)
     report: dict = {"model": model.name, "machine": platform.processor() or platform.machine(),

@@ -53,7 +53,7 @@ def bench(backend: str, precision: str | None, audio, repeat: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--file", default=DEFAULT_FILE, help="a file under ../shared/eval")

@@ -69,7 +69,7 @@ def environment(settings) -> dict:
 
 def check(args: argparse.Namespace) -> dict:
     from runtime import Runtime
-    from runtime.settings import Settings
+    from runtime.config.settings import Settings
 
     settings = Settings(profile=args.profile, emulate=args.emulate, strict=args.strict,
                         profile_dirs=args.profile_dir,

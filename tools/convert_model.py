@@ -22,11 +22,11 @@ sys.path.insert(
 )  # run from a checkout without installing
 
 from runtime.errors import RuntimeInputError  # noqa: E402
-from runtime.formats.hf import write_hf  # noqa: E402
-from runtime.formats.mlx import write_mlx  # noqa: E402
-from runtime.formats.openai_pt import write_openai_pt  # noqa: E402
-from runtime.model import WhisperModel  # noqa: E402
-from runtime.models import resolve_model  # noqa: E402
+from runtime.model.formats.hf import write_hf  # noqa: E402
+from runtime.model.formats.mlx import write_mlx  # noqa: E402
+from runtime.model.formats.openai_pt import write_openai_pt  # noqa: E402
+from runtime.model.weights import WhisperModel  # noqa: E402
+from runtime.model.registry import resolve_model  # noqa: E402
 
 TARGETS = ("mlx", "hf", "pt")
 

@@ -28,7 +28,7 @@ from backends.onnx.manifest import GRAPHS  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny.en", help="model name or folder (runtime.models)")
+    parser.add_argument("--model", default="tiny.en", help="model name or folder (runtime.model.registry)")
     parser.add_argument("--out", type=Path, help="output folder (default: the backend's cache)")
     parser.add_argument("--graphs", default=",".join(GRAPHS), help="comma-separated graphs")
     parser.add_argument("--precision", default="fp32", help=f"comma-separated: {PRECISIONS}")
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     args = parse_args(argv)
     model = resolve_model(args.model)

@@ -41,8 +41,8 @@ def prepare(path: Path, rows: int, n_tokens: int) -> None:
     """Features (fp32 encoder) and fp32 transcript tokens of up to ``rows`` utterances."""
     sys.path.insert(0, str(REPO))
     from runtime import Runtime
-    from runtime.audio import load_audio
-    from runtime.mel import log_mel_spectrogram, pad_or_trim
+    from runtime.audio.decode import load_audio
+    from runtime.audio.mel import log_mel_spectrogram, pad_or_trim
     from tools.eval_common import load_librispeech
 
     rt = Runtime("tiny.en", backend="onnx", precision="fp32")

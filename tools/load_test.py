@@ -80,7 +80,7 @@ HEADER = ("| server | clients | requests done | errors | lost | audio s | wall s
 
 
 def load_files(folder: Path, limit: int | None) -> list[AudioFile]:
-    from runtime.audio import audio_duration, load_audio
+    from runtime.audio.decode import audio_duration, load_audio
 
     paths = sorted(folder.glob("*.flac"))[:limit]
     if not paths:

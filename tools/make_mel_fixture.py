@@ -4,7 +4,7 @@ Run once, under a Python that has torch and openai-whisper installed (not the ru
 
     /work/refvenv/bin/python tools/make_mel_fixture.py [--jfk ../shared/eval/jfk.flac]
 
-The fixture holds the input signals themselves, so tests/test_mel.py compares runtime.mel against
+The fixture holds the input signals themselves, so tests/test_mel.py compares runtime.audio.mel against
 whisper on exactly the same samples without needing torch, whisper or the audio decoder.
 """
 
@@ -35,7 +35,7 @@ def synthetic_signal(seconds: float = 2.0, seed: int = 1234) -> np.ndarray:
 def jfk_excerpt(path: Path, seconds: float = 4.0) -> np.ndarray:
     """The first seconds of a real recording, decoded with the runtime's own loader."""
     sys.path.insert(0, str(REPO))
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
 
     return load_audio(path)[: int(seconds * SAMPLE_RATE)]
 

@@ -6,7 +6,7 @@ from the repo root:
 
     /work/refvenv/bin/python tools/make_reference.py            # tiny.en -> tests/fixtures/
 
-The weights come from the project's reader (``runtime.models.resolve_model``), cast to float32
+The weights come from the project's reader (``runtime.model.registry.resolve_model``), cast to float32
 and loaded into ``whisper.model.Whisper`` with a strict ``load_state_dict``, so the fixtures
 also prove that the reader's names and layouts are openai-whisper's. For each selected
 utterance the JSON records the decoded audio's length and sha256 (so our decoder can check it
@@ -60,7 +60,7 @@ def build_whisper(model_name: str):
     import torch
     from whisper.model import ModelDimensions, Whisper
 
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     m = resolve_model(model_name)
     model = Whisper(ModelDimensions(**asdict(m.dims)))
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         "weights_file": f"{weights.parent.parent.name}/{weights.parent.name}/{weights.name}",
         "weights_sha256": file_sha256(weights),
         "weights_digest": m.digest() if hasattr(m, "digest") else None,
-        "weights_loading": "runtime.models.resolve_model(); every array cast to float32; "
+        "weights_loading": "runtime.model.registry.resolve_model(); every array cast to float32; "
         "whisper.model.Whisper(ModelDimensions(**asdict(dims))).load_state_dict(strict=True)",
         "dims": asdict(m.dims),
         "audio": "tools.eval_common.decode_audio: PyAV decode to float, mean of channels, "

@@ -37,7 +37,7 @@ def write_long_file(path: Path, repeat: int) -> float:
     import av
     import numpy as np
 
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
 
     chapters = [load_audio(c.audio) for c in load_longform()]
     total = 0

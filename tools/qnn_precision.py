@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def windows(utterances, n_mels: int) -> list[np.ndarray]:
     """One (1, n_mels, 3000) log-mel window per utterance (each under 30 s)."""
-    from runtime.audio import load_audio
-    from runtime.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
+    from runtime.audio.decode import load_audio
+    from runtime.audio.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
 
     return [pad_or_trim(log_mel_spectrogram(load_audio(u.audio), n_mels), N_FRAMES)[None]
             .astype(np.float32) for u in utterances]
@@ -53,7 +53,7 @@ def build(args: argparse.Namespace) -> None:
                                                                   qnn_preprocess_model)
 
     from backends.onnx.manifest import Manifest
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     model = resolve_model(args.model)
     path, manifest = fp32_encoder(model)
@@ -95,7 +95,7 @@ def features(args: argparse.Namespace) -> None:
     """Relative L2 error and cosine of each encoder's features against FP32, on the CPU EP."""
     import onnxruntime as ort
 
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     model = resolve_model(args.model)
     path, manifest = fp32_encoder(model)

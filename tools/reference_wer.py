@@ -6,7 +6,7 @@ CPU; run it under nohup and follow the log):
     /work/refvenv/bin/python tools/reference_wer.py                       # everything
     /work/refvenv/bin/python tools/reference_wer.py --sets librispeech,jfk --engines openai
 
-openai-whisper gets the project's weights through ``runtime.models.resolve_model`` (as in
+openai-whisper gets the project's weights through ``runtime.model.registry.resolve_model`` (as in
 tools/make_reference.py); faster-whisper loads the same CTranslate2 folder directly. The
 markdown table is rewritten after every row, so an interrupted run still leaves its results.
 """
@@ -120,7 +120,7 @@ def openai_configs(model_name: str) -> list[Config]:
 def faster_configs(model_name: str) -> list[Config]:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from runtime.models import resolve_model
+    from runtime.model.registry import resolve_model
 
     folder = str(weights_file(resolve_model(model_name).source).parent)
     holder: dict = {}
@@ -227,7 +227,7 @@ def render(rows: list[dict], argv: list[str], model_name: str) -> str:
         "insertions. `WER (whisper norm)` uses openai-whisper's `EnglishTextNormalizer` instead.",
         "- Long-form rows score a whole chapter as one hypothesis against the whole reference.",
         "- openai-whisper: `transcribe(temperature=..., language='en', fp16=False)`, other options "
-        "default (condition_on_previous_text=True), weights via `runtime.models`; "
+        "default (condition_on_previous_text=True), weights via `runtime.model.registry`; "
         "`torch.manual_seed(0)` before each file. faster-whisper: `WhisperModel(folder, "
         "device='cpu', compute_type='int8')`, `language='en'`, the given beam size, other options "
         "default (temperature fallback on; the batched pipeline uses its Silero VAD).",

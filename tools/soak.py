@@ -67,7 +67,7 @@ class Soak:
 
 def bad_requests(files: list[AudioFile]) -> list[tuple[str, bytes, str]]:
     """(name, body, content type) of requests that must get a 4xx."""
-    from runtime.audio import load_audio
+    from runtime.audio.decode import load_audio
     from tests.fuzz_audio import wav_bytes
 
     flac = files[0].data

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from runtime.backend import Availability, Capabilities, LoadOptions, NumpyFrontend
-from runtime.model import WhisperModel
+from runtime.model.weights import WhisperModel
 
 PRECISIONS = {"fp32": np.float32, "fp64": np.float64}
 

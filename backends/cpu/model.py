@@ -1,6 +1,6 @@
 """Whisper's encoder and decoder in numpy: the reference that every other backend is checked against.
 
-Layouts follow ``runtime.model`` (openai-whisper names, PyTorch shapes). Linear weights are
+Layouts follow ``runtime.model.weights`` (openai-whisper names, PyTorch shapes). Linear weights are
 transposed once at load so every projection is a plain ``x @ w`` on contiguous arrays, which is
 what BLAS is fastest at. Activations run in the weights' compute dtype (float32 by default;
 float64 for reference checks).
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erf
 
-from runtime.model import ModelDims, WhisperModel
+from runtime.model.weights import ModelDims, WhisperModel
 
 # Bound the attention score matrix of one call (B * heads * 1500 * 1500 floats) by working
 # through the batch in slices of this many windows.

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backends.mlx.model import GROUP_SIZE, PRECISIONS
 from runtime.backend import Availability, Capabilities, LoadOptions
-from runtime.model import WhisperModel
+from runtime.model.weights import WhisperModel
 
 INSTALL_HINT = ("pip install 'mlx[cpu]' mlx-whisper on Linux, 'mlx' mlx-whisper on macOS; "
                 "mlx-whisper declares torch but never imports it: to skip torch, "

@@ -1,6 +1,6 @@
 """Whisper's log-mel frontend in MLX, so the features of a whole file are made on the device.
 
-It is ``runtime.mel`` written with MLX operations: the same filterbank (``runtime.mel.mel_filters``),
+It is ``runtime.audio.mel`` written with MLX operations: the same filterbank (``runtime.audio.mel.mel_filters``),
 the same periodic Hann window, the same reflect padding as ``torch.stft(center=True)`` and the same
 clamp and scaling, so it matches the numpy frontend to float32 rounding (about 1e-5 on speech).
 Frames are processed in blocks so a long file never holds all its FFT temporaries at once.
@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.mel import DYNAMIC_RANGE, HOP_LENGTH, LOG_FLOOR, N_FFT, N_FRAMES, mel_filters
+from runtime.audio.mel import DYNAMIC_RANGE, HOP_LENGTH, LOG_FLOOR, N_FFT, N_FRAMES, mel_filters
 
 BLOCK_FRAMES = 8192  # frames per FFT block: ~13 MB of float32 frames, ~7 MB of spectrum
 
 
 def hann_window() -> np.ndarray:
-    """Periodic Hann window of N_FFT samples (torch.hann_window's default), as runtime.mel uses."""
+    """Periodic Hann window of N_FFT samples (torch.hann_window's default), as runtime.audio.mel uses."""
     n = np.arange(N_FFT, dtype=np.float64)
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / N_FFT)).astype(np.float32)
 

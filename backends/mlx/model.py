@@ -1,7 +1,7 @@
 """mlx-whisper's module tree, filled with the project's in-memory weights and set to one precision.
 
 The network is ``mlx_whisper.whisper.Whisper``, so parameters have mlx-whisper's names and
-layouts. They differ from ``runtime.model``'s openai-whisper form in three ways, undone here once:
+layouts. They differ from ``runtime.model.weights``'s openai-whisper form in three ways, undone here once:
 
 - MLP linears are ``mlp1`` / ``mlp2``, not ``mlp.0`` / ``mlp.2``;
 - MLX convolutions are channels-last: inputs are ``(batch, frames, channels)`` and conv weights
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.model import WhisperModel
+from runtime.model.weights import WhisperModel
 
 _RENAMES = ((".mlp.0.", ".mlp1."), (".mlp.2.", ".mlp2."))  # (openai, mlx-whisper)
 _CONVS = ("encoder.conv1.weight", "encoder.conv2.weight")

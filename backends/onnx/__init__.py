@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backend import Availability, Capabilities, LoadOptions, NumpyFrontend
-from runtime.model import WhisperModel
+from runtime.model.weights import WhisperModel
 
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 CAPABILITIES = Capabilities(

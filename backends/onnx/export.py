@@ -29,7 +29,7 @@ import numpy as np
 from backends.onnx import blockwise
 from backends.onnx.graphs import BUILDERS
 from backends.onnx.manifest import GRAPHS, Manifest
-from runtime.model import WhisperModel
+from runtime.model.weights import WhisperModel
 from runtime.words.align import alignment_heads
 
 CACHE_ENV = "WHISPER_RUNTIME_ONNX_CACHE"

@@ -1,6 +1,6 @@
 """A small ONNX graph builder over ``onnx.helper``: Whisper's layers as ONNX nodes, no torch.
 
-Graphs are built straight from the in-memory numpy weights (``runtime.model``), so exporting needs
+Graphs are built straight from the in-memory numpy weights (``runtime.model.weights``), so exporting needs
 only the ``onnx`` package. Linear weights are stored pre-transposed (``(in, out)``) so each
 projection is one ``MatMul`` that ONNX Runtime's quantizer recognises (constant B input) and that
 NPU compilers map to a GEMM. Initializers keep openai-whisper's names (``....query.weight_t``) so a

@@ -20,8 +20,8 @@ import onnx
 
 from backends.onnx.graph import GraphBuilder
 from backends.onnx.manifest import TensorSpec
-from runtime.mel import N_FRAMES
-from runtime.model import WhisperModel
+from runtime.audio.mel import N_FRAMES
+from runtime.model.weights import WhisperModel
 from runtime.words.align import alignment_heads
 
 Built = tuple[onnx.ModelProto, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]

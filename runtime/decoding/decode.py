@@ -18,8 +18,8 @@ from runtime.decoding.filters import (ApplyTimestampRules, LogitFilter, Suppress
                                       suppress_list)
 from runtime.decoding.options import DecodingOptions, DecodingResult
 from runtime.decoding.strategies import BeamSearch, rank, sample_tokens
-from runtime.mel import CHUNK_LENGTH
-from runtime.tokenizer import Tokenizer
+from runtime.audio.mel import CHUNK_LENGTH
+from runtime.model.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.tokenizer import Tokenizer
+from runtime.model.tokenizer import Tokenizer
 
 NEG_INF = np.float32(-np.inf)
 

@@ -10,14 +10,14 @@ from runtime.plugins.hookspecs import hookimpl
 
 @hookimpl
 def register_model_readers() -> list:
-    from runtime.formats import BUILTIN_READERS
+    from runtime.model.formats import BUILTIN_READERS
 
     return list(BUILTIN_READERS)
 
 
 @hookimpl
 def register_writers() -> list:
-    from runtime.writers import WRITERS
+    from runtime.output.writers import WRITERS
 
     return list(WRITERS.values())
 
@@ -31,7 +31,7 @@ def register_probes() -> list:
 
 @hookimpl
 def add_profile_dirs() -> list:
-    from runtime.profiles import builtin_profiles_dir
+    from runtime.config.profiles import builtin_profiles_dir
 
     return [builtin_profiles_dir()]
 

@@ -42,5 +42,5 @@ def register_model_readers() -> list:
 
 @hookspec
 def register_writers() -> list:
-    """Return output writer classes (``runtime.writers.Writer`` subclasses with an
+    """Return output writer classes (``runtime.output.writers.Writer`` subclasses with an
     ``extension``); an extension already taken replaces the earlier writer."""

@@ -23,9 +23,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runtime.engine import QueueFullError
+from runtime.pipeline.engine import QueueFullError
 from runtime.errors import AudioError, RuntimeInputError, TruncatedAudioError
-from runtime.results import Transcription
+from runtime.output.results import Transcription
 from runtime.server.errors import (SERVER_ERROR, APIError, api_error_handler, bad_request,
                                    http_exception_handler)
 from runtime.server.middleware import AuthMiddleware, CountingMiddleware

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from runtime.server.errors import bad_request
 from runtime.server.upload import FILE_FIELD, Upload
-from runtime.tokenizer import normalize_language
+from runtime.model.tokenizer import normalize_language
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("segment", "word")

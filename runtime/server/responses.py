@@ -11,10 +11,10 @@ from typing import Any
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from runtime.results import Segment, Transcription
+from runtime.output.results import Segment, Transcription
 from runtime.server.request import AudioRequest
-from runtime.tokenizer import LANGUAGES
-from runtime.writers import SrtWriter, VttWriter
+from runtime.model.tokenizer import LANGUAGES
+from runtime.output.writers import SrtWriter, VttWriter
 
 def _segment(segment: Segment) -> dict[str, Any]:
     return {"id": segment.id, "seek": segment.seek, "start": segment.start, "end": segment.end,

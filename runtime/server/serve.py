@@ -14,7 +14,7 @@ import signal
 import threading
 from pathlib import Path
 
-from runtime.settings import Settings
+from runtime.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _model_id(spec: str, model_name: str) -> str:
 def load_models(settings: Settings) -> dict:
     """One Runtime and one started Engine per served model, by id (the first is the default)."""
     from runtime.api import Runtime
-    from runtime.engine import Engine
+    from runtime.pipeline.engine import Engine
     from runtime.server.state import ServedModel
 
     server = settings.server

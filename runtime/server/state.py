@@ -23,7 +23,7 @@ LATENCY_WINDOW = 1000  # latest successful requests kept for the percentiles in 
 class ServedModel:
     id: str  # the name clients use, e.g. "tiny.en"
     runtime: Any  # runtime.api.Runtime
-    engine: Any  # runtime.engine.Engine
+    engine: Any  # runtime.pipeline.engine.Engine
     aliases: tuple[str, ...] = ()
     created: int = field(default_factory=lambda: int(time.time()))
 

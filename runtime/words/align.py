@@ -22,8 +22,8 @@ import numpy as np
 
 from runtime.backend import Session
 from runtime.decoding.filters import log_softmax
-from runtime.model import WhisperModel
-from runtime.tokenizer import Tokenizer
+from runtime.model.weights import WhisperModel
+from runtime.model.tokenizer import Tokenizer
 from runtime.words.dtw import dtw_batch, median_filter
 
 TOKENS_PER_SECOND = 50  # encoder frames per second: 100 mel frames / conv stride 2

@@ -3,7 +3,7 @@
 ``WordAligner.align`` runs after a batch of windows is decoded: one more decoder pass over every
 row that asks for words, through the backend's ``AttentionState``. The sequential path calls it
 for one window at a time, the batcher's scheduler for whole batches
-(``runtime.transcribe.align_windows`` and ``attach_words`` are the glue both use).
+(``runtime.pipeline.sequential.align_windows`` and ``attach_words`` are the glue both use).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from runtime.backend import Capabilities, Session
 from runtime.errors import UnsupportedRequestError
-from runtime.tokenizer import Tokenizer
+from runtime.model.tokenizer import Tokenizer
 from runtime.words.align import AlignRequest, WordTiming, alignment_heads, find_alignments
 
 log = logging.getLogger(__name__)

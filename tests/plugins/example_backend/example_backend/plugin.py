@@ -7,7 +7,7 @@ from pathlib import Path
 from runtime.backend import Availability, Capabilities
 from runtime.hardware import Finding
 from runtime.plugins.hookspecs import hookimpl
-from runtime.writers import Writer
+from runtime.output.writers import Writer
 
 
 class ExampleBackend:
@@ -47,7 +47,7 @@ class AliasReader:
         return path.suffix == ".alias"
 
     def read(self, path: Path):
-        from runtime.models import resolve_model
+        from runtime.model.registry import resolve_model
 
         return resolve_model(path.read_text().strip())
 

@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import ModelFormatError
-from runtime.formats._common import (
+from runtime.model.formats._common import (
     alignment_heads_from,
     check_weights,
     folder_tokenizer,
     read_json,
     sinusoids,
 )
-from runtime.formats._safetensors import read_safetensors, write_safetensors
-from runtime.model import ModelDims, WhisperModel
+from runtime.model.formats._safetensors import read_safetensors, write_safetensors
+from runtime.model.weights import ModelDims, WhisperModel
 
 WEIGHT_FILES = ("model.safetensors", "weights.safetensors", "weights.npz")  # mlx-whisper's order
 _RENAMES = ((".mlp.0.", ".mlp1."), (".mlp.2.", ".mlp2."))  # (openai, mlx)

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from runtime.errors import ModelNotFoundError
-from runtime.formats.ct2 import CT2Reader
-from runtime.formats.hf import HFReader
-from runtime.formats.mlx import MLXReader
-from runtime.formats.openai_pt import OpenAIReader
-from runtime.model import WhisperModel
+from runtime.model.formats.ct2 import CT2Reader
+from runtime.model.formats.hf import HFReader
+from runtime.model.formats.mlx import MLXReader
+from runtime.model.formats.openai_pt import OpenAIReader
+from runtime.model.weights import WhisperModel
 
 __all__ = ["BUILTIN_READERS", "ModelReader", "read_model"]
 

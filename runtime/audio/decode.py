@@ -23,7 +23,7 @@ import av
 import numpy as np
 import soxr
 
-from runtime import audio_checks
+from runtime.audio import checks as audio_checks
 from runtime.errors import AudioError, one_line
 
 SAMPLE_RATE = 16000  # Hz: what every Whisper model was trained on

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from runtime.results import Segment, Transcription
-from runtime.subtitles import SubtitleOptions, word_cues
+from runtime.output.results import Segment, Transcription
+from runtime.output.subtitles import SubtitleOptions, word_cues
 
 
 def format_timestamp(seconds: float, always_include_hours: bool = False,
@@ -77,7 +77,7 @@ class _SubtitleWriter(Writer):
 
     def cues(self, result: Transcription) -> Iterator[tuple[str, str, str]]:
         """(start, end, text) per cue: one per segment, or cut from the words when segments
-        carry them (``runtime.subtitles``)."""
+        carry them (``runtime.output.subtitles``)."""
         if result.segments and result.segments[0].words is not None:
             for start, end, text in word_cues(result.segments, self.subtitles):
                 yield self.stamp(start), self.stamp(end), text.replace("-->", "->")

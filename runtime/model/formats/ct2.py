@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import ModelFormatError
-from runtime.formats._common import (
+from runtime.model.formats._common import (
     alignment_heads_from,
     check_weights,
     dims_from_weights,
@@ -54,8 +54,8 @@ from runtime.formats._common import (
     read_json,
     token_ids,
 )
-from runtime.formats._safetensors import bfloat16_to_float32
-from runtime.model import WhisperModel
+from runtime.model.formats._safetensors import bfloat16_to_float32
+from runtime.model.weights import WhisperModel
 
 # CTranslate2's DataType enum (include/ctranslate2/types.h). BFLOAT16 is widened to float32.
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from runtime.audio import SAMPLE_RATE
+from runtime.audio.decode import SAMPLE_RATE
 
 N_FFT = 400  # 25 ms analysis window at 16 kHz
 HOP_LENGTH = 160  # 10 ms between frames

@@ -10,7 +10,7 @@
          Whisper's seek), so speech is never dropped at a chunk's end
 
 Audio is read in blocks (20 min by default), so memory stays bounded whatever the length.
-``Batcher`` runs one input; ``runtime.scheduler.Scheduler`` runs many at once (files, requests).
+``Batcher`` runs one input; ``runtime.pipeline.scheduler.Scheduler`` runs many at once (files, requests).
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from runtime.audio import SAMPLE_RATE, audio_duration, iter_audio_blocks
+from runtime.audio.decode import SAMPLE_RATE, audio_duration, iter_audio_blocks
 from runtime.backend import Capabilities, Session
-from runtime.chunking import Chunk, fixed_chunks, split_long, vad_chunks
+from runtime.audio.chunking import Chunk, fixed_chunks, split_long, vad_chunks
 from runtime.decoding import DecodingResult
-from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
-from runtime.memory import release_free_memory
-from runtime.results import Segment
-from runtime.tokenizer import Tokenizer
-from runtime.transcribe import (TranscribeOptions, annotate_pieces, initial_prompt_tokens,
+from runtime.audio.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
+from runtime.pipeline.memory import release_free_memory
+from runtime.output.results import Segment
+from runtime.model.tokenizer import Tokenizer
+from runtime.pipeline.sequential import (TranscribeOptions, annotate_pieces, initial_prompt_tokens,
                                 is_digital_silence, is_silence, make_segment, split_segments)
-from runtime.vad import VadOptions, speech_probs, speech_regions
+from runtime.audio.vad import VadOptions, speech_probs, speech_regions
 
 MIN_CONTINUATION_FRAMES = 100  # less than 1 s left after the last complete segment: done
 MIN_UNCOVERED_SPEECH_FRAMES = 100  # VAD speech this long after the last segment: decode it
@@ -364,7 +364,7 @@ class Batcher:
     def __init__(self, session: Session, tokenizer: Tokenizer, capabilities: Capabilities,
                  options: TranscribeOptions, batch: BatchOptions, language: str | None,
                  progress: Callable[[float], None] | None = None) -> None:
-        from runtime.scheduler import Scheduler
+        from runtime.pipeline.scheduler import Scheduler
 
         self.session, self.tokenizer, self.options, self.batch = session, tokenizer, options, batch
         self.scheduler = Scheduler(session, tokenizer, capabilities, batch)

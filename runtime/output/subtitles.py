@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from runtime.results import Segment
+from runtime.output.results import Segment
 
 LONG_PAUSE_S = 3.0  # a gap this long between words starts a new cue (when cues are cut)
 

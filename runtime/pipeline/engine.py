@@ -18,10 +18,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime.batcher import SourceRun
+from runtime.pipeline.source import SourceRun
 from runtime.errors import RuntimeInputError
-from runtime.scheduler import Scheduler
-from runtime.transcribe import TranscribeOptions
+from runtime.pipeline.scheduler import Scheduler
+from runtime.pipeline.sequential import TranscribeOptions
 
 if TYPE_CHECKING:
     from runtime.api import Runtime

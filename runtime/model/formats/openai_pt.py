@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import ModelFormatError
-from runtime.formats._common import check_weights, fallback_tokenizer
-from runtime.formats._safetensors import bfloat16_to_float32
-from runtime.model import ModelDims, WhisperModel
+from runtime.model.formats._common import check_weights, fallback_tokenizer
+from runtime.model.formats._safetensors import bfloat16_to_float32
+from runtime.model.weights import ModelDims, WhisperModel
 
 _STORAGES = {
     "FloatStorage": np.float32, "HalfStorage": np.float16, "BFloat16Storage": np.uint16,

@@ -16,11 +16,11 @@ import numpy as np
 
 from runtime.backend import Session
 from runtime.decoding import DecodingOptions, DecodingResult, decode, detect_language
-from runtime.language import DETECTION_MODES, chunk_languages
-from runtime.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
-from runtime.mel import log_mel_spectrogram, pad_or_trim
-from runtime.results import Segment, Word
-from runtime.tokenizer import Tokenizer
+from runtime.decoding.language import DETECTION_MODES, chunk_languages
+from runtime.audio.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from runtime.audio.mel import log_mel_spectrogram, pad_or_trim
+from runtime.output.results import Segment, Word
+from runtime.model.tokenizer import Tokenizer
 from runtime.words.align import AlignRequest
 from runtime.words.aligner import WordAligner, window_text_tokens
 from runtime.words.attach import Punctuation, add_word_timestamps, last_word_end
@@ -60,13 +60,13 @@ class TranscribeOptions:
     word_timestamps: bool = False
     prepend_punctuations: str = "\"'“¿([{-"
     append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
-    # language detection when ``language`` is None on a multilingual model (runtime.language):
+    # language detection when ``language`` is None on a multilingual model (runtime.decoding.language):
     # one language per input ("file") or per chunk ("chunk"); detections whose best language is
     # less likely than the threshold are not trusted
     language_detection: str = "file"
     language_threshold: float = 0.5
     # input: a truncated file is an error, unless this is set; then what it holds is transcribed
-    # (runtime.audio warns with the second its data ends at)
+    # (runtime.audio.decode warns with the second its data ends at)
     allow_truncated: bool = False
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """Resolve ``--model`` values to a ``WhisperModel``.
 
 A value is, in this order: the short name of a model shipped by an installed package
-(``tiny.en``, ``base``); an existing folder or ``.pt`` file (any format ``runtime.formats`` reads;
+(``tiny.en``, ``base``); an existing folder or ``.pt`` file (any format ``runtime.model.formats`` reads;
 write ``./base`` for a folder that shares a short name); or a Hugging Face repo id
 (``owner/name``), downloaded when huggingface_hub is installed.
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import ModelNotFoundError
-from runtime.formats import ModelReader, read_model
-from runtime.formats.ct2 import model_files_in, read_ct2
-from runtime.model import WhisperModel
+from runtime.model.formats import ModelReader, read_model
+from runtime.model.formats.ct2 import model_files_in, read_ct2
+from runtime.model.weights import WhisperModel
 
 DEFAULT_MODEL = "tiny.en"
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from runtime.errors import ProfileError
 from runtime.hardware import HardwareReport
-from runtime.profiles import Profile, choose_profile, evaluate, find_profile
+from runtime.config.profiles import Profile, choose_profile, evaluate, find_profile
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ the oldest input finishes first; encodes them once; decodes them together, group
 decoding loop needs one setting per batch (temperature, task, language, beam size, prompt length);
 re-decodes hotter only the rows that fail the quality checks; and hands each result back to its
 input. ``Runtime.transcribe`` runs one input through it, ``Runtime.transcribe_many`` many files and
-``runtime.engine.Engine`` the requests of the HTTP server.
+``runtime.pipeline.engine.Engine`` the requests of the HTTP server.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.backend import Capabilities, Session
-from runtime.batcher import BatchOptions, Job, SourceRun, Stopwatch, Stream
+from runtime.pipeline.source import BatchOptions, Job, SourceRun, Stopwatch, Stream
 from runtime.decoding import DecodingOptions, DecodingResult, decode, detect_language
-from runtime.language import chunk_languages, file_language
-from runtime.tokenizer import Tokenizer
-from runtime.transcribe import align_windows, needs_fallback
+from runtime.decoding.language import chunk_languages, file_language
+from runtime.model.tokenizer import Tokenizer
+from runtime.pipeline.sequential import align_windows, needs_fallback
 from runtime.words.aligner import WordAligner
 
 

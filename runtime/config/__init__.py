@@ -1,0 +1,1 @@
+"""Settings, hardware profiles and the choice among them."""

@@ -1,0 +1,1 @@
+"""Results and what is made of them: writers, subtitles, batch jobs."""

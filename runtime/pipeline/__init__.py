@@ -1,0 +1,1 @@
+"""From audio to segments: options, sources, the scheduler, the runner, the engine."""
