@@ -30,7 +30,6 @@ from backends.onnx import blockwise
 from backends.onnx.graphs import BUILDERS
 from backends.onnx.manifest import GRAPHS, Manifest
 from runtime.model.weights import WhisperModel
-from runtime.words.align import alignment_heads
 
 CACHE_ENV = "WHISPER_RUNTIME_ONNX_CACHE"
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
@@ -121,7 +120,7 @@ def _heads_detail(graph: str, model: WhisperModel) -> list[list[int]] | None:
     decoder exported before it had that output (or with other heads) is exported again."""
     if graph != "decoder":
         return None
-    return [list(pair) for pair in alignment_heads(model)]
+    return [list(pair) for pair in model.word_alignment_heads()]
 
 
 def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | None,

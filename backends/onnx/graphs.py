@@ -20,9 +20,8 @@ import onnx
 
 from backends.onnx.graph import GraphBuilder
 from backends.onnx.manifest import TensorSpec
-from runtime.audio.mel import N_FRAMES
+from runtime.audio.constants import N_FRAMES
 from runtime.model.weights import WhisperModel
-from runtime.words.align import alignment_heads
 
 Built = tuple[onnx.ModelProto, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]
 
@@ -199,7 +198,7 @@ def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) ->
     logits = g.cast_out(g.op("MatMul", [picked, emb_t], "dec.logits"))
     g.add_output(logits, "logits", np.float32, (b, "positions", d.n_vocab))
     outputs.insert(0, TensorSpec("logits", "logits", "float32", (b, "positions", d.n_vocab)))
-    heads = alignment_heads(model)
+    heads = model.word_alignment_heads()
     qk_shape = (b, len(heads), "tokens", s)
     g.add_output(_alignment_scores(g, scores, heads), "cross_qk", np.float32, qk_shape)
     outputs.append(TensorSpec("cross_qk", "cross_qk", "float32", qk_shape))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.audio.mel import N_SAMPLES
+from runtime.audio.constants import N_SAMPLES
 from runtime.audio.vad import FRAME
 
 

@@ -24,9 +24,9 @@ import numpy as np
 import soxr
 
 from runtime.audio import checks as audio_checks
+from runtime.audio.constants import SAMPLE_RATE
 from runtime.errors import AudioError, one_line
 
-SAMPLE_RATE = 16000  # Hz: what every Whisper model was trained on
 
 AudioSource = str | os.PathLike | bytes | bytearray | BinaryIO | np.ndarray
 

@@ -13,16 +13,17 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from runtime.audio.decode import SAMPLE_RATE
-
-N_FFT = 400  # 25 ms analysis window at 16 kHz
-HOP_LENGTH = 160  # 10 ms between frames
-CHUNK_LENGTH = 30  # seconds of audio the encoder sees at once
-N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s window
-N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 frames in a 30 s window
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 frames (10 ms each) per second
-N_SAMPLES_PER_TOKEN = HOP_LENGTH * 2  # 320: the encoder's stride-2 conv halves the frame rate
-TOKENS_PER_SECOND = SAMPLE_RATE // N_SAMPLES_PER_TOKEN  # 50 audio positions (20 ms each) per second
+from runtime.audio.constants import (  # noqa: F401 - re-exported: mel's callers use them
+    CHUNK_LENGTH,
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    N_FFT,
+    N_FRAMES,
+    N_SAMPLES,
+    N_SAMPLES_PER_TOKEN,
+    SAMPLE_RATE,
+    TOKENS_PER_SECOND,
+)
 
 LOG_FLOOR = 1e-10  # mel power clipped here before log10, as whisper does
 DYNAMIC_RANGE = 8.0  # log10 units kept below the loudest value (80 dB)

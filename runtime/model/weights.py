@@ -80,6 +80,16 @@ class WhisperModel:
     def is_multilingual(self) -> bool:
         return self.dims.is_multilingual
 
+    def word_alignment_heads(self) -> tuple[tuple[int, int], ...]:
+        """The (layer, head) pairs word timestamps read: the model's own when its files name
+        them, else every head of the last half of the decoder layers (openai-whisper's default
+        before heads were tuned)."""
+        if self.alignment_heads:
+            return tuple((int(layer), int(head)) for layer, head in self.alignment_heads)
+        d = self.dims
+        return tuple((layer, head) for layer in range(d.n_text_layer // 2, d.n_text_layer)
+                     for head in range(d.n_text_head))
+
     def digest(self) -> str:
         """A stable hash of the weights, so caches (exported graphs, compiled NPU models) key on it."""
         if self._digest is None:

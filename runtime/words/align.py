@@ -21,12 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from runtime.backend import Session
+from runtime.audio.constants import TOKENS_PER_SECOND
 from runtime.decoding.filters import log_softmax
 from runtime.model.weights import WhisperModel
 from runtime.model.tokenizer import Tokenizer
 from runtime.words.dtw import dtw_batch, median_filter
 
-TOKENS_PER_SECOND = 50  # encoder frames per second: 100 mel frames / conv stride 2
 MEDFILT_WIDTH = 7
 LOGITS_BYTES_PER_CALL = 64 << 20  # bound on the (rows, positions, vocab) logits of one call
 NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}  # words split at unicode points
@@ -55,13 +55,8 @@ class AlignRequest:
 
 
 def alignment_heads(model: WhisperModel) -> tuple[tuple[int, int], ...]:
-    """The model's (layer, head) alignment heads; when its files name none, every head of the
-    last half of the decoder layers (openai-whisper's default before heads were tuned)."""
-    if model.alignment_heads:
-        return tuple((int(layer), int(head)) for layer, head in model.alignment_heads)
-    d = model.dims
-    return tuple((layer, head) for layer in range(d.n_text_layer // 2, d.n_text_layer)
-                 for head in range(d.n_text_head))
+    """The model's (layer, head) alignment heads (``WhisperModel.word_alignment_heads``)."""
+    return model.word_alignment_heads()
 
 
 def find_alignments(session: Session, tokenizer: Tokenizer, features: Any,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import ModelFormatError
+from runtime.model.packaged import bundled_tokenizer
 from runtime.model.weights import ModelDims
 
 _BLOCK = re.compile(r"^(encoder|decoder)\.blocks\.(\d+)\.")
@@ -148,8 +149,6 @@ def fallback_tokenizer(multilingual: bool) -> Path | None:
     their family: every English-only model uses one vocabulary, every multilingual one another
     (large-v3 adds one language token, which the tokenizer module must add itself).
     """
-    from runtime.model.registry import bundled_tokenizer  # late: runtime.model.registry imports this package
-
     return bundled_tokenizer(multilingual)
 
 
