@@ -1,12 +1,13 @@
 """The Python API: ``Runtime().transcribe("talk.flac")``.
 
 A ``Runtime`` owns its plugins, its model and its backend session (no globals): build one and
-reuse it; the model is read and loaded on first use.
+reuse it; the model is read and loaded on first use (or by ``load()``). It is a facade: the
+profile comes from ``runtime.config.selection``, options from ``runtime.config.options``, and the
+work is done by ``runtime.pipeline`` (the scheduler and runner, the sequential path, the engine).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -15,22 +16,25 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from runtime.audio.decode import SAMPLE_RATE, load_audio
-from runtime.backend import Capabilities, LoadOptions, Session
-from runtime.pipeline.source import BatchOptions, Batcher
-from runtime.decoding import detect_language
-from runtime.errors import BackendUnavailableError, RuntimeInputError, UnsupportedRequestError
-from runtime.decoding.language import LanguageGuess
-from runtime.audio.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
-from runtime.model.weights import WhisperModel
-from runtime.plugins import Plugins
-from runtime.output.results import RunInfo, Segment, Transcription
+from runtime.audio.constants import SAMPLE_RATE
+from runtime.audio.decode import load_audio
+from runtime.backend import Backend, Capabilities, LoadOptions, Session, check_precision
+from runtime.config import options as config_options
 from runtime.config.selection import Selection, select_profile
 from runtime.config.settings import Settings
-from runtime.model.tokenizer import Tokenizer, load_tokenizer, normalize_language
-from runtime.pipeline.sequential import TranscribeOptions, transcribe_sequential
-from runtime.words.aligner import WordAligner, check_word_timestamps
+from runtime.decoding.language import LanguageGuess
+from runtime.errors import BackendUnavailableError, RuntimeInputError
+from runtime.model.tokenizer import Tokenizer, load_tokenizer
+from runtime.model.weights import WhisperModel
+from runtime.output.results import RunInfo, Segment, Transcription
 from runtime.output.writers import segment_text
+from runtime.pipeline.engine import Engine, LoadedModel
+from runtime.pipeline.options import BatchOptions, TranscribeOptions
+from runtime.pipeline.runner import BatchRunner, first_window_language
+from runtime.pipeline.scheduler import Scheduler, run_to_completion
+from runtime.pipeline.sequential import transcribe_sequential
+from runtime.pipeline.source import SourceRun
+from runtime.plugins import Plugins
 
 
 class Runtime:
@@ -53,7 +57,6 @@ class Runtime:
         self._backend_options = dict(backend_options or {})
         self._selection: Selection | None = None
         self._session: Session | None = None
-        self._capabilities = Capabilities()
         self._tokenizer: Tokenizer | None = None
 
     # -- selection ------------------------------------------------------------------------------
@@ -61,8 +64,8 @@ class Runtime:
     def selection(self) -> Selection | None:
         """The chosen profile (None when a backend was forced), selected once on first use."""
         if self._selection is None and self.settings.backend is None:
-            from runtime.hardware import run_probes
             from runtime.config.profiles import load_profiles
+            from runtime.hardware import run_probes
 
             dirs = self.plugins.profile_dirs() + list(self.settings.profile_dirs)
             report = run_probes(self.settings.hardware_root, self.plugins.probes())
@@ -73,13 +76,16 @@ class Runtime:
 
     @property
     def backend_name(self) -> str:
-        return self.settings.backend or self.selection.backend
+        if self.settings.backend is not None:
+            return self.settings.backend
+        assert self.selection is not None  # selected whenever no backend is forced
+        return self.selection.backend
 
     def _load_options(self) -> LoadOptions:
         options = dict(self.selection.profile.backend_options) if self.selection else {}
         options.update(self._backend_options)
         precision = self.settings.precision or options.pop("precision", None)
-        options.pop("precision", None)
+        options.pop("precision", None)  # when the settings' precision won
         device = options.pop("device", None)
         source = self.selection.profile.source if self.selection else None
         return LoadOptions(precision=precision or "fp32", device=device, options=options,
@@ -95,7 +101,7 @@ class Runtime:
 
         return resolve_model(str(self.model_spec), readers=self.plugins.model_readers())
 
-    def _backend(self):
+    def _backend(self) -> Backend:
         backends = self.plugins.backends()
         if self.backend_name not in backends:
             raise BackendUnavailableError(
@@ -111,10 +117,16 @@ class Runtime:
     def session(self) -> Session:
         if self._session is None:
             backend = self._backend()
-            self._session = backend.load(self._read_model(), self._load_options())
-            # a session may narrow the backend's capabilities (e.g. a static-shape graph)
-            self._capabilities = getattr(self._session, "capabilities", backend.capabilities)
+            options = self._load_options()
+            check_precision(backend.capabilities, backend.name, options.precision)
+            self._session = backend.load(self._read_model(), options)
         return self._session
+
+    def load(self) -> Runtime:
+        """Read and load the model now (a bad model or backend fails here, not at the first
+        file), and its tokenizer."""
+        self.session, self.tokenizer  # noqa: B018 - the properties load once
+        return self
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -140,33 +152,32 @@ class Runtime:
         ``sequential=True`` runs the reference long-form path (30 s windows, seek). Any
         ``TranscribeOptions`` field may be given as a keyword (``beam_size=5``,
         ``temperature=0.0`` for a single temperature, ``initial_prompt=...``)."""
-        options = self._options(options, language, task, overrides)
-        session, tokenizer = self.session, self.tokenizer
+        options = self.transcribe_options(options, language, task, overrides)
+        batch = self.batch_options(batch_size, chunking)
+        runner = BatchRunner(self.session, self.tokenizer, self.capabilities, batch)
         t0 = time.perf_counter()
         if sequential:
             samples = load_audio(audio, allow_truncated=options.allow_truncated)
             timings = {"decode_audio": time.perf_counter() - t0}
-            lang, lang_prob = self._language(samples, options)
-            aligner = (WordAligner(session, tokenizer, self.capabilities, self.backend_name)
-                       if options.word_timestamps else None)
-            segments = transcribe_sequential(session, tokenizer, samples, options, lang, progress,
-                                             aligner)
+            guess = self._language(samples, options)
+            segments = transcribe_sequential(runner, samples, options, guess.language, progress)
             duration = len(samples) / SAMPLE_RATE
+            language, probability = guess.language, guess.probability
         else:
-            batcher = Batcher(session, tokenizer, self._capabilities, options,
-                              self.batch_options(batch_size, chunking), options.language,
-                              progress)
-            segments = batcher.transcribe(audio)
-            lang, lang_prob = batcher.language, batcher.language_probability
-            duration = batcher.duration
-            timings = dict(batcher.clock.totals)
-        timings["total"] = time.perf_counter() - t0
-        return self.make_transcription(segments, lang, duration, timings, lang_prob)
+            run = SourceRun(self.session, self.tokenizer, options, batch, audio, options.language,
+                            progress)
+            run_to_completion(Scheduler(batch), runner, run)
+            segments, duration = run.ordered_segments(), run.duration
+            language, probability = run.language, run.language_probability
+            timings = run.clock.merged()
+        timings = {**timings, **runner.clock.totals, "total": time.perf_counter() - t0}
+        return self.make_transcription(segments, language, duration, timings, probability)
 
     def transcribe_many(self, inputs: Iterable[str | Path | bytes | np.ndarray], *,
                         language: str | None = None, task: str = "transcribe",
                         options: TranscribeOptions | None = None,
-                        batch_size: int | None = None, in_flight: int | None = None,
+                        batch_size: int | None = None, chunking: str | None = None,
+                        in_flight: int | None = None,
                         **overrides: Any) -> Iterator[ManyResult]:
         """Transcribe many inputs together: chunks of all of them share encoder and decoder
         batches, while the next inputs are decoded, VAD'd and mel'd in a preparing thread.
@@ -174,10 +185,9 @@ class Runtime:
         Yields one ``ManyResult`` per input, in input order, as soon as that input (and every one
         before it) is done. An input that fails yields its error; the others go on. At most
         ``in_flight`` inputs (default 4 x batch size) are held at once, so memory stays flat."""
-        from runtime.pipeline.engine import Engine
-
-        opts = self._options(options, language, task, overrides)
-        engine = Engine(self, batch_size=batch_size, max_wait_s=0.0, max_queue=10**9)
+        opts = self.transcribe_options(options, language, task, overrides)
+        engine = self.engine(batch_size=batch_size, chunking=chunking, max_wait_s=0.0,
+                             max_queue=None)
         limit = in_flight or 4 * engine.batch.batch_size
         pending: deque[tuple[int, Any, Any]] = deque()
         finished = False
@@ -191,6 +201,18 @@ class Runtime:
             finished = True
         finally:  # a consumer that stops early cancels what is left
             engine.close(wait=finished)
+
+    def engine(self, *, batch_size: int | None = None, chunking: str | None = None,
+               max_wait_s: float = 0.05, max_queue: int | None = 64,
+               cross_request: bool = True) -> Engine:
+        """An ``Engine`` over this runtime's model (the server's, ``transcribe_many``'s): inputs
+        submitted from any thread share batches; not started until the first ``submit``."""
+        model = LoadedModel(self.session, self.tokenizer, self.capabilities,
+                            lambda o, lang, task, extra: self.transcribe_options(o, lang, task,
+                                                                                 extra),
+                            self.make_transcription)
+        return Engine(model, self.batch_options(batch_size, chunking), max_wait_s=max_wait_s,
+                      max_queue=max_queue, cross_request=cross_request)
 
     def make_transcription(self, segments: list[Segment], language: str | None,
                            duration: float, timings: dict[str, float],
@@ -207,76 +229,37 @@ class Runtime:
     @property
     def capabilities(self) -> Capabilities:
         """What the loaded session can do (a session may narrow its backend's capabilities)."""
-        self.session
-        return self._capabilities
+        return self.session.capabilities
 
     def transcribe_options(self, options: TranscribeOptions | None = None,
                            language: str | None = None, task: str = "transcribe",
                            overrides: dict[str, Any] | None = None) -> TranscribeOptions:
-        """Options checked against the model (``RuntimeInputError`` when they cannot apply)."""
-        return self._options(options, language, task, dict(overrides or {}))
+        """Options checked against the model (``RuntimeInputError`` when they cannot apply):
+        ``options`` (default: the settings'), then what was given."""
+        return config_options.transcribe_options(
+            self.settings, self.session.model, self.capabilities, self.backend_name, options,
+            language, task, dict(overrides or {}))
 
     def batch_options(self, batch_size: int | None = None,
                       chunking: str | None = None) -> BatchOptions:
-        """Batcher settings: explicit arguments, then settings, then the profile's."""
+        """How windows are grouped: explicit arguments, then settings, then the profile's."""
         profile = self.selection.profile.batcher if self.selection else None
-        size = batch_size or self.settings.batch.batch_size or (profile.batch_size if profile else 8)
-        decoder = self.settings.batch.decoder or (profile.decoder if profile else "batched")
-        try:
-            return BatchOptions(batch_size=size, decoder=decoder,
-                                chunking=chunking or self.settings.batch.chunking)
-        except ValueError as exc:
-            raise RuntimeInputError(str(exc)) from exc
+        return config_options.batch_options(self.settings, profile, batch_size, chunking)
 
-    def _options(self, options: TranscribeOptions | None, language: str | None, task: str,
-                 overrides: dict[str, Any]) -> TranscribeOptions:
-        if options is None:
-            d = self.settings.decoding
-            options = TranscribeOptions(
-                beam_size=d.beam_size, best_of=d.best_of, temperatures=d.temperatures,
-                condition_on_previous_text=d.condition_on_previous_text)
-        if "temperature" in overrides:
-            t = overrides.pop("temperature")
-            overrides["temperatures"] = tuple(t) if isinstance(t, (list, tuple)) else (float(t),)
-        try:
-            language = normalize_language(language or options.language)
-            options = dataclasses.replace(options, language=language, task=task, **overrides)
-        except (TypeError, ValueError) as exc:
-            raise RuntimeInputError(str(exc)) from exc
-        model = self.session.model
-        if not model.is_multilingual:
-            if options.language not in (None, "en"):
-                raise UnsupportedRequestError(
-                    f"model {model.name} is English-only and cannot transcribe "
-                    f"language {options.language!r}; use a multilingual model such as 'base'")
-            if options.task == "translate":
-                raise UnsupportedRequestError(
-                    f"model {model.name} is English-only and cannot translate; "
-                    "use a multilingual model such as 'base'")
-        if options.word_timestamps:
-            check_word_timestamps(self.capabilities, self.backend_name)
-        return options
-
-    def _language(self, samples: np.ndarray,
-                  options: TranscribeOptions) -> tuple[str, float | None]:
-        """The forced language, English for English-only models, else detected on the first 30 s."""
+    def _language(self, samples: np.ndarray, options: TranscribeOptions) -> LanguageGuess:
+        """The forced language (probability None), English for English-only models, else
+        detected on the first 30 s."""
         if options.language:
-            return options.language, None
+            return LanguageGuess(options.language, None)  # type: ignore[arg-type]
         if not self.tokenizer.multilingual:
-            return "en", None
-        guess = self.detect_language(samples)
-        return guess.language, guess.probability
+            return LanguageGuess("en", None)  # type: ignore[arg-type]
+        return first_window_language(self.session, self.tokenizer, samples)
 
     def detect_language(self, audio: str | Path | bytes | np.ndarray) -> LanguageGuess:
         """The spoken language of the first 30 s of ``audio`` and its probability ('en' with
         probability 1 on an English-only model), as the sequential path detects it."""
-        if not self.tokenizer.multilingual:
-            return LanguageGuess("en", 1.0)
         samples = audio if isinstance(audio, np.ndarray) else load_audio(audio)
-        mel = log_mel_spectrogram(samples[: N_FRAMES * 160], n_mels=self.session.model.dims.n_mels)
-        features = self.session.encode(pad_or_trim(mel, N_FRAMES)[None])
-        codes, probs = detect_language(self.session, features, self.tokenizer)
-        return LanguageGuess(codes[0], probs[0][codes[0]])
+        return first_window_language(self.session, self.tokenizer, samples)
 
 
 @dataclass(frozen=True)

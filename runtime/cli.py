@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from runtime.errors import RuntimeInputError
+from runtime.errors import RuntimeInputError, WhisperRuntimeError
 from runtime.output.writers import WRITERS, format_timestamp
 
 EXIT_BAD_INPUT = 2
@@ -33,7 +33,8 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     p.add_argument("--beam-size", type=int, default=None,
                    help="beam search width at temperature 0 (default: greedy)")
-    p.add_argument("--best-of", type=int, default=5, help="samples when falling back to t > 0")
+    p.add_argument("--best-of", type=int, default=None,
+                   help="samples when falling back to t > 0 (default: 5)")
     p.add_argument("--temperature", type=float, default=None,
                    help="a single sampling temperature (default: 0 with fallback up to 1.0)")
     p.add_argument("--no-fallback", action="store_true",
@@ -48,7 +49,8 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-truncated", action="store_true",
                    help="transcribe what a truncated file holds (with a warning saying where "
                         "its data ends) instead of failing it")
-    p.add_argument("--no-condition-on-previous-text", action="store_true",
+    p.add_argument("--no-condition-on-previous-text", action="store_const", const=False,
+                   default=None, dest="condition_on_previous_text",
                    help="do not feed each window's text as the next window's prompt")
     p.add_argument("--word-timestamps", action="store_true",
                    help="word-level timestamps (in json; srt/vtt cues from words)")
@@ -98,10 +100,15 @@ def _settings(args: argparse.Namespace):
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+GIVEN_OPTIONS = ("beam_size", "best_of", "initial_prompt", "condition_on_previous_text",
+                 "language_detection", "language_threshold")
+
+
 def _overrides(args: argparse.Namespace) -> dict:
-    overrides: dict = {"beam_size": args.beam_size, "best_of": args.best_of,
-                       "initial_prompt": args.initial_prompt,
-                       "condition_on_previous_text": not args.no_condition_on_previous_text}
+    """The transcription options given on the command line, and only those: whatever a flag
+    does not say comes from the settings (TOML, RUNTIME_DECODING__*)."""
+    overrides: dict = {name: getattr(args, name) for name in GIVEN_OPTIONS
+                       if getattr(args, name) is not None}
     if args.temperature is not None:
         overrides["temperature"] = args.temperature
     elif args.no_fallback:
@@ -110,9 +117,6 @@ def _overrides(args: argparse.Namespace) -> dict:
         overrides["word_timestamps"] = True
     if args.allow_truncated:
         overrides["allow_truncated"] = True
-    for name in ("language_detection", "language_threshold"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
     return overrides
 
 
@@ -207,15 +211,12 @@ def _run_job(rt, args: argparse.Namespace) -> int:
     chosen = _bind_writers(chosen, args)
     job = Job(items, chosen, overwrite=args.overwrite, echo=_echo(args, len(items) > 1),
               verbose=args.verbose)
-    if args.chunking:  # transcribe_many's batches take chunking from the settings
-        batch = rt.settings.batch.model_copy(update={"chunking": args.chunking})
-        rt.settings = rt.settings.model_copy(update={"batch": batch})
-
     def results(todo):
         if len(todo) == 1 or args.sequential:
             return one_by_one_results(lambda p: _transcribe_one(rt, p, args, len(todo) == 1), todo)
         return many_results(rt, todo, language=args.language, task=args.task,
-                            batch_size=args.batch_size, **_overrides(args))
+                            batch_size=args.batch_size, chunking=args.chunking,
+                            **_overrides(args))
 
     summary = job.run(results, empty)
     if chosen or args.verbose or summary.interrupted:
@@ -238,7 +239,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         if args.output_format and args.output_format not in (*writers, "all"):
             raise RuntimeInputError(f"unknown output format {args.output_format!r}; "
                                     f"choose from {', '.join(writers)} or all")
-        rt.session  # load once, up front: a bad model or backend fails before any file
+        rt.load()  # once, up front: a bad model or backend fails before any file
         if args.verbose:
             print(f"profile {rt.selection.profile.name if rt.selection else '(none)'}: "
                   f"{rt.session.describe()}", file=sys.stderr)
@@ -246,7 +247,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         _subtitle_options(args)
         rt.batch_options(args.batch_size, args.chunking)  # fail before any file, too
         return _run_job(rt, args)
-    except RuntimeInputError as exc:
+    except WhisperRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -259,7 +260,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     try:
         data = detect(_settings(args), Plugins(), load=not args.no_load)
-    except RuntimeInputError as exc:
+    except WhisperRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(data, indent=1, default=str) if args.json else render(data))
@@ -278,7 +279,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         if args.name:
             print(describe_profile(find_profile(profiles, args.name)))
             return 0
-    except RuntimeInputError as exc:
+    except WhisperRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     for p in sorted(profiles.values(), key=lambda p: (-p.priority, p.name)):
@@ -327,7 +328,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve(settings.model_copy(update={"server": server}),
               log_level="debug" if args.verbose else "info")
-    except RuntimeInputError as exc:
+    except WhisperRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before serving (loading the models): nothing to drain

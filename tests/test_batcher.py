@@ -1,4 +1,5 @@
-"""The common batcher: VAD chunks, static batches, decoder modes, continuations, bounded blocks."""
+"""The batched path (source, scheduler, runner): VAD chunks, static batches, decoder modes,
+continuations, bounded blocks, streams and their prompts."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
+from runtime.audio.constants import N_SAMPLES
 from runtime.audio.decode import load_audio
-from runtime.pipeline.source import BatchOptions, Batcher, Block, Job, SourceRun
-from runtime.audio.mel import N_SAMPLES
-from runtime.pipeline.scheduler import Row, Scheduler
 from runtime.decoding import DecodingResult
-from runtime.pipeline.sequential import TranscribeOptions
+from runtime.pipeline.options import BatchOptions, TranscribeOptions
+from runtime.pipeline.runner import BatchRunner, Row
+from runtime.pipeline.scheduler import Scheduler, run_to_completion
+from runtime.pipeline.source import Block, SourceRun, Stream
+from runtime.pipeline.window import Window
 from tests.conftest import EVAL_DIR, eval_file
 from tools.eval_common import load_librispeech, wer
 
@@ -29,9 +32,14 @@ def speech_minute():
     return audio, " ".join(u.reference for u in utts)
 
 
-def _batcher(rt, caps=None, **batch):
-    return Batcher(rt.session, rt.tokenizer, caps or rt._capabilities, TranscribeOptions(),
-                   BatchOptions(**batch), "en")
+def _batched(rt, audio, caps=None, session=None, **batch_options):
+    """One input through the scheduler and runner: ``Runtime.transcribe``'s batched path."""
+    session = session or rt.session
+    batch = BatchOptions(**batch_options)
+    run = SourceRun(session, rt.tokenizer, TranscribeOptions(), batch, audio, "en")
+    run_to_completion(Scheduler(batch), BatchRunner(session, rt.tokenizer,
+                                                    caps or rt.capabilities, batch), run)
+    return run.ordered_segments()
 
 
 def _text(segments) -> str:
@@ -46,7 +54,7 @@ def test_batched_jfk(cpu_runtime):
 
 @pytest.fixture(scope="module")
 def batched_minute(cpu_runtime, speech_minute):
-    return _batcher(cpu_runtime, batch_size=4).transcribe(speech_minute[0])
+    return _batched(cpu_runtime, speech_minute[0], batch_size=4)
 
 
 def test_multi_chunk_accuracy_and_order(batched_minute, speech_minute):
@@ -61,7 +69,7 @@ def test_multi_chunk_accuracy_and_order(batched_minute, speech_minute):
 def test_sequential_decoder_mode_gives_the_same_text(cpu_runtime, speech_minute, batched_minute):
     audio, _ = speech_minute
     batched = batched_minute
-    one_by_one = _batcher(cpu_runtime, batch_size=4, decoder="sequential").transcribe(audio)
+    one_by_one = _batched(cpu_runtime, audio, batch_size=4, decoder="sequential")
     assert [s.tokens for s in batched] == [s.tokens for s in one_by_one]
 
 
@@ -78,10 +86,8 @@ def test_static_batch_sizes_are_padded(cpu_runtime, speech_minute, batched_minut
             seen.append(mel.shape[0])
             return session.encode(mel)
 
-    caps = dataclasses.replace(cpu_runtime._capabilities, encoder_batch_sizes=(6,))
-    b = Batcher(Recording(), cpu_runtime.tokenizer, caps, TranscribeOptions(),
-                BatchOptions(batch_size=4), "en")
-    static = b.transcribe(audio)
+    caps = dataclasses.replace(cpu_runtime.capabilities, encoder_batch_sizes=(6,))
+    static = _batched(cpu_runtime, audio, caps, Recording(), batch_size=4)
     assert seen and set(seen) == {6}  # every encoder call has the static size, padded
     assert [s.tokens for s in static] == [s.tokens for s in batched_minute]
 
@@ -89,7 +95,7 @@ def test_static_batch_sizes_are_padded(cpu_runtime, speech_minute, batched_minut
 def test_small_blocks_keep_every_word(cpu_runtime, speech_minute, batched_minute):
     """Blocks of 30 s (a chunk carried across each boundary) lose nothing against one block."""
     audio, reference = speech_minute
-    small = _batcher(cpu_runtime, batch_size=4, block_s=30).transcribe(audio)
+    small = _batched(cpu_runtime, audio, batch_size=4, block_s=30)
     big = batched_minute
     assert wer(reference, _text(small)) <= wer(reference, _text(big)) + 0.02
 
@@ -100,7 +106,7 @@ def test_no_text_without_speech(cpu_runtime, signal, chunking):
     rng = np.random.default_rng(0)
     n = SR * 65
     audio = (np.zeros(n) if signal == "silence" else rng.normal(0, 0.05, n)).astype(np.float32)
-    assert _text(_batcher(cpu_runtime, chunking=chunking).transcribe(audio)).strip() == ""
+    assert _text(_batched(cpu_runtime, audio, chunking=chunking)).strip() == ""
 
 
 def test_unfinished_chunk_continues(cpu_runtime):
@@ -112,7 +118,7 @@ def test_unfinished_chunk_continues(cpu_runtime):
                             avg_logprob=-0.2, sum_logprob=-2.0, no_speech_prob=0.0,
                             temperature=0.0)
     b = SourceRun(cpu_runtime.session, tok, TranscribeOptions(), BatchOptions(), source=None)
-    cont, kept = b.collect(Job(mel=None, start_frame=500, n_frames=3000, offset_s=60.0), result)
+    cont, kept = b.collect(Window(mel=None, start_frame=500, n_frames=3000, offset_s=60.0), result)
     assert [(s.start, s.end) for s in b.segments] == [(65.0, 70.0), (70.0, 83.0)]
     assert (cont.start_frame, cont.n_frames) == (500 + 1800, 1200)
     assert kept == tokens[: -(len(words) + 1)]  # the stream's next context: the kept segments
@@ -132,24 +138,23 @@ class ScriptedRun(SourceRun):
                          source=None)
         self._prepared_blocks = iter(blocks)
 
-    def collect(self, job, result):
-        i = job.start_frame // 3000
+    def collect(self, window, result):
+        i = window.start_frame // 3000
         return None, [100 + i, 200 + i]
 
 
-def _scripted_scheduler(rt, batch_size, rounds):
-    scheduler = Scheduler(rt.session, rt.tokenizer, rt._capabilities,
-                          BatchOptions(batch_size=batch_size))
+class ScriptedRunner:
+    """Runs nothing: records each batch's rows (input, window number, prompt)."""
 
-    def fake_run(rows):
-        rounds.append([(id(r.run), r.job.start_frame // 3000, r.prompt) for r in rows])
+    def __init__(self) -> None:
+        self.rounds: list = []
+
+    def run(self, rows):
+        self.rounds.append([(id(r.input), r.window.start_frame // 3000, r.prompt) for r in rows])
         return [_fake_result() for _ in rows]
 
-    scheduler._run = fake_run
-    return scheduler
 
-
-def _jobs(*ids):
+def _windows(*ids):
     """A block whose speech is the 30 s windows numbered ``ids`` (each a window of its own)."""
     return Block(mel=None, offset_s=0.0, pieces=[(i * N_SAMPLES, (i + 1) * N_SAMPLES - 1)
                                                  for i in ids], regions=[])
@@ -159,15 +164,15 @@ def test_blocks_are_streams_that_carry_their_context(cpu_runtime):
     """Each block's chunks are a stream: B streams decode side by side, each chunk prompted with
     its stream's text so far; a stream opened after the one before it finished continues its
     text."""
-    run = ScriptedRun(cpu_runtime, [_jobs(0, 1), _jobs(2, 3), _jobs(4)], batch_size=2,
+    run = ScriptedRun(cpu_runtime, [_windows(0, 1), _windows(2, 3), _windows(4)], batch_size=2,
                       context_tokens=2)
-    rounds = []
-    scheduler = _scripted_scheduler(cpu_runtime, 2, rounds)
+    runner = ScriptedRunner()
+    scheduler = Scheduler(BatchOptions(batch_size=2))
     scheduler.add(run)
     finished = []
     while scheduler.pending:
-        finished += scheduler.step()
-    assert [[(f, p) for _, f, p in r] for r in rounds] == [
+        finished += scheduler.step(runner)
+    assert [[(f, p) for _, f, p in r] for r in runner.rounds] == [
         [(0, []), (2, [])],
         [(1, [100, 200]), (3, [102, 202])],
         [(4, [103, 203])]]
@@ -176,16 +181,16 @@ def test_blocks_are_streams_that_carry_their_context(cpu_runtime):
 
 def test_rows_of_many_inputs_share_batches_oldest_first(cpu_runtime):
     """Chunks of several inputs fill one batch; the oldest input's rows go first."""
-    a = ScriptedRun(cpu_runtime, [_jobs(0), _jobs(1), _jobs(2)], batch_size=4)
-    b = ScriptedRun(cpu_runtime, [_jobs(10), _jobs(11, 12)], batch_size=4)
-    rounds = []
-    scheduler = _scripted_scheduler(cpu_runtime, 4, rounds)
+    a = ScriptedRun(cpu_runtime, [_windows(0), _windows(1), _windows(2)], batch_size=4)
+    b = ScriptedRun(cpu_runtime, [_windows(10), _windows(11, 12)], batch_size=4)
+    runner = ScriptedRunner()
+    scheduler = Scheduler(BatchOptions(batch_size=4))
     scheduler.add(a)
     scheduler.add(b)
     done_order = []
     while scheduler.pending:
-        done_order += scheduler.step()
-    assert [[f for _, f, _ in r] for r in rounds] == [[0, 1, 2, 10], [11], [12]]
+        done_order += scheduler.step(runner)
+    assert [[f for _, f, _ in r] for r in runner.rounds] == [[0, 1, 2, 10], [11], [12]]
     assert done_order == [a, b]
 
 
@@ -195,17 +200,15 @@ def test_stream_windows_resume_at_the_seek_and_merge_what_follows():
     sec = SR
     block = Block(mel=None, offset_s=100.0, pieces=[(0, 20 * sec), (22 * sec, 40 * sec)],
                   regions=[(0, 20 * sec), (22 * sec, 40 * sec)])
-    from runtime.pipeline.source import Stream
-
     stream = Stream(block, history=[])
-    first = stream.next_job()
+    first = stream.next_window()
     assert (first.start_frame, first.n_frames, first.start_s) == (0, 2000, 100.0)
     stream.cursor = 15 * sec  # the text stopped at 15 s
-    second = stream.next_job()
+    second = stream.next_window()
     assert (second.start_frame, second.n_frames) == (1500, 2500)
     assert second.speech == [(1500, 2000), (2200, 4000)]
     stream.cursor = 40 * sec
-    assert stream.next_job() is None and not stream.has_work
+    assert stream.next_window() is None and not stream.has_work
 
 
 def test_prompts_are_the_streams_own_text_in_a_few_lengths(cpu_runtime):
@@ -240,7 +243,7 @@ def test_a_rows_prompt_does_not_depend_on_its_batch(cpu_runtime, monkeypatch):
     """Rows whose prompts differ in length decode in calls of their own, each with its whole
     prompt: cutting them to a common length would make a request's text depend on the others
     it is batched with (on the server, other users' requests)."""
-    import runtime.pipeline.scheduler as scheduler_module
+    import runtime.pipeline.runner as runner_module
 
     calls = []
 
@@ -248,13 +251,13 @@ def test_a_rows_prompt_does_not_depend_on_its_batch(cpu_runtime, monkeypatch):
         calls.append([list(p) for p in prompts])
         return [_fake_result() for _ in prompts]
 
-    monkeypatch.setattr(scheduler_module, "decode", fake_decode)
+    monkeypatch.setattr(runner_module, "decode", fake_decode)
     run = ScriptedRun(cpu_runtime, [], batch_size=4)
     run.options = dataclasses.replace(run.options, temperatures=(0.0,))
     prompts = [[1, 2, 3], [], [7, 8, 9], [10, 11, 12, 13]]
-    rows = [Row(run, None, None, p, "en") for p in prompts]
-    scheduler = Scheduler(cpu_runtime.session, cpu_runtime.tokenizer, cpu_runtime._capabilities,
-                          BatchOptions(batch_size=4))
-    results = scheduler._decode(np.zeros((4, 1500, 384), np.float32), rows)
+    rows = [Row(None, p, run, "en") for p in prompts]
+    runner = BatchRunner(cpu_runtime.session, cpu_runtime.tokenizer, cpu_runtime.capabilities,
+                         BatchOptions(batch_size=4))
+    results = runner.decode(np.zeros((4, 1500, 384), np.float32), rows)
     assert len(results) == 4 and all(r is not None for r in results)
     assert sorted(calls) == [[[]], [[1, 2, 3], [7, 8, 9]], [[10, 11, 12, 13]]]

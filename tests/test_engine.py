@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime.pipeline.source import SourceRun
-from runtime.pipeline.engine import Engine, QueueFullError
+from runtime.pipeline.engine import QueueFullError
 from runtime.errors import AudioError, RuntimeInputError
 from tests.conftest import EVAL_DIR
 from tools.eval_common import load_librispeech, wer
@@ -29,7 +29,7 @@ def one_by_one(cpu_runtime, utterances):
 
 def test_concurrent_inputs_share_batches_and_match_one_by_one(cpu_runtime, utterances,
                                                               one_by_one):
-    with Engine(cpu_runtime, batch_size=8, max_wait_s=1.0) as engine:
+    with cpu_runtime.engine(batch_size=8, max_wait_s=1.0) as engine:
         futures = [engine.submit(u.audio) for u in utterances]
         texts = [f.result(timeout=300).text for f in futures]
         stats = engine.stats()
@@ -40,7 +40,7 @@ def test_concurrent_inputs_share_batches_and_match_one_by_one(cpu_runtime, utter
 
 
 def test_bad_input_fails_alone(cpu_runtime, utterances):
-    with Engine(cpu_runtime, batch_size=4) as engine:
+    with cpu_runtime.engine(batch_size=4) as engine:
         bad = engine.submit(b"this is not audio")
         empty = engine.submit(b"")
         good = engine.submit(utterances[0].audio)
@@ -53,13 +53,13 @@ def test_bad_input_fails_alone(cpu_runtime, utterances):
 
 
 def test_bad_options_raise_at_submit(cpu_runtime):
-    with Engine(cpu_runtime) as engine:
+    with cpu_runtime.engine() as engine:
         with pytest.raises(RuntimeInputError, match="English-only"):
             engine.submit(np.zeros(16000, np.float32), language="de")
 
 
 def test_queue_limit_and_shutdown_finish_in_flight(cpu_runtime, utterances):
-    engine = Engine(cpu_runtime, batch_size=2, max_queue=2)
+    engine = cpu_runtime.engine(batch_size=2, max_queue=2)
     first = engine.submit(utterances[0].audio)
     second = engine.submit(utterances[1].audio)
     with pytest.raises(QueueFullError, match="in flight"):
@@ -79,7 +79,7 @@ def test_cancelled_input_is_dropped(cpu_runtime, utterances, monkeypatch):
         original(run)
 
     monkeypatch.setattr(SourceRun, "prepare", slow_prepare)
-    with Engine(cpu_runtime, batch_size=2) as engine:
+    with cpu_runtime.engine(batch_size=2) as engine:
         doomed = engine.submit(utterances[0].audio)
         kept = engine.submit(utterances[1].audio)
         assert doomed.cancel()
@@ -90,7 +90,7 @@ def test_cancelled_input_is_dropped(cpu_runtime, utterances, monkeypatch):
 
 
 def test_without_cross_request_batching_one_input_at_a_time(cpu_runtime, utterances):
-    with Engine(cpu_runtime, batch_size=8, cross_request=False) as engine:
+    with cpu_runtime.engine(batch_size=8, cross_request=False) as engine:
         futures = [engine.submit(u.audio) for u in utterances[:3]]
         assert all(f.result(timeout=300).text for f in futures)
         assert engine.stats()["mean_batch_size"] == 1.0  # each short input is one chunk
@@ -111,7 +111,7 @@ def test_transcribe_many_yields_in_input_order_with_errors(cpu_runtime, utteranc
 
 def test_an_unexpected_worker_error_fails_requests_instead_of_hanging(cpu_runtime, utterances,
                                                                       monkeypatch):
-    engine = Engine(cpu_runtime, batch_size=2)
+    engine = cpu_runtime.engine(batch_size=2)
     original, calls = engine._iterate, []
 
     def failing_once():
@@ -130,7 +130,7 @@ def test_an_unexpected_worker_error_fails_requests_instead_of_hanging(cpu_runtim
 
 
 def test_alive_reports_the_worker(cpu_runtime):
-    engine = Engine(cpu_runtime)
+    engine = cpu_runtime.engine()
     assert engine.alive  # not started yet: submit starts it
     engine.start()
     assert engine.alive

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from runtime.decoding import DecodingResult
-from runtime.pipeline.sequential import (TranscribeOptions, is_silence, needs_fallback, split_segments,
-                                transcribe_sequential)
+from runtime.pipeline.options import BatchOptions, TranscribeOptions
+from runtime.pipeline.runner import BatchRunner
+from runtime.pipeline.segments import is_silence, needs_fallback, split_segments
+from runtime.pipeline.sequential import transcribe_sequential
 
 
 def _result(tokens, text="hello there", avg=-0.3, no_speech=0.01, temperature=0.0):
@@ -50,18 +52,20 @@ def test_fallback_and_silence_gates():
 
 
 @pytest.mark.parametrize("signal", ["silence", "noise"])
-def test_no_text_from_silence_or_noise(cpu_session, tiny_tokenizer, signal):
+def test_no_text_from_silence_or_noise(cpu_runtime, signal):
     rng = np.random.default_rng(0)
     n = 16000 * 45
     audio = (np.zeros(n) if signal == "silence" else rng.normal(0, 0.05, n)).astype(np.float32)
-    segments = transcribe_sequential(cpu_session, tiny_tokenizer, audio, TranscribeOptions(), "en")
+    runner = BatchRunner(cpu_runtime.session, cpu_runtime.tokenizer, cpu_runtime.capabilities,
+                         BatchOptions())
+    segments = transcribe_sequential(runner, audio, TranscribeOptions(), "en")
     assert "".join(s.text for s in segments).strip() == ""
 
 
 def test_an_initial_prompt_longer_than_whisper_reads_is_cut_with_a_warning(tiny_tokenizer, caplog):
     """Whisper reads the last 223 tokens (n_text_ctx // 2 - 1) of a prompt, as openai-whisper
     cuts it; a 20,000-character prompt is cut the same way and a warning says so, once."""
-    from runtime.pipeline.sequential import initial_prompt_tokens
+    from runtime.pipeline.options import initial_prompt_tokens
 
     short = initial_prompt_tokens(tiny_tokenizer, "Glossary: pluggy, MLX.", 448)
     assert tiny_tokenizer.decode(short) == " Glossary: pluggy, MLX." and not caplog.records

@@ -49,15 +49,19 @@ def dropped_segments(segments, hyp_text: str) -> list[str]:
 def run(rt, path: Path, mode: str, batch_size: int, chunking: str) -> tuple[object, float]:
     t = time.perf_counter()
     if mode == "batched-serial":  # no preparing thread: the stages take turns
-        from runtime.pipeline.source import Batcher
+        from runtime.pipeline.runner import BatchRunner
+        from runtime.pipeline.scheduler import Scheduler, run_to_completion
+        from runtime.pipeline.source import SourceRun
 
         options = rt.transcribe_options()
         batch = dataclasses.replace(rt.batch_options(batch_size, chunking), prepare_ahead=False)
-        batcher = Batcher(rt.session, rt.tokenizer, rt.capabilities, options, batch, "en")
-        segments = batcher.transcribe(path)
+        source = SourceRun(rt.session, rt.tokenizer, options, batch, path, "en")
+        runner = BatchRunner(rt.session, rt.tokenizer, rt.capabilities, batch)
+        run_to_completion(Scheduler(batch), runner, source)
         wall = time.perf_counter() - t
-        timings = dict(batcher.clock.totals, total=wall)
-        return rt.make_transcription(segments, "en", batcher.duration, timings), wall
+        timings = dict(source.clock.merged(runner.clock), total=wall)
+        return rt.make_transcription(source.ordered_segments(), "en", source.duration,
+                                     timings), wall
     result = rt.transcribe(path, sequential=(mode == "sequential"), batch_size=batch_size,
                            chunking=chunking)
     return result, time.perf_counter() - t

@@ -44,22 +44,20 @@ def run_single(rt, paths, batch_size: int | None) -> tuple[list, float, dict]:
 
 def run_many(rt, paths, batch_size: int | None) -> tuple[list, float, dict]:
     """One ``transcribe_many`` call; the engine it builds is kept to read its stats after."""
-    import runtime.pipeline.engine as engine_module
-
     engines = []
+    make_engine = rt.engine
 
-    class RecordingEngine(engine_module.Engine):  # the same engine, remembered for its stats
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            engines.append(self)
+    def recording_engine(**kwargs):  # the same engine, remembered for its stats
+        engines.append(make_engine(**kwargs))
+        return engines[-1]
 
-    original, engine_module.Engine = engine_module.Engine, RecordingEngine
+    rt.engine = recording_engine
     try:
         t = time.perf_counter()
         out = list(rt.transcribe_many(paths, batch_size=batch_size))
         wall = time.perf_counter() - t
     finally:
-        engine_module.Engine = original
+        del rt.engine
     failed = [f"{r.source}: {r.error}" for r in out if not r.ok]
     if failed:
         raise SystemExit("transcribe_many failed on: " + "; ".join(failed))

@@ -75,14 +75,15 @@ class Rule(BaseModel):
         return where
 
 
-class Batcher(BaseModel):
-    """How chunks are grouped: B chunks per encoder call, decoder steps batched or not."""
+class BatchingConfig(BaseModel):
+    """A profile's ``[batcher]`` table: windows per batch, decoder steps batched or not (unset:
+    the runtime's defaults, ``runtime.pipeline.options.BatchOptions``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    batch_size: int = Field(1, ge=1, description="Chunks per batch (the static batch on NPUs).")
-    decoder: Literal["batched", "sequential"] = Field(
-        "batched", description="'sequential' forces one chunk at a time even where a backend can batch.")
+    batch_size: int | None = Field(None, ge=1, description="Windows per batch.")
+    decoder: Literal["batched", "sequential"] | None = Field(
+        None, description="'sequential' forces one window at a time even where a backend can batch.")
 
 
 class Emulation(BaseModel):
@@ -110,7 +111,7 @@ class Profile(BaseModel):
     backend: str = Field(pattern=_NAME, description="Name of the backend plugin, e.g. 'onnx'.")
     backend_options: dict[str, Any] = Field(
         default_factory=dict, description="Passed to the backend, which validates it.")
-    batcher: Batcher = Field(default_factory=Batcher)
+    batcher: BatchingConfig = Field(default_factory=BatchingConfig)
     fallback: list[str] = Field(default_factory=list, description="Profiles to try, in order, when the backend cannot run.")
     notes: list[str] = Field(default_factory=list, description="Shown when this profile is chosen.")
     emulation: Emulation | None = Field(None, description="A stand-in for the hardware, if any.")

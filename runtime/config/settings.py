@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                TomlConfigSettingsSource)
 
+from runtime.model.packaged import DEFAULT_MODEL
+from runtime.pipeline.options import BatchOptions, TranscribeOptions
+
 CONFIG_ENV = "RUNTIME_CONFIG"
 DEFAULT_CONFIG = Path("~/.config/whisper-runtime/config.toml")
 
@@ -23,20 +26,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_OPTIONS = TranscribeOptions()  # the defaults live there; these sections repeat none of them
+_BATCH = BatchOptions()
+
+
 class DecodingSettings(_Section):
-    beam_size: int | None = Field(None, ge=1, description="Beam width at temperature 0; None = greedy.")
-    best_of: int | None = Field(5, ge=1, description="Samples per window when falling back to t > 0.")
-    temperatures: tuple[float, ...] = Field(
-        (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), description="Temperature fallback ladder.")
-    condition_on_previous_text: bool = Field(True, description="Prompt each window with the text before it.")
+    beam_size: int | None = Field(_OPTIONS.beam_size, ge=1,
+                                  description="Beam width at temperature 0; None = greedy.")
+    best_of: int | None = Field(_OPTIONS.best_of, ge=1,
+                                description="Samples per window when falling back to t > 0.")
+    temperatures: tuple[float, ...] = Field(_OPTIONS.temperatures,
+                                            description="Temperature fallback ladder.")
+    condition_on_previous_text: bool = Field(_OPTIONS.condition_on_previous_text,
+                                             description="Prompt each window with the text before it.")
 
 
 class BatchSettings(_Section):
-    batch_size: int | None = Field(None, ge=1, description="Chunks per batch; None = the profile's.")
+    batch_size: int | None = Field(
+        None, ge=1, description=f"Windows per batch; None = the profile's, else {_BATCH.batch_size}.")
     decoder: Literal["batched", "sequential"] | None = Field(
         None, description="Force the decoder mode; None = the profile's and the backend's.")
     chunking: Literal["vad", "fixed"] = Field(
-        "vad", description="Cut chunks at silences found by the VAD, or plain 30 s windows.")
+        _BATCH.chunking, description="Cut chunks at silences found by the VAD, or plain 30 s windows.")
 
 
 class ServerSettings(_Section):
@@ -63,7 +74,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RUNTIME_", env_nested_delimiter="__",
                                       extra="ignore", validate_default=True)
 
-    model: str = Field("tiny.en", description="Model short name (tiny.en, base) or folder path.")
+    model: str = Field(DEFAULT_MODEL, description="Model short name (tiny.en, base) or folder path.")
     profile: str = Field("auto", description="Hardware profile name, or 'auto' to detect.")
     backend: str | None = Field(None, description="Force a backend, bypassing profile selection.")
     precision: str | None = Field(None, description="Override the profile's precision (fp32, fp16, int8...).")

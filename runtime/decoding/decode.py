@@ -8,7 +8,7 @@ shrinks as it decodes; beam search keeps ``beam_size`` rows per window.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -18,8 +18,10 @@ from runtime.decoding.filters import (ApplyTimestampRules, LogitFilter, Suppress
                                       suppress_list)
 from runtime.decoding.options import DecodingOptions, DecodingResult
 from runtime.decoding.strategies import BeamSearch, rank, sample_tokens
-from runtime.audio.mel import CHUNK_LENGTH
-from runtime.model.tokenizer import Tokenizer
+from runtime.audio.constants import TIME_PRECISION
+
+if TYPE_CHECKING:  # type hints only: the decoding loop needs no tokenizer library
+    from runtime.model.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def build_filters(tokenizer: Tokenizer, options: DecodingOptions,
     if options.suppress_tokens:
         filters.append(SuppressTokens(suppress_list(tokenizer, options.suppress_tokens)))
     if not options.without_timestamps:
-        precision = CHUNK_LENGTH / 1500  # seconds per timestamp step (0.02)
+        precision = TIME_PRECISION  # seconds per timestamp step (0.02)
         max_index = (None if options.max_initial_timestamp is None
                      else round(options.max_initial_timestamp / precision))
         filters.append(ApplyTimestampRules(tokenizer, sample_begin, max_index))

@@ -1,9 +1,10 @@
-"""A transcription engine for many inputs at once: the server's and ``transcribe_many``'s scheduler.
+"""A transcription engine for many inputs at once: the server's and ``transcribe_many``'s.
 
 Inputs are submitted from any thread and answered with a ``concurrent.futures.Future``. A
 preparing thread decodes each input's audio, runs the VAD and computes its log-mel (block by block,
-one block ahead), while one worker thread runs the ``Scheduler``: rows from every input in flight
-share encoder and decoder batches. A batch forms when it is full, or when inputs still being
+one block ahead), while one worker thread steps the ``Scheduler`` with a ``BatchRunner``: rows from
+every input in flight share encoder and decoder batches. The engine works on a ``LoadedModel``
+(a session, its tokenizer and two callables), never on the ``Runtime`` that built it. A batch forms when it is full, or when inputs still being
 prepared could not fill it within ``max_wait_s``. ``cross_request=False`` runs one input at a time
 (the baseline the load tool compares against).
 """
@@ -16,21 +17,38 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
-from runtime.pipeline.source import SourceRun
-from runtime.errors import RuntimeInputError
+from runtime.backend import Capabilities, Session
+from runtime.errors import WhisperRuntimeError
+from runtime.model.tokenizer import Tokenizer
+from runtime.output.results import Segment, Transcription
+from runtime.pipeline.options import BatchOptions, TranscribeOptions
+from runtime.pipeline.runner import BatchRunner
 from runtime.pipeline.scheduler import Scheduler
-from runtime.pipeline.sequential import TranscribeOptions
-
-if TYPE_CHECKING:
-    from runtime.api import Runtime
+from runtime.pipeline.source import SourceRun
 
 log = logging.getLogger(__name__)
 
 
-class QueueFullError(RuntimeInputError):
+class QueueFullError(WhisperRuntimeError):
     """Too many inputs in flight (or the engine is closing): try again later."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What the engine needs of a loaded model: the session and its tokenizer, what they can do,
+    how options are checked against the model, and how segments become a ``Transcription``."""
+
+    session: Session
+    tokenizer: Tokenizer
+    capabilities: Capabilities
+    # (options, language, task, overrides) -> checked options; raises RuntimeInputError
+    options: Callable[[TranscribeOptions | None, str | None, str, dict[str, Any]],
+                      TranscribeOptions]
+    # (segments, language, duration, timings, language_probability) -> Transcription
+    transcription: Callable[[list[Segment], str | None, float, dict[str, float], float | None],
+                            Transcription]
 
 
 @dataclass
@@ -43,14 +61,13 @@ class _Request:
 
 
 class Engine:
-    def __init__(self, runtime: "Runtime", *, batch_size: int | None = None,
-                 max_wait_s: float = 0.05, max_queue: int = 64,
-                 cross_request: bool = True) -> None:
-        self.runtime = runtime
-        self.batch = runtime.batch_options(batch_size)
-        self.scheduler = Scheduler(runtime.session, runtime.tokenizer, runtime.capabilities,
-                                   self.batch)
-        self.max_wait_s, self.max_queue, self.cross_request = max_wait_s, max_queue, cross_request
+    def __init__(self, model: LoadedModel, batch: BatchOptions, *, max_wait_s: float = 0.05,
+                 max_queue: int | None = 64, cross_request: bool = True) -> None:
+        self.model, self.batch = model, batch
+        self.scheduler = Scheduler(batch)
+        self.runner = BatchRunner(model.session, model.tokenizer, model.capabilities, batch)
+        self.max_wait_s, self.cross_request = max_wait_s, cross_request
+        self.max_queue = max_queue  # None: unbounded
         self._cond = threading.Condition()
         self._incoming: deque[_Request] = deque()
         self._active: dict[int, _Request] = {}
@@ -95,14 +112,15 @@ class Engine:
                options: TranscribeOptions | None = None, **overrides: Any) -> Future:
         """Queue one input (path, bytes or 16 kHz float32 array). Bad options raise here; audio
         that cannot be read fails only its own future (``AudioError``)."""
-        opts = self.runtime.transcribe_options(options, language, task, overrides)
-        run = SourceRun(self.runtime.session, self.runtime.tokenizer, opts, self.batch, audio,
+        opts = self.model.options(options, language, task, overrides)
+        run = SourceRun(self.model.session, self.model.tokenizer, opts, self.batch, audio,
                         opts.language)
         req = _Request(run, Future(), time.perf_counter())
         with self._cond:
             if self._closing:
                 raise QueueFullError("the engine is shutting down; no new requests are taken")
-            if len(self._incoming) + len(self._active) >= self.max_queue:
+            if (self.max_queue is not None
+                    and len(self._incoming) + len(self._active) >= self.max_queue):
                 raise QueueFullError(f"{self.max_queue} requests are in flight; retry later")
             self._incoming.append(req)
             req.prepared = self.scheduler.prefetch(run)
@@ -143,7 +161,7 @@ class Engine:
                 return False
         t = time.perf_counter()
         try:
-            finished = self.scheduler.step()
+            finished = self.scheduler.step(self.runner)
         except Exception as exc:  # noqa: BLE001 - a backend failure fails the batch's inputs
             finished = self._fail_all(exc)
         self._busy_s += time.perf_counter() - t
@@ -210,9 +228,8 @@ class Engine:
         self._counts["requests_done"] += 1
         self._audio_s += run.duration
         timings = dict(run.clock.totals, total=now - req.submitted)
-        result = self.runtime.make_transcription(run.ordered_segments(), run.language,
-                                                 run.duration, timings,
-                                                 run.language_probability)
+        result = self.model.transcription(run.ordered_segments(), run.language, run.duration,
+                                          timings, run.language_probability)
         if req.future.set_running_or_notify_cancel():
             req.future.set_result(result)
 
@@ -220,7 +237,7 @@ class Engine:
     def stats(self) -> dict[str, float | int]:
         with self._cond:
             queued = sum(st.has_work for r in self._active.values() for st in r.run.streams)
-            batches, rows = self.scheduler.batches, self.scheduler.rows
+            batches, rows = self.runner.batches, self.runner.rows
             return dict(
                 requests_in_flight=len(self._incoming) + len(self._active),
                 queued_chunks=queued, batches=batches,

@@ -1,16 +1,15 @@
-"""The common batcher: every backend is fed through it.
+"""One input on its way through the batched path: its audio read in blocks, each block's speech
+cut into windows, and the results of its windows cut into segments.
 
     audio blocks ──VAD──> speech chunks (<= 30 s, cut in silences)
       └─ log-mel once per block, on the backend's device; windows sliced per chunk
-      └─ streams of consecutive chunks, each conditioned on the text before it (``SourceRun``)
-      └─ batches of B rows taken from the streams of every input in flight (``Scheduler``):
-         encoder once per batch, decoder rows together (or one by one, by capability/profile);
-         only rows that fail the quality checks are re-decoded hotter, batched again
-      └─ a chunk whose text stops before its end continues as a new chunk (the batched form of
-         Whisper's seek), so speech is never dropped at a chunk's end
+      └─ streams of consecutive chunks, each conditioned on the text before it (``Stream``)
+      └─ rows taken from the streams of every input in flight (``runtime.pipeline.scheduler``)
+      └─ a window whose text stops before its end continues as a new window (the batched form
+         of Whisper's seek), so speech is never dropped at a window's end
 
-Audio is read in blocks (20 min by default), so memory stays bounded whatever the length.
-``Batcher`` runs one input; ``runtime.pipeline.scheduler.Scheduler`` runs many at once (files, requests).
+Audio is read in blocks of 30 s to 4 minutes (``SourceRun.block_seconds``), so memory stays
+bounded whatever the length.
 """
 
 from __future__ import annotations
@@ -18,81 +17,28 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from runtime.audio.decode import SAMPLE_RATE, audio_duration, iter_audio_blocks
-from runtime.backend import Capabilities, Session
 from runtime.audio.chunking import Chunk, fixed_chunks, split_long, vad_chunks
+from runtime.audio.constants import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
+from runtime.audio.decode import audio_duration, iter_audio_blocks
+from runtime.audio.vad import speech_probs, speech_regions
+from runtime.backend import Session
 from runtime.decoding import DecodingResult
-from runtime.audio.mel import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES
-from runtime.pipeline.memory import release_free_memory
-from runtime.output.results import Segment
 from runtime.model.tokenizer import Tokenizer
-from runtime.pipeline.sequential import (TranscribeOptions, annotate_pieces, initial_prompt_tokens,
-                                is_digital_silence, is_silence, make_segment, split_segments)
-from runtime.audio.vad import VadOptions, speech_probs, speech_regions
+from runtime.output.results import Segment
+from runtime.pipeline.memory import release_free_memory
+from runtime.pipeline.options import BatchOptions, TranscribeOptions, initial_prompt_tokens
+from runtime.pipeline.segments import (attach_words, emit_segments, is_digital_silence, is_silence,
+                                       split_segments, tag_language)
+from runtime.pipeline.window import Stopwatch, Window
 
 MIN_CONTINUATION_FRAMES = 100  # less than 1 s left after the last complete segment: done
 MIN_UNCOVERED_SPEECH_FRAMES = 100  # VAD speech this long after the last segment: decode it
 MIN_WINDOW_SAMPLES = 1600  # speech left after a seek shorter than 0.1 s holds no word
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    batch_size: int = 8  # chunks per encoder call
-    decoder: str = "batched"  # "sequential" decodes rows one by one through the same loop
-    chunking: str = "vad"  # "fixed": plain 30 s windows
-    block_s: float | None = None  # seconds per block (= stream); None: by duration and B
-    context_tokens: int = 223  # previous-text tokens per row (0: none); 223 as Whisper's
-    context_step: int = 32  # a shorter history prompts in multiples of this many tokens
-    prepare_ahead: bool = True  # decode audio, VAD and mel of the next block in a thread
-    vad: VadOptions = field(default_factory=VadOptions)
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if self.decoder not in ("batched", "sequential"):
-            raise ValueError(f"decoder must be 'batched' or 'sequential', not {self.decoder!r}")
-        if self.chunking not in ("vad", "fixed"):
-            raise ValueError(f"chunking must be 'vad' or 'fixed', not {self.chunking!r}")
-        if self.context_tokens < 0 or self.context_step < 1:
-            raise ValueError("context_tokens must be >= 0 and context_step >= 1")
-
-
-@dataclass
-class Job:
-    """One window to decode: a span of a block's log-mel, and the speech the VAD heard in it."""
-
-    mel: Any
-    start_frame: int  # within ``mel``
-    n_frames: int
-    offset_s: float  # absolute time of the block's frame 0
-    speech: list[tuple[int, int]] = field(default_factory=list)  # VAD regions, frames in mel
-
-    @property
-    def start_s(self) -> float:
-        return self.offset_s + self.start_frame / FRAMES_PER_SECOND
-
-    @property
-    def end_s(self) -> float:
-        return self.start_s + self.n_frames / FRAMES_PER_SECOND
-
-
-class Stopwatch:
-    """Seconds spent per stage, summed (thread-safe: stages may run in a preparing thread)."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def add(self, stage: str, since: float) -> float:
-        now = time.perf_counter()
-        with self._lock:
-            self.totals[stage] = self.totals.get(stage, 0.0) + now - since
-        return now
 
 
 @dataclass
@@ -117,7 +63,7 @@ class Stream:
     history: list[int]
     cursor: int = 0  # samples of the block before it are done
 
-    def next_job(self) -> Job | None:
+    def next_window(self) -> Window | None:
         pieces = [(max(s, self.cursor), e) for s, e in self.block.pieces
                   if e - max(s, self.cursor) >= MIN_WINDOW_SAMPLES]
         if not pieces:
@@ -129,7 +75,7 @@ class Stream:
             end = e
         speech = [(max(s, start) // HOP_LENGTH, min(e, end) // HOP_LENGTH)
                   for s, e in self.block.regions if s < end and e > start]
-        return Job(self.block.mel, start // HOP_LENGTH, -(-(end - start) // HOP_LENGTH),
+        return Window(self.block.mel, start // HOP_LENGTH, -(-(end - start) // HOP_LENGTH),
                    self.block.offset_s, speech)
 
     @property
@@ -138,7 +84,7 @@ class Stream:
 
 
 class SourceRun:
-    """One input on its way through the batcher. Its audio is read in blocks (``block_seconds``);
+    """One input on its way through the batched path. Its audio is read in blocks (``block_seconds``);
     each block's chunks form a stream, and up to B streams of an input decode side by side, so a
     batch stays full from the first block to the last, and memory holds B blocks whatever the
     length. The scheduler takes rows (stream heads) from it and hands results back."""
@@ -160,7 +106,7 @@ class SourceRun:
         self.streams: list[Stream] = []  # open streams, in the order of the audio
         self.exhausted = False
         self.error: Exception | None = None  # the input failed (unreadable audio, ...)
-        self.preparing: Any = None  # the scheduler's future for ``prepare``
+        self.preparing: Any = None  # the future of ``prepare`` in the scheduler's thread
         self._previous: Stream | None = None
         self._prepared_blocks: Iterator[Block] | None = None
         self._prepared: Block | None = None
@@ -185,9 +131,9 @@ class SourceRun:
             self._open_stream()
         return self.streams[:limit]
 
-    def take(self, stream: Stream) -> tuple[Job, list[int]]:
+    def take(self, stream: Stream) -> tuple[Window, list[int]]:
         """The stream's next window and its prompt."""
-        return stream.next_job(), self.prompt(stream.history)
+        return stream.next_window(), self.prompt(stream.history)
 
     def prompt(self, history: list[int]) -> list[int]:
         """The last ``context_tokens`` of a stream's text (Whisper's 223); while it has fewer,
@@ -204,17 +150,17 @@ class SourceRun:
             keep = len(history) // step * step or len(history)
         return history[len(history) - keep:] if keep else []
 
-    def finish(self, stream: Stream, job: Job, result: DecodingResult) -> None:
+    def finish(self, stream: Stream, window: Window, result: DecodingResult) -> None:
         """A decoded row: its segments kept, its stream's history extended, and what is left of
         the chunk (if its text stopped early) put back at the head of the stream."""
-        continuation, kept = self.collect(job, result)
+        continuation, kept = self.collect(window, result)
         conditioned = (self.options.condition_on_previous_text
                        and result.temperature <= self.options.prompt_reset_on_temperature)
         stream.history = stream.history + kept if conditioned else list(self.initial)
-        end = continuation.start_frame if continuation else job.start_frame + job.n_frames
+        end = continuation.start_frame if continuation else window.start_frame + window.n_frames
         stream.cursor = max(stream.cursor, end * HOP_LENGTH)
         if self.progress:  # audio seconds: blocks read before, and this block's cursor
-            self._done_s = max(self._done_s, job.offset_s + end / FRAMES_PER_SECOND)
+            self._done_s = max(self._done_s, window.offset_s + end / FRAMES_PER_SECOND)
             self.progress(min(self._done_s, self.duration))
 
     def ordered_segments(self) -> list[Segment]:
@@ -226,6 +172,14 @@ class SourceRun:
         return self.samples / SAMPLE_RATE
 
     # -- preparing blocks (decode audio, VAD, mel) --------------------------------------------
+    @property
+    def needs_preparing(self) -> bool:
+        """Whether the next block should be prepared ahead now: none is ready, none is being
+        prepared, and the input has more and has not failed."""
+        if self.exhausted or self.error is not None or self._prepared is not None:
+            return False
+        return self.preparing is None or self.preparing.done()
+
     def prepare(self) -> None:
         """Compute the next block's chunks ahead of need (the scheduler calls this from its
         preparing thread, so audio decoding, VAD and mel overlap the encoder and decoder)."""
@@ -323,94 +277,37 @@ class SourceRun:
         return vad_chunks(regions, probs.probs), regions, pieces
 
     # -- results --------------------------------------------------------------------------------
-    def collect(self, job: Job, result: DecodingResult) -> tuple[Job | None, list[int]]:
-        """Segments in absolute time; an unfinished chunk continues as a new job. Returns that
-        job (or None) and the tokens of the segments kept (the stream's next context)."""
+    def collect(self, window: Window, result: DecodingResult) -> tuple[Window | None, list[int]]:
+        """Segments in absolute time; an unfinished chunk continues as a new window. Returns that
+        window (or None) and the tokens of the segments kept (the stream's next context)."""
         if is_silence(result, self.options):
             return None, []
-        pieces, seek = split_segments(result, self.tokenizer, job.start_s, job.n_frames)
-        annotate_pieces(pieces, result, job.start_s, self.tokenizer, self.options)  # words, language
-        kept: list[int] = []
-        for piece in pieces:
-            text = self.tokenizer.decode(piece["tokens"])
-            if piece["start"] == piece["end"] or not text.strip():
-                continue
-            self.segments.append(make_segment(0, round(job.start_s * FRAMES_PER_SECOND), piece,
-                                              text, result))
-            kept += piece["tokens"]
-            last_end = round((piece["end"] - job.offset_s) * FRAMES_PER_SECOND) - job.start_frame
-        if seek >= job.n_frames - MIN_CONTINUATION_FRAMES:
-            seek = self._uncovered_speech(job, last_end if kept else 0, seek)
-        if 0 < seek < job.n_frames - MIN_CONTINUATION_FRAMES:
-            return Job(job.mel, job.start_frame + seek, job.n_frames - seek, job.offset_s,
-                       job.speech), kept
+        pieces, seek = split_segments(result, self.tokenizer, window.start_s, window.n_frames)
+        # words (the window's start is the last speech before it) and, per chunk, its language
+        attach_words(pieces, result, window.start_s, self.tokenizer, self.options, window.start_s)
+        tag_language(pieces, result, self.options)
+        segments, kept, end_s = emit_segments(pieces, self.tokenizer, result,
+                                              round(window.start_s * FRAMES_PER_SECOND))
+        self.segments += segments
+        if seek >= window.n_frames - MIN_CONTINUATION_FRAMES:
+            covered = (0 if end_s is None else
+                       round((end_s - window.offset_s) * FRAMES_PER_SECOND) - window.start_frame)
+            seek = self._uncovered_speech(window, covered, seek)
+        if 0 < seek < window.n_frames - MIN_CONTINUATION_FRAMES:
+            return Window(window.mel, window.start_frame + seek, window.n_frames - seek,
+                          window.offset_s, window.speech), kept
         return None, kept
 
     @staticmethod
-    def _uncovered_speech(job: Job, covered: int, seek: int) -> int:
+    def _uncovered_speech(window: Window, covered: int, seek: int) -> int:
         """Whisper sometimes ends a window early, as if the rest were silence. Where the VAD
         heard speech after the last segment, resume there instead of dropping it."""
-        for start, end in job.speech:
-            start, end = start - job.start_frame, end - job.start_frame
+        for start, end in window.speech:
+            start, end = start - window.start_frame, end - window.start_frame
             if end - max(start, covered) >= MIN_UNCOVERED_SPEECH_FRAMES:
                 resume = max(start, covered)
                 return resume if resume > 0 else seek
         return seek
-
-
-class Batcher:
-    """One input through the scheduler: the batched path of ``Runtime.transcribe``."""
-
-    def __init__(self, session: Session, tokenizer: Tokenizer, capabilities: Capabilities,
-                 options: TranscribeOptions, batch: BatchOptions, language: str | None,
-                 progress: Callable[[float], None] | None = None) -> None:
-        from runtime.pipeline.scheduler import Scheduler
-
-        self.session, self.tokenizer, self.options, self.batch = session, tokenizer, options, batch
-        self.scheduler = Scheduler(session, tokenizer, capabilities, batch)
-        self._language, self.progress = language, progress
-        self.run: SourceRun | None = None
-
-    def source_run(self, source: Any) -> SourceRun:
-        return SourceRun(self.session, self.tokenizer, self.options, self.batch, source,
-                         self._language, self.progress)
-
-    def transcribe(self, source: Any) -> list[Segment]:
-        self.run = self.source_run(source)
-        self.scheduler.add(self.run)
-        try:
-            while self.scheduler.pending:
-                for finished in self.scheduler.step():
-                    if finished.error is not None:
-                        raise finished.error
-        finally:
-            self.scheduler.close()
-        return self.run.ordered_segments()
-
-    @property
-    def clock(self) -> Stopwatch:
-        """Stage times of the input (decode audio, VAD, mel) and of its batches."""
-        merged = Stopwatch()
-        for source in (self.run.clock if self.run else None, self.scheduler.clock):
-            for stage, seconds in (source.totals if source else {}).items():
-                merged.totals[stage] = merged.totals.get(stage, 0.0) + seconds
-        return merged
-
-    @property
-    def language(self) -> str | None:
-        return self.run.language if self.run else self._language
-
-    @property
-    def language_probability(self) -> float | None:
-        return self.run.language_probability if self.run else None
-
-    @property
-    def duration(self) -> float:
-        return self.run.duration if self.run else 0.0
-
-    @property
-    def segments(self) -> list[Segment]:
-        return self.run.segments if self.run else []
 
 
 def _duration_of(source: Any) -> float | None:

@@ -29,19 +29,17 @@ def _model_id(spec: str, model_name: str) -> str:
 def load_models(settings: Settings) -> dict:
     """One Runtime and one started Engine per served model, by id (the first is the default)."""
     from runtime.api import Runtime
-    from runtime.pipeline.engine import Engine
     from runtime.server.state import ServedModel
 
     server = settings.server
     models: dict[str, ServedModel] = {}
     try:
         for spec in server.models or [settings.model]:
-            runtime = Runtime(spec, settings=settings)
-            runtime.session, runtime.tokenizer  # load now: a bad model fails before serving
+            runtime = Runtime(spec, settings=settings).load()  # a bad model fails before serving
             model_id = _model_id(spec, runtime.session.model.name)
-            engine = Engine(runtime, batch_size=server.batch_size,
-                            max_wait_s=server.max_wait_ms / 1000.0, max_queue=server.max_queue,
-                            cross_request=server.cross_request)
+            engine = runtime.engine(batch_size=server.batch_size,
+                                    max_wait_s=server.max_wait_ms / 1000.0,
+                                    max_queue=server.max_queue, cross_request=server.cross_request)
             engine.start()
             aliases = tuple({spec, runtime.session.model.name} - {model_id})
             models[model_id] = ServedModel(model_id, runtime, engine, aliases)

@@ -7,11 +7,15 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runtime.server.errors import APIError
+
+if TYPE_CHECKING:
+    from runtime.api import Runtime
+    from runtime.pipeline.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +26,8 @@ LATENCY_WINDOW = 1000  # latest successful requests kept for the percentiles in 
 @dataclass
 class ServedModel:
     id: str  # the name clients use, e.g. "tiny.en"
-    runtime: Any  # runtime.api.Runtime
-    engine: Any  # runtime.pipeline.engine.Engine
+    runtime: Runtime
+    engine: Engine
     aliases: tuple[str, ...] = ()
     created: int = field(default_factory=lambda: int(time.time()))
 
