@@ -47,7 +47,6 @@ class LoadOptions:
 
     precision: str = "fp32"
     device: str | None = None
-    threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific, validated by it
     emulate: bool = False  # run on the profile's stand-in for its hardware (``--emulate``)
     strict: bool = False  # fail rather than run any part on a fallback device (``--strict``)
@@ -77,10 +76,11 @@ class AttentionState(DecoderState, Protocol):
 
 
 class Session(Protocol):
-    """One loaded model on one device."""
+    """One loaded model on one device. ``BaseSession`` gives the optional parts defaults."""
 
     model: WhisperModel
     device: str
+    capabilities: Capabilities  # the backend's, narrowed to what this session does
 
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> Any:
         """Log-mel (n_mels, frames) of a whole 16 kHz signal, computed once, on the device."""
@@ -101,16 +101,26 @@ class Session(Protocol):
         """A fresh decoder state over the encoded windows, one row per window."""
 
     def describe(self) -> str:
-        """One line on what really runs where (precision, device, provider placement).
+        """One line on what really runs where (precision, device, provider placement)."""
 
-        A session may also have ``report() -> list[str]``: several lines of the same (one per
-        graph), shown by ``runtime detect``."""
+    def report(self) -> list[str]:
+        """Several lines of the same (one per graph, say), shown by ``runtime detect``."""
 
 
-class NumpyFrontend:
-    """Default ``log_mel`` / ``mel_windows`` for sessions whose device is the host."""
+class BaseSession:
+    """A ``Session``'s optional parts: the log-mel and its windows on the host (numpy), rows of
+    features by indexing, and ``report`` as ``describe``. A backend subclasses it and sets
+    ``model``, ``device`` and ``capabilities``."""
 
     model: WhisperModel
+    device: str = "cpu"
+    capabilities: Capabilities = Capabilities()
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} on {self.device}"
+
+    def report(self) -> list[str]:
+        return [self.describe()]
 
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
         from runtime.audio.mel import log_mel_spectrogram
@@ -118,7 +128,7 @@ class NumpyFrontend:
         return log_mel_spectrogram(audio, n_mels=self.model.dims.n_mels, padding=padding)
 
     def mel_windows(self, spans: list[tuple[np.ndarray, int, int]]) -> np.ndarray:
-        from runtime.audio.mel import N_FRAMES
+        from runtime.audio.constants import N_FRAMES
 
         out = np.zeros((len(spans), self.model.dims.n_mels, N_FRAMES), dtype=np.float32)
         for i, (mel, start, n) in enumerate(spans):
@@ -153,6 +163,15 @@ def check_tokens(tokens: np.ndarray, n_rows: int, length: int, n_ctx: int) -> np
     return tokens
 
 
-def features_to_numpy(features: Any) -> np.ndarray:
-    """Bring backend features to the host (for tests and conformance checks)."""
-    return np.asarray(features)
+def check_precision(capabilities: Capabilities, backend: str, precision: str) -> None:
+    """``UnsupportedRequestError`` unless the backend declares ``precision`` (checked by the
+    runtime before ``load``, so backends need not)."""
+    from runtime.errors import UnsupportedRequestError
+
+    if precision not in capabilities.precisions:
+        raise UnsupportedRequestError(
+            f"backend {backend!r} runs {', '.join(capabilities.precisions)}, not {precision!r}; "
+            "choose one of those precisions")
+
+
+NumpyFrontend = BaseSession  # its earlier name (a plugin may still import it)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import ProfileError, RuntimeInputError
+from runtime.errors import ProfileError, WhisperRuntimeError
 from runtime.hardware import HardwareReport, run_probes
 from runtime.plugins import Plugins
 from runtime.config.profiles import load_profiles
@@ -59,10 +59,9 @@ def _load(settings: Settings, plugins: Plugins) -> dict[str, Any]:
 
     try:
         session = Runtime(settings=settings, plugins=plugins).session
-    except RuntimeInputError as exc:
+    except WhisperRuntimeError as exc:
         return {"ok": False, "error": str(exc)}
-    report = getattr(session, "report", None)
-    lines = report() if callable(report) else [session.describe()]
+    lines = session.report()
     return {"ok": True, "model": session.model.name, "device": session.device, "lines": lines}
 
 

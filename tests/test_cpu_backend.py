@@ -63,5 +63,8 @@ def test_keep_reorders_and_repeats_rows(cpu_session, mel_pair, tiny_tokenizer):
 def test_backend_contract():
     backend = CpuBackend()
     assert backend.available() and backend.capabilities.batched_decoder
-    with pytest.raises(ValueError, match="precisions"):
-        backend.load(None, LoadOptions(precision="int3"))
+    from runtime.backend import check_precision
+    from runtime.errors import UnsupportedRequestError
+
+    with pytest.raises(UnsupportedRequestError, match="backend 'cpu' runs fp32, fp64, not 'int3'"):
+        check_precision(backend.capabilities, backend.name, "int3")  # the runtime's check

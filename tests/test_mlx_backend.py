@@ -15,6 +15,7 @@ import pytest
 from backends.mlx import MlxBackend, MlxOptions
 from backends.mlx import plugin as mlx_plugin
 from runtime.backend import LoadOptions
+from runtime.plugins import Plugins
 from runtime.audio.mel import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 
 _AVAILABLE = MlxBackend().available()
@@ -66,8 +67,12 @@ def real_features(cpu_session):
 def test_load_rejects_bad_precision_and_missing_gpu(tiny_model):
     import mlx.core as mx
 
-    with pytest.raises(ValueError, match="precisions"):
-        MlxBackend().load(tiny_model, LoadOptions(precision="int3"))
+    from runtime.api import Runtime
+    from runtime.errors import UnsupportedRequestError
+
+    with pytest.raises(UnsupportedRequestError, match="backend 'mlx' runs .* not 'int3'"):
+        Runtime(tiny_model, backend="mlx", precision="int3",
+                plugins=Plugins(load_entry_points=False, extra=[mlx_plugin])).session
     if not mx.is_available(mx.gpu):
         with pytest.raises(ValueError, match="Metal"):
             MlxBackend().load(tiny_model, LoadOptions(device="gpu"))

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from backends.onnx import OnnxBackend  # noqa: E402
+from backends.onnx import OnnxBackend, eps  # noqa: E402
 from runtime.backend import LoadOptions  # noqa: E402
 from runtime.errors import BackendUnavailableError  # noqa: E402
 from tests.conftest import FIXTURES, REPO, eval_file  # noqa: E402
@@ -182,7 +182,7 @@ def test_missing_provider_falls_back_and_says_so(tiny_model, xdna2_options):
     from runtime.plugins import Plugins
 
     precision, options = xdna2_options
-    if "VitisAIExecutionProvider" in OnnxBackend().providers():
+    if "VitisAIExecutionProvider" in eps.available_providers():
         pytest.skip("this machine has the VitisAI provider")
     plugins = Plugins(blocked=["onnx"], extra=[backends.onnx.plugin])
     rt = Runtime(tiny_model, backend="onnx", precision=precision, backend_options=options,
@@ -198,7 +198,7 @@ def test_missing_provider_falls_back_and_says_so(tiny_model, xdna2_options):
 
 def test_strict_placement_fails_clearly(tiny_model, xdna2_options):
     precision, options = xdna2_options
-    if "VitisAIExecutionProvider" in OnnxBackend().providers():
+    if "VitisAIExecutionProvider" in eps.available_providers():
         pytest.skip("this machine has the VitisAI provider")
     with pytest.raises(BackendUnavailableError, match="VitisAIExecutionProvider.*strict"):
         OnnxBackend().load(tiny_model, LoadOptions(precision=precision, options={
@@ -225,8 +225,18 @@ def test_options_are_validated(tiny_model, cache_dir):
         OnnxBackend().load(tiny_model, LoadOptions(options={"encoder": {"providerz": []}}))
     with pytest.raises(ValidationError, match="static_shapes"):
         OnnxBackend().load(tiny_model, LoadOptions(options={"encoder_batch_size": 2}))
-    with pytest.raises(ValueError, match="precisions"):
-        OnnxBackend().load(tiny_model, LoadOptions(precision="int3"))
+
+
+
+def test_a_precision_the_backend_lacks_is_refused_before_loading(tiny_model):
+    """The runtime checks the precision against the backend's capabilities, once, for every
+    backend (none of them repeats the check)."""
+    from runtime.api import Runtime
+    from runtime.errors import UnsupportedRequestError
+
+    with pytest.raises(UnsupportedRequestError, match="backend 'onnx' runs fp32, fp16, int8, bf16, "
+                                                      "not 'int3'"):
+        Runtime(tiny_model, backend="onnx", precision="int3").session
 
 
 def test_provider_options_expand_variables(monkeypatch):
@@ -305,7 +315,7 @@ def test_a_present_provider_that_refuses_nodes_is_measured(tiny_model, cache_dir
     from backends.onnx.sessions import OpenRequest, open_graph
 
     azure = "AzureExecutionProvider"
-    if azure not in OnnxBackend().providers():
+    if azure not in eps.available_providers():
         pytest.skip("this onnxruntime build has no AzureExecutionProvider")
     path, manifest = _cross_kv_graph(tiny_model, cache_dir)
     spec = GraphOptions(providers=[{"name": azure}, {"name": "CPUExecutionProvider"}])

@@ -97,9 +97,9 @@ def test_worker_threads_do_not_spin_unless_the_profile_asks():
     from backends.onnx.options import GraphOptions
     from backends.onnx.sessions import SPINNING, _session_options
 
-    default = _session_options(GraphOptions(), 2, False, None)
+    default = _session_options(GraphOptions(), False, None)
     assert default.get_session_config_entry(SPINNING) == "0"
-    asked = _session_options(GraphOptions(session_config={SPINNING: "1"}), 2, False, None)
+    asked = _session_options(GraphOptions(session_config={SPINNING: "1"}), False, None)
     assert asked.get_session_config_entry(SPINNING) == "1"
 
 

@@ -10,10 +10,20 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from runtime.backend import Availability, Capabilities, LoadOptions, NumpyFrontend
+import dataclasses
+
+from runtime.backend import Availability, BaseSession, Capabilities, LoadOptions
 from runtime.model.weights import WhisperModel
 
 PRECISIONS = {"fp32": np.float32, "fp64": np.float64}
+CAPABILITIES = Capabilities(
+    batched_encoder=True,
+    batched_decoder=True,
+    encoder_batch_sizes=None,
+    word_timestamps=True,  # the decoder state returns cross-attention scores
+    precisions=tuple(PRECISIONS),
+    devices=("cpu",),
+)
 
 
 class CpuOptions(BaseModel):
@@ -22,17 +32,15 @@ class CpuOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CpuSession(NumpyFrontend):
+class CpuSession(BaseSession):
     def __init__(self, model: WhisperModel, options: LoadOptions) -> None:
         from backends.cpu.model import NumpyWhisper
 
-        if options.precision not in PRECISIONS:
-            raise ValueError(f"cpu backend precisions are {sorted(PRECISIONS)}, "
-                             f"not {options.precision!r}")
         CpuOptions(**options.options)
         self.model = model
         self.device = "cpu"
         self.precision = options.precision
+        self.capabilities = dataclasses.replace(CAPABILITIES, precisions=(options.precision,))
         self.net = NumpyWhisper(model, PRECISIONS[options.precision])
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
@@ -49,14 +57,7 @@ class CpuSession(NumpyFrontend):
 
 class CpuBackend:
     name = "cpu"
-    capabilities = Capabilities(
-        batched_encoder=True,
-        batched_decoder=True,
-        encoder_batch_sizes=None,
-        word_timestamps=True,  # the decoder state returns cross-attention scores
-        precisions=tuple(PRECISIONS),
-        devices=("cpu",),
-    )
+    capabilities = CAPABILITIES
 
     def available(self) -> Availability:
         return Availability(True, "numpy is always available", device="cpu")

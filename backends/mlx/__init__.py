@@ -16,13 +16,23 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from backends.mlx.model import GROUP_SIZE, PRECISIONS
-from runtime.backend import Availability, Capabilities, LoadOptions
+import dataclasses
+
+from runtime.backend import Availability, BaseSession, Capabilities, LoadOptions
 from runtime.model.weights import WhisperModel
 
 INSTALL_HINT = ("pip install 'mlx[cpu]' mlx-whisper on Linux, 'mlx' mlx-whisper on macOS; "
                 "mlx-whisper declares torch but never imports it: to skip torch, "
                 "pip install numba tiktoken more-itertools huggingface_hub scipy tqdm "
                 "&& pip install --no-deps mlx-whisper")
+CAPABILITIES = Capabilities(
+    batched_encoder=True,
+    batched_decoder=True,
+    encoder_batch_sizes=None,
+    word_timestamps=True,  # the decoder state returns cross-attention scores
+    precisions=tuple(PRECISIONS),
+    devices=("gpu", "cpu"),
+)
 _DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -68,7 +78,7 @@ def _check_dtype(dtype: Any, device: Any, precision: str) -> None:
         raise ValueError(f"{precision} is not supported on mlx device {device}: {exc}") from exc
 
 
-class MlxSession:
+class MlxSession(BaseSession):
     """One model on one MLX device; features and KV caches stay there as mx arrays."""
 
     def __init__(self, model: WhisperModel, options: LoadOptions) -> None:
@@ -76,15 +86,13 @@ class MlxSession:
 
         from backends.mlx.model import build_whisper
 
-        if options.precision not in PRECISIONS:
-            raise ValueError(f"mlx backend precisions are {sorted(PRECISIONS)}, "
-                             f"not {options.precision!r}")
         opts = MlxOptions(**options.options)
         self.model = model
         self.options = opts
         self._device = _device(options.device)
         self.device = "gpu" if self._device.type == mx.gpu else "cpu"
         self.precision = options.precision
+        self.capabilities = dataclasses.replace(CAPABILITIES, precisions=(options.precision,))
         dtype_name, self.bits = PRECISIONS[options.precision]
         if dtype_name is None:
             default = "fp16" if self.device == "gpu" else "fp32"
@@ -163,14 +171,7 @@ class MlxSession:
 
 class MlxBackend:
     name = "mlx"
-    capabilities = Capabilities(
-        batched_encoder=True,
-        batched_decoder=True,
-        encoder_batch_sizes=None,
-        word_timestamps=True,  # the decoder state returns cross-attention scores
-        precisions=tuple(PRECISIONS),
-        devices=("gpu", "cpu"),
-    )
+    capabilities = CAPABILITIES
 
     def available(self) -> Availability:
         try:

@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from runtime.model.formats.mlx import CONV_WEIGHTS, mlx_name
 from runtime.model.weights import WhisperModel
 
-_RENAMES = ((".mlp.0.", ".mlp1."), (".mlp.2.", ".mlp2."))  # (openai, mlx-whisper)
-_CONVS = ("encoder.conv1.weight", "encoder.conv2.weight")
 _NOT_PARAMETERS = ("encoder.positional_embedding",)  # mlx-whisper computes it
 GROUP_SIZE = 64  # quantization group: 64 inputs share one scale and bias (mlx's default)
 
@@ -38,20 +37,13 @@ PRECISIONS: dict[str, tuple[str | None, int | None]] = {
 }
 
 
-def mlx_name(openai_name: str) -> str:
-    """openai-whisper parameter name -> mlx-whisper's."""
-    for theirs, ours in _RENAMES:
-        openai_name = openai_name.replace(theirs, ours)
-    return openai_name
-
-
 def mlx_layout(model: WhisperModel) -> dict[str, np.ndarray]:
     """The model's parameters with mlx-whisper names and channels-last conv weights (numpy)."""
     out = {}
     for name, arr in model.weights.items():
         if name in _NOT_PARAMETERS:
             continue
-        if name in _CONVS:  # (out, in, kernel) -> (out, kernel, in)
+        if name in CONV_WEIGHTS:  # (out, in, kernel) -> (out, kernel, in)
             arr = np.ascontiguousarray(np.asarray(arr).transpose(0, 2, 1))
         out[mlx_name(name)] = np.asarray(arr)
     return out

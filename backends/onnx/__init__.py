@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backend import Availability, Capabilities, LoadOptions, NumpyFrontend
+from runtime.backend import Availability, BaseSession, Capabilities, LoadOptions
 from runtime.model.weights import WhisperModel
 
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
@@ -34,15 +34,12 @@ CAPABILITIES = Capabilities(
 
 DYNAMIC_ROWS_PER_RUN = 2  # windows per encoder run when the graph's batch is dynamic
 
-class OnnxSession(NumpyFrontend):
+class OnnxSession(BaseSession):
     """Encoder, cross K/V and decoder graphs of one model, each in its own ONNX Runtime session."""
 
     def __init__(self, model: WhisperModel, options: LoadOptions) -> None:
         from backends.onnx.options import OnnxOptions
 
-        if options.precision not in PRECISIONS:
-            raise ValueError(f"onnx backend precisions are {', '.join(PRECISIONS)}, "
-                             f"not {options.precision!r}")
         self.options = OnnxOptions(**options.options)
         _quiet_default_logger()
         self.model = model
@@ -83,7 +80,7 @@ class OnnxSession(NumpyFrontend):
         if options.profile_dir:
             variables += (("PROFILE_DIR", options.profile_dir),)
         request = OpenRequest(strict=self.options.strict_placement or options.strict,
-                              check=self.options.check_placement, threads=options.threads,
+                              check=self.options.check_placement,
                               cache_tag=tag, emulate=options.emulate or self.options.emulate,
                               variables=variables)
         return open_graph(path.parent / manifest.file, manifest, graph, spec, request)
@@ -190,12 +187,6 @@ class OnnxBackend:
             export = "onnx not installed: only pre-exported graphs (pip install onnx)"
         return Availability(True, f"onnxruntime {ort.__version__}; providers: "
                                   f"{', '.join(providers)}; {export}", device="cpu")
-
-    def providers(self) -> list[str]:
-        """The execution providers this onnxruntime build has (for ``runtime detect``)."""
-        import onnxruntime as ort
-
-        return list(ort.get_available_providers())
 
     def load(self, model: WhisperModel, options: LoadOptions) -> OnnxSession:
         return OnnxSession(model, options)

@@ -86,7 +86,6 @@ class OpenRequest:
 
     strict: bool = False
     check: bool = True
-    threads: int | None = None
     cache_tag: str = ""  # suffix of a provider's cache_key: one compiled model per graph
     emulate: bool = False  # providers as their ``emulation`` says
     variables: tuple[tuple[str, str], ...] = ()  # ${NAME} values, e.g. PROFILE_DIR
@@ -140,8 +139,8 @@ def _expanded(spec: ProviderSpec, request: OpenRequest, warnings: list[str]) -> 
 SPINNING = "session.intra_op.allow_spinning"
 
 
-def _session_options(spec: GraphOptions, threads: int | None, strict: bool,
-                     profile_dir: str | None, cpu_only: bool = False):
+def _session_options(spec: GraphOptions, strict: bool, profile_dir: str | None,
+                     cpu_only: bool = False):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -150,9 +149,8 @@ def _session_options(spec: GraphOptions, threads: int | None, strict: bool,
     so.log_severity_level = 3 if log.isEnabledFor(logging.INFO) else 4
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                           OPT_LEVELS[spec.graph_optimization_level])
-    intra = spec.intra_op_num_threads if spec.intra_op_num_threads is not None else threads
-    if intra:
-        so.intra_op_num_threads = intra
+    if spec.intra_op_num_threads:
+        so.intra_op_num_threads = spec.intra_op_num_threads
     if spec.inter_op_num_threads:
         so.inter_op_num_threads = spec.inter_op_num_threads
     config = {SPINNING: "0", **spec.session_config}
@@ -260,7 +258,7 @@ def _create(path: Path, spec: GraphOptions, request: OpenRequest, profile_dir: s
     the CPU (under strict placement that is an error instead)."""
     strict = request.strict and any(p.name != CPU for p in providers)
     cpu_only = all(p.name == CPU for p in providers)  # every accelerator missing: no EP entries
-    so = _session_options(spec, request.threads, strict, profile_dir, cpu_only)
+    so = _session_options(spec, strict, profile_dir, cpu_only)
     try:
         return _new_session(path, so, providers), ""
     except Exception as exc:  # noqa: BLE001  (ONNX Runtime's Fail, EPFail, ... derive from it)
@@ -272,7 +270,7 @@ def _create(path: Path, spec: GraphOptions, request: OpenRequest, profile_dir: s
                 f"{label}: ONNX Runtime could not start {names}{how}: {reason}; check "
                 f"the provider's installation and options"
                 + (", or turn strict placement off" if strict else "")) from exc
-        so = _session_options(spec, request.threads, False, profile_dir, cpu_only=True)
+        so = _session_options(spec, False, profile_dir, cpu_only=True)
         return _new_session(path, so, [Provider(CPU, {})]), reason
 
 

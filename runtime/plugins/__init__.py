@@ -13,12 +13,18 @@ import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pluggy
 
 from runtime.plugins import hookspecs
 from runtime.plugins.hookspecs import PROJECT
+
+if TYPE_CHECKING:
+    from runtime.backend import Backend
+    from runtime.hardware.probes import Probe
+    from runtime.model.formats import ModelReader
+    from runtime.output.writers import Writer
 
 log = logging.getLogger(__name__)
 BLOCK_ENV = "RUNTIME_BLOCK_PLUGINS"
@@ -73,14 +79,14 @@ class Plugins:
     def errors(self) -> list[PluginInfo]:
         return [p for p in self.info if p.error]
 
-    def _collect(self, hook: str) -> list:
+    def _collect(self, hook: str) -> list[Any]:
         # pluggy calls the most recently registered plugin first; reverse so built-ins come first
         results = getattr(self._pm.hook, hook)()
         return [item for items in reversed(results) for item in (items or [])]
 
     # -- one method per hook --------------------------------------------------------------------
-    def backends(self) -> dict[str, Any]:
-        found: dict[str, Any] = {}
+    def backends(self) -> dict[str, Backend]:
+        found: dict[str, Backend] = {}
         for backend in self._collect("register_backends"):
             if backend.name in found:
                 log.warning("backend %r registered twice; keeping the first", backend.name)
@@ -88,14 +94,14 @@ class Plugins:
             found[backend.name] = backend
         return found
 
-    def probes(self) -> list:
+    def probes(self) -> list[Probe]:
         return self._collect("register_probes")
 
     def profile_dirs(self) -> list[Path]:
         return [Path(p) for p in self._collect("add_profile_dirs")]
 
-    def model_readers(self) -> list:
+    def model_readers(self) -> list[ModelReader]:
         return self._collect("register_model_readers")
 
-    def writers(self) -> dict[str, type]:
+    def writers(self) -> dict[str, type[Writer]]:
         return {w.extension: w for w in self._collect("register_writers")}

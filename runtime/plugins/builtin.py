@@ -5,32 +5,34 @@ Backends are not here: even the built-in ones come through entry points, as thir
 
 from __future__ import annotations
 
+from typing import Any
+
 from runtime.plugins.hookspecs import hookimpl
 
 
 @hookimpl
-def register_model_readers() -> list:
+def register_model_readers() -> list[Any]:
     from runtime.model.formats import BUILTIN_READERS
 
     return list(BUILTIN_READERS)
 
 
 @hookimpl
-def register_writers() -> list:
+def register_writers() -> list[Any]:
     from runtime.output.writers import WRITERS
 
     return list(WRITERS.values())
 
 
 @hookimpl
-def register_probes() -> list:
+def register_probes() -> list[Any]:
     from runtime.hardware import BUILTIN_PROBES
 
     return [_named(name, probe) for name, probe in BUILTIN_PROBES.items()]
 
 
 @hookimpl
-def add_profile_dirs() -> list:
+def add_profile_dirs() -> list[Any]:
     from runtime.config.profiles import builtin_profiles_dir
 
     return [builtin_profiles_dir()]

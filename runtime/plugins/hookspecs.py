@@ -1,4 +1,5 @@
-"""The hooks a plugin may implement. Each returns a list; results of all plugins are merged.
+"""The hooks a plugin may implement. Each returns a list; results of all plugins are merged,
+built-ins first. What a plugin imports to implement them: ``runtime.sdk``.
 
 Register a plugin through the ``whisper_runtime`` entry-point group in its ``pyproject.toml``
 (the built-in backends use exactly that path)::
@@ -9,7 +10,16 @@ Register a plugin through the ``whisper_runtime`` entry-point group in its ``pyp
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:  # the contracts, for type checkers; importing them here would cost every plugin
+    from runtime.backend import Backend
+    from runtime.hardware.probes import Probe
+    from runtime.model.formats import ModelReader
+    from runtime.output.writers import Writer
 
 PROJECT = "whisper_runtime"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -17,30 +27,30 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def register_backends() -> list:
-    """Return backend instances (``runtime.backend.Backend``). Names must be unique; the
-    instance must be cheap to create: import heavy frameworks in ``available()``/``load()``."""
+def register_backends() -> list[Backend]:
+    """Return backend instances. Names must be unique (a second one is ignored, with a warning);
+    an instance must be cheap to create: import heavy frameworks in ``available()``/``load()``."""
 
 
 @hookspec
-def register_probes() -> list:
+def register_probes() -> list[Probe]:
     """Return hardware probes: callables ``probe(root: Path) -> Finding`` with a ``probe_name``
     attribute (or a ``__name__`` starting with ``probe_``). Probes must be cheap and import
-    nothing heavy; they report why they found nothing instead of raising."""
+    nothing heavy at import time; they report why they found nothing instead of raising."""
 
 
 @hookspec
-def add_profile_dirs() -> list:
-    """Return directories (``pathlib.Path``) of hardware-profile TOML files to load."""
+def add_profile_dirs() -> list[Path]:
+    """Return directories of hardware-profile TOML files to load."""
 
 
 @hookspec
-def register_model_readers() -> list:
+def register_model_readers() -> list[ModelReader]:
     """Return model-format readers (``name``, ``can_read(path)``, ``read(path) -> WhisperModel``),
     tried in order after the built-in ones."""
 
 
 @hookspec
-def register_writers() -> list:
-    """Return output writer classes (``runtime.output.writers.Writer`` subclasses with an
-    ``extension``); an extension already taken replaces the earlier writer."""
+def register_writers() -> list[type[Writer]]:
+    """Return ``Writer`` subclasses (each with an ``extension``); an extension already taken
+    replaces the earlier writer."""

@@ -31,11 +31,12 @@ from runtime.model.weights import ModelDims, WhisperModel
 
 WEIGHT_FILES = ("model.safetensors", "weights.safetensors", "weights.npz")  # mlx-whisper's order
 _RENAMES = ((".mlp.0.", ".mlp1."), (".mlp.2.", ".mlp2."))  # (openai, mlx)
-_CONVS = ("encoder.conv1.weight", "encoder.conv2.weight")
+CONV_WEIGHTS = ("encoder.conv1.weight", "encoder.conv2.weight")  # channels-last in MLX
 _DIM_FIELDS = tuple(f.name for f in dataclasses.fields(ModelDims))
 
 
 def mlx_name(openai_name: str) -> str:
+    """openai-whisper parameter name -> mlx-whisper's (the MLX backend uses it too)."""
     for theirs, ours in _RENAMES:
         openai_name = openai_name.replace(theirs, ours)
     return openai_name
@@ -122,7 +123,7 @@ def read_mlx(folder: Path) -> WhisperModel:
     if config.get("quantization"):
         _dequantize_all(stored, config["quantization"], weight_file)
     weights = {openai_name(n): a for n, a in stored.items()}
-    for conv in _CONVS:
+    for conv in CONV_WEIGHTS:
         if conv in weights:  # (out, kernel, in) -> (out, in, kernel)
             weights[conv] = np.ascontiguousarray(weights[conv].transpose(0, 2, 1))
     if "encoder.positional_embedding" not in weights:
@@ -157,7 +158,7 @@ def write_mlx(model: WhisperModel, folder: Path, weights_format: str = "safetens
     for name, arr in model.weights.items():
         if name == "encoder.positional_embedding":
             continue  # mlx-whisper computes it
-        arrays[mlx_name(name)] = arr.transpose(0, 2, 1) if name in _CONVS else arr
+        arrays[mlx_name(name)] = arr.transpose(0, 2, 1) if name in CONV_WEIGHTS else arr
     if model.alignment_heads:
         arrays["alignment_heads"] = np.asarray(model.alignment_heads, dtype=np.int64)
     if weights_format == "npz":

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.backend import Availability, Capabilities
-from runtime.hardware import Finding
-from runtime.plugins.hookspecs import hookimpl
-from runtime.output.writers import Writer
+from runtime.sdk import Availability, Backend, Capabilities, Finding, Writer, hookimpl
 
 
 class ExampleBackend:
@@ -47,13 +44,13 @@ class AliasReader:
         return path.suffix == ".alias"
 
     def read(self, path: Path):
-        from runtime.model.registry import resolve_model
+        from runtime.model.registry import resolve_model  # the runtime's own model lookup
 
         return resolve_model(path.read_text().strip())
 
 
 @hookimpl
-def register_backends() -> list:
+def register_backends() -> list[Backend]:
     return [ExampleBackend()]
 
 
@@ -63,7 +60,7 @@ def register_probes() -> list:
 
 
 @hookimpl
-def add_profile_dirs() -> list:
+def add_profile_dirs() -> list[Path]:
     return [Path(__file__).parent / "profiles"]
 
 
@@ -73,5 +70,5 @@ def register_model_readers() -> list:
 
 
 @hookimpl
-def register_writers() -> list:
+def register_writers() -> list[type[Writer]]:
     return [ShoutWriter]
