@@ -1,13 +1,15 @@
-"""Errors the runtime raises for bad input. Each message says what was wrong and what to do."""
+"""Errors the runtime raises for what a user can act on. Each message says what was wrong and
+what to do; the CLI prints one as one line and exits with status 2."""
 
 from __future__ import annotations
 
 
-class RuntimeInputError(Exception):
-    """Base for problems with what the user gave us (files, names, options), not bugs.
+class WhisperRuntimeError(Exception):
+    """Base of every error the runtime reports as one line (not a bug: no traceback)."""
 
-    The CLI prints these as one line and exits with status 2; the server answers them with 400.
-    """
+
+class RuntimeInputError(WhisperRuntimeError):
+    """A problem with what the user gave us (files, names, options): the server answers 400."""
 
 
 class AudioError(RuntimeInputError):
@@ -40,7 +42,7 @@ class ProfileError(RuntimeInputError):
     """An unknown profile name, or a profile file that does not validate."""
 
 
-class BackendUnavailableError(RuntimeInputError):
+class BackendUnavailableError(WhisperRuntimeError):
     """A backend that cannot run here (package missing, device absent, provider failed)."""
 
 

@@ -188,11 +188,11 @@ def main() -> None:
     if args.compare:
         compare(args)
         return
-    from runtime.errors import RuntimeInputError
+    from runtime.errors import WhisperRuntimeError
 
     try:
         report = check(args)
-    except RuntimeInputError as exc:
+    except WhisperRuntimeError as exc:
         raise SystemExit(f"check failed: {exc}") from None
     out = args.out or Path(f"accelerator-report-{args.profile}")
     out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))

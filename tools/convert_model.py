@@ -21,7 +21,7 @@ sys.path.insert(
     0, str(Path(__file__).resolve().parents[1])
 )  # run from a checkout without installing
 
-from runtime.errors import RuntimeInputError  # noqa: E402
+from runtime.errors import WhisperRuntimeError  # noqa: E402
 from runtime.model.formats.hf import write_hf  # noqa: E402
 from runtime.model.formats.mlx import write_mlx  # noqa: E402
 from runtime.model.formats.openai_pt import write_openai_pt  # noqa: E402
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = resolve_model(args.model)
         out = convert(model, args.to, args.out, npz=args.npz, dtype=args.dtype)
-    except RuntimeInputError as exc:
+    except WhisperRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     size = sum(a.nbytes for a in model.weights.values()) / 2**20

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17  # LayerNormalization is a standard op from opset 17
-DTYPES = {"fp32": np.float32, "fp16": np.float16}
 ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
         np.dtype(np.int64): TensorProto.INT64}
 
@@ -58,13 +59,13 @@ class GraphBuilder:
         return self.weight(hint, np.asarray(values, dtype=dtype), keep_dtype=True)
 
     def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None,
-           n_out: int = 1, **attrs) -> str | list[str]:
-        """Add one node; returns its output name (or names when ``n_out`` > 1)."""
+           **attrs: Any) -> str:
+        """Add one node with one output; returns the output's name."""
         base = hint or op_type.lower()
-        outs = [self.fresh(base if n_out == 1 else f"{base}_{i}") for i in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), outs,
+        out = self.fresh(base)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out],
                                            name=self.fresh(f"{base}/{op_type}"), **attrs))
-        return outs[0] if n_out == 1 else outs
+        return out
 
     def add_input(self, name: str, dtype: type, shape: Shape) -> str:
         self._used.add(name)

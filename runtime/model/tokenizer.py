@@ -106,9 +106,6 @@ class Tokenizer:
         """Text of the ordinary tokens; special and timestamp tokens are dropped."""
         return self._bpe.decode([t for t in tokens if t < self.special.eot])
 
-    def decode_token_bytes(self, token: int) -> str:
-        return self._bpe.id_to_token(token) or ""
-
     # -- prompts ------------------------------------------------------------------------------
     def language_token(self, code: str) -> int:
         if not self.multilingual:

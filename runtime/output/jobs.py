@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from runtime.errors import RuntimeInputError, one_line
+from runtime.errors import RuntimeInputError, WhisperRuntimeError, one_line
 from runtime.output.results import Transcription
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def one_by_one_results(transcribe: Callable[[Path], Transcription],
 def failure_reason(source: Any, exc: BaseException) -> str:
     """One line naming the input and what went wrong (input errors already name their file;
     a newline in a file name is written ``\\n``)."""
-    message = one_line(str(exc) if isinstance(exc, RuntimeInputError)
+    message = one_line(str(exc) if isinstance(exc, WhisperRuntimeError)
                        else f"{type(exc).__name__}: {exc}")
     name = one_line(str(source))
     return message if name in message else f"{name}: {message}"
