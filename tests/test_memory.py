@@ -56,9 +56,8 @@ def test_a_prepared_block_does_not_hold_its_audio(cpu_runtime, monkeypatch):
 
     import runtime.pipeline.source as batcher_module
     from runtime.audio.decode import SAMPLE_RATE
-    from runtime.pipeline.options import BatchOptions
+    from runtime.pipeline.options import BatchOptions, TranscribeOptions
     from runtime.pipeline.source import SourceRun
-    from runtime.pipeline.sequential import TranscribeOptions
 
     refs = []
 
