@@ -1,7 +1,7 @@
 """Whisper speech recognition on whatever accelerator a machine has.
 
-    from runtime import Runtime
-    result = Runtime().transcribe("talk.mp3")
+from runtime import Runtime
+result = Runtime().transcribe("talk.mp3")
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -43,14 +44,26 @@ class Runtime:
     ``profile``, ``backend``, ``precision`` and ``strict`` override the settings; an explicit
     ``backend`` bypasses profile selection (useful for tests and comparisons)."""
 
-    def __init__(self, model: str | Path | WhisperModel | None = None, *,
-                 profile: str | None = None, backend: str | None = None,
-                 precision: str | None = None, strict: bool | None = None,
-                 backend_options: dict[str, Any] | None = None,
-                 settings: Settings | None = None, plugins: Plugins | None = None) -> None:
+    def __init__(
+        self,
+        model: str | Path | WhisperModel | None = None,
+        *,
+        profile: str | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+        strict: bool | None = None,
+        backend_options: dict[str, Any] | None = None,
+        settings: Settings | None = None,
+        plugins: Plugins | None = None,
+    ) -> None:
         settings = settings or Settings()
-        changes = {k: v for k, v in dict(profile=profile, backend=backend, precision=precision,
-                                         strict=strict).items() if v is not None}
+        changes = {
+            k: v
+            for k, v in dict(
+                profile=profile, backend=backend, precision=precision, strict=strict
+            ).items()
+            if v is not None
+        }
         self.settings = settings.model_copy(update=changes)
         self.plugins = plugins or Plugins()
         self.model_spec = model if model is not None else self.settings.model
@@ -69,9 +82,14 @@ class Runtime:
 
             dirs = self.plugins.profile_dirs() + list(self.settings.profile_dirs)
             report = run_probes(self.settings.hardware_root, self.plugins.probes())
-            self._selection = select_profile(load_profiles(dirs), report, self.plugins.backends(),
-                                             self.settings.profile, self.settings.strict,
-                                             self.settings.emulate)
+            self._selection = select_profile(
+                load_profiles(dirs),
+                report,
+                self.plugins.backends(),
+                self.settings.profile,
+                self.settings.strict,
+                self.settings.emulate,
+            )
         return self._selection
 
     @property
@@ -88,10 +106,14 @@ class Runtime:
         options.pop("precision", None)  # when the settings' precision won
         device = options.pop("device", None)
         source = self.selection.profile.source if self.selection else None
-        return LoadOptions(precision=precision or "fp32", device=device, options=options,
-                           emulate=bool(self.selection and self.selection.emulated),
-                           strict=self.settings.strict,
-                           profile_dir=str(source.parent) if source else None)
+        return LoadOptions(
+            precision=precision or "fp32",
+            device=device,
+            options=options,
+            emulate=bool(self.selection and self.selection.emulated),
+            strict=self.settings.strict,
+            profile_dir=str(source.parent) if source else None,
+        )
 
     # -- loading --------------------------------------------------------------------------------
     def _read_model(self) -> WhisperModel:
@@ -105,12 +127,14 @@ class Runtime:
         backends = self.plugins.backends()
         if self.backend_name not in backends:
             raise BackendUnavailableError(
-                f"unknown backend {self.backend_name!r}; registered: {', '.join(sorted(backends))}")
+                f"unknown backend {self.backend_name!r}; registered: {', '.join(sorted(backends))}"
+            )
         backend = backends[self.backend_name]
         availability = backend.available()
         if not availability:
             raise BackendUnavailableError(
-                f"backend {self.backend_name!r} is not available here: {availability.reason}")
+                f"backend {self.backend_name!r} is not available here: {availability.reason}"
+            )
         return backend
 
     @property
@@ -134,18 +158,25 @@ class Runtime:
             model = self.session.model
             if model.tokenizer_path is None:
                 raise RuntimeInputError(f"model {model.name} has no tokenizer.json")
-            self._tokenizer = load_tokenizer(model.tokenizer_path, model.is_multilingual,
-                                             model.dims.num_languages)
+            self._tokenizer = load_tokenizer(
+                model.tokenizer_path, model.is_multilingual, model.dims.num_languages
+            )
         return self._tokenizer
 
     # -- transcription --------------------------------------------------------------------------
-    def transcribe(self, audio: str | Path | bytes | np.ndarray, *,
-                   language: str | None = None, task: str = "transcribe",
-                   options: TranscribeOptions | None = None,
-                   batch_size: int | None = None, chunking: str | None = None,
-                   sequential: bool = False,
-                   progress: Callable[[float], None] | None = None,
-                   **overrides: Any) -> Transcription:
+    def transcribe(
+        self,
+        audio: str | Path | bytes | np.ndarray,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        options: TranscribeOptions | None = None,
+        batch_size: int | None = None,
+        chunking: str | None = None,
+        sequential: bool = False,
+        progress: Callable[[float], None] | None = None,
+        **overrides: Any,
+    ) -> Transcription:
         """Transcribe one file, bytes or 16 kHz float32 array.
 
         By default chunks are cut at silences and batched (``batch_size`` from the profile);
@@ -164,8 +195,9 @@ class Runtime:
             duration = len(samples) / SAMPLE_RATE
             language, probability = guess.language, guess.probability
         else:
-            run = SourceRun(self.session, self.tokenizer, options, batch, audio, options.language,
-                            progress)
+            run = SourceRun(
+                self.session, self.tokenizer, options, batch, audio, options.language, progress
+            )
             run_to_completion(Scheduler(batch), runner, run)
             segments, duration = run.ordered_segments(), run.duration
             language, probability = run.language, run.language_probability
@@ -173,12 +205,18 @@ class Runtime:
         timings = {**timings, **runner.clock.totals, "total": time.perf_counter() - t0}
         return self.make_transcription(segments, language, duration, timings, probability)
 
-    def transcribe_many(self, inputs: Iterable[str | Path | bytes | np.ndarray], *,
-                        language: str | None = None, task: str = "transcribe",
-                        options: TranscribeOptions | None = None,
-                        batch_size: int | None = None, chunking: str | None = None,
-                        in_flight: int | None = None,
-                        **overrides: Any) -> Iterator[ManyResult]:
+    def transcribe_many(
+        self,
+        inputs: Iterable[str | Path | bytes | np.ndarray],
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        options: TranscribeOptions | None = None,
+        batch_size: int | None = None,
+        chunking: str | None = None,
+        in_flight: int | None = None,
+        **overrides: Any,
+    ) -> Iterator[ManyResult]:
         """Transcribe many inputs together: chunks of all of them share encoder and decoder
         batches, while the next inputs are decoded, VAD'd and mel'd in a preparing thread.
 
@@ -186,8 +224,9 @@ class Runtime:
         before it) is done. An input that fails yields its error; the others go on. At most
         ``in_flight`` inputs (default 4 x batch size) are held at once, so memory stays flat."""
         opts = self.transcribe_options(options, language, task, overrides)
-        engine = self.engine(batch_size=batch_size, chunking=chunking, max_wait_s=0.0,
-                             max_queue=None)
+        engine = self.engine(
+            batch_size=batch_size, chunking=chunking, max_wait_s=0.0, max_queue=None
+        )
         limit = in_flight or 4 * engine.batch.batch_size
         pending: deque[tuple[int, Any, Any]] = deque()
         finished = False
@@ -202,46 +241,85 @@ class Runtime:
         finally:  # a consumer that stops early cancels what is left
             engine.close(wait=finished)
 
-    def engine(self, *, batch_size: int | None = None, chunking: str | None = None,
-               max_wait_s: float = 0.05, max_queue: int | None = 64,
-               cross_request: bool = True) -> Engine:
+    def engine(
+        self,
+        *,
+        batch_size: int | None = None,
+        chunking: str | None = None,
+        max_wait_s: float = 0.05,
+        max_queue: int | None = 64,
+        cross_request: bool = True,
+    ) -> Engine:
         """An ``Engine`` over this runtime's model (the server's, ``transcribe_many``'s): inputs
         submitted from any thread share batches; not started until the first ``submit``."""
-        model = LoadedModel(self.session, self.tokenizer, self.capabilities,
-                            lambda o, lang, task, extra: self.transcribe_options(o, lang, task,
-                                                                                 extra),
-                            self.make_transcription)
-        return Engine(model, self.batch_options(batch_size, chunking), max_wait_s=max_wait_s,
-                      max_queue=max_queue, cross_request=cross_request)
+        model = LoadedModel(
+            self.session,
+            self.tokenizer,
+            self.capabilities,
+            lambda o, lang, task, extra: self.transcribe_options(o, lang, task, extra),
+            self.make_transcription,
+        )
+        return Engine(
+            model,
+            self.batch_options(batch_size, chunking),
+            max_wait_s=max_wait_s,
+            max_queue=max_queue,
+            cross_request=cross_request,
+        )
 
-    def make_transcription(self, segments: list[Segment], language: str | None,
-                           duration: float, timings: dict[str, float],
-                           language_probability: float | None = None) -> Transcription:
+    def make_transcription(
+        self,
+        segments: list[Segment],
+        language: str | None,
+        duration: float,
+        timings: dict[str, float],
+        language_probability: float | None = None,
+    ) -> Transcription:
         session = self.session
         return Transcription(
-            text=segment_text(segments), segments=tuple(segments), language=language or "en",
-            duration=duration, language_probability=language_probability,
-            run=RunInfo(model=session.model.name, backend=self.backend_name,
-                        device=session.device, detail=session.describe(),
-                        profile=self.selection.profile.name if self.selection else None),
-            timings=timings)
+            text=segment_text(segments),
+            segments=tuple(segments),
+            language=language or "en",
+            duration=duration,
+            language_probability=language_probability,
+            run=RunInfo(
+                model=session.model.name,
+                backend=self.backend_name,
+                device=session.device,
+                detail=session.describe(),
+                profile=self.selection.profile.name if self.selection else None,
+            ),
+            timings=timings,
+        )
 
     @property
     def capabilities(self) -> Capabilities:
         """What the loaded session can do (a session may narrow its backend's capabilities)."""
         return self.session.capabilities
 
-    def transcribe_options(self, options: TranscribeOptions | None = None,
-                           language: str | None = None, task: str = "transcribe",
-                           overrides: dict[str, Any] | None = None) -> TranscribeOptions:
+    def transcribe_options(
+        self,
+        options: TranscribeOptions | None = None,
+        language: str | None = None,
+        task: str = "transcribe",
+        overrides: dict[str, Any] | None = None,
+    ) -> TranscribeOptions:
         """Options checked against the model (``RuntimeInputError`` when they cannot apply):
         ``options`` (default: the settings'), then what was given."""
         return config_options.transcribe_options(
-            self.settings, self.session.model, self.capabilities, self.backend_name, options,
-            language, task, dict(overrides or {}))
+            self.settings,
+            self.session.model,
+            self.capabilities,
+            self.backend_name,
+            options,
+            language,
+            task,
+            dict(overrides or {}),
+        )
 
-    def batch_options(self, batch_size: int | None = None,
-                      chunking: str | None = None) -> BatchOptions:
+    def batch_options(
+        self, batch_size: int | None = None, chunking: str | None = None
+    ) -> BatchOptions:
         """How windows are grouped: explicit arguments, then settings, then the profile's."""
         profile = self.selection.profile.batcher if self.selection else None
         return config_options.batch_options(self.settings, profile, batch_size, chunking)

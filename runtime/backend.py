@@ -68,8 +68,9 @@ class AttentionState(DecoderState, Protocol):
     """A ``DecoderState`` that can also return cross-attention weights: what a backend declaring
     ``Capabilities.word_timestamps`` hands out (word alignment, ``runtime.words``)."""
 
-    def logits_and_attention(self, tokens: np.ndarray, positions: tuple[int, ...],
-                             heads: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    def logits_and_attention(
+        self, tokens: np.ndarray, positions: tuple[int, ...], heads: tuple[tuple[int, int], ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """As ``logits``, and also the cross-attention scores of the (decoder layer, head) pairs
         ``heads`` for each of the T new tokens over every encoder frame: float32
         (B, len(heads), T, n_audio_ctx), q.k / sqrt(d_head) before the softmax."""
@@ -132,7 +133,7 @@ class BaseSession:
 
         out = np.zeros((len(spans), self.model.dims.n_mels, N_FRAMES), dtype=np.float32)
         for i, (mel, start, n) in enumerate(spans):
-            piece = mel[:, start: start + min(n, N_FRAMES)]
+            piece = mel[:, start : start + min(n, N_FRAMES)]
             out[i, :, : piece.shape[1]] = piece
         return out
 
@@ -159,7 +160,9 @@ def check_tokens(tokens: np.ndarray, n_rows: int, length: int, n_ctx: int) -> np
     if tokens.ndim != 2 or tokens.shape[0] != n_rows:
         raise ValueError(f"decoder state holds {n_rows} rows, got tokens of shape {tokens.shape}")
     if length + tokens.shape[1] > n_ctx:
-        raise ValueError(f"token sequence longer than the text context ({length + tokens.shape[1]})")
+        raise ValueError(
+            f"token sequence longer than the text context ({length + tokens.shape[1]})"
+        )
     return tokens
 
 
@@ -171,7 +174,8 @@ def check_precision(capabilities: Capabilities, backend: str, precision: str) ->
     if precision not in capabilities.precisions:
         raise UnsupportedRequestError(
             f"backend {backend!r} runs {', '.join(capabilities.precisions)}, not {precision!r}; "
-            "choose one of those precisions")
+            "choose one of those precisions"
+        )
 
 
 NumpyFrontend = BaseSession  # its earlier name (a plugin may still import it)

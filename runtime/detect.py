@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import ProfileError, WhisperRuntimeError
-from runtime.hardware import HardwareReport, run_probes
-from runtime.plugins import Plugins
 from runtime.config.profiles import load_profiles
 from runtime.config.selection import backend_checker, select_profile, why_not
 from runtime.config.settings import Settings
+from runtime.errors import ProfileError, WhisperRuntimeError
+from runtime.hardware import HardwareReport, run_probes
+from runtime.plugins import Plugins
 
 
 def detect(settings: Settings, plugins: Plugins, load: bool = False) -> dict[str, Any]:
@@ -27,18 +27,27 @@ def detect(settings: Settings, plugins: Plugins, load: bool = False) -> dict[str
     for name, profile in sorted(profiles.items(), key=lambda kv: (-kv[1].priority, kv[0])):
         reason = why_not(profile, report, check)
         emulation = profile.emulation
-        verdicts[name] = {"matches": reason is None, "reason": reason or "matches",
-                          "backend": profile.backend, "priority": profile.priority,
-                          "description": profile.description,
-                          "emulation": emulation.description if emulation else None,
-                          "emulatable": bool(emulation) and why_not(profile, report, check,
-                                                                    emulate=True) is None}
+        verdicts[name] = {
+            "matches": reason is None,
+            "reason": reason or "matches",
+            "backend": profile.backend,
+            "priority": profile.priority,
+            "description": profile.description,
+            "emulation": emulation.description if emulation else None,
+            "emulatable": bool(emulation) and why_not(profile, report, check, emulate=True) is None,
+        }
     try:
-        sel = select_profile(profiles, report, backends, settings.profile, settings.strict,
-                             settings.emulate)
-        chosen = {"profile": sel.profile.name, "backend": sel.backend,
-                  "backend_available": True, "fallback_note": sel.fallback_note,
-                  "notes": sel.notes, "emulation": sel.emulation}
+        sel = select_profile(
+            profiles, report, backends, settings.profile, settings.strict, settings.emulate
+        )
+        chosen = {
+            "profile": sel.profile.name,
+            "backend": sel.backend,
+            "backend_available": True,
+            "fallback_note": sel.fallback_note,
+            "notes": sel.notes,
+            "emulation": sel.emulation,
+        }
     except ProfileError as exc:
         chosen = {"profile": None, "error": str(exc)}
     if load and chosen.get("profile"):
@@ -46,8 +55,10 @@ def detect(settings: Settings, plugins: Plugins, load: bool = False) -> dict[str
     return {
         "hardware": report.to_dict(),
         "backends": {name: _backend_info(b) for name, b in sorted(backends.items())},
-        "plugins": [{"name": p.name, "source": p.source, "error": p.error, "blocked": p.blocked}
-                    for p in plugins.info],
+        "plugins": [
+            {"name": p.name, "source": p.source, "error": p.error, "blocked": p.blocked}
+            for p in plugins.info
+        ],
         "profiles": verdicts,
         "chosen": chosen,
     }
@@ -68,20 +79,28 @@ def _load(settings: Settings, plugins: Plugins) -> dict[str, Any]:
 def _backend_info(backend) -> dict[str, Any]:
     a = backend.available()
     caps = backend.capabilities
-    return {"available": bool(a), "reason": a.reason, "device": a.device,
-            "capabilities": {"batched_encoder": caps.batched_encoder,
-                             "batched_decoder": caps.batched_decoder,
-                             "encoder_batch_sizes": caps.encoder_batch_sizes,
-                             "word_timestamps": caps.word_timestamps,
-                             "precisions": list(caps.precisions), "devices": list(caps.devices)}}
+    return {
+        "available": bool(a),
+        "reason": a.reason,
+        "device": a.device,
+        "capabilities": {
+            "batched_encoder": caps.batched_encoder,
+            "batched_decoder": caps.batched_decoder,
+            "encoder_batch_sizes": caps.encoder_batch_sizes,
+            "word_timestamps": caps.word_timestamps,
+            "precisions": list(caps.precisions),
+            "devices": list(caps.devices),
+        },
+    }
 
 
 def render(data: dict[str, Any]) -> str:
     lines = ["Hardware"]
     for name, f in data["hardware"].items():
         if f["present"]:
-            details = ", ".join(f"{k}={_short(v)}" for k, v in f["details"].items()
-                                if not k.endswith("_reason"))
+            details = ", ".join(
+                f"{k}={_short(v)}" for k, v in f["details"].items() if not k.endswith("_reason")
+            )
             lines.append(f"  {name:13} found: {details}")
         else:
             lines.append(f"  {name:13} not found: {f['reason']}")
@@ -92,14 +111,17 @@ def render(data: dict[str, Any]) -> str:
     failed = [p for p in data["plugins"] if p["error"] or p["blocked"]]
     if failed:
         lines.append("Plugins")
-        lines += [f"  {p['name']:13} {'blocked' if p['blocked'] else 'failed: ' + p['error']}"
-                  for p in failed]
+        lines += [
+            f"  {p['name']:13} {'blocked' if p['blocked'] else 'failed: ' + p['error']}"
+            for p in failed
+        ]
     lines.append("Profiles")
     for name, v in data["profiles"].items():
         lines.append(f"  {name:13} {'matches' if v['matches'] else 'no: ' + v['reason']}")
         if v["emulatable"]:
-            lines.append(f"  {'':13} can be emulated here (--profile {name} --emulate): "
-                         f"{v['emulation']}")
+            lines.append(
+                f"  {'':13} can be emulated here (--profile {name} --emulate): {v['emulation']}"
+            )
     chosen = data["chosen"]
     if chosen.get("profile"):
         lines.append(f"Chosen: {chosen['profile']} (backend {chosen['backend']}, available)")

@@ -26,8 +26,10 @@ class TruncatedAudioError(AudioError):
         super().__init__(self.message())
 
     def message(self, how: str = "pass --allow-truncated (allow_truncated=True)") -> str:
-        return (f"{self.problem}; re-download or re-export the file, or {how} to transcribe "
-                f"its first {self.readable_s:.1f} s")
+        return (
+            f"{self.problem}; re-download or re-export the file, or {how} to transcribe "
+            f"its first {self.readable_s:.1f} s"
+        )
 
 
 class ModelNotFoundError(RuntimeInputError):

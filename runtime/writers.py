@@ -5,5 +5,8 @@ import warnings
 
 from runtime.output.writers import WRITERS, Writer, segment_text  # noqa: F401
 
-warnings.warn("runtime.writers moved to runtime.output.writers; import Writer from runtime.sdk",
-              DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "runtime.writers moved to runtime.output.writers; import Writer from runtime.sdk",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -15,7 +15,9 @@ from pathlib import Path
 
 X86_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2"
 ZEN5_FLAGS = X86_FLAGS + " avx512f avx512bw avx512_vnni avx512_bf16 avx_vnni"
-SAPPHIRE_RAPIDS_FLAGS = X86_FLAGS + " avx512f avx512bw avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8"
+SAPPHIRE_RAPIDS_FLAGS = (
+    X86_FLAGS + " avx512f avx512bw avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8"
+)
 ARM_FEATURES = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp i8mm bf16"
 
 
@@ -27,8 +29,13 @@ def write(root: Path, path: str, text: str) -> Path:
     return target
 
 
-def host(root: Path, system: str = "Linux", machine: str = "x86_64", processor: str = "",
-         cpu_count: int | None = None) -> None:
+def host(
+    root: Path,
+    system: str = "Linux",
+    machine: str = "x86_64",
+    processor: str = "",
+    cpu_count: int | None = None,
+) -> None:
     """Platform facts: platform.system(), platform.machine(), the Windows processor name."""
     write(root, "/fake/system", system)
     write(root, "/fake/machine", machine)
@@ -52,32 +59,51 @@ def sysctl(root: Path, **values: str) -> None:
 def onnxruntime(root: Path, *providers: str, version: str = "1.22.0") -> None:
     """An installed onnxruntime offering these execution providers (plus the CPU one)."""
     names = [*providers, "CPUExecutionProvider"]
-    data = {"version": version, "providers": names, "ep_devices": [f"{p} on CPU (fake)" for p in names]}
+    data = {
+        "version": version,
+        "providers": names,
+        "ep_devices": [f"{p} on CPU (fake)" for p in names],
+    }
     write(root, "/fake/onnxruntime.json", json.dumps(data))
 
 
 def mlx(root: Path, metal: bool = True) -> None:
     """An installed MLX whose default device is the Metal GPU (or the CPU)."""
     device = "Device(gpu, 0)" if metal else "Device(cpu, 0)"
-    write(root, "/fake/mlx.json", json.dumps({"version": "0.21.0", "device": device, "metal": metal}))
+    write(
+        root, "/fake/mlx.json", json.dumps({"version": "0.21.0", "device": device, "metal": metal})
+    )
 
 
 def cpuinfo(root: Path, vendor: str, model: str, cores: int, flags: str) -> None:
     """An x86 /proc/cpuinfo with `cores` logical processors."""
-    blocks = [f"processor\t: {i}\nvendor_id\t: {vendor}\nmodel name\t: {model}\nflags\t\t: {flags}\n"
-              for i in range(cores)]
+    blocks = [
+        f"processor\t: {i}\nvendor_id\t: {vendor}\nmodel name\t: {model}\nflags\t\t: {flags}\n"
+        for i in range(cores)
+    ]
     write(root, "/proc/cpuinfo", "\n".join(blocks))
 
 
 def cpuinfo_arm(root: Path, implementer: str, cores: int, features: str = ARM_FEATURES) -> None:
     """An Arm /proc/cpuinfo (no model name; "Features" instead of "flags")."""
-    blocks = [f"processor\t: {i}\nBogoMIPS\t: 38.40\nFeatures\t: {features}\n"
-              f"CPU implementer\t: {implementer}\nCPU architecture: 8\n" for i in range(cores)]
+    blocks = [
+        f"processor\t: {i}\nBogoMIPS\t: 38.40\nFeatures\t: {features}\n"
+        f"CPU implementer\t: {implementer}\nCPU architecture: 8\n"
+        for i in range(cores)
+    ]
     write(root, "/proc/cpuinfo", "\n".join(blocks))
 
 
-def pci_device(root: Path, address: str, vendor: int, device: int, revision: int,
-               driver: str | None = None, driver_as_dir: bool = False, **attributes: str) -> Path:
+def pci_device(
+    root: Path,
+    address: str,
+    vendor: int,
+    device: int,
+    revision: int,
+    driver: str | None = None,
+    driver_as_dir: bool = False,
+    **attributes: str,
+) -> Path:
     """A PCI function under /sys/devices with its /sys/bus/pci/devices link and driver."""
     device_dir = root / "sys/devices/pci0000:00/0000:00:08.2" / address
     device_dir.mkdir(parents=True)
@@ -109,12 +135,22 @@ def accel(root: Path, index: int, device_dir: Path) -> None:
     write(root, f"/dev/accel/accel{index}", "")
 
 
-def _amd_laptop(root: Path, model: str, device: int, revision: int, vbnv: str, driver: bool, ryzen_ai: bool) -> Path:
+def _amd_laptop(
+    root: Path, model: str, device: int, revision: int, vbnv: str, driver: bool, ryzen_ai: bool
+) -> Path:
     host(root, cpu_count=16)
     write(root, "/opt/xilinx/xrt/lib/libxrt_driver_xdna.so.2", "")  # Ryzen AI's XRT plugin
     cpuinfo(root, "AuthenticAMD", model, 16, ZEN5_FLAGS)
-    npu = pci_device(root, "0000:c4:00.1", 0x1022, device, revision,
-                     driver="amdxdna" if driver else None, vbnv=vbnv, fw_version="1.0.0.166")
+    npu = pci_device(
+        root,
+        "0000:c4:00.1",
+        0x1022,
+        device,
+        revision,
+        driver="amdxdna" if driver else None,
+        vbnv=vbnv,
+        fw_version="1.0.0.166",
+    )
     if driver:
         accel(root, 0, npu)
     if ryzen_ai:
@@ -126,22 +162,30 @@ def _amd_laptop(root: Path, model: str, device: int, revision: int, vbnv: str, d
 
 def strix_laptop(root: Path, driver: bool = True, ryzen_ai: bool = True) -> Path:
     """Ryzen AI 9 HX 370 (Strix Point): XDNA2 NPU 1022:17f0 rev 0x10 bound to amdxdna."""
-    return _amd_laptop(root, "AMD Ryzen AI 9 HX 370 w/ Radeon 890M", 0x17F0, 0x10, "RyzenAI-npu4", driver, ryzen_ai)
+    return _amd_laptop(
+        root, "AMD Ryzen AI 9 HX 370 w/ Radeon 890M", 0x17F0, 0x10, "RyzenAI-npu4", driver, ryzen_ai
+    )
 
 
 def strix_halo_laptop(root: Path) -> Path:
     """Ryzen AI Max+ 395 (Strix Halo): XDNA2 NPU 1022:17f0 rev 0x11."""
-    return _amd_laptop(root, "AMD RYZEN AI MAX+ 395 w/ Radeon 8060S", 0x17F0, 0x11, "RyzenAI-npu5", True, True)
+    return _amd_laptop(
+        root, "AMD RYZEN AI MAX+ 395 w/ Radeon 8060S", 0x17F0, 0x11, "RyzenAI-npu5", True, True
+    )
 
 
 def krackan_laptop(root: Path) -> Path:
     """Ryzen AI 7 350 (Krackan Point): XDNA2 NPU 1022:17f0 rev 0x20."""
-    return _amd_laptop(root, "AMD Ryzen AI 7 350 w/ Radeon 860M", 0x17F0, 0x20, "RyzenAI-npu6", True, True)
+    return _amd_laptop(
+        root, "AMD Ryzen AI 7 350 w/ Radeon 860M", 0x17F0, 0x20, "RyzenAI-npu6", True, True
+    )
 
 
 def phoenix_laptop(root: Path) -> Path:
     """Ryzen 7 7840U (Phoenix): XDNA NPU 1022:1502 rev 0x00, with Ryzen AI installed."""
-    return _amd_laptop(root, "AMD Ryzen 7 7840U w/ Radeon 780M Graphics", 0x1502, 0x00, "RyzenAI-npu1", True, True)
+    return _amd_laptop(
+        root, "AMD Ryzen 7 7840U w/ Radeon 780M Graphics", 0x1502, 0x00, "RyzenAI-npu1", True, True
+    )
 
 
 def lunar_lake_laptop(root: Path, user_mode: bool = True) -> Path:
@@ -160,9 +204,15 @@ def lunar_lake_laptop(root: Path, user_mode: bool = True) -> Path:
 def apple_m3(root: Path, rosetta: bool = False, with_mlx: bool = True) -> Path:
     """A MacBook with an Apple M3 (24 GB); under Rosetta the Python is x86_64."""
     host(root, system="Darwin", machine="x86_64" if rosetta else "arm64", cpu_count=8)
-    sysctl(root, machdep__cpu__brand_string="Apple M3", hw__memsize=str(24 << 30), hw__logicalcpu="8",
-           sysctl__proc_translated="1" if rosetta else "0", hw__optional__arm__FEAT_BF16="1",
-           hw__optional__arm__FEAT_I8MM="1")
+    sysctl(
+        root,
+        machdep__cpu__brand_string="Apple M3",
+        hw__memsize=str(24 << 30),
+        hw__logicalcpu="8",
+        sysctl__proc_translated="1" if rosetta else "0",
+        hw__optional__arm__FEAT_BF16="1",
+        hw__optional__arm__FEAT_I8MM="1",
+    )
     if with_mlx and not rosetta:  # MLX ships arm64 macOS wheels only
         mlx(root, metal=True)
     onnxruntime(root, "CoreMLExecutionProvider")
@@ -174,22 +224,37 @@ def nvidia_server(root: Path, procfs: bool = True, cuda: bool = True) -> Path:
     host(root, cpu_count=32)
     cpuinfo(root, "GenuineIntel", "Intel(R) Xeon(R) Platinum 8480+", 32, SAPPHIRE_RAPIDS_FLAGS)
     if procfs:
-        write(root, "/proc/driver/nvidia/version",
-              "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
-              "GCC version:  gcc version 12.2.0\n")
+        write(
+            root,
+            "/proc/driver/nvidia/version",
+            "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+            "GCC version:  gcc version 12.2.0\n",
+        )
         for bus in ("0000:17:00.0", "0000:65:00.0"):
-            write(root, f"/proc/driver/nvidia/gpus/{bus}/information",
-                  f"Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 42\nBus Location: \t {bus}\nDevice Minor: \t 0\n")
+            write(
+                root,
+                f"/proc/driver/nvidia/gpus/{bus}/information",
+                f"Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 42\nBus Location: \t {bus}\nDevice Minor: \t 0\n",
+            )
     else:
-        command(root, "nvidia-smi", "NVIDIA H100 80GB HBM3, 81559 MiB\nNVIDIA H100 80GB HBM3, 81559 MiB\n")
+        command(
+            root,
+            "nvidia-smi",
+            "NVIDIA H100 80GB HBM3, 81559 MiB\nNVIDIA H100 80GB HBM3, 81559 MiB\n",
+        )
     onnxruntime(root, *(["CUDAExecutionProvider"] if cuda else []), version="1.20.1")
     return root
 
 
 def snapdragon_windows(root: Path) -> Path:
     """A Snapdragon X Elite laptop on Windows on Arm with onnxruntime-qnn."""
-    host(root, system="Windows", machine="ARM64", cpu_count=12,
-         processor="ARMv8 (64-bit) Family 8 Model 1 Revision 201, Qualcomm Technologies Inc")
+    host(
+        root,
+        system="Windows",
+        machine="ARM64",
+        cpu_count=12,
+        processor="ARMv8 (64-bit) Family 8 Model 1 Revision 201, Qualcomm Technologies Inc",
+    )
     command(root, "pnputil", "Microsoft PnP Utility\n\nInstance ID: ACPI\\QCOM0D0A\\0\n")
     onnxruntime(root, "QNNExecutionProvider")
     return root

@@ -41,10 +41,16 @@ def form(parts, boundary: str = "fuzz-boundary-41c7") -> tuple[bytes, str]:
     return multipart(parts, boundary)
 
 
-def http_bytes(body: bytes, content_type: str, headers: dict[str, str] | None = None,
-               length: int | None = None) -> bytes:
-    lines = [f"POST {TRANSCRIBE} HTTP/1.1", "Host: fuzz", f"Content-Type: {content_type}",
-             f"Content-Length: {len(body) if length is None else length}", "Connection: close"]
+def http_bytes(
+    body: bytes, content_type: str, headers: dict[str, str] | None = None, length: int | None = None
+) -> bytes:
+    lines = [
+        f"POST {TRANSCRIBE} HTTP/1.1",
+        "Host: fuzz",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body) if length is None else length}",
+        "Connection: close",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
 
@@ -60,8 +66,9 @@ def read_answer(sock: socket.socket, timeout_s: float) -> tuple[int | None, dict
         return None, {}, b""
 
 
-def send_raw(server: LiveServer, raw: RawRequest, timeout_s: float = 120
-             ) -> tuple[int | None, dict, bytes]:
+def send_raw(
+    server: LiveServer, raw: RawRequest, timeout_s: float = 120
+) -> tuple[int | None, dict, bytes]:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         try:
             sock.sendall(raw.data)
@@ -73,15 +80,19 @@ def send_raw(server: LiveServer, raw: RawRequest, timeout_s: float = 120
         return read_answer(sock, timeout_s)
 
 
-def check_http_answer(tally: Tally, name: str, status: int | None, headers: dict, body: bytes,
-                      framing: bool = False) -> dict | None:
+def check_http_answer(
+    tally: Tally, name: str, status: int | None, headers: dict, body: bytes, framing: bool = False
+) -> dict | None:
     """Status and body shape; the error object when the app answered one."""
     what = f"{name!r}: {status} {body[:160]!r}"
     if status is None:
         tally.check("http: an answer, unless HTTP framing was broken", framing, what)
         return None
-    tally.check("http: never a 5xx but 503 and 504", status in APP_STATUSES or (
-        framing and 400 <= status < 500), what)
+    tally.check(
+        "http: never a 5xx but 503 and 504",
+        status in APP_STATUSES or (framing and 400 <= status < 500),
+        what,
+    )
     if status == 200:
         return None
     if framing and "json" not in headers.get("content-type", ""):
@@ -99,14 +110,21 @@ def check_http_answer(tally: Tally, name: str, status: int | None, headers: dict
 
 # -- uploads of the audio cases ----------------------------------------------------------------
 def upload(server: LiveServer, case: Case, fields=(), timeout_s: float = 120):
-    body, content_type = form([("file", case.data, case.filename), ("model", "whisper-1", None),
-                               *fields])
+    body, content_type = form(
+        [("file", case.data, case.filename), ("model", "whisper-1", None), *fields]
+    )
     raw = RawRequest(case.name, http_bytes(body, content_type))
     return send_raw(server, raw, timeout_s)
 
 
-def check_upload(tally: Tally, server: LiveServer, case: Case, limit_bytes: int,
-                 timeout_s: float = 120, retries: int = 30) -> None:
+def check_upload(
+    tally: Tally,
+    server: LiveServer,
+    case: Case,
+    limit_bytes: int,
+    timeout_s: float = 120,
+    retries: int = 30,
+) -> None:
     """Upload ``case`` (again after Retry-After while the queue is full, as a client would)."""
     tally.add(case)
     for _ in range(retries):
@@ -117,8 +135,11 @@ def check_upload(tally: Tally, server: LiveServer, case: Case, limit_bytes: int,
         except TimeoutError:
             tally.check("no hang: every request is answered in time", False, case.name)
             return
-        tally.check("no hang: every request is answered in time",
-                    time.monotonic() - t0 < timeout_s, case.name)
+        tally.check(
+            "no hang: every request is answered in time",
+            time.monotonic() - t0 < timeout_s,
+            case.name,
+        )
         error = check_http_answer(tally, case.name, status, headers, body)
         if status != 503:
             break
@@ -128,14 +149,18 @@ def check_upload(tally: Tally, server: LiveServer, case: Case, limit_bytes: int,
     elif error is not None and status == 400:
         message = error["message"]
         if error["code"] == "invalid_audio":
-            tally.check("http: an audio error names the uploaded file, not the server's",
-                        message.startswith("uploaded file ") and "runtime-serve-" not in message,
-                        message)
+            tally.check(
+                "http: an audio error names the uploaded file, not the server's",
+                message.startswith("uploaded file ") and "runtime-serve-" not in message,
+                message,
+            )
         check_expectation(tally, "http", case, None, message)
     else:  # 503 after every retry: still the documented answer to a full queue
-        tally.check("http: an upload is answered 200, 400, 413 (over the limit) or 503",
-                    status == 503 or (status == 413 and len(case.data) > limit_bytes),
-                    f"{case.name!r}: {status}")
+        tally.check(
+            "http: an upload is answered 200, 400, 413 (over the limit) or 503",
+            status == 503 or (status == 413 and len(case.data) > limit_bytes),
+            f"{case.name!r}: {status}",
+        )
 
 
 # -- malformed bodies and broken framing -------------------------------------------------------
@@ -144,36 +169,115 @@ def malformed_requests(rng: np.random.Generator, audio: bytes, count: int) -> li
     body, ctype = form([("file", audio, "a.flac"), ("model", "whisper-1", None)])
     b = "fuzz-boundary-41c7"
     fixed = [
-        RawRequest("no closing boundary", http_bytes(body[: body.rindex(b"--" + b.encode())], ctype)),
-        RawRequest("boundary not the declared one", http_bytes(body, "multipart/form-data; boundary=other")),
+        RawRequest(
+            "no closing boundary", http_bytes(body[: body.rindex(b"--" + b.encode())], ctype)
+        ),
+        RawRequest(
+            "boundary not the declared one", http_bytes(body, "multipart/form-data; boundary=other")
+        ),
         RawRequest("empty boundary", http_bytes(body, "multipart/form-data; boundary=")),
         RawRequest("LF instead of CRLF", http_bytes(body.replace(b"\r\n", b"\n"), ctype)),
-        RawRequest("two file parts", http_bytes(*form([("file", audio, "a.flac"), ("file", audio, "b.flac"),
-                                                       ("model", "whisper-1", None)]))),
-        RawRequest("NUL and invalid UTF-8 in the model", http_bytes(*form([
-            ("file", audio, "a.flac"), ("model", b"whis\x00per-\xff\xfe1", None)]))),
-        RawRequest("100 KB part header", http_bytes(body.replace(
-            b"Content-Type: application/octet-stream", b"X-Pad: " + b"x" * 100_000, 1), ctype)),
-        RawRequest("base64 transfer encoding", http_bytes(body.replace(
-            b"Content-Type: application/octet-stream", b"Content-Transfer-Encoding: base64", 1), ctype)),
-        RawRequest("quote in the file name", http_bytes(*form([
-            ("file", audio, 'a.flac"; name="model'), ("model", "whisper-1", None)]))),
-        RawRequest("newline in the file name", http_bytes(*form([
-            ("file", audio, "a\r\nX-Evil: 1\r\n.flac"), ("model", "whisper-1", None)]))),
-        RawRequest("nested multipart/mixed", http_bytes(body.replace(
-            b"Content-Type: application/octet-stream", b"Content-Type: multipart/mixed; boundary=in", 1), ctype)),
-        RawRequest("Content-Length over the body (client gives up)",
-                   http_bytes(body, ctype, length=len(body) + 5000), close_after_s=1.0),
+        RawRequest(
+            "two file parts",
+            http_bytes(
+                *form(
+                    [
+                        ("file", audio, "a.flac"),
+                        ("file", audio, "b.flac"),
+                        ("model", "whisper-1", None),
+                    ]
+                )
+            ),
+        ),
+        RawRequest(
+            "NUL and invalid UTF-8 in the model",
+            http_bytes(
+                *form([("file", audio, "a.flac"), ("model", b"whis\x00per-\xff\xfe1", None)])
+            ),
+        ),
+        RawRequest(
+            "100 KB part header",
+            http_bytes(
+                body.replace(
+                    b"Content-Type: application/octet-stream", b"X-Pad: " + b"x" * 100_000, 1
+                ),
+                ctype,
+            ),
+        ),
+        RawRequest(
+            "base64 transfer encoding",
+            http_bytes(
+                body.replace(
+                    b"Content-Type: application/octet-stream",
+                    b"Content-Transfer-Encoding: base64",
+                    1,
+                ),
+                ctype,
+            ),
+        ),
+        RawRequest(
+            "quote in the file name",
+            http_bytes(
+                *form([("file", audio, 'a.flac"; name="model'), ("model", "whisper-1", None)])
+            ),
+        ),
+        RawRequest(
+            "newline in the file name",
+            http_bytes(
+                *form([("file", audio, "a\r\nX-Evil: 1\r\n.flac"), ("model", "whisper-1", None)])
+            ),
+        ),
+        RawRequest(
+            "nested multipart/mixed",
+            http_bytes(
+                body.replace(
+                    b"Content-Type: application/octet-stream",
+                    b"Content-Type: multipart/mixed; boundary=in",
+                    1,
+                ),
+                ctype,
+            ),
+        ),
+        RawRequest(
+            "Content-Length over the body (client gives up)",
+            http_bytes(body, ctype, length=len(body) + 5000),
+            close_after_s=1.0,
+        ),
         RawRequest("Content-Length under the body", http_bytes(body, ctype, length=len(body) // 2)),
-        RawRequest("Content-Length not a number", http_bytes(body, ctype, {"Content-Length": "many"}), framing=True),
-        RawRequest("Content-Length and chunked", http_bytes(body, ctype, {"Transfer-Encoding": "chunked"}), framing=True),
-        RawRequest("bad chunk size", (f"POST {TRANSCRIBE} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
-                                      "Transfer-Encoding: chunked\r\n\r\nZZ\r\nxx\r\n0\r\n\r\n").encode(), framing=True),
-        RawRequest("not HTTP at all", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(300), framing=True),
+        RawRequest(
+            "Content-Length not a number",
+            http_bytes(body, ctype, {"Content-Length": "many"}),
+            framing=True,
+        ),
+        RawRequest(
+            "Content-Length and chunked",
+            http_bytes(body, ctype, {"Transfer-Encoding": "chunked"}),
+            framing=True,
+        ),
+        RawRequest(
+            "bad chunk size",
+            (
+                f"POST {TRANSCRIBE} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\nZZ\r\nxx\r\n0\r\n\r\n"
+            ).encode(),
+            framing=True,
+        ),
+        RawRequest(
+            "not HTTP at all",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(300),
+            framing=True,
+        ),
         RawRequest("request line only", b"POST / HTTP/1.1\r\n\r\n", framing=True),
-        RawRequest("64 KB header line", f"POST {TRANSCRIBE} HTTP/1.1\r\nX: {'y' * 65536}\r\n\r\n".encode(), framing=True),
-        RawRequest("headers, then silence (client gives up)", http_bytes(b"", ctype, length=len(body)),
-                   close_after_s=1.0),
+        RawRequest(
+            "64 KB header line",
+            f"POST {TRANSCRIBE} HTTP/1.1\r\nX: {'y' * 65536}\r\n\r\n".encode(),
+            framing=True,
+        ),
+        RawRequest(
+            "headers, then silence (client gives up)",
+            http_bytes(b"", ctype, length=len(body)),
+            close_after_s=1.0,
+        ),
     ]
     randoms = []
     for k in range(count):
@@ -188,7 +292,7 @@ def malformed_requests(rng: np.random.Generator, audio: bytes, count: int) -> li
         elif kind == "junk":
             data[i:i] = rng.integers(0, 256, int(rng.integers(1, 3000)), dtype=np.uint8).tobytes()
         else:
-            del data[i: i + int(rng.integers(1, 3000))]
+            del data[i : i + int(rng.integers(1, 3000))]
         randoms.append(RawRequest(f"multipart {kind} {k}", http_bytes(bytes(data), ctype)))
     return fixed + randoms
 
@@ -213,7 +317,7 @@ def check_clients(tally: Tally, server: LiveServer, audio: bytes, long_audio: by
     request = http_bytes(body, ctype)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:  # 2 KB every 10 ms
         for i in range(0, len(request), 2048):
-            sock.sendall(request[i: i + 2048])
+            sock.sendall(request[i : i + 2048])
             time.sleep(0.01)
         status, headers, answer = read_answer(sock, 120)
     tally.add(requests=1)
@@ -228,20 +332,27 @@ def check_clients(tally: Tally, server: LiveServer, audio: bytes, long_audio: by
         check_expectation(tally, "http", speech, json.loads(answer)["text"], None)
     long_body, long_type = form([("file", long_audio, "long.wav"), ("model", "whisper-1", None)])
     before = get_json(server.url + "/stats")["http"]["disconnects"]
-    vanishing = [http_bytes(body, ctype)[: len(request) // 3],  # mid-upload
-                 http_bytes(b"", ctype, length=len(body)),  # headers, no body
-                 http_bytes(long_body, long_type)]  # whole upload, gone while it is transcribed
+    vanishing = [
+        http_bytes(body, ctype)[: len(request) // 3],  # mid-upload
+        http_bytes(b"", ctype, length=len(body)),  # headers, no body
+        http_bytes(long_body, long_type),
+    ]  # whole upload, gone while it is transcribed
     for data in vanishing:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(data)
             time.sleep(0.5)
         tally.add(requests=1)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and get_json(server.url + "/stats")["http"]["disconnects"] < before + 3:
+    while (
+        time.monotonic() < deadline
+        and get_json(server.url + "/stats")["http"]["disconnects"] < before + 3
+    ):
         time.sleep(0.2)
-    tally.check("http: vanished clients are let go",
-                get_json(server.url + "/stats")["http"]["disconnects"] >= before + 3,
-                "disconnects not counted")
+    tally.check(
+        "http: vanished clients are let go",
+        get_json(server.url + "/stats")["http"]["disconnects"] >= before + 3,
+        "disconnects not counted",
+    )
 
 
 def check_flood(tally: Tally, server: LiveServer, case: Case, clients: int) -> None:
@@ -263,11 +374,20 @@ def check_server_after(tally: Tally, server: LiveServer, tmp_dir: Path) -> None:
     while time.monotonic() < deadline and get_json(server.url + "/stats")["http"]["in_flight"] > 1:
         time.sleep(0.2)
     stats = get_json(server.url + "/stats")["http"]
-    tally.check("http: the server stays healthy", get_json(server.url + "/health")["status"] == "ok", "")
-    tally.check("http: no 5xx but 503 and 504 counted", stats.get("errors_5xx", 0) == stats.get(
-        "by_status", {}).get("503", 0) + stats.get("by_status", {}).get("504", 0), json.dumps(stats))
+    tally.check(
+        "http: the server stays healthy", get_json(server.url + "/health")["status"] == "ok", ""
+    )
+    tally.check(
+        "http: no 5xx but 503 and 504 counted",
+        stats.get("errors_5xx", 0)
+        == stats.get("by_status", {}).get("503", 0) + stats.get("by_status", {}).get("504", 0),
+        json.dumps(stats),
+    )
     left = list(tmp_dir.glob("runtime-serve-*"))
     tally.check("http: no temporary upload left", not left, str(left))
     for line in server.log().splitlines():
-        tally.check("http: no traceback or Python warning in the server's log",
-                    python_error(line) is None, line[:200])
+        tally.check(
+            "http: no traceback or Python warning in the server's log",
+            python_error(line) is None,
+            line[:200],
+        )

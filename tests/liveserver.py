@@ -44,9 +44,13 @@ class LiveServer:
         self.log_path = log_path
         cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", str(self.port), *args]
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})},
-                                     preexec_fn=_default_sigint)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=_default_sigint,
+        )
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -78,8 +82,9 @@ class LiveServer:
         return self.proc.returncode
 
 
-def multipart(parts: list[tuple[str, bytes | str, str | None]],
-              boundary: str = "test-boundary-7MA4YWxk") -> tuple[bytes, str]:
+def multipart(
+    parts: list[tuple[str, bytes | str, str | None]], boundary: str = "test-boundary-7MA4YWxk"
+) -> tuple[bytes, str]:
     """(body, content type) for parts of (name, value, filename or None)."""
     out = bytearray()
     for name, value, filename in parts:
@@ -94,17 +99,23 @@ def multipart(parts: list[tuple[str, bytes | str, str | None]],
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
-def request(method: str, url: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 120,
-            chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
+def request(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 120,
+    chunked: bool = False,
+) -> tuple[int, dict[str, str], bytes]:
     """One HTTP request; (status, headers, body). ``chunked`` streams the body in 64 KiB pieces."""
     host, port, path = re.match(r"http://([^:/]+):(\d+)(.*)", url).groups()
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
         if chunked:
-            pieces = (body[i:i + 65536] for i in range(0, len(body or b""), 65536))
-            conn.request(method, path or "/", body=pieces, headers=headers or {},
-                         encode_chunked=True)
+            pieces = (body[i : i + 65536] for i in range(0, len(body or b""), 65536))
+            conn.request(
+                method, path or "/", body=pieces, headers=headers or {}, encode_chunked=True
+            )
         else:
             conn.request(method, path or "/", body=body, headers=headers or {})
         response = conn.getresponse()
@@ -113,8 +124,9 @@ def request(method: str, url: str, body: bytes | None = None,
         conn.close()
 
 
-def post_form(url: str, parts: list[tuple[str, bytes | str, str | None]],
-              api_key: str | None = None, **kwargs) -> tuple[int, dict[str, str], bytes]:
+def post_form(
+    url: str, parts: list[tuple[str, bytes | str, str | None]], api_key: str | None = None, **kwargs
+) -> tuple[int, dict[str, str], bytes]:
     body, content_type = multipart(parts)
     headers = {"Content-Type": content_type}
     if api_key:

@@ -22,12 +22,18 @@ def _sources():
 
 def test_no_import_cycles():
     """Also through imports inside functions, which hide cycles from a first reading."""
-    grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter (pip install "
-                                                 "import-linter)")
+    grimp = pytest.importorskip(
+        "grimp", reason="grimp comes with import-linter (pip install import-linter)"
+    )
     graph = grimp.build_graph("runtime", "backends")
-    cycles = sorted({tuple(sorted((a, b))) for a in graph.modules
-                     for b in graph.find_modules_directly_imported_by(a)
-                     if graph.chain_exists(importer=b, imported=a)})
+    cycles = sorted(
+        {
+            tuple(sorted((a, b)))
+            for a in graph.modules
+            for b in graph.find_modules_directly_imported_by(a)
+            if graph.chain_exists(importer=b, imported=a)
+        }
+    )
     assert cycles == []
 
 
@@ -52,16 +58,21 @@ def test_the_sdk_is_the_whole_plugin_surface():
         assert getattr(sdk, name) is not None
     plugin = (REPO / "tests/plugins/example_backend/example_backend/plugin.py").read_text()
     imports = {n.module for n in ast.walk(ast.parse(plugin)) if isinstance(n, ast.ImportFrom)}
-    assert {m for m in imports if m and m.startswith("runtime")} <= {"runtime.sdk",
-                                                                     "runtime.model.registry"}
+    assert {m for m in imports if m and m.startswith("runtime")} <= {
+        "runtime.sdk",
+        "runtime.model.registry",
+    }
 
 
 def test_plugins_written_for_the_earlier_layout_still_load():
     """runtime.writers and runtime.models moved; their old names remain, with a warning."""
-    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
-            "try:\n    import runtime.writers\nexcept DeprecationWarning as w:\n    print(w)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         check=True)
+    code = (
+        "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+        "try:\n    import runtime.writers\nexcept DeprecationWarning as w:\n    print(w)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
     assert "runtime.writers moved to runtime.output.writers" in out.stdout
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -76,9 +87,12 @@ def test_plugins_written_for_the_earlier_layout_still_load():
 def test_leaf_modules_import_nothing_heavy():
     """The log-mel, the audio constants and the decoding loop import no audio decoder, tokenizer
     library or ONNX package (graph export and plugins use them without those)."""
-    code = ("import sys; import runtime.audio.mel, runtime.audio.constants, runtime.decoding; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'av', 'soxr', 'tokenizers', 'onnx', 'onnxruntime'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         check=True)
+    code = (
+        "import sys; import runtime.audio.mel, runtime.audio.constants, runtime.decoding; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'av', 'soxr', 'tokenizers', 'onnx', 'onnxruntime'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
     assert out.stdout.strip() == "[]"

@@ -22,7 +22,9 @@ def sine(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.n
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def write_audio(path: Path, channels: np.ndarray, rate: int, codec: str, **stream_options: str) -> Path:
+def write_audio(
+    path: Path, channels: np.ndarray, rate: int, codec: str, **stream_options: str
+) -> Path:
     """Encode (channels, samples) float32 into `path` with PyAV; the container follows the suffix."""
     layout = {1: "mono", 2: "stereo"}[channels.shape[0]]
     with av.open(str(path), "w") as container:
@@ -30,7 +32,9 @@ def write_audio(path: Path, channels: np.ndarray, rate: int, codec: str, **strea
         stream.layout = layout
         if stream_options:
             stream.codec_context.options = stream_options
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(channels.T).reshape(1, -1), format="flt", layout=layout)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(channels.T).reshape(1, -1), format="flt", layout=layout
+        )
         frame.sample_rate = rate
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
@@ -121,7 +125,9 @@ def test_channels_are_averaged_not_picked(tmp_path: Path) -> None:
 def test_common_formats_decode(tmp_path: Path, suffix: str, codec: str, rate: int) -> None:
     path = write_audio(tmp_path / f"tone.{suffix}", sine(1000, 2.0, rate)[None], rate, codec)
     audio = load_audio(path)
-    assert len(audio) / SAMPLE_RATE == pytest.approx(2.0, abs=0.06)  # lossy codecs add priming/padding
+    assert len(audio) / SAMPLE_RATE == pytest.approx(
+        2.0, abs=0.06
+    )  # lossy codecs add priming/padding
     assert dominant_frequency(audio) == pytest.approx(1000, abs=2)
     assert audio_duration(path) == pytest.approx(2.0, abs=0.06)
 
@@ -142,13 +148,17 @@ def test_other_sample_rates_on_request(flac_4s: Path) -> None:
 def test_vbr_mp3_without_header_is_not_mistaken_for_truncated(tmp_path: Path) -> None:
     """With no Xing header FFmpeg guesses the duration from the first frames' bitrate."""
     rate = 44100
-    signal = np.concatenate([np.zeros(3 * rate), 0.3 * np.random.default_rng(0).standard_normal(3 * rate)])
+    signal = np.concatenate(
+        [np.zeros(3 * rate), 0.3 * np.random.default_rng(0).standard_normal(3 * rate)]
+    )
     path = tmp_path / "vbr.mp3"
     with av.open(str(path), "w", options={"write_xing": "0"}) as container:
         stream = container.add_stream("mp3", rate=rate)
         stream.layout = "mono"
         stream.codec_context.qscale = 4  # variable bitrate: silence is coded at the lowest rate
-        frame = av.AudioFrame.from_ndarray(signal.astype(np.float32)[None], format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            signal.astype(np.float32)[None], format="flt", layout="mono"
+        )
         frame.sample_rate = rate
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
@@ -157,7 +167,9 @@ def test_vbr_mp3_without_header_is_not_mistaken_for_truncated(tmp_path: Path) ->
     assert len(load_audio(path)) / SAMPLE_RATE == pytest.approx(6.0, abs=0.1)
 
 
-@pytest.mark.skipif(not (EVAL_DIR / "jfk.flac").exists(), reason=f"{EVAL_DIR / 'jfk.flac'} not present")
+@pytest.mark.skipif(
+    not (EVAL_DIR / "jfk.flac").exists(), reason=f"{EVAL_DIR / 'jfk.flac'} not present"
+)
 def test_real_recording_jfk() -> None:
     """44.1 kHz stereo 24-bit FLAC: resampled and downmixed to 11.0 s at 16 kHz."""
     audio = load_audio(EVAL_DIR / "jfk.flac")
@@ -221,7 +233,9 @@ def test_text_named_wav(tmp_path: Path) -> None:
 def test_video_without_audio(tmp_path: Path) -> None:
     path = tmp_path / "silent_film.mkv"
     path.write_bytes(video_only())
-    with pytest.raises(AudioError, match=r"silent_film\.mkv: contains no audio stream \(found: video\)"):
+    with pytest.raises(
+        AudioError, match=r"silent_film\.mkv: contains no audio stream \(found: video\)"
+    ):
         load_audio(path)
 
 
@@ -239,12 +253,19 @@ def test_truncated_flac(tmp_path: Path, flac_4s: Path, caplog: pytest.LogCapture
     data = flac_4s.read_bytes()
     cut = tmp_path / "cut.flac"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(AudioError, match=r"cut\.flac: truncated or corrupt: declared 4\.0 s, the data ends at \d\.\d s"):
+    with pytest.raises(
+        AudioError,
+        match=r"cut\.flac: truncated or corrupt: declared 4\.0 s, the data ends at \d\.\d s",
+    ):
         load_audio(cut)
-    with pytest.raises(AudioError, match="truncated"):  # the stream yields what it can, then says so
+    with pytest.raises(
+        AudioError, match="truncated"
+    ):  # the stream yields what it can, then says so
         for _ in iter_audio_blocks(cut, block_seconds=0.5):
             pass
-    assert not [r for r in caplog.records if r.name.startswith("libav")]  # FFmpeg's own log stays quiet
+    assert not [
+        r for r in caplog.records if r.name.startswith("libav")
+    ]  # FFmpeg's own log stays quiet
 
 
 def test_truncated_wav(tmp_path: Path) -> None:
@@ -252,7 +273,10 @@ def test_truncated_wav(tmp_path: Path) -> None:
     path = write_audio(tmp_path / "full.wav", sine(440, 3.0, 16000)[None], 16000, "pcm_s16le")
     cut = tmp_path / "cut.wav"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(AudioError, match=r"cut\.wav: truncated or corrupt: declared 3\.0 s, the data ends at 1\.5 s"):
+    with pytest.raises(
+        AudioError,
+        match=r"cut\.wav: truncated or corrupt: declared 3\.0 s, the data ends at 1\.5 s",
+    ):
         load_audio(cut)
 
 

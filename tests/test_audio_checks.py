@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.audio.decode import SAMPLE_RATE, iter_audio_blocks, load_audio
 from runtime.audio.checks import caf_declared_seconds, ogg_end_problem, parse_wav_header
+from runtime.audio.decode import SAMPLE_RATE, iter_audio_blocks, load_audio
 from runtime.errors import AudioError, TruncatedAudioError
 from tests.fuzz_audio import encode, wav_bytes
 
@@ -23,7 +23,9 @@ from tests.fuzz_audio import encode, wav_bytes
 def tone(seconds: float = 3.0, rate: int = SAMPLE_RATE) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     rng = np.random.default_rng(0)  # noise, so that lossless codecs do not squeeze it to nothing
-    return (0.5 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    return (0.5 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t))).astype(
+        np.float32
+    )
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -42,24 +44,40 @@ def test_unknown_wav_format_tag_is_an_audio_error_naming_the_tag(tmp_path):
     """Was AttributeError: 'AudioStream' object has no attribute 'bit_rate' (a 500 on the server)."""
     path = write(tmp_path, "tag.wav", wav_bytes(tone(), header={"tag": 0x1234}))
     for source in sources(path):
-        with pytest.raises(AudioError, match=r"WAV format tag 0x1234, which FFmpeg cannot decode; convert"):
+        with pytest.raises(
+            AudioError, match=r"WAV format tag 0x1234, which FFmpeg cannot decode; convert"
+        ):
             load_audio(source)
     with pytest.raises(AudioError, match=r"^.*tag\.wav: its audio is in WAV format tag 0x1234"):
         load_audio(path)
 
 
-@pytest.mark.parametrize(("lie", "says"), [
-    ({"bits": 7}, "declares 7 bits per sample in 1 channel(s), 1 byte(s) a frame, but frames of 2"),
-    ({"channels": 0}, "declares 0 channels"),
-    ({"channels": 3}, "declares 16 bits per sample in 3 channel(s), 6 byte(s) a frame, but frames of 2"),
-    ({"rate": 8000, "byte_rate": 32000}, "declares 32000 bytes per second, but 8000 Hz"),
-    ({"block_align": 4}, "declares 16 bits per sample in 1 channel(s), 2 byte(s) a frame, but frames of 4"),
-])
+@pytest.mark.parametrize(
+    ("lie", "says"),
+    [
+        (
+            {"bits": 7},
+            "declares 7 bits per sample in 1 channel(s), 1 byte(s) a frame, but frames of 2",
+        ),
+        ({"channels": 0}, "declares 0 channels"),
+        (
+            {"channels": 3},
+            "declares 16 bits per sample in 3 channel(s), 6 byte(s) a frame, but frames of 2",
+        ),
+        ({"rate": 8000, "byte_rate": 32000}, "declares 32000 bytes per second, but 8000 Hz"),
+        (
+            {"block_align": 4},
+            "declares 16 bits per sample in 1 channel(s), 2 byte(s) a frame, but frames of 4",
+        ),
+    ],
+)
 def test_a_wav_header_that_contradicts_itself_is_refused(tmp_path, lie, says):
     """7 bits per sample in 2-byte frames was read as 22 s of 8-bit noise: an empty success."""
     path = write(tmp_path, "lie.wav", wav_bytes(tone(), header=lie))
     for source in sources(path):
-        with pytest.raises(AudioError, match="the WAV header contradicts itself: it " + re.escape(says)):
+        with pytest.raises(
+            AudioError, match="the WAV header contradicts itself: it " + re.escape(says)
+        ):
             load_audio(source)
 
 
@@ -67,21 +85,35 @@ def test_consistent_odd_wav_headers_still_decode(tmp_path):
     """Not every odd header lies: 8-bit, float64, a 0 or 0xFFFFFFFF data size (a recording
     still being written) and a missing byte rate all decode."""
     x = tone(1.0)
-    for data in (wav_bytes(x, bits=8), wav_bytes(x, tag=3, bits=64),
-                 wav_bytes(x, header={"data_size": 0}), wav_bytes(x, header={"data_size": 0xFFFFFFFF}),
-                 wav_bytes(x, header={"byte_rate": 0})):
+    for data in (
+        wav_bytes(x, bits=8),
+        wav_bytes(x, tag=3, bits=64),
+        wav_bytes(x, header={"data_size": 0}),
+        wav_bytes(x, header={"data_size": 0xFFFFFFFF}),
+        wav_bytes(x, header={"byte_rate": 0}),
+    ):
         assert abs(len(load_audio(data)) - SAMPLE_RATE) <= 1
 
 
 def test_parse_wav_header_reads_fmt_and_data():
     header = parse_wav_header(wav_bytes(np.zeros(100), 22050, bits=16, channels=1))
-    assert (header.format_tag, header.channels, header.sample_rate, header.block_align,
-            header.bits_per_sample, header.data_size) == (1, 1, 22050, 2, 16, 200)
-    assert header.contradiction() is None and header.declared_seconds() == pytest.approx(100 / 22050)
+    assert (
+        header.format_tag,
+        header.channels,
+        header.sample_rate,
+        header.block_align,
+        header.bits_per_sample,
+        header.data_size,
+    ) == (1, 1, 22050, 2, 16, 200)
+    assert header.contradiction() is None and header.declared_seconds() == pytest.approx(
+        100 / 22050
+    )
     assert parse_wav_header(b"not a wav") is None
 
 
-@pytest.mark.parametrize(("fmt", "codec"), [("w64", "pcm_s16le"), ("caf", "pcm_s16le"), ("caf", "pcm_f32le")])
+@pytest.mark.parametrize(
+    ("fmt", "codec"), [("w64", "pcm_s16le"), ("caf", "pcm_s16le"), ("caf", "pcm_f32le")]
+)
 def test_w64_and_caf_cut_short_are_truncated_like_wav(fmt, codec):
     """FFmpeg clamps their declared length to the bytes present, as for WAV."""
     data = encode(tone(), SAMPLE_RATE, fmt, codec)
@@ -94,7 +126,9 @@ def test_w64_and_caf_cut_short_are_truncated_like_wav(fmt, codec):
 
 def test_a_sample_rate_under_1000_hz_is_refused():
     """A WAV "at 2 Hz" is hours of nothing from a few bytes: refused, not transcribed."""
-    with pytest.raises(AudioError, match="declares a sample rate of 2 Hz; no speech is recorded at under 1000 Hz"):
+    with pytest.raises(
+        AudioError, match="declares a sample rate of 2 Hz; no speech is recorded at under 1000 Hz"
+    ):
         load_audio(wav_bytes(tone(0.1), 2))
 
 
@@ -109,7 +143,9 @@ def test_non_finite_samples_in_a_file_are_refused_at_once(tmp_path, bad, at):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no RuntimeWarning from numpy either
-            with pytest.raises(AudioError, match=rf"contains NaN or infinite samples \(the first at {at} s\)"):
+            with pytest.raises(
+                AudioError, match=rf"contains NaN or infinite samples \(the first at {at} s\)"
+            ):
                 load_audio(source)
         assert time.perf_counter() - t0 < 2.0
 
@@ -193,7 +229,9 @@ def test_allow_truncated_transcribes_what_is_there_with_a_warning(caplog):
     assert 1.5 < len(out) / SAMPLE_RATE < 3.5
     np.testing.assert_array_equal(np.concatenate(blocks), out)
     assert "transcribing the first" in caplog.text and "truncated input allowed" in caplog.text
-    assert len(load_audio(data)) == pytest.approx(6 * SAMPLE_RATE, abs=SAMPLE_RATE // 10)  # whole: fine
+    assert len(load_audio(data)) == pytest.approx(
+        6 * SAMPLE_RATE, abs=SAMPLE_RATE // 10
+    )  # whole: fine
 
 
 def test_ogg_end_problem():
@@ -215,7 +253,9 @@ def test_a_file_that_declares_a_length_but_decodes_nothing_says_truncated():
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
     data = buffer.getvalue()
-    with pytest.raises(AudioError, match=r"truncated or corrupt: declared 3\.0 s, but not one sample decodes"):
+    with pytest.raises(
+        AudioError, match=r"truncated or corrupt: declared 3\.0 s, but not one sample decodes"
+    ):
         load_audio(data[: len(data) // 2])
 
 

@@ -35,16 +35,25 @@ def test_onnxruntime_absent_says_how_to_install(tmp_path: Path) -> None:
 
 def test_conflicting_onnxruntime_builds_are_named_with_the_fix(tmp_path: Path) -> None:
     fakehw.host(tmp_path)
-    fakehw.write(tmp_path, "/fake/onnxruntime.json", json.dumps({
-        "version": "1.24.1", "build": "onnxruntime-openvino",
-        "providers": ["OpenVINOExecutionProvider", "CPUExecutionProvider"],
-        "distributions": ["onnxruntime 1.32.0", "onnxruntime-openvino 1.24.1"]}))
+    fakehw.write(
+        tmp_path,
+        "/fake/onnxruntime.json",
+        json.dumps(
+            {
+                "version": "1.24.1",
+                "build": "onnxruntime-openvino",
+                "providers": ["OpenVINOExecutionProvider", "CPUExecutionProvider"],
+                "distributions": ["onnxruntime 1.32.0", "onnxruntime-openvino 1.24.1"],
+            }
+        ),
+    )
     details = probe_onnxruntime(tmp_path).details
     assert details["conflict"] is True
     why = details["conflict_reason"]
     assert "onnxruntime 1.32.0 and onnxruntime-openvino 1.24.1" in why
-    assert why.endswith("pip uninstall -y onnxruntime onnxruntime-openvino && "
-                        "pip install onnxruntime-openvino")
+    assert why.endswith(
+        "pip uninstall -y onnxruntime onnxruntime-openvino && pip install onnxruntime-openvino"
+    )
     assert conflict_reason(["onnxruntime 1.32.0"], "onnxruntime") is None
 
 
@@ -73,8 +82,11 @@ def test_the_plugins_register_their_probes() -> None:
 
 
 def test_listing_probes_imports_no_framework() -> None:
-    code = ("import sys; from runtime.plugins import Plugins; Plugins().probes(); "
-            "print(sorted({'onnxruntime', 'mlx'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=REPO)
+    code = (
+        "import sys; from runtime.plugins import Plugins; Plugins().probes(); "
+        "print(sorted({'onnxruntime', 'mlx'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
     assert out.stdout.strip() == "[]"

@@ -4,6 +4,7 @@ continuations, bounded blocks, streams and their prompts."""
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pytest
 
@@ -37,8 +38,9 @@ def _batched(rt, audio, caps=None, session=None, **batch_options):
     session = session or rt.session
     batch = BatchOptions(**batch_options)
     run = SourceRun(session, rt.tokenizer, TranscribeOptions(), batch, audio, "en")
-    run_to_completion(Scheduler(batch), BatchRunner(session, rt.tokenizer,
-                                                    caps or rt.capabilities, batch), run)
+    run_to_completion(
+        Scheduler(batch), BatchRunner(session, rt.tokenizer, caps or rt.capabilities, batch), run
+    )
     return run.ordered_segments()
 
 
@@ -100,8 +102,9 @@ def test_small_blocks_keep_every_word(cpu_runtime, speech_minute, batched_minute
     assert wer(reference, _text(small)) <= wer(reference, _text(big)) + 0.02
 
 
-@pytest.mark.parametrize("signal, chunking", [("silence", "vad"), ("silence", "fixed"),
-                                              ("noise", "vad")])
+@pytest.mark.parametrize(
+    "signal, chunking", [("silence", "vad"), ("silence", "fixed"), ("noise", "vad")]
+)
 def test_no_text_without_speech(cpu_runtime, signal, chunking):
     rng = np.random.default_rng(0)
     n = SR * 65
@@ -114,9 +117,15 @@ def test_unfinished_chunk_continues(cpu_runtime):
     ts = tok.special.timestamp_begin
     words = tok.encode(" hello")
     tokens = [ts, *words, ts + 250, ts + 250, *words, ts + 900, ts + 900, *words]
-    result = DecodingResult(tokens=tokens, text="hello hello hello", language="en",
-                            avg_logprob=-0.2, sum_logprob=-2.0, no_speech_prob=0.0,
-                            temperature=0.0)
+    result = DecodingResult(
+        tokens=tokens,
+        text="hello hello hello",
+        language="en",
+        avg_logprob=-0.2,
+        sum_logprob=-2.0,
+        no_speech_prob=0.0,
+        temperature=0.0,
+    )
     b = SourceRun(cpu_runtime.session, tok, TranscribeOptions(), BatchOptions(), source=None)
     cont, kept = b.collect(Window(mel=None, start_frame=500, n_frames=3000, offset_s=60.0), result)
     assert [(s.start, s.end) for s in b.segments] == [(65.0, 70.0), (70.0, 83.0)]
@@ -125,8 +134,15 @@ def test_unfinished_chunk_continues(cpu_runtime):
 
 
 def _fake_result() -> DecodingResult:
-    return DecodingResult(tokens=[], text="", language="en", avg_logprob=-0.1, sum_logprob=-0.1,
-                          no_speech_prob=0.0, temperature=0.0)
+    return DecodingResult(
+        tokens=[],
+        text="",
+        language="en",
+        avg_logprob=-0.1,
+        sum_logprob=-0.1,
+        no_speech_prob=0.0,
+        temperature=0.0,
+    )
 
 
 class ScriptedRun(SourceRun):
@@ -134,8 +150,9 @@ class ScriptedRun(SourceRun):
     decoded text is two tokens per window (100 + i, 200 + i)."""
 
     def __init__(self, rt, blocks, **batch):
-        super().__init__(rt.session, rt.tokenizer, TranscribeOptions(), BatchOptions(**batch),
-                         source=None)
+        super().__init__(
+            rt.session, rt.tokenizer, TranscribeOptions(), BatchOptions(**batch), source=None
+        )
         self._prepared_blocks = iter(blocks)
 
     def collect(self, window, result):
@@ -156,16 +173,21 @@ class ScriptedRunner:
 
 def _windows(*ids):
     """A block whose speech is the 30 s windows numbered ``ids`` (each a window of its own)."""
-    return Block(mel=None, offset_s=0.0, pieces=[(i * N_SAMPLES, (i + 1) * N_SAMPLES - 1)
-                                                 for i in ids], regions=[])
+    return Block(
+        mel=None,
+        offset_s=0.0,
+        pieces=[(i * N_SAMPLES, (i + 1) * N_SAMPLES - 1) for i in ids],
+        regions=[],
+    )
 
 
 def test_blocks_are_streams_that_carry_their_context(cpu_runtime):
     """Each block's chunks are a stream: B streams decode side by side, each chunk prompted with
     its stream's text so far; a stream opened after the one before it finished continues its
     text."""
-    run = ScriptedRun(cpu_runtime, [_windows(0, 1), _windows(2, 3), _windows(4)], batch_size=2,
-                      context_tokens=2)
+    run = ScriptedRun(
+        cpu_runtime, [_windows(0, 1), _windows(2, 3), _windows(4)], batch_size=2, context_tokens=2
+    )
     runner = ScriptedRunner()
     scheduler = Scheduler(BatchOptions(batch_size=2))
     scheduler.add(run)
@@ -175,7 +197,8 @@ def test_blocks_are_streams_that_carry_their_context(cpu_runtime):
     assert [[(f, p) for _, f, p in r] for r in runner.rounds] == [
         [(0, []), (2, [])],
         [(1, [100, 200]), (3, [102, 202])],
-        [(4, [103, 203])]]
+        [(4, [103, 203])],
+    ]
     assert finished == [run] and run.done
 
 
@@ -198,8 +221,12 @@ def test_stream_windows_resume_at_the_seek_and_merge_what_follows():
     """A window ends at the last silence within 30 s; after a seek the next window starts at
     the seek and takes in the speech that follows (no window for a remainder alone)."""
     sec = SR
-    block = Block(mel=None, offset_s=100.0, pieces=[(0, 20 * sec), (22 * sec, 40 * sec)],
-                  regions=[(0, 20 * sec), (22 * sec, 40 * sec)])
+    block = Block(
+        mel=None,
+        offset_s=100.0,
+        pieces=[(0, 20 * sec), (22 * sec, 40 * sec)],
+        regions=[(0, 20 * sec), (22 * sec, 40 * sec)],
+    )
     stream = Stream(block, history=[])
     first = stream.next_window()
     assert (first.start_frame, first.n_frames, first.start_s) == (0, 2000, 100.0)
@@ -215,27 +242,41 @@ def test_prompts_are_the_streams_own_text_in_a_few_lengths(cpu_runtime):
     """A row is prompted with its stream's last 223 tokens (Whisper's), or with fewer, in whole
     multiples of 32, while the stream has less text (all of it below 32 tokens, so a short
     initial prompt is kept): a function of the stream alone."""
-    run = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer, TranscribeOptions(),
-                    BatchOptions(), source=None)
+    run = SourceRun(
+        cpu_runtime.session, cpu_runtime.tokenizer, TranscribeOptions(), BatchOptions(), source=None
+    )
     history = list(range(1000, 1300))
     assert run.prompt(history) == history[-223:]
     assert run.prompt(history[:223]) == history[:223]
-    assert run.prompt(history[:222]) == history[222 - 192: 222]
+    assert run.prompt(history[:222]) == history[222 - 192 : 222]
     assert run.prompt(history[:70]) == history[6:70]
     assert run.prompt(history[:31]) == history[:31]  # below one step: all of it
     assert run.prompt([]) == []
-    glossary = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer,
-                         TranscribeOptions(initial_prompt="Glossary: pluggy, MLX"), BatchOptions(),
-                         source=None)
+    glossary = SourceRun(
+        cpu_runtime.session,
+        cpu_runtime.tokenizer,
+        TranscribeOptions(initial_prompt="Glossary: pluggy, MLX"),
+        BatchOptions(),
+        source=None,
+    )
     assert glossary.initial and glossary.prompt(list(glossary.initial)) == glossary.initial
-    long_prompt = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer,
-                            TranscribeOptions(initial_prompt="pluggy, MLX, ONNX Runtime " * 8),
-                            BatchOptions(), source=None)
+    long_prompt = SourceRun(
+        cpu_runtime.session,
+        cpu_runtime.tokenizer,
+        TranscribeOptions(initial_prompt="pluggy, MLX, ONNX Runtime " * 8),
+        BatchOptions(),
+        source=None,
+    )
     initial = list(long_prompt.initial)
     assert 32 < len(initial) < 223 and len(initial) % 32
     assert long_prompt.prompt(initial) == initial  # not cut to a multiple of 32
-    none = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer, TranscribeOptions(),
-                     BatchOptions(context_tokens=0), source=None)
+    none = SourceRun(
+        cpu_runtime.session,
+        cpu_runtime.tokenizer,
+        TranscribeOptions(),
+        BatchOptions(context_tokens=0),
+        source=None,
+    )
     assert none.prompt(history) == []
 
 
@@ -256,8 +297,12 @@ def test_a_rows_prompt_does_not_depend_on_its_batch(cpu_runtime, monkeypatch):
     run.options = dataclasses.replace(run.options, temperatures=(0.0,))
     prompts = [[1, 2, 3], [], [7, 8, 9], [10, 11, 12, 13]]
     rows = [Row(None, p, run, "en") for p in prompts]
-    runner = BatchRunner(cpu_runtime.session, cpu_runtime.tokenizer, cpu_runtime.capabilities,
-                         BatchOptions(batch_size=4))
+    runner = BatchRunner(
+        cpu_runtime.session,
+        cpu_runtime.tokenizer,
+        cpu_runtime.capabilities,
+        BatchOptions(batch_size=4),
+    )
     results = runner.decode(np.zeros((4, 1500, 384), np.float32), rows)
     assert len(results) == 4 and all(r is not None for r in results)
     assert sorted(calls) == [[[]], [[1, 2, 3], [7, 8, 9]], [[10, 11, 12, 13]]]

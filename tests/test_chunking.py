@@ -26,5 +26,8 @@ def test_long_region_split_at_least_likely_frame():
 
 
 def test_fixed_chunks():
-    assert fixed_chunks(65 * SR) == [Chunk(0, 30 * SR), Chunk(30 * SR, 60 * SR),
-                                    Chunk(60 * SR, 65 * SR)]
+    assert fixed_chunks(65 * SR) == [
+        Chunk(0, 30 * SR),
+        Chunk(30 * SR, 60 * SR),
+        Chunk(60 * SR, 65 * SR),
+    ]

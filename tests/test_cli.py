@@ -14,8 +14,12 @@ from tests.conftest import eval_file
 
 def test_console_script_prints_jfk():
     jfk = eval_file("jfk.flac")
-    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "transcribe", str(jfk)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "transcribe", str(jfk)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ask not what your country can do for you" in proc.stdout
     assert re.match(r"\[00:0\d\.\d{3} --> 00:\d\d\.\d{3}\] ", proc.stdout)
@@ -49,10 +53,13 @@ def test_output_files(tmp_path, capsys):
         assert "ask not" in (tmp_path / f"jfk.{ext}").read_text()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["transcribe", "x.wav", "--model", "no-such-model"], "no-such-model"),
-    (["transcribe", "x.wav", "--backend", "nope"], "unknown backend"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["transcribe", "x.wav", "--model", "no-such-model"], "no-such-model"),
+        (["transcribe", "x.wav", "--backend", "nope"], "unknown backend"),
+    ],
+)
 def test_bad_model_or_backend(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -71,8 +78,9 @@ def test_a_detected_language_is_reported_with_how_to_force_one(capsys):
     result = SimpleNamespace(segments=[], language="la", language_probability=0.6)
     _echo(args, several=False)(SimpleNamespace(source="talk.flac"), result)
     err = capsys.readouterr().err
-    assert err.strip() == ("talk.flac: detected language Latin (la, probability 0.60); "
-                           "--language sets it")
+    assert err.strip() == (
+        "talk.flac: detected language Latin (la, probability 0.60); --language sets it"
+    )
     given = SimpleNamespace(segments=[], language="en", language_probability=None)
     _echo(args, several=False)(SimpleNamespace(source="talk.flac"), given)
     assert capsys.readouterr().err == ""
@@ -89,29 +97,45 @@ def test_hostile_files_give_one_line_each_and_loud_floats_a_warning(tmp_path):
     nan = speech.copy()
     nan[50000:51000] = float("nan")
     ogg = encode(speech, 48000, "ogg", "libopus")
-    files = {"nan.wav": wav_bytes(nan, tag=3, bits=32),
-             "tag.wav": wav_bytes(speech, header={"tag": 0x1234}),
-             "bits7.wav": wav_bytes(speech, header={"bits": 7}),
-             "cut.ogg": ogg[: len(ogg) // 2],
-             "loud.wav": wav_bytes(speech * 1e6, tag=3, bits=32)}
+    files = {
+        "nan.wav": wav_bytes(nan, tag=3, bits=32),
+        "tag.wav": wav_bytes(speech, header={"tag": 0x1234}),
+        "bits7.wav": wav_bytes(speech, header={"bits": 7}),
+        "cut.ogg": ogg[: len(ogg) // 2],
+        "loud.wav": wav_bytes(speech * 1e6, tag=3, bits=32),
+    }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "transcribe", *files],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "transcribe", *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "ask not what your country can do for you" in proc.stdout.lower()
     assert "Traceback" not in proc.stderr and "Warning:" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert [e.split(":")[1].strip() for e in errors] == ["nan.wav", "tag.wav", "bits7.wav", "cut.ogg"]
+    assert [e.split(":")[1].strip() for e in errors] == [
+        "nan.wav",
+        "tag.wav",
+        "bits7.wav",
+        "cut.ogg",
+    ]
     assert "NaN or infinite samples (the first at 3.13 s)" in errors[0]
     assert "WAV format tag 0x1234" in errors[1] and "contradicts itself" in errors[2]
     assert "the data ends at 5.0 s" in errors[3] and "--allow-truncated" in errors[3]
     assert "loud.wav: float samples peak at" in proc.stderr  # the warning: stderr, not stdout
     assert "peak" not in proc.stdout
 
-    allowed = subprocess.run([sys.executable, "-m", "runtime.cli", "transcribe", "cut.ogg",
-                              "--allow-truncated"], capture_output=True, text=True, timeout=300,
-                             cwd=tmp_path)
+    allowed = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "transcribe", "cut.ogg", "--allow-truncated"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.stdout.lower().count("and so my fellow americans") == 1
     assert "transcribing the first 5.0 s" in allowed.stderr

@@ -30,9 +30,9 @@ import json
 import numpy as np
 import pytest
 
+from runtime.audio.mel import N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from runtime.backend import LoadOptions
 from runtime.decoding import DecodingOptions, decode
-from runtime.audio.mel import N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from tests.conftest import EVAL_DIR, FIXTURES
 
 EXTRA_PLUGINS = ("backends.mlx.plugin", "backends.onnx.plugin")
@@ -59,7 +59,9 @@ def _extra_plugins() -> tuple[list, dict[str, str]]:
         try:
             modules.append(importlib.import_module(name))
         except Exception as exc:  # a broken plugin is a skipped parameter, with its reason
-            broken[package.rsplit(".", 1)[1]] = f"{name} failed to import: {type(exc).__name__}: {exc}"
+            broken[package.rsplit(".", 1)[1]] = (
+                f"{name} failed to import: {type(exc).__name__}: {exc}"
+            )
     return modules, broken
 
 
@@ -69,8 +71,7 @@ def discover_backends() -> tuple[dict, dict[str, str]]:
 
     registered = Plugins().backends()
     modules, broken = _extra_plugins()
-    extra = [m for m in modules
-             if not {b.name for b in m.register_backends()} <= set(registered)]
+    extra = [m for m in modules if not {b.name for b in m.register_backends()} <= set(registered)]
     return (Plugins(extra=extra).backends() if extra else registered), broken
 
 
@@ -79,8 +80,11 @@ def _backend_params() -> list:
     params = []
     for name, backend in sorted(backends.items()):
         availability = backend.available()
-        marks = [] if availability else [pytest.mark.skip(
-            reason=f"backend {name} unavailable: {availability.reason}")]
+        marks = (
+            []
+            if availability
+            else [pytest.mark.skip(reason=f"backend {name} unavailable: {availability.reason}")]
+        )
         params.append(pytest.param(backend, id=name, marks=marks))
     for name, reason in sorted(broken.items()):
         params.append(pytest.param(None, id=name, marks=[pytest.mark.skip(reason=reason)]))
@@ -96,8 +100,14 @@ def _quantized_params() -> list:
         backend = p.values[0]
         for precision in QUANTIZED_WER_MARGIN:
             if backend is not None and precision in backend.capabilities.precisions:
-                params.append(pytest.param(backend, precision, id=f"{backend.name}-{precision}",
-                                           marks=[*p.marks, pytest.mark.slow]))
+                params.append(
+                    pytest.param(
+                        backend,
+                        precision,
+                        id=f"{backend.name}-{precision}",
+                        marks=[*p.marks, pytest.mark.slow],
+                    )
+                )
     return params
 
 
@@ -112,10 +122,23 @@ def speech() -> list[dict]:
     refs = {u.utt_id: u for u in load_librispeech()}
     refs["jfk"] = load_jfk()
     fixture = FIXTURES / "reference_tiny_en.json"
-    openai = ({u["utt_id"]: u["timestamps"]["tokens"]
-               for u in json.loads(fixture.read_text())["utterances"]} if fixture.exists() else {})
-    return [{"utt_id": u, "audio": decode_audio(refs[u].audio), "reference": refs[u].reference,
-                 "openai_tokens": openai.get(u)} for u in UTTERANCES]
+    openai = (
+        {
+            u["utt_id"]: u["timestamps"]["tokens"]
+            for u in json.loads(fixture.read_text())["utterances"]
+        }
+        if fixture.exists()
+        else {}
+    )
+    return [
+        {
+            "utt_id": u,
+            "audio": decode_audio(refs[u].audio),
+            "reference": refs[u].reference,
+            "openai_tokens": openai.get(u),
+        }
+        for u in UTTERANCES
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +170,12 @@ def cpu_reference(sessions, mels, tiny_tokenizer) -> dict:
     session = sessions(CpuBackend())
     features = session.encode(mels)
     results = decode(session, features, tiny_tokenizer, GREEDY)
-    return {"session": session, "features": features, "tokens": [r.tokens for r in results],
-                "texts": [r.text for r in results]}
+    return {
+        "session": session,
+        "features": features,
+        "tokens": [r.tokens for r in results],
+        "texts": [r.text for r in results],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +241,9 @@ def test_logits_match_cpu(backend, sessions, cpu_reference, tiny_tokenizer):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_greedy_tokens_match_cpu_and_openai(backend, sessions, encoded, cpu_reference, speech,
-                                            tiny_tokenizer):
+def test_greedy_tokens_match_cpu_and_openai(
+    backend, sessions, encoded, cpu_reference, speech, tiny_tokenizer
+):
     results = decode(sessions(backend), encoded(backend), tiny_tokenizer, GREEDY)
     tokens = [r.tokens for r in results]
     assert tokens == cpu_reference["tokens"][:ENCODED]
@@ -233,8 +261,9 @@ def test_batch_of_12_matches_rows(backend, sessions, cpu_reference, speech, tiny
     rows = [i % n if (i // n) % 2 == 0 else n - 1 - i % n for i in range(12)]  # 0123 3210 0123
     features = cpu_reference["features"]
     batched = [r.tokens for r in decode(session, features[rows], tiny_tokenizer, GREEDY)]
-    alone = [decode(session, features[i: i + 1], tiny_tokenizer, GREEDY)[0].tokens
-             for i in range(n)]
+    alone = [
+        decode(session, features[i : i + 1], tiny_tokenizer, GREEDY)[0].tokens for i in range(n)
+    ]
     assert len(batched) == 12
     for row, window in enumerate(rows):
         assert batched[row] == alone[window], f"row {row} ({speech[window]['utt_id']})"
@@ -243,17 +272,20 @@ def test_batch_of_12_matches_rows(backend, sessions, cpu_reference, speech, tiny
 
 
 @pytest.mark.parametrize("backend,precision", _quantized_params())
-def test_quantized_wer_within_margin(backend, precision, sessions, encoded, cpu_reference,
-                                     speech, tiny_tokenizer):
+def test_quantized_wer_within_margin(
+    backend, precision, sessions, encoded, cpu_reference, speech, tiny_tokenizer
+):
     from tools.eval_common import wer
 
-    results = decode(sessions(backend, precision), encoded(backend, precision), tiny_tokenizer,
-                     GREEDY)
+    results = decode(
+        sessions(backend, precision), encoded(backend, precision), tiny_tokenizer, GREEDY
+    )
     refs = [s["reference"] for s in speech[:ENCODED]]
     baseline = wer(refs, cpu_reference["texts"][:ENCODED])
     got = wer(refs, [r.text for r in results])
     assert got <= baseline + QUANTIZED_WER_MARGIN[precision], (
-        f"{precision} WER {got:.3f} vs fp32 {baseline:.3f}: {[r.text for r in results]}")
+        f"{precision} WER {got:.3f} vs fp32 {baseline:.3f}: {[r.text for r in results]}"
+    )
 
 
 # -- word timestamps ------------------------------------------------------------------------------
@@ -263,11 +295,13 @@ WORD_TIME_ATOL = 0.04  # seconds: two encoder frames; the same scores give the s
 def _word_timings(session, features, tokenizer, speech, token_lists) -> list[list]:
     from runtime.words import AlignRequest, alignment_heads, find_alignments
 
-    requests = [AlignRequest(tuple(t for t in toks if t < tokenizer.special.eot),
-                             min(len(s["audio"]) // 160, 3000))
-                for s, toks in zip(speech, token_lists)]
-    return find_alignments(session, tokenizer, features, requests,
-                           alignment_heads(session.model))
+    requests = [
+        AlignRequest(
+            tuple(t for t in toks if t < tokenizer.special.eot), min(len(s["audio"]) // 160, 3000)
+        )
+        for s, toks in zip(speech, token_lists)
+    ]
+    return find_alignments(session, tokenizer, features, requests, alignment_heads(session.model))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -285,5 +319,6 @@ def test_word_timestamps_match_cpu(backend, sessions, cpu_reference, speech, tin
         starts = np.array([[a.start, b.start, a.end, b.end] for a, b in zip(row_got, row_want)])
         assert np.abs(starts[:, 0] - starts[:, 1]).max() <= WORD_TIME_ATOL, s["utt_id"]
         assert np.abs(starts[:, 2] - starts[:, 3]).max() <= WORD_TIME_ATOL, s["utt_id"]
-        np.testing.assert_allclose([w.probability for w in row_got],
-                                   [w.probability for w in row_want], atol=0.02)
+        np.testing.assert_allclose(
+            [w.probability for w in row_got], [w.probability for w in row_want], atol=0.02
+        )

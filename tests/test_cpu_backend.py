@@ -7,7 +7,6 @@ import pytest
 
 from backends.cpu import CpuBackend
 from backends.cpu.model import NumpyWhisper
-from runtime.backend import LoadOptions
 
 
 def test_conv_matches_direct_definition():
@@ -19,8 +18,13 @@ def test_conv_matches_direct_definition():
         got = NumpyWhisper._conv(x, w.reshape(4, -1).T, b, stride)
         padded = np.pad(x, ((0, 0), (0, 0), (1, 1)))
         t_out = (9 - 1) // stride + 1
-        want = np.stack([np.einsum("bik,oik->bo", padded[:, :, t * stride: t * stride + 3], w) + b
-                         for t in range(t_out)], axis=1)
+        want = np.stack(
+            [
+                np.einsum("bik,oik->bo", padded[:, :, t * stride : t * stride + 3], w) + b
+                for t in range(t_out)
+            ],
+            axis=1,
+        )
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
@@ -34,7 +38,7 @@ def test_batched_encoder_equals_rows(cpu_session, mel_pair):
     both = cpu_session.encode(mel_pair)
     assert both.shape == (2, 1500, 384) and both.dtype == np.float32
     for i in range(2):
-        np.testing.assert_allclose(both[i], cpu_session.encode(mel_pair[i:i + 1])[0], atol=1e-5)
+        np.testing.assert_allclose(both[i], cpu_session.encode(mel_pair[i : i + 1])[0], atol=1e-5)
 
 
 def test_kv_cache_steps_equal_one_pass(cpu_session, mel_pair, tiny_tokenizer):
@@ -42,7 +46,7 @@ def test_kv_cache_steps_equal_one_pass(cpu_session, mel_pair, tiny_tokenizer):
     tokens = np.array([[tiny_tokenizer.special.sot] + tiny_tokenizer.encode(" ask not what")] * 2)
     full = cpu_session.decoder(features).logits(tokens, positions=tuple(range(tokens.shape[1])))
     state = cpu_session.decoder(features)
-    steps = [state.logits(tokens[:, i:i + 1])[:, 0] for i in range(tokens.shape[1])]
+    steps = [state.logits(tokens[:, i : i + 1])[:, 0] for i in range(tokens.shape[1])]
     np.testing.assert_allclose(np.stack(steps, 1), full, atol=2e-3, rtol=1e-4)
 
 

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from runtime.decoding import DecodingOptions, decode
-from runtime.decoding.filters import (ApplyTimestampRules, SuppressBlank, log_softmax, logsumexp,
-                                      suppress_list)
+from runtime.decoding.filters import (
+    ApplyTimestampRules,
+    SuppressBlank,
+    log_softmax,
+    logsumexp,
+    suppress_list,
+)
 from runtime.decoding.strategies import rank, sample_tokens
 
 NEG = -np.inf
@@ -60,7 +65,7 @@ def test_greedy_batch_shrinks_and_matches_single_rows(tiny_model, tiny_tokenizer
     # the batch shrank as rows finished: 3 rows, then 2, then 1
     assert session.calls[0] == 3 and session.calls[-1] == 1 and 2 in session.calls
     for w in range(3):
-        alone = decode(ToySession(tiny_model, table[w:w + 1]), np.arange(1), tiny_tokenizer, opts)
+        alone = decode(ToySession(tiny_model, table[w : w + 1]), np.arange(1), tiny_tokenizer, opts)
         assert batched[w].tokens == alone[0].tokens
         assert len(batched[w].tokens) == lengths[w]
         assert batched[w].avg_logprob == pytest.approx(alone[0].avg_logprob)
@@ -94,10 +99,15 @@ def test_beam_search_beats_greedy_trap(tiny_model, tiny_tokenizer):
             return TrapState(self.table, np.asarray(features), self.calls)
 
     opts = dict(without_timestamps=True, suppress_blank=False, suppress_tokens=())
-    greedy = decode(TrapSession(tiny_model, table), np.arange(1), tiny_tokenizer,
-                    DecodingOptions(**opts))[0]
-    beam = decode(TrapSession(tiny_model, table), np.arange(1), tiny_tokenizer,
-                  DecodingOptions(beam_size=3, **opts))[0]
+    greedy = decode(
+        TrapSession(tiny_model, table), np.arange(1), tiny_tokenizer, DecodingOptions(**opts)
+    )[0]
+    beam = decode(
+        TrapSession(tiny_model, table),
+        np.arange(1),
+        tiny_tokenizer,
+        DecodingOptions(beam_size=3, **opts),
+    )[0]
     assert greedy.tokens[0] == a
     assert beam.tokens == [b]
     assert beam.sum_logprob > greedy.sum_logprob
@@ -124,7 +134,7 @@ def test_timestamp_rules(tiny_tokenizer):
     assert np.all(np.isinf(after_pair[0, ts:]))
     # after text, timestamps may not go back before the last one
     after_text = rules.apply(logits, np.array([[1, ts + 10, 300]]))
-    assert np.all(np.isinf(after_text[0, ts: ts + 11])) and np.isfinite(after_text[0, ts + 11])
+    assert np.all(np.isinf(after_text[0, ts : ts + 11])) and np.isfinite(after_text[0, ts + 11])
 
 
 def test_timestamp_mass_rule(tiny_tokenizer):
@@ -132,7 +142,7 @@ def test_timestamp_mass_rule(tiny_tokenizer):
     rules = ApplyTimestampRules(tiny_tokenizer, sample_begin=1, max_initial_timestamp_index=None)
     logits = np.full((1, ts + 1501), -10.0, np.float32)
     logits[0, 300] = 0.0  # the single best token is text...
-    logits[0, ts + 100: ts + 200] = -1.0  # ...but timestamps together are likelier
+    logits[0, ts + 100 : ts + 200] = -1.0  # ...but timestamps together are likelier
     out = rules.apply(logits, np.array([[1, ts, 300]]))
     assert np.isinf(out[0, 300]) and np.isfinite(out[0, ts + 150])
 
@@ -194,9 +204,17 @@ def test_log_softmax_keeps_minus_inf():
     assert np.isneginf(out[0, 1]) and out[0, 0] == pytest.approx(np.log(0.5))
 
 
-@pytest.mark.parametrize("bad", [
-    dict(task="summarize"), dict(beam_size=5, best_of=5), dict(best_of=3),
-    dict(patience=2.0), dict(length_penalty=2.0), dict(temperature=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(task="summarize"),
+        dict(beam_size=5, best_of=5),
+        dict(best_of=3),
+        dict(patience=2.0),
+        dict(length_penalty=2.0),
+        dict(temperature=-1),
+    ],
+)
 def test_options_reject_bad_combinations(bad):
     with pytest.raises(ValueError):
         DecodingOptions(**bad)

@@ -10,12 +10,12 @@ import sys
 import pytest
 
 from runtime.cli import main
-from runtime.errors import ProfileError
-from runtime.hardware import run_probes
-from runtime.plugins import Plugins
 from runtime.config.profiles import builtin_profiles_dir, load_profiles
 from runtime.config.selection import select_profile
 from runtime.config.settings import Settings
+from runtime.errors import ProfileError
+from runtime.hardware import run_probes
+from runtime.plugins import Plugins
 from tests import fakehw
 
 
@@ -33,11 +33,17 @@ def test_this_machine_chooses_cpu_with_reasons(capsys):
     assert "Chosen: cpu" in text and "xdna2" in text and "no: " in text
 
 
-@pytest.mark.parametrize("build, profile", [
-    (fakehw.strix_laptop, "xdna2"), (fakehw.krackan_laptop, "xdna2"),
-    (fakehw.phoenix_laptop, "xdna"), (fakehw.lunar_lake_laptop, "intel-npu"),
-    (fakehw.apple_m3, "apple-silicon"), (fakehw.nvidia_server, "nvidia"),
-])
+@pytest.mark.parametrize(
+    "build, profile",
+    [
+        (fakehw.strix_laptop, "xdna2"),
+        (fakehw.krackan_laptop, "xdna2"),
+        (fakehw.phoenix_laptop, "xdna"),
+        (fakehw.lunar_lake_laptop, "intel-npu"),
+        (fakehw.apple_m3, "apple-silicon"),
+        (fakehw.nvidia_server, "nvidia"),
+    ],
+)
 def test_faked_machines_through_the_runtime_stack(tmp_path, build, profile):
     """The same path `runtime detect` takes: plugin probes, builtin profiles, selection."""
     from backends.mlx import plugin as mlx_plugin
@@ -91,8 +97,16 @@ def test_cli_profile_fallback_line_and_strict(capsys, tmp_path):
 def test_profiles_command(capsys):
     assert main(["profiles"]) == 0
     listing = capsys.readouterr().out
-    for name in ("cpu", "numpy", "xdna", "xdna2", "intel-npu", "qualcomm-npu", "nvidia",
-                 "apple-silicon"):
+    for name in (
+        "cpu",
+        "numpy",
+        "xdna",
+        "xdna2",
+        "intel-npu",
+        "qualcomm-npu",
+        "nvidia",
+        "apple-silicon",
+    ):
         assert name in listing
     assert main(["profiles", "xdna2"]) == 0
     assert "VitisAIExecutionProvider" in capsys.readouterr().out
@@ -115,8 +129,13 @@ def test_settings_from_env_and_toml(tmp_path, monkeypatch):
 def test_detect_json_from_a_faked_root_in_a_subprocess(tmp_path):
     fakehw.strix_laptop(tmp_path)
     env = {**os.environ, "RUNTIME_HARDWARE_ROOT": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "detect", "--json"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "detect", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     data = json.loads(proc.stdout)
     assert data["hardware"]["amd_npu"]["details"]["generation"] == "xdna2"
     assert data["profiles"]["xdna2"]["matches"] or "onnx" in data["profiles"]["xdna2"]["reason"]

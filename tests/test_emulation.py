@@ -23,11 +23,11 @@ import pytest
 
 from backends.mlx import plugin as mlx_plugin
 from backends.onnx import plugin as onnx_plugin
+from runtime.config.profiles import builtin_profiles_dir, load_profiles
+from runtime.config.selection import select_profile
 from runtime.errors import ProfileError
 from runtime.hardware import run_probes
 from runtime.plugins import Plugins
-from runtime.config.profiles import builtin_profiles_dir, load_profiles
-from runtime.config.selection import select_profile
 from tests import fakehw
 from tests.conftest import REPO, eval_file
 
@@ -94,8 +94,11 @@ def test_emulate_without_the_software_falls_back_or_fails_strictly(tmp_path: Pat
     assert "cannot be emulated here: no QNN execution provider" in sel.fallback_note
     with pytest.raises(ProfileError, match="intel-npu cannot be emulated here.*--strict"):
         select_profile(profiles, report, BACKENDS, "intel-npu", strict=True, emulate=True)
-    with pytest.raises(ProfileError, match="cpu cannot be emulated here: it has no "
-                                           r"\[emulation\] section"):
+    with pytest.raises(
+        ProfileError,
+        match="cpu cannot be emulated here: it has no "
+        r"\[emulation\] section",
+    ):
         select_profile(profiles, report, BACKENDS, "cpu", strict=True, emulate=True)
     with pytest.raises(ProfileError, match="--emulate needs --profile NAME"):
         select_profile(profiles, report, BACKENDS, "auto", emulate=True)
@@ -133,30 +136,38 @@ def failing_accelerator(monkeypatch):
     monkeypatch.setattr(sessions, "_new_session", new_session)
 
 
-def test_a_provider_that_fails_to_start_is_one_warning_line(tiny_model, failing_accelerator,
-                                                            caplog, capfd) -> None:
+def test_a_provider_that_fails_to_start_is_one_warning_line(
+    tiny_model, failing_accelerator, caplog, capfd
+) -> None:
     from backends.onnx.export import cache_root, ensure_graph, model_folder
     from backends.onnx.options import GraphOptions
     from backends.onnx.sessions import OpenRequest, open_graph
     from runtime.errors import BackendUnavailableError
 
-    path, manifest = ensure_graph(tiny_model, "cross_kv", "fp32", None,
-                                  model_folder(cache_root(), tiny_model))
-    spec = GraphOptions(providers=[{"name": "AzureExecutionProvider"},
-                                   {"name": "CPUExecutionProvider"}],
-                        session_config={"session.disable_cpu_ep_fallback": "1"})
+    path, manifest = ensure_graph(
+        tiny_model, "cross_kv", "fp32", None, model_folder(cache_root(), tiny_model)
+    )
+    spec = GraphOptions(
+        providers=[{"name": "AzureExecutionProvider"}, {"name": "CPUExecutionProvider"}],
+        session_config={"session.disable_cpu_ep_fallback": "1"},
+    )
     with caplog.at_level(logging.WARNING, logger="backends.onnx.sessions"):
         graph = open_graph(path.parent / manifest.file, manifest, "cross_kv", spec)
     assert graph.session.get_providers() == ["CPUExecutionProvider"]  # retried without the entry
     [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
     line = record.getMessage()
-    assert line == ("AzureExecutionProvider failed to start (EP_FAIL: the NPU said no (detail)); "
-                    "cross_kv on CPUExecutionProvider (28/28 nodes)")
+    assert line == (
+        "AzureExecutionProvider failed to start (EP_FAIL: the NPU said no (detail)); "
+        "cross_kv on CPUExecutionProvider (28/28 nodes)"
+    )
     assert capfd.readouterr().out == ""  # ONNX Runtime's own fallback banner is off
-    with pytest.raises(BackendUnavailableError, match="could not start AzureExecutionProvider "
-                                                      "with strict placement"):
-        open_graph(path.parent / manifest.file, manifest, "cross_kv", spec,
-                   OpenRequest(strict=True))
+    with pytest.raises(
+        BackendUnavailableError,
+        match="could not start AzureExecutionProvider with strict placement",
+    ):
+        open_graph(
+            path.parent / manifest.file, manifest, "cross_kv", spec, OpenRequest(strict=True)
+        )
 
 
 def test_ort_errors_are_cut_to_the_eps_own_words() -> None:
@@ -167,41 +178,55 @@ def test_ort_errors_are_cut_to_the_eps_own_words() -> None:
         "ep_plugin_provider_interfaces.cc:393 virtual std::unique_ptr<X> onnxruntime::"
         "PluginExecutionProviderFactory::CreateProvider(const OrtSessionOptions&, const "
         "OrtLogger&) [ONNXRuntimeError] : 1 : FAIL : FP16 precision mode is enabled but "
-        "soc_model is not specified.\n")
-    assert ep_error(nested) == "FAIL: FP16 precision mode is enabled but soc_model is not specified."
+        "soc_model is not specified.\n"
+    )
+    assert (
+        ep_error(nested) == "FAIL: FP16 precision mode is enabled but soc_model is not specified."
+    )
     assert ep_error(ValueError("plain words")) == "plain words"
 
 
 def test_native_stdout_goes_to_the_log() -> None:
     """What a vendor library prints on file descriptor 1 never reaches stdout (the transcript)."""
-    code = ("import logging, os; logging.basicConfig(level=logging.INFO); "
-            "from backends.onnx.eps import native_stdout_to_log\n"
-            "with native_stdout_to_log():\n    os.write(1, b'# LIBNATIVE: banner\\n')\n"
-            "print('transcript')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=REPO)
+    code = (
+        "import logging, os; logging.basicConfig(level=logging.INFO); "
+        "from backends.onnx.eps import native_stdout_to_log\n"
+        "with native_stdout_to_log():\n    os.write(1, b'# LIBNATIVE: banner\\n')\n"
+        "print('transcript')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
     assert out.stdout == "transcript\n"
     assert "native output: # LIBNATIVE: banner" in out.stderr
 
 
 # --- the vendor stacks for real (.ci/run's QNN and OpenVINO environments) ---------------------
 
-needs_qnn = pytest.mark.skipif(not _has_provider("QNNExecutionProvider"),
-                               reason="onnxruntime-qnn is not installed (.ci/run runs this in "
-                                      "its QNN environment: pip install '.[qnn,test]')")
+needs_qnn = pytest.mark.skipif(
+    not _has_provider("QNNExecutionProvider"),
+    reason="onnxruntime-qnn is not installed (.ci/run runs this in "
+    "its QNN environment: pip install '.[qnn,test]')",
+)
 needs_openvino = pytest.mark.skipif(
     not _has_provider("OpenVINOExecutionProvider"),
     reason="the OpenVINO EP is not installed (.ci/run runs this in its OpenVINO environment: "
-           "pip install onnxruntime-openvino '.[test]')")
+    "pip install onnxruntime-openvino '.[test]')",
+)
 
 
 def _transcribe(*args: str, profile_dir: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTIME_")}
     if profile_dir is not None:
         env["RUNTIME_PROFILE_DIRS"] = json.dumps([str(profile_dir)])
-    return subprocess.run([sys.executable, "-m", "runtime.cli", "transcribe",
-                           str(eval_file("jfk.flac")), *args],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "transcribe", str(eval_file("jfk.flac")), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
 
 
 def _one_line_warnings(stderr: str) -> list[str]:
@@ -218,8 +243,10 @@ def test_qualcomm_npu_on_the_htp_simulator() -> None:
     assert JFK in done.stdout.lower()
     assert all(line.startswith("[") for line in done.stdout.splitlines()), done.stdout
     assert "note: emulating qualcomm-npu" in done.stderr
-    assert ("encoder: QNNExecutionProvider on HTP (soc_model 60, V73): 150/150 ONNX nodes "
-            "(QNN op trace)") in done.stderr
+    assert (
+        "encoder: QNNExecutionProvider on HTP (soc_model 60, V73): 150/150 ONNX nodes "
+        "(QNN op trace)"
+    ) in done.stderr
     assert "LIBNATIVE" not in done.stdout and "EP Error" not in done.stdout + done.stderr
 
 
@@ -236,9 +263,15 @@ def _variant(tmp_path: Path, source: str, name: str, edit) -> Path:
 def test_qnn_that_fails_to_start_is_one_line_and_strict_exits_2(tmp_path: Path) -> None:
     # the FP16 flag without soc_model: the QNN EP refuses to start (measured: "FP16 precision
     # mode is enabled but soc_model is not specified")
-    profiles = _variant(tmp_path, "qualcomm-npu", "qnn-broken", lambda t: t.replace(
-        'options = { soc_model = "60", htp_arch = "73" }',
-        'options = { enable_htp_fp16_precision = "1" }'))
+    profiles = _variant(
+        tmp_path,
+        "qualcomm-npu",
+        "qnn-broken",
+        lambda t: t.replace(
+            'options = { soc_model = "60", htp_arch = "73" }',
+            'options = { enable_htp_fp16_precision = "1" }',
+        ),
+    )
     done = _transcribe("--profile", "qnn-broken", "--emulate", profile_dir=profiles)
     assert done.returncode == 0, done.stderr
     assert JFK in done.stdout.lower() and "EP Error" not in done.stdout
@@ -260,8 +293,10 @@ def test_intel_npu_on_openvinos_cpu_device() -> None:
     assert JFK in done.stdout.lower()
     assert all(line.startswith("[") for line in done.stdout.splitlines()), done.stdout
     assert "note: emulating intel-npu" in done.stderr
-    assert ("encoder: OpenVINOExecutionProvider on CPU: 1 compiled partition (OpenVINO "
-            "device_type; no fallback to its CPU plugin)") in done.stderr
+    assert (
+        "encoder: OpenVINOExecutionProvider on CPU: 1 compiled partition (OpenVINO "
+        "device_type; no fallback to its CPU plugin)"
+    ) in done.stderr
 
 
 @pytest.mark.emulated
@@ -269,8 +304,12 @@ def test_intel_npu_on_openvinos_cpu_device() -> None:
 def test_openvino_npu_missing_is_one_line_and_strict_exits_2(tmp_path: Path) -> None:
     """The intel-npu profile as on an NPU machine, on a machine without one: OpenVINO cannot
     compile for the NPU, and with its CPU fallback off that is an error we report."""
-    profiles = _variant(tmp_path, "intel-npu", "npu-here", lambda t: t.replace(
-        '[[match]]\nprobe = "intel_npu"\nlabel = "Intel NPU"\n', ""))
+    profiles = _variant(
+        tmp_path,
+        "intel-npu",
+        "npu-here",
+        lambda t: t.replace('[[match]]\nprobe = "intel_npu"\nlabel = "Intel NPU"\n', ""),
+    )
     done = _transcribe("--profile", "npu-here", profile_dir=profiles)
     assert done.returncode == 0, done.stderr
     assert JFK in done.stdout.lower() and "EP Error" not in done.stdout
@@ -295,8 +334,10 @@ def _encoder_options(name: str, emulate: bool = False) -> tuple[str, dict[str, s
     options = {k: v for k, v in profiles[name].backend_options.items() if k != "precision"}
     spec = OnnxOptions(**options).encoder
     provider = spec.providers[0].emulated() if emulate else spec.providers[0]
-    request = OpenRequest(cache_tag="TAG", variables=(
-        ("PROFILE_DIR", str(builtin_profiles_dir())), ("ONNX_CACHE", "/cache/onnx")))
+    request = OpenRequest(
+        cache_tag="TAG",
+        variables=(("PROFILE_DIR", str(builtin_profiles_dir())), ("ONNX_CACHE", "/cache/onnx")),
+    )
     warnings: list[str] = []
     built = _expanded(provider, request, warnings)
     assert warnings == []
@@ -311,7 +352,8 @@ def test_xdna2_gives_vitisai_exactly_the_documented_options(monkeypatch) -> None
         "config_file": f"{builtin_profiles_dir()}/vitisai/whisper_encoder_bf16.json",
         "cache_dir": "/home/u/.cache/whisper-runtime/vitisai",
         "cache_key": "whisper-encoder-TAG",
-        "enable_cache_file_io_in_mem": "0"}
+        "enable_cache_file_io_in_mem": "0",
+    }
     assert Path(options["config_file"]).is_file()
     assert spec.session_config == {} and spec.graph_optimization_level == "all"
 
@@ -328,8 +370,12 @@ def test_vitisai_report_file_is_named_while_the_session_is_created(monkeypatch) 
 def test_intel_npu_gives_openvino_exactly_the_documented_options() -> None:
     name, options, spec = _encoder_options("intel-npu")
     assert name == "OpenVINOExecutionProvider"
-    assert options == {"device_type": "NPU", "load_config": (
-        '{"NPU": {"CACHE_DIR": "/cache/onnx/openvino", "PERFORMANCE_HINT": "LATENCY"}}')}
+    assert options == {
+        "device_type": "NPU",
+        "load_config": (
+            '{"NPU": {"CACHE_DIR": "/cache/onnx/openvino", "PERFORMANCE_HINT": "LATENCY"}}'
+        ),
+    }
     assert json.loads(options["load_config"])["NPU"]["CACHE_DIR"] == "/cache/onnx/openvino"
     assert spec.session_config == {"session.disable_cpu_ep_fallback": "1"}
     assert spec.graph_optimization_level == "disable"
@@ -339,7 +385,11 @@ def test_intel_npu_gives_openvino_exactly_the_documented_options() -> None:
 def test_qualcomm_npu_gives_qnn_exactly_the_documented_options() -> None:
     name, options, _ = _encoder_options("qualcomm-npu")
     assert name == "QNNExecutionProvider"
-    assert options == {"backend_type": "htp", "htp_performance_mode": "high_performance",
-                       "enable_framework_op_trace": "1", "framework_op_trace_dir": "/work"}
+    assert options == {
+        "backend_type": "htp",
+        "htp_performance_mode": "high_performance",
+        "enable_framework_op_trace": "1",
+        "framework_op_trace_dir": "/work",
+    }
     emulated = _encoder_options("qualcomm-npu", emulate=True)[1]
     assert emulated["soc_model"] == "60" and emulated["htp_arch"] == "73"

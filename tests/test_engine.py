@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from runtime.pipeline.source import SourceRun
-from runtime.pipeline.engine import QueueFullError
 from runtime.errors import AudioError, RuntimeInputError
+from runtime.pipeline.engine import QueueFullError
+from runtime.pipeline.source import SourceRun
 from tests.conftest import EVAL_DIR
 from tools.eval_common import load_librispeech, wer
 
@@ -27,8 +27,7 @@ def one_by_one(cpu_runtime, utterances):
     return [cpu_runtime.transcribe(u.audio).text for u in utterances]
 
 
-def test_concurrent_inputs_share_batches_and_match_one_by_one(cpu_runtime, utterances,
-                                                              one_by_one):
+def test_concurrent_inputs_share_batches_and_match_one_by_one(cpu_runtime, utterances, one_by_one):
     with cpu_runtime.engine(batch_size=8, max_wait_s=1.0) as engine:
         futures = [engine.submit(u.audio) for u in utterances]
         texts = [f.result(timeout=300).text for f in futures]
@@ -53,9 +52,8 @@ def test_bad_input_fails_alone(cpu_runtime, utterances):
 
 
 def test_bad_options_raise_at_submit(cpu_runtime):
-    with cpu_runtime.engine() as engine:
-        with pytest.raises(RuntimeInputError, match="English-only"):
-            engine.submit(np.zeros(16000, np.float32), language="de")
+    with cpu_runtime.engine() as engine, pytest.raises(RuntimeInputError, match="English-only"):
+        engine.submit(np.zeros(16000, np.float32), language="de")
 
 
 def test_queue_limit_and_shutdown_finish_in_flight(cpu_runtime, utterances):
@@ -96,21 +94,20 @@ def test_without_cross_request_batching_one_input_at_a_time(cpu_runtime, utteran
         assert engine.stats()["mean_batch_size"] == 1.0  # each short input is one chunk
 
 
-def test_transcribe_many_yields_in_input_order_with_errors(cpu_runtime, utterances,
-                                                           one_by_one):
+def test_transcribe_many_yields_in_input_order_with_errors(cpu_runtime, utterances, one_by_one):
     inputs = [utterances[0].audio, b"garbage bytes", utterances[1].audio, utterances[2].audio]
     results = list(cpu_runtime.transcribe_many(inputs, batch_size=4))
     assert [r.index for r in results] == [0, 1, 2, 3]
     assert [r.ok for r in results] == [True, False, True, True]
     assert isinstance(results[1].error, AudioError)
-    for result, alone, utt in zip([results[0], results[2], results[3]], one_by_one,
-                                  utterances[:3]):
+    for result, alone, utt in zip([results[0], results[2], results[3]], one_by_one, utterances[:3]):
         assert abs(wer(utt.reference, result.transcription.text) - wer(utt.reference, alone)) < 0.05
         assert result.transcription.duration > 1
 
 
-def test_an_unexpected_worker_error_fails_requests_instead_of_hanging(cpu_runtime, utterances,
-                                                                      monkeypatch):
+def test_an_unexpected_worker_error_fails_requests_instead_of_hanging(
+    cpu_runtime, utterances, monkeypatch
+):
     engine = cpu_runtime.engine(batch_size=2)
     original, calls = engine._iterate, []
 

@@ -20,8 +20,8 @@ from runtime.model.formats._safetensors import read_safetensors, write_safetenso
 from runtime.model.formats.hf import hf_name, openai_name, write_hf
 from runtime.model.formats.mlx import dequantize, write_mlx
 from runtime.model.formats.openai_pt import write_openai_pt
-from runtime.model.weights import ModelDims, WhisperModel
 from runtime.model.registry import available_models, resolve_model
+from runtime.model.weights import ModelDims, WhisperModel
 
 TINY_DIMS = ModelDims(80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4)
 REFVENV = Path("/work/refvenv/bin/python")
@@ -362,7 +362,12 @@ def test_openai_pt_refuses_other_globals(tmp_path: Path) -> None:
 
 
 def test_openai_pt_refuses_tensors_outside_their_storage(tmp_path: Path) -> None:
-    from runtime.model.formats.openai_pt import _StorageRef, _StorageType, _TorchGlobal, _TorchPickler
+    from runtime.model.formats.openai_pt import (
+        _StorageRef,
+        _StorageType,
+        _TorchGlobal,
+        _TorchPickler,
+    )
 
     class Oversized:
         def __reduce__(self):

@@ -21,8 +21,14 @@ import pytest
 from tests.conftest import eval_file
 from tests.fuzz_audio import ANY, ERROR, SPEECH, Case, all_cases, encode, encoded, speech, wav_bytes
 from tests.fuzz_checks import Tally, check_api, check_cli, check_expectation, check_intake
-from tests.fuzz_http import (check_clients, check_flood, check_malformed, check_server_after,
-                             check_upload, malformed_requests)
+from tests.fuzz_http import (
+    check_clients,
+    check_flood,
+    check_malformed,
+    check_server_after,
+    check_upload,
+    malformed_requests,
+)
 from tests.liveserver import LiveServer
 
 SEED = 20261204
@@ -63,15 +69,22 @@ def test_api(cases):
 
     chosen = sample(cases, "arrays", 1) + [
         Case(c.name + " (bytes)", c.data, c.filename, c.expect, c.error, c.family)
-        for c in sample(cases, "lies", 6) + sample(cases, "not audio", 3)]
+        for c in sample(cases, "lies", 6) + sample(cases, "not audio", 3)
+    ]
     tally = Tally()
     check_api(tally, Runtime(), chosen, timeout_s=240)
     assert_holds(tally)
 
 
 def cli_cases(cases: list[Case]) -> list[Case]:
-    return (sample(cases, "formats", 4) + sample(cases, "truncated", 5) + sample(cases, "signals", 1)
-            + sample(cases, "lies", 4) + sample(cases, "not audio", 1) + sample(cases, "mutations", 4))
+    return (
+        sample(cases, "formats", 4)
+        + sample(cases, "truncated", 5)
+        + sample(cases, "signals", 1)
+        + sample(cases, "lies", 4)
+        + sample(cases, "not audio", 1)
+        + sample(cases, "mutations", 4)
+    )
 
 
 def test_cli(cases, tmp_path):
@@ -85,9 +98,14 @@ def test_cli(cases, tmp_path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz-uploads")
-    srv = LiveServer("--max-queue", "4", "--max-upload-mb", "8",
-                     log_path=tmp_path_factory.mktemp("fuzz-log") / "server.log",
-                     env={"TMPDIR": str(tmp)})
+    srv = LiveServer(
+        "--max-queue",
+        "4",
+        "--max-upload-mb",
+        "8",
+        log_path=tmp_path_factory.mktemp("fuzz-log") / "server.log",
+        env={"TMPDIR": str(tmp)},
+    )
     yield srv, tmp
     srv.stop()
 
@@ -98,8 +116,14 @@ def test_http(cases, server):
     traceback in its log."""
     srv, tmp = server
     tally = Tally()
-    uploads = (sample(cases, "formats", 8) + sample(cases, "truncated", 6) + sample(cases, "signals", 3)
-               + sample(cases, "lies", 6) + sample(cases, "not audio", 2) + sample(cases, "mutations", 8))
+    uploads = (
+        sample(cases, "formats", 8)
+        + sample(cases, "truncated", 6)
+        + sample(cases, "signals", 3)
+        + sample(cases, "lies", 6)
+        + sample(cases, "not audio", 2)
+        + sample(cases, "mutations", 8)
+    )
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda case: check_upload(tally, srv, case, limit_bytes=8_000_000), uploads))
     short = encode(speech()[: 4 * 16000], 16000, "flac", "flac")  # "And so my fellow Americans"
@@ -118,6 +142,8 @@ def test_the_properties_can_fail(tmp_path):
     path.write_bytes(wav_bytes(np.full(16000, np.nan), tag=3, bits=32))
     tally = Tally()
     check_intake(tally, Case("NaN said to be speech", path.read_bytes(), "nan.wav", SPEECH), path)
-    check_intake(tally, Case("silence said to be an error", np.zeros(3, np.float32), "<array>", ERROR), None)
+    check_intake(
+        tally, Case("silence said to be an error", np.zeros(3, np.float32), "<array>", ERROR), None
+    )
     check_expectation(tally, "cli", Case("speech", b"", "a.wav", SPEECH), "yeah no.", None)
     assert len(tally.violations) == 3, tally.violations

@@ -37,8 +37,15 @@ def test_cpu_reads_vendor_model_cores_and_flags(tmp_path: Path) -> None:
     assert finding.details["vendor"] == "GenuineIntel"
     assert finding.details["model"] == "Intel(R) Xeon(R) Platinum 8480+"
     assert finding.details["logical_cores"] == 32
-    assert {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"} <= set(
-        finding.details["flags"])
+    assert {
+        "avx2",
+        "avx512f",
+        "avx512_vnni",
+        "avx512_bf16",
+        "amx_bf16",
+        "amx_int8",
+        "amx_tile",
+    } <= set(finding.details["flags"])
     assert "sse2" not in finding.details["flags"]  # only the flags that matter are kept
 
 
@@ -57,7 +64,9 @@ def test_cpu_on_macos_asks_sysctl(tmp_path: Path) -> None:
 
 
 def test_cpu_without_cpuinfo_is_present_and_says_why_flags_are_missing(tmp_path: Path) -> None:
-    fakehw.host(tmp_path, system="Windows", machine="AMD64", processor="AMD64 Family 26", cpu_count=12)
+    fakehw.host(
+        tmp_path, system="Windows", machine="AMD64", processor="AMD64 Family 26", cpu_count=12
+    )
     finding = probe_cpu(tmp_path)
     assert finding.present
     assert finding.details["logical_cores"] == 12 and finding.details["flags"] == []
@@ -123,7 +132,9 @@ def test_amd_npu_without_driver_is_reported_as_driver_not_loaded(tmp_path: Path)
 def test_amd_npu_driver_given_as_a_directory(tmp_path: Path) -> None:
     fakehw.host(tmp_path)
     fakehw.write(tmp_path, "/opt/xilinx/xrt/lib/libxrt_driver_xdna.so.2", "")
-    npu = fakehw.pci_device(tmp_path, "0000:c4:00.1", 0x1022, 0x17F0, 0x20, driver="amdxdna", driver_as_dir=True)
+    npu = fakehw.pci_device(
+        tmp_path, "0000:c4:00.1", 0x1022, 0x17F0, 0x20, driver="amdxdna", driver_as_dir=True
+    )
     fakehw.accel(tmp_path, 0, npu)
     finding = probe_amd_npu(tmp_path)
     assert finding.present and finding.details["chip"] == "Krackan Point"
@@ -167,7 +178,10 @@ def test_windows_hardware_ids_from_a_pnputil_listing() -> None:
         "Instance ID:    PCI\\VEN_8086&DEV_7D1D&SUBSYS_0CB21028&REV_04\\3&11583659&0&58\n"
     )
     devices = parse_windows_hwids(listing)
-    assert [(d.vendor, d.device, d.revision) for d in devices] == [(0x1022, 0x17F0, 0x10), (0x8086, 0x7D1D, 0x04)]
+    assert [(d.vendor, d.device, d.revision) for d in devices] == [
+        (0x1022, 0x17F0, 0x10),
+        (0x8086, 0x7D1D, 0x04),
+    ]
     assert amd_npu_from_windows_ids(listing).details["chip"] == "Strix Point"
     assert intel_npu_from_windows_ids(listing).details["chip"] == "Meteor Lake"
     absent = amd_npu_from_windows_ids("PCI\\VEN_10DE&DEV_2684&REV_A1")
@@ -235,7 +249,10 @@ def test_qualcomm_npu_absent(tmp_path: Path) -> None:
 def test_nvidia_from_procfs(tmp_path: Path) -> None:
     finding = probe_nvidia(fakehw.nvidia_server(tmp_path))
     assert finding.present
-    assert finding.details["gpus"] == ["NVIDIA H100 80GB HBM3"] * 2 and finding.details["gpu_count"] == 2
+    assert (
+        finding.details["gpus"] == ["NVIDIA H100 80GB HBM3"] * 2
+        and finding.details["gpu_count"] == 2
+    )
     assert finding.details["driver_version"] == "550.54.15"
     assert finding.details["source"] == "procfs"
 
@@ -281,7 +298,9 @@ def test_report_to_dict_and_get(tmp_path: Path) -> None:
     report = run_probes(fakehw.strix_laptop(tmp_path))
     assert report.names() == list(BUILTIN_PROBES)
     data = report.to_dict()
-    assert data["amd_npu"]["details"]["generation"] == "xdna2" and data["amd_npu"]["present"] is True
+    assert (
+        data["amd_npu"]["details"]["generation"] == "xdna2" and data["amd_npu"]["present"] is True
+    )
     assert report.get("no_such_probe") is None
     assert isinstance(report, HardwareReport)
 
@@ -297,8 +316,13 @@ def test_fake_roots_never_touch_the_real_host(tmp_path: Path) -> None:
 
 def test_importing_the_probes_imports_nothing_heavy() -> None:
     code = "import sys, runtime.hardware; print(sorted({'onnxruntime', 'mlx', 'numpy'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -315,12 +339,16 @@ def test_run_probes_on_this_machine() -> None:
 # --- what makes a bound NPU usable (Linux) --------------------------------------------------
 
 
-@pytest.mark.parametrize(("device", "generation", "chip"), [(0xFD3E, "npu5", "Wildcat Lake"),
-                                                            (0xD71D, "npu6", "Nova Lake")])
+@pytest.mark.parametrize(
+    ("device", "generation", "chip"),
+    [(0xFD3E, "npu5", "Wildcat Lake"), (0xD71D, "npu6", "Nova Lake")],
+)
 def test_intel_npu_newer_chips(tmp_path: Path, device: int, generation: str, chip: str) -> None:
     fakehw.lunar_lake_laptop(tmp_path / "a")
     fakehw.host(tmp_path / "b")
-    npu = fakehw.pci_device(tmp_path / "b", "0000:00:0b.0", 0x8086, device, 0x00, driver="intel_vpu")
+    npu = fakehw.pci_device(
+        tmp_path / "b", "0000:00:0b.0", 0x8086, device, 0x00, driver="intel_vpu"
+    )
     fakehw.accel(tmp_path / "b", 0, npu)
     fakehw.write(tmp_path / "b", "/usr/lib64/libze_intel_npu.so.1", "")
     fakehw.write(tmp_path / "b", "/usr/lib64/libnpu_driver_compiler.so", "")
@@ -332,14 +360,20 @@ def test_intel_npu_newer_chips(tmp_path: Path, device: int, generation: str, chi
 def test_intel_npu_without_its_user_mode_driver_is_not_usable(tmp_path: Path) -> None:
     finding = probe_intel_npu(fakehw.lunar_lake_laptop(tmp_path, user_mode=False))
     assert not finding.present and finding.details["usable"] is False
-    assert "bound to intel_vpu, but Intel NPU user-mode driver (intel-level-zero-npu) and " \
-           "Intel NPU compiler (intel-driver-compiler-npu) not installed" in finding.reason
+    assert (
+        "bound to intel_vpu, but Intel NPU user-mode driver (intel-level-zero-npu) and "
+        "Intel NPU compiler (intel-driver-compiler-npu) not installed" in finding.reason
+    )
 
 
 def test_user_mode_driver_found_through_ldconfig(tmp_path: Path) -> None:
     fakehw.lunar_lake_laptop(tmp_path, user_mode=False)
-    fakehw.command(tmp_path, "ldconfig", "\tlibze_intel_npu.so.1 (libc6,x86-64) => /opt/x/libze_intel_npu.so.1\n"
-                                         "\tlibnpu_driver_compiler.so (libc6,x86-64) => /opt/x/libnpu_driver_compiler.so\n")
+    fakehw.command(
+        tmp_path,
+        "ldconfig",
+        "\tlibze_intel_npu.so.1 (libc6,x86-64) => /opt/x/libze_intel_npu.so.1\n"
+        "\tlibnpu_driver_compiler.so (libc6,x86-64) => /opt/x/libnpu_driver_compiler.so\n",
+    )
     assert probe_intel_npu(tmp_path).present
 
 
@@ -359,8 +393,16 @@ def test_amd_chip_name_from_the_firmware(tmp_path: Path) -> None:
     """amdxdna names the chip from its firmware: Krackan and Gorgon Point share 17f0 rev 10."""
     fakehw.host(tmp_path)
     fakehw.write(tmp_path, "/opt/xilinx/xrt/lib/libxrt_driver_xdna.so.2", "")
-    npu = fakehw.pci_device(tmp_path, "0000:c4:00.1", 0x1022, 0x17F0, 0x10, driver="amdxdna",
-                            vbnv="NPU Krackan 1", fw_version="1.1.0.21")
+    npu = fakehw.pci_device(
+        tmp_path,
+        "0000:c4:00.1",
+        0x1022,
+        0x17F0,
+        0x10,
+        driver="amdxdna",
+        vbnv="NPU Krackan 1",
+        fw_version="1.1.0.21",
+    )
     fakehw.accel(tmp_path, 0, npu)
     finding = probe_amd_npu(tmp_path)
     assert finding.present and finding.details["chip"] == "Krackan 1"

@@ -10,8 +10,14 @@ import pytest
 
 from runtime.cli import main
 from runtime.errors import RuntimeInputError
-from runtime.output.jobs import (JobInput, MEDIA_EXTENSIONS, collect_inputs, media_files, plan_outputs,
-                          read_input_list)
+from runtime.output.jobs import (
+    MEDIA_EXTENSIONS,
+    JobInput,
+    collect_inputs,
+    media_files,
+    plan_outputs,
+    read_input_list,
+)
 from tests.conftest import eval_file
 
 # Three short LibriSpeech utterances (2-3 s) and a word each transcript must hold.
@@ -115,8 +121,14 @@ def test_media_files_recursive_sorted_filtered(folder):
     (folder / "a" / "deeper").mkdir()
     (folder / "a" / "deeper" / "z.MP3").write_bytes(b"x")
     names = [str(p.relative_to(folder)) for p in media_files(folder)]
-    assert names == ["a/deeper/z.MP3", "a/x.flac", "b/corrupt.flac", "b/done.flac", "b/x.flac",
-                     "b/y.flac"]  # no .txt, no hidden file; sorted by folder, then name
+    assert names == [
+        "a/deeper/z.MP3",
+        "a/x.flac",
+        "b/corrupt.flac",
+        "b/done.flac",
+        "b/x.flac",
+        "b/y.flac",
+    ]  # no .txt, no hidden file; sorted by folder, then name
     assert {".flac", ".mp3", ".wav", ".m4a", ".mp4", ".webm"} <= MEDIA_EXTENSIONS
 
 
@@ -137,14 +149,20 @@ def test_read_input_list_skips_blanks_and_comments(tmp_path):
 
 
 def test_plan_outputs_mirrors_folders_and_keeps_clashing_extensions(tmp_path):
-    inputs = [JobInput(tmp_path / "d1" / "a.flac", tmp_path / "d1"),
-              JobInput(tmp_path / "d2" / "a.flac", tmp_path / "d2"),
-              JobInput(tmp_path / "d2" / "s" / "b.flac", tmp_path / "d2"),
-              JobInput(tmp_path / "d2" / "s" / "b.mp3", tmp_path / "d2")]
+    inputs = [
+        JobInput(tmp_path / "d1" / "a.flac", tmp_path / "d1"),
+        JobInput(tmp_path / "d2" / "a.flac", tmp_path / "d2"),
+        JobInput(tmp_path / "d2" / "s" / "b.flac", tmp_path / "d2"),
+        JobInput(tmp_path / "d2" / "s" / "b.mp3", tmp_path / "d2"),
+    ]
     out = tmp_path / "out"
     items = plan_outputs(inputs, out, ["txt", "srt"])
-    assert [i.outputs[0] for i in items] == [out / "d1/a.txt", out / "d2/a.txt",
-                                             out / "d2/s/b.flac.txt", out / "d2/s/b.mp3.txt"]
+    assert [i.outputs[0] for i in items] == [
+        out / "d1/a.txt",
+        out / "d2/a.txt",
+        out / "d2/s/b.flac.txt",
+        out / "d2/s/b.mp3.txt",
+    ]
     assert items[0].outputs[1] == out / "d1/a.srt"
     file = tmp_path / "d2" / "s" / "b.flac"
     one = plan_outputs([JobInput(file, file.parent)], out, ["txt"])  # a file: by its stem

@@ -9,16 +9,16 @@ import subprocess
 import numpy as np
 import pytest
 
-from runtime.errors import UnsupportedRequestError
 from runtime.decoding.language import chunk_languages, file_language
+from runtime.errors import UnsupportedRequestError
 from runtime.pipeline.sequential import TranscribeOptions
 from tests.conftest import eval_file
 
 SAMPLES = {  # espeak-ng voice -> text
     "de": "Guten Tag. Heute ist das Wetter in Berlin sehr schön, und wir gehen am Nachmittag "
-          "in den Park. Danach trinken wir einen Kaffee und sprechen über die Arbeit.",
+    "in den Park. Danach trinken wir einen Kaffee und sprechen über die Arbeit.",
     "es": "Buenos días. Hoy hace muy buen tiempo en Madrid y por la tarde vamos al parque con "
-          "nuestros amigos.",
+    "nuestros amigos.",
 }
 
 
@@ -47,10 +47,13 @@ def test_language_options_are_checked():
 
 
 # -- English-only models ------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(language="de"), "English-only and cannot transcribe language 'de'"),
-    (dict(task="translate"), "English-only and cannot translate"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(language="de"), "English-only and cannot transcribe language 'de'"),
+        (dict(task="translate"), "English-only and cannot translate"),
+    ],
+)
 def test_english_only_model_refuses_other_languages_and_translation(cpu_runtime, kwargs, message):
     with pytest.raises(UnsupportedRequestError, match=message):
         cpu_runtime.transcribe(np.zeros(16000, np.float32), **kwargs)
@@ -76,8 +79,13 @@ def test_base_transcribes_english_as_english(base_runtime):
     assert "ask not what your country" in result.text.lower()
 
 
-@pytest.mark.parametrize("parts", [("librispeech", "1688-142285-0000.flac"),
-                                   ("librispeech-train-clean", "1088-134315-0001.flac")])
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("librispeech", "1688-142285-0000.flac"),
+        ("librispeech-train-clean", "1088-134315-0001.flac"),
+    ],
+)
 def test_base_detects_english(base_runtime, parts):
     """Detection alone (``tools/detect_languages.py`` runs every English file of the eval set)."""
     guess = base_runtime.detect_language(eval_file(*parts))
@@ -88,16 +96,22 @@ def test_base_detects_english(base_runtime, parts):
 def synthetic(tmp_path_factory) -> dict:
     """16 kHz speech per language, made with espeak-ng."""
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng): it synthesizes "
-                    "the non-English speech of these tests")
+        pytest.skip(
+            "espeak-ng is not installed (apt-get install espeak-ng): it synthesizes "
+            "the non-English speech of these tests"
+        )
     from runtime.audio.decode import load_audio
 
     folder = tmp_path_factory.mktemp("espeak")
     out = {}
     for voice, text in SAMPLES.items():
         path = folder / f"{voice}.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-w", str(path), text],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         out[voice] = load_audio(path)
     return out
 
@@ -122,8 +136,9 @@ def test_per_chunk_detection_follows_the_speech(base_runtime, synthetic):
     decodes each in its own language (per-input detection would decode both as German)."""
     from runtime.audio.decode import load_audio
 
-    audio = np.concatenate([synthetic["de"], np.zeros(20 * 16000, np.float32),
-                            load_audio(eval_file("jfk.flac"))])
+    audio = np.concatenate(
+        [synthetic["de"], np.zeros(20 * 16000, np.float32), load_audio(eval_file("jfk.flac"))]
+    )
     result = base_runtime.transcribe(audio, language_detection="chunk", temperature=0.0)
     assert result.language == "de"
     german = [s.language for s in result.segments if s.end < 15]

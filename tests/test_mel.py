@@ -28,7 +28,10 @@ from runtime.audio.mel import (
 FIXTURE = Path(__file__).parent / "fixtures" / "whisper_mel_reference.npz"
 LONGFORM = (
     Path(__file__).resolve().parents[1].parent
-    / "shared" / "eval" / "longform" / "librispeech-118-47824_abandoned-room-ch13.flac"
+    / "shared"
+    / "eval"
+    / "longform"
+    / "librispeech-118-47824_abandoned-room-ch13.flac"
 )
 
 
@@ -53,7 +56,9 @@ def test_filters_match_whisper(reference: dict[str, np.ndarray], n_mels: int) ->
 
 @pytest.mark.parametrize("signal", ["synthetic", "jfk"])
 @pytest.mark.parametrize("n_mels", [80, 128])
-def test_log_mel_matches_whisper(reference: dict[str, np.ndarray], signal: str, n_mels: int) -> None:
+def test_log_mel_matches_whisper(
+    reference: dict[str, np.ndarray], signal: str, n_mels: int
+) -> None:
     if f"audio_{signal}" not in reference:
         pytest.skip(f"the fixture was made without the {signal} signal")
     expected = reference[f"mel{n_mels}_{signal}"]
@@ -78,7 +83,9 @@ def test_reflect_padding_built_per_block_equals_np_pad(length: int, padding: int
     audio = np.random.default_rng(length).standard_normal(length).astype(np.float32)
     full = np.pad(np.concatenate([audio, np.zeros(padding, np.float32)]), 200, mode="reflect")
     for start, stop in [(0, len(full)), (0, 10), (3, len(full) - 5), (len(full) - 37, len(full))]:
-        np.testing.assert_array_equal(mel._padded_segment(audio, padding, start, stop), full[start:stop])
+        np.testing.assert_array_equal(
+            mel._padded_segment(audio, padding, start, stop), full[start:stop]
+        )
 
 
 def test_batch_equals_rows_with_a_clamp_per_row(reference: dict[str, np.ndarray]) -> None:
@@ -90,12 +97,16 @@ def test_batch_equals_rows_with_a_clamp_per_row(reference: dict[str, np.ndarray]
     np.testing.assert_array_equal(batch[1], log_mel_spectrogram(quiet))
 
 
-def test_blocks_do_not_change_the_result(reference: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocks_do_not_change_the_result(
+    reference: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The global max-8 floor must span all blocks, as whisper's spans the whole input."""
     audio = reference["audio_synthetic"]
     whole = log_mel_spectrogram(audio)
     monkeypatch.setattr(mel, "_BLOCK_FRAMES", 7)
-    np.testing.assert_allclose(log_mel_spectrogram(audio), whole, rtol=0, atol=1e-6)  # GEMM rounding only
+    np.testing.assert_allclose(
+        log_mel_spectrogram(audio), whole, rtol=0, atol=1e-6
+    )  # GEMM rounding only
 
 
 def test_silence_and_tiny_inputs() -> None:
@@ -134,7 +145,9 @@ def test_fifteen_minutes_well_under_a_second() -> None:
         features = log_mel_spectrogram(audio)
         timings.append(time.process_time() - start)
     assert features.shape == (80, len(audio) // HOP_LENGTH)
-    assert min(timings) < 1.0, f"log_mel_spectrogram of {len(audio) / 16000:.0f} s took {timings} s of CPU"
+    assert min(timings) < 1.0, (
+        f"log_mel_spectrogram of {len(audio) / 16000:.0f} s took {timings} s of CPU"
+    )
 
 
 def _blas_threads() -> int:

@@ -7,8 +7,10 @@ import pytest
 from runtime.pipeline.memory import release_free_memory
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                    reason="malloc_trim is a glibc function")
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    reason="malloc_trim is a glibc function",
+)
 def test_free_memory_is_given_back_on_glibc():
     assert release_free_memory() is True
     assert release_free_memory() is True  # cached lookup, callable again
@@ -69,8 +71,13 @@ def test_a_prepared_block_does_not_hold_its_audio(cpu_runtime, monkeypatch):
             del audio
 
     monkeypatch.setattr(batcher_module, "iter_audio_blocks", fake_blocks)
-    run = SourceRun(cpu_runtime.session, cpu_runtime.tokenizer, TranscribeOptions(),
-                    BatchOptions(block_s=30.0), source=None)
+    run = SourceRun(
+        cpu_runtime.session,
+        cpu_runtime.tokenizer,
+        TranscribeOptions(),
+        BatchOptions(block_s=30.0),
+        source=None,
+    )
     blocks = run._prepared_blocks_of(None)
     first = next(blocks)
     gc.collect()

@@ -14,12 +14,14 @@ import pytest
 
 from backends.mlx import MlxBackend, MlxOptions
 from backends.mlx import plugin as mlx_plugin
+from runtime.audio.mel import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from runtime.backend import LoadOptions
 from runtime.plugins import Plugins
-from runtime.audio.mel import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 
 _AVAILABLE = MlxBackend().available()
-needs_mlx = pytest.mark.skipif(not _AVAILABLE, reason=f"mlx backend unavailable: {_AVAILABLE.reason}")
+needs_mlx = pytest.mark.skipif(
+    not _AVAILABLE, reason=f"mlx backend unavailable: {_AVAILABLE.reason}"
+)
 
 
 def test_plugin_registers_the_backend_in_process():
@@ -71,8 +73,12 @@ def test_load_rejects_bad_precision_and_missing_gpu(tiny_model):
     from runtime.errors import UnsupportedRequestError
 
     with pytest.raises(UnsupportedRequestError, match="backend 'mlx' runs .* not 'int3'"):
-        Runtime(tiny_model, backend="mlx", precision="int3",
-                plugins=Plugins(load_entry_points=False, extra=[mlx_plugin])).session
+        Runtime(
+            tiny_model,
+            backend="mlx",
+            precision="int3",
+            plugins=Plugins(load_entry_points=False, extra=[mlx_plugin]),
+        ).session
     if not mx.is_available(mx.gpu):
         with pytest.raises(ValueError, match="Metal"):
             MlxBackend().load(tiny_model, LoadOptions(device="gpu"))
@@ -99,8 +105,9 @@ def test_encode_rejects_channels_last_input(mlx_fp32):
 
 
 @needs_mlx
-@pytest.mark.parametrize("n_samples,padding", [(1, 0), (150, 0), (401, 0), (16000, 0),
-                                               (23456, N_SAMPLES), (0, 1600)])
+@pytest.mark.parametrize(
+    "n_samples,padding", [(1, 0), (150, 0), (401, 0), (16000, 0), (23456, N_SAMPLES), (0, 1600)]
+)
 def test_log_mel_on_device_matches_numpy(mlx_fp32, n_samples, padding):
     audio = np.random.default_rng(n_samples).normal(scale=0.1, size=n_samples).astype(np.float32)
     want = log_mel_spectrogram(audio, n_mels=80, padding=padding)
@@ -149,13 +156,14 @@ def test_kv_cache_grows_past_its_step(mlx_fp32, real_features, tiny_tokenizer):
     full = mlx_fp32.decoder(real_features).logits(tokens, positions=(-3, -2, -1))
     state = mlx_fp32.decoder(real_features)
     state.logits(tokens[:, : n - 8])
-    steps = [state.logits(tokens[:, i: i + 1])[:, 0] for i in range(n - 8, n)]
+    steps = [state.logits(tokens[:, i : i + 1])[:, 0] for i in range(n - 8, n)]
     np.testing.assert_allclose(np.stack(steps[-3:], 1), full, atol=2e-3, rtol=1e-4)
 
 
 @needs_mlx
-def test_logits_match_cpu_and_keep_reorders_rows(mlx_fp32, cpu_session, real_features,
-                                                 tiny_tokenizer):
+def test_logits_match_cpu_and_keep_reorders_rows(
+    mlx_fp32, cpu_session, real_features, tiny_tokenizer
+):
     features = np.concatenate([real_features, real_features[:, ::-1]])  # two different windows
     prompt = np.array([[tiny_tokenizer.special.sot]] * 2)
     states = [s.decoder(features) for s in (mlx_fp32, cpu_session)]
@@ -171,14 +179,19 @@ def test_logits_match_cpu_and_keep_reorders_rows(mlx_fp32, cpu_session, real_fea
 # Teacher-forced logits (magnitude 10-25) against fp32 on JFK, tiny.en, measured with mlx 0.32:
 # max |diff| / mean |diff| were fp16 0.028 / 0.0074, bf16 0.26 / 0.066, int8 0.36 / 0.065,
 # int4 4.8 / 1.03, every best token the same. Bounds are about twice those.
-PRECISION_BOUNDS = {"fp16": (0.1, 0.02, 1.0), "bf16": (1.0, 0.15, 1.0),
-                    "int8": (1.0, 0.15, 1.0), "int4": (10.0, 2.0, 0.75)}
+PRECISION_BOUNDS = {
+    "fp16": (0.1, 0.02, 1.0),
+    "bf16": (1.0, 0.15, 1.0),
+    "int8": (1.0, 0.15, 1.0),
+    "int4": (10.0, 2.0, 0.75),
+}
 
 
 @needs_mlx
 @pytest.mark.parametrize("precision", list(PRECISION_BOUNDS))
-def test_reduced_precisions_track_fp32(tiny_model, mlx_fp32, real_features, tiny_tokenizer,
-                                       precision):
+def test_reduced_precisions_track_fp32(
+    tiny_model, mlx_fp32, real_features, tiny_tokenizer, precision
+):
     """Teacher-forced logits on a real window stay near fp32 and pick the same best tokens."""
     import mlx.nn as nn
 
@@ -186,8 +199,12 @@ def test_reduced_precisions_track_fp32(tiny_model, mlx_fp32, real_features, tiny
     if precision.startswith("int"):
         assert isinstance(session.net.decoder.blocks[0].mlp1, nn.QuantizedLinear)
         assert f"{precision[3:]}-bit" in session.describe()
-    tokens = np.array([[tiny_tokenizer.special.sot, tiny_tokenizer.special.no_timestamps]
-                       + tiny_tokenizer.encode(" And so my fellow Americans, ask not")])
+    tokens = np.array(
+        [
+            [tiny_tokenizer.special.sot, tiny_tokenizer.special.no_timestamps]
+            + tiny_tokenizer.encode(" And so my fellow Americans, ask not")
+        ]
+    )
     positions = tuple(range(1, tokens.shape[1]))
     ref = mlx_fp32.decoder(real_features).logits(tokens, positions)
     got = session.decoder(real_features).logits(tokens, positions)
@@ -199,8 +216,9 @@ def test_reduced_precisions_track_fp32(tiny_model, mlx_fp32, real_features, tiny
 
 
 @needs_mlx
-def test_written_folder_loads_in_mlx_whisper(tmp_path, tiny_model, mlx_fp32, real_features,
-                                             tiny_tokenizer):
+def test_written_folder_loads_in_mlx_whisper(
+    tmp_path, tiny_model, mlx_fp32, real_features, tiny_tokenizer
+):
     """write_mlx_folder is mlx-whisper's own layout: its loader and decoder give our logits."""
     import mlx.core as mx
     from mlx_whisper.load_models import load_model

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.model import registry as models
 from runtime.errors import ModelNotFoundError
+from runtime.model import registry as models
 from runtime.model.formats.hf import write_hf
 from runtime.model.formats.openai_pt import write_openai_pt
-from runtime.model.weights import WhisperModel
 from runtime.model.registry import (
     DEFAULT_MODEL,
     PackagedModel,
@@ -23,6 +22,7 @@ from runtime.model.registry import (
     clear_model_cache,
     resolve_model,
 )
+from runtime.model.weights import WhisperModel
 
 pytestmark = pytest.mark.skipif(
     "tiny.en" not in available_models(),

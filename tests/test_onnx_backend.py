@@ -77,8 +77,9 @@ def test_fused_attention_encoder_matches_numpy(tiny_model, cache_dir, ref_featur
 
     from backends.onnx.export import cache_root, model_folder
 
-    session = OnnxBackend().load(tiny_model, LoadOptions(
-        options={"cache_dir": cache_dir, "fused_attention": True}))
+    session = OnnxBackend().load(
+        tiny_model, LoadOptions(options={"cache_dir": cache_dir, "fused_attention": True})
+    )
     graph = session.encoder_graph
     assert graph.manifest.details["attention"] == "com.microsoft.MultiHeadAttention"
     assert graph.manifest.file == "encoder-fp32-dyn-mha.onnx"
@@ -91,8 +92,9 @@ def test_fused_attention_encoder_matches_numpy(tiny_model, cache_dir, ref_featur
     assert rel_err(session.encode(mel_pair), ref_features) < 1e-4
 
 
-def test_decoder_logits_and_keep_match_numpy(onnx_session, cpu_session, ref_features,
-                                             tiny_tokenizer):
+def test_decoder_logits_and_keep_match_numpy(
+    onnx_session, cpu_session, ref_features, tiny_tokenizer
+):
     features = ref_features
     prompt = np.array([[tiny_tokenizer.special.sot] + tiny_tokenizer.encode(" ask not")] * 2)
     mine, ref = onnx_session.decoder(features), cpu_session.decoder(features)
@@ -106,8 +108,9 @@ def test_decoder_logits_and_keep_match_numpy(onnx_session, cpu_session, ref_feat
     assert rel_err(got, want) < 1e-4
 
 
-def test_long_prompt_is_read_in_pieces_with_the_same_logits(onnx_session, cpu_session,
-                                                            ref_features, tiny_tokenizer):
+def test_long_prompt_is_read_in_pieces_with_the_same_logits(
+    onnx_session, cpu_session, ref_features, tiny_tokenizer
+):
     """A prompt longer than ``PROMPT_PIECE`` tokens goes through the decoder graph in pieces
     (ONNX Runtime's arena would otherwise keep the one-call buffers); the logits at the asked
     positions, and every step after, are the numpy backend's."""
@@ -115,8 +118,10 @@ def test_long_prompt_is_read_in_pieces_with_the_same_logits(onnx_session, cpu_se
 
     text = tiny_tokenizer.encode(" and so my fellow americans ask not what your country" * 12)
     sot = tiny_tokenizer.special.sot
-    prompt = np.array([[tiny_tokenizer.special.sot_prev, *text[:130], sot,
-                        tiny_tokenizer.special.no_timestamps]] * 2)
+    prompt = np.array(
+        [[tiny_tokenizer.special.sot_prev, *text[:130], sot, tiny_tokenizer.special.no_timestamps]]
+        * 2
+    )
     mine, ref = onnx_session.decoder(ref_features), cpu_session.decoder(ref_features)
     calls = []
     step = mine._step
@@ -130,12 +135,17 @@ def test_long_prompt_is_read_in_pieces_with_the_same_logits(onnx_session, cpu_se
     assert rel_err(got, want) < 1e-4
 
 
-@pytest.mark.parametrize("keeps", [
-    [[0, 2, 3], [1, 2], [1, 0, 0], [0, 2], [1]],   # finished rows first, then beam-like repeats
-    [[0, 0, 1, 3], [1, 2, 3], [0, 2], [0, 0]],     # repeats first, then finished rows
-], ids=["drop-then-repeat", "repeat-then-drop"])
-def test_decoder_keep_sequences_match_numpy(onnx_session, cpu_session, ref_features,
-                                            tiny_tokenizer, keeps):
+@pytest.mark.parametrize(
+    "keeps",
+    [
+        [[0, 2, 3], [1, 2], [1, 0, 0], [0, 2], [1]],  # finished rows first, then beam-like repeats
+        [[0, 0, 1, 3], [1, 2, 3], [0, 2], [0, 0]],  # repeats first, then finished rows
+    ],
+    ids=["drop-then-repeat", "repeat-then-drop"],
+)
+def test_decoder_keep_sequences_match_numpy(
+    onnx_session, cpu_session, ref_features, tiny_tokenizer, keeps
+):
     """Rows that finish leave the ONNX state by moving survivors into freed slots (no gather);
     whatever mix of dropping, reordering and repeating rows, the logits stay the numpy
     backend's, row for row."""
@@ -160,9 +170,10 @@ def _reference_tokens(utt_id: str) -> list[int] | None:
     return utts[utt_id]["timestamps"]["tokens"] if utt_id in utts else None
 
 
-@pytest.mark.parametrize("parts,utt_id", [(("jfk.flac",), "jfk"),
-                                          (("librispeech", "1089-134686-0000.flac"),
-                                           "1089-134686-0000")])
+@pytest.mark.parametrize(
+    "parts,utt_id",
+    [(("jfk.flac",), "jfk"), (("librispeech", "1089-134686-0000.flac"), "1089-134686-0000")],
+)
 def test_same_greedy_tokens_as_numpy(onnx_session, cpu_session, tiny_tokenizer, parts, utt_id):
     from runtime.decoding import DecodingOptions, decode
 
@@ -185,8 +196,9 @@ def test_missing_provider_falls_back_and_says_so(tiny_model, xdna2_options):
     if "VitisAIExecutionProvider" in eps.available_providers():
         pytest.skip("this machine has the VitisAI provider")
     plugins = Plugins(blocked=["onnx"], extra=[backends.onnx.plugin])
-    rt = Runtime(tiny_model, backend="onnx", precision=precision, backend_options=options,
-                 plugins=plugins)
+    rt = Runtime(
+        tiny_model, backend="onnx", precision=precision, backend_options=options, plugins=plugins
+    )
     session = rt.session
     line = "VitisAIExecutionProvider not available; encoder on CPUExecutionProvider"
     assert line in session.describe()
@@ -201,14 +213,24 @@ def test_strict_placement_fails_clearly(tiny_model, xdna2_options):
     if "VitisAIExecutionProvider" in eps.available_providers():
         pytest.skip("this machine has the VitisAI provider")
     with pytest.raises(BackendUnavailableError, match="VitisAIExecutionProvider.*strict"):
-        OnnxBackend().load(tiny_model, LoadOptions(precision=precision, options={
-            **options, "strict_placement": True}))
+        OnnxBackend().load(
+            tiny_model,
+            LoadOptions(precision=precision, options={**options, "strict_placement": True}),
+        )
 
 
 def test_static_batch_pads_the_last_batch(tiny_model, cache_dir, onnx_session, mel_pair):
-    session = OnnxBackend().load(tiny_model, LoadOptions(options={
-        "cache_dir": cache_dir, "static_shapes": True, "encoder_batch_size": 4,
-        "check_placement": False}))
+    session = OnnxBackend().load(
+        tiny_model,
+        LoadOptions(
+            options={
+                "cache_dir": cache_dir,
+                "static_shapes": True,
+                "encoder_batch_size": 4,
+                "check_placement": False,
+            }
+        ),
+    )
     assert session.encoder_graph.manifest.input("mel").shape == (4, 80, 3000)
     assert session.capabilities.encoder_batch_sizes == (4,)
     mel = np.concatenate([mel_pair, mel_pair[::-1], mel_pair[:1]])  # 5 windows: 4 + 1 padded
@@ -227,15 +249,15 @@ def test_options_are_validated(tiny_model, cache_dir):
         OnnxBackend().load(tiny_model, LoadOptions(options={"encoder_batch_size": 2}))
 
 
-
 def test_a_precision_the_backend_lacks_is_refused_before_loading(tiny_model):
     """The runtime checks the precision against the backend's capabilities, once, for every
     backend (none of them repeats the check)."""
     from runtime.api import Runtime
     from runtime.errors import UnsupportedRequestError
 
-    with pytest.raises(UnsupportedRequestError, match="backend 'onnx' runs fp32, fp16, int8, bf16, "
-                                                      "not 'int3'"):
+    with pytest.raises(
+        UnsupportedRequestError, match="backend 'onnx' runs fp32, fp16, int8, bf16, not 'int3'"
+    ):
         Runtime(tiny_model, backend="onnx", precision="int3").session
 
 
@@ -245,9 +267,17 @@ def test_provider_options_expand_variables(monkeypatch):
 
     monkeypatch.setenv("WR_TEST_DIR", "/opt/ryzen")
     monkeypatch.delenv("WR_UNSET_DIR", raising=False)
-    spec = ProviderSpec(name="CPUExecutionProvider", options={
-        "config_file": "${WR_TEST_DIR}/vaip.json", "cache_dir": "~/c", "other": "$WR_UNSET_DIR/x",
-        "cache_key": "enc", "level": 3, "profile": "${PROFILE_DIR}/cfg.json"})
+    spec = ProviderSpec(
+        name="CPUExecutionProvider",
+        options={
+            "config_file": "${WR_TEST_DIR}/vaip.json",
+            "cache_dir": "~/c",
+            "other": "$WR_UNSET_DIR/x",
+            "cache_key": "enc",
+            "level": 3,
+            "profile": "${PROFILE_DIR}/cfg.json",
+        },
+    )
     warnings: list[str] = []
     request = OpenRequest(cache_tag="tiny-b1", variables=(("PROFILE_DIR", "/p"),))
     opts = _expanded(spec, request, warnings)
@@ -264,21 +294,28 @@ def test_provider_options_refuse_booleans():
 
     from backends.onnx.options import ProviderSpec
 
-    with pytest.raises(ValidationError, match="enable_htp_fp16_precision: write provider options "
-                                              "as strings"):
+    with pytest.raises(
+        ValidationError, match="enable_htp_fp16_precision: write provider options as strings"
+    ):
         ProviderSpec(name="QNNExecutionProvider", options={"enable_htp_fp16_precision": True})
 
 
 def test_emulation_merges_options_and_device_types():
     from backends.onnx.options import ProviderSpec
 
-    spec = ProviderSpec(name="QNNExecutionProvider", device_types=["NPU"],
-                        options={"backend_type": "htp", "htp_performance_mode": "burst"},
-                        emulation={"device_types": ["CPU"], "options": {"soc_model": "60"}})
+    spec = ProviderSpec(
+        name="QNNExecutionProvider",
+        device_types=["NPU"],
+        options={"backend_type": "htp", "htp_performance_mode": "burst"},
+        emulation={"device_types": ["CPU"], "options": {"soc_model": "60"}},
+    )
     emulated = spec.emulated()
     assert emulated.device_types == ["CPU"]
-    assert emulated.options == {"backend_type": "htp", "htp_performance_mode": "burst",
-                                "soc_model": "60"}
+    assert emulated.options == {
+        "backend_type": "htp",
+        "htp_performance_mode": "burst",
+        "soc_model": "60",
+    }
     assert spec.options == {"backend_type": "htp", "htp_performance_mode": "burst"}
     plain = ProviderSpec(name="CPUExecutionProvider")
     assert plain.emulated() is plain
@@ -304,8 +341,9 @@ def test_available_lists_providers():
 def _cross_kv_graph(tiny_model, cache_dir):
     from backends.onnx.export import cache_root, ensure_graph, model_folder
 
-    path, manifest = ensure_graph(tiny_model, "cross_kv", "fp32", None,
-                                  model_folder(cache_root(cache_dir), tiny_model))
+    path, manifest = ensure_graph(
+        tiny_model, "cross_kv", "fp32", None, model_folder(cache_root(cache_dir), tiny_model)
+    )
     return path.parent / manifest.file, manifest
 
 
@@ -349,7 +387,7 @@ def test_int8_windows_do_not_change_each_other(tiny_model, cache_dir, fused):
     mel = rng.normal(size=(3, 80, 3000)).astype(np.float32)
     mel[1] *= 0.05
     together = session.encode(mel)
-    alone = np.concatenate([session.encode(mel[i: i + 1]) for i in range(3)])
+    alone = np.concatenate([session.encode(mel[i : i + 1]) for i in range(3)])
     np.testing.assert_array_equal(together, alone)
 
 
@@ -362,8 +400,9 @@ def test_int8_decoder_rows_do_not_change_each_other(tiny_model, cache_dir, tiny_
 
     if not supported():
         pytest.skip("this onnxruntime has no 8-bit MatMulNBits kernels (needs >= 1.23)")
-    session = OnnxBackend().load(tiny_model, LoadOptions(precision="int8",
-                                                         options={"cache_dir": str(cache_dir)}))
+    session = OnnxBackend().load(
+        tiny_model, LoadOptions(precision="int8", options={"cache_dir": str(cache_dir)})
+    )
     assert session.decoder_graph.manifest.details["quantization"] == DETAIL
     assert session.cross_graph.manifest.details["quantization"] == QUANTIZATION  # per window
     rng = np.random.default_rng(3)
@@ -371,7 +410,7 @@ def test_int8_decoder_rows_do_not_change_each_other(tiny_model, cache_dir, tiny_
     features[1] *= 8.0
     prompt = np.array([[tiny_tokenizer.special.sot] + tiny_tokenizer.encode(" so it")] * 3)
     together = session.decoder(features).logits(prompt)
-    alone = [session.decoder(features[i: i + 1]).logits(prompt[i: i + 1]) for i in range(3)]
+    alone = [session.decoder(features[i : i + 1]).logits(prompt[i : i + 1]) for i in range(3)]
     for i in (0, 2):
         np.testing.assert_array_equal(together[i], alone[i][0])
 
@@ -420,10 +459,12 @@ def test_blockwise_int8_matmul_is_close_to_float():
     rng = np.random.default_rng(0)
     w = (rng.normal(size=(64, 48)) * 0.1).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 48])],
-        [numpy_helper.from_array(w, "w")])
+        [numpy_helper.from_array(w, "w")],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     assert quantize_matmuls(proto) == 1

@@ -22,43 +22,56 @@ def test_line_when_every_node_is_on_the_accelerator():
 
 def test_line_when_the_provider_is_missing():
     p = GraphPlacement("encoder", (VITIS, CPU), (CPU,), {CPU: 109})
-    assert p.line() == ("VitisAIExecutionProvider not available; encoder on "
-                        "CPUExecutionProvider (109/109 nodes)")
+    assert p.line() == (
+        "VitisAIExecutionProvider not available; encoder on CPUExecutionProvider (109/109 nodes)"
+    )
     assert p.fell_back
 
 
 def test_line_when_the_provider_refuses_some_nodes():
     p = GraphPlacement("encoder", (VITIS, CPU), (VITIS, CPU), {VITIS: 200, CPU: 25})
-    assert p.line() == "encoder: 200/225 nodes on VitisAIExecutionProvider, 25 on CPUExecutionProvider"
+    assert (
+        p.line() == "encoder: 200/225 nodes on VitisAIExecutionProvider, 25 on CPUExecutionProvider"
+    )
     assert p.fell_back
 
 
 def test_report_lines_and_dict():
-    report = PlacementReport((
-        GraphPlacement("encoder", (VITIS, CPU), (CPU,), {CPU: 10}, ("VitisAI missing",)),
-        GraphPlacement("decoder", (CPU,), (CPU,), {CPU: 5}, ("VitisAI missing",))))
+    report = PlacementReport(
+        (
+            GraphPlacement("encoder", (VITIS, CPU), (CPU,), {CPU: 10}, ("VitisAI missing",)),
+            GraphPlacement("decoder", (CPU,), (CPU,), {CPU: 5}, ("VitisAI missing",)),
+        )
+    )
     assert report.lines()[-1] == "warning: VitisAI missing" and len(report.lines()) == 3
-    assert report.fell_back and report["decoder"].line() == "decoder: 5/5 nodes on CPUExecutionProvider"
+    assert (
+        report.fell_back
+        and report["decoder"].line() == "decoder: 5/5 nodes on CPUExecutionProvider"
+    )
     data = report.to_dict()
     assert data["graphs"][0]["line"].startswith("VitisAIExecutionProvider not available")
     json.dumps(data)
 
 
 def test_nodes_are_counted_once_per_node(tmp_path: Path):
-    events = [{"cat": "Session", "name": "model_run"},
-              {"cat": "Node", "name": "a_kernel_time", "args": {"provider": VITIS}},
-              {"cat": "Node", "name": "a_kernel_time", "args": {"provider": VITIS}},
-              {"cat": "Node", "name": "a_fence_before", "args": {}},
-              {"cat": "Node", "name": "b_kernel_time", "args": {"provider": CPU}}]
+    events = [
+        {"cat": "Session", "name": "model_run"},
+        {"cat": "Node", "name": "a_kernel_time", "args": {"provider": VITIS}},
+        {"cat": "Node", "name": "a_kernel_time", "args": {"provider": VITIS}},
+        {"cat": "Node", "name": "a_fence_before", "args": {}},
+        {"cat": "Node", "name": "b_kernel_time", "args": {"provider": CPU}},
+    ]
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(events))
     assert nodes_per_provider(path) == {VITIS: 1, CPU: 1}
 
 
 def test_manifest_round_trip_and_roles(tmp_path: Path):
-    specs = (TensorSpec("self_k.1", "self_k", "float32", ("batch", 6, 64, "past"), layer=1),
-             TensorSpec("self_k.0", "self_k", "float32", ("batch", 6, 64, "past"), layer=0),
-             TensorSpec("tokens", "tokens", "int64", ("batch", "tokens")))
+    specs = (
+        TensorSpec("self_k.1", "self_k", "float32", ("batch", 6, 64, "past"), layer=1),
+        TensorSpec("self_k.0", "self_k", "float32", ("batch", 6, 64, "past"), layer=0),
+        TensorSpec("tokens", "tokens", "int64", ("batch", "tokens")),
+    )
     m = Manifest("decoder", "decoder-fp32.onnx", "fp32", "tiny.en", "abc", specs, specs[2:])
     m.write(tmp_path / "m.json")
     back = Manifest.read(tmp_path / "m.json")
@@ -87,8 +100,9 @@ def test_graph_file_names():
 def test_line_names_a_provider_that_took_no_nodes():
     azure = "AzureExecutionProvider"
     p = GraphPlacement("cross_kv", (azure, CPU), (azure, CPU), {CPU: 28})
-    assert p.line() == ("cross_kv: 28/28 nodes on CPUExecutionProvider "
-                        "(AzureExecutionProvider took none)")
+    assert p.line() == (
+        "cross_kv: 28/28 nodes on CPUExecutionProvider (AzureExecutionProvider took none)"
+    )
     assert p.fell_back
 
 
@@ -107,12 +121,21 @@ def test_worker_threads_do_not_spin_unless_the_profile_asks():
 
 QNN = "QNNExecutionProvider"
 QNN_TRACE = {  # the shape of onnxruntime-qnn 2.7's qnn_op_trace.json (schema 2), trimmed
-    "backend_type": "htp", "model_name": "encoder-fp32-b1.onnx", "schema_version": 2,
+    "backend_type": "htp",
+    "model_name": "encoder-fp32-b1.onnx",
+    "schema_version": 2,
     "soc_traces": [{"compilation_target": {"device_id": 0, "htp_arch": "V73", "soc_model": 60}}],
     "subgraph_traces": [{"graph_name": "QNN_1", "op_mappings": [], "tensor_mappings": []}],
-    "summary": {"fusion_count": {"OrtNodeUnit": 68}, "qnn_subgraphs": 1, "supported_nodes": 150,
-                "total_onnx_nodes": 150, "total_qnn_ops": 114, "unsupported_nodes": 0},
-    "unsupported_nodes": []}
+    "summary": {
+        "fusion_count": {"OrtNodeUnit": 68},
+        "qnn_subgraphs": 1,
+        "supported_nodes": 150,
+        "total_onnx_nodes": 150,
+        "total_qnn_ops": 114,
+        "unsupported_nodes": 0,
+    },
+    "unsupported_nodes": [],
+}
 
 
 def test_qnn_op_trace_is_the_placement_of_a_compiled_graph():
@@ -121,12 +144,19 @@ def test_qnn_op_trace_is_the_placement_of_a_compiled_graph():
     report = qnn_report(QNN_TRACE, {"backend_type": "htp"})
     assert report.complete and report.device == "HTP (soc_model 60, V73)"
     p = GraphPlacement("encoder", (QNN, CPU), (QNN, CPU), {}, (), (report,))
-    assert p.line() == ("encoder: QNNExecutionProvider on HTP (soc_model 60, V73): 150/150 ONNX "
-                        "nodes (QNN op trace)")
+    assert p.line() == (
+        "encoder: QNNExecutionProvider on HTP (soc_model 60, V73): 150/150 ONNX "
+        "nodes (QNN op trace)"
+    )
     assert not p.fell_back and p.device == "HTP (soc_model 60, V73)"
-    partial = qnn_report({**QNN_TRACE, "summary": {**QNN_TRACE["summary"], "supported_nodes": 148,
-                                                   "unsupported_nodes": 2},
-                          "unsupported_nodes": [{"name": "n1", "op_type": "Erf"}, "n2"]}, {})
+    partial = qnn_report(
+        {
+            **QNN_TRACE,
+            "summary": {**QNN_TRACE["summary"], "supported_nodes": 148, "unsupported_nodes": 2},
+            "unsupported_nodes": [{"name": "n1", "op_type": "Erf"}, "n2"],
+        },
+        {},
+    )
     p = GraphPlacement("encoder", (QNN, CPU), (QNN, CPU), {}, (), (partial,))
     assert p.fell_back and "148/150 ONNX nodes, not supported: Erf, n2" in p.line()
 
@@ -134,10 +164,19 @@ def test_qnn_op_trace_is_the_placement_of_a_compiled_graph():
 def test_vitisai_report_counts_npu_and_cpu_nodes():
     from backends.onnx.adapters import vitisai_report
 
-    report = vitisai_report({"deviceStat": [
-        {"name": "all", "nodeNum": 400, "supportedOpType": ["::Add", "::Conv"]},
-        {"name": "CPU", "nodeNum": 2, "supportedOpType": ["::DequantizeLinear", "::QuantizeLinear"]},
-        {"name": "NPU", "nodeNum": 398, "supportedOpType": ["::Add", "::Conv"]}]})
+    report = vitisai_report(
+        {
+            "deviceStat": [
+                {"name": "all", "nodeNum": 400, "supportedOpType": ["::Add", "::Conv"]},
+                {
+                    "name": "CPU",
+                    "nodeNum": 2,
+                    "supportedOpType": ["::DequantizeLinear", "::QuantizeLinear"],
+                },
+                {"name": "NPU", "nodeNum": 398, "supportedOpType": ["::Add", "::Conv"]},
+            ]
+        }
+    )
     assert (report.supported, report.total) == (398, 400) and report.complete is False
     assert report.unsupported == ("::DequantizeLinear", "::QuantizeLinear")
     assert vitisai_report({"deviceStat": [{"name": "NPU", "nodeNum": 225}]}).complete
@@ -149,10 +188,13 @@ def test_openvino_says_which_device_and_whether_it_could_fall_back():
     ov = "OpenVINOExecutionProvider"
     sure = adapter(ov).read({"device_type": "NPU"}, Path("."), {NO_CPU_FALLBACK: "1"})
     p = GraphPlacement("encoder", (ov,), (ov, CPU), {ov: 1}, (), (sure,))
-    assert p.line() == ("encoder: OpenVINOExecutionProvider on NPU: 1 compiled partition "
-                        "(OpenVINO device_type; no fallback to its CPU plugin)")
+    assert p.line() == (
+        "encoder: OpenVINOExecutionProvider on NPU: 1 compiled partition "
+        "(OpenVINO device_type; no fallback to its CPU plugin)"
+    )
     unsure = adapter(ov).read({"device_type": "NPU"}, Path("."), {})
     assert unsure.device == "NPU or CPU" and NO_CPU_FALLBACK in unsure.source
     # attached as a plugin EP, the device comes from its EP device: device_type is refused
-    assert adapter(ov).prepare({"device_type": "NPU", "load_config": "{}"}, Path("."),
-                               plugin=True) == {"load_config": "{}"}
+    assert adapter(ov).prepare(
+        {"device_type": "NPU", "load_config": "{}"}, Path("."), plugin=True
+    ) == {"load_config": "{}"}

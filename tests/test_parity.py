@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from runtime.audio.decode import load_audio
-from runtime.decoding import DecodingOptions, decode
 from runtime.audio.mel import log_mel_spectrogram, pad_or_trim
+from runtime.decoding import DecodingOptions, decode
 from tests.conftest import FIXTURES, eval_file
 
 REFERENCE = json.loads((FIXTURES / "reference_tiny_en.json").read_text())
@@ -53,8 +53,12 @@ def test_greedy_tokens_equal_openai_whisper(utt, windows, cpu_session, tiny_toke
     assert with_ts.tokens == utt["timestamps"]["tokens"]
     assert with_ts.avg_logprob == pytest.approx(utt["timestamps"]["avg_logprob"], abs=1e-3)
     assert with_ts.no_speech_prob == pytest.approx(utt["timestamps"]["no_speech_prob"], abs=1e-3)
-    plain = decode(cpu_session, features, tiny_tokenizer,
-                   DecodingOptions(temperature=0.0, without_timestamps=True))[0]
+    plain = decode(
+        cpu_session,
+        features,
+        tiny_tokenizer,
+        DecodingOptions(temperature=0.0, without_timestamps=True),
+    )[0]
     assert plain.tokens == utt["without_timestamps"]["tokens"]
 
 

@@ -11,23 +11,40 @@ from pathlib import Path
 
 import pytest
 
-from runtime.plugins import Plugins, hookspecs
 from runtime.config.settings import Settings
+from runtime.plugins import Plugins, hookspecs
 from tests.conftest import eval_file
 
 PLUGINS_SRC = Path(__file__).parent / "plugins"
-HOOKS = sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
-               if hasattr(f, "whisper_runtime_spec"))
+HOOKS = sorted(
+    n
+    for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
+    if hasattr(f, "whisper_runtime_spec")
+)
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """pip-install the example and the broken plugin into a private folder (not the venv)."""
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--target", str(target),
-                    str(PLUGINS_SRC / "example_backend"), str(PLUGINS_SRC / "broken_plugin")],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(PLUGINS_SRC / "example_backend"),
+            str(PLUGINS_SRC / "broken_plugin"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return target
 
 
@@ -46,8 +63,13 @@ def marker_root(tmp_path) -> Path:
 
 
 def test_every_hook_is_documented():
-    assert HOOKS == ["add_profile_dirs", "register_backends", "register_model_readers",
-                     "register_probes", "register_writers"]
+    assert HOOKS == [
+        "add_profile_dirs",
+        "register_backends",
+        "register_model_readers",
+        "register_probes",
+        "register_writers",
+    ]
     for name in HOOKS:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.split()) >= 8, f"hook {name} needs a docstring stating its contract"
@@ -56,15 +78,18 @@ def test_every_hook_is_documented():
 def test_example_plugin_implements_every_hook(with_plugins):
     import example_backend.plugin as plugin
 
-    implemented = sorted(n for n in HOOKS if hasattr(getattr(plugin, n, None), "whisper_runtime_impl"))
+    implemented = sorted(
+        n for n in HOOKS if hasattr(getattr(plugin, n, None), "whisper_runtime_impl")
+    )
     assert implemented == HOOKS
 
 
 def test_third_party_contributions_reach_the_core(with_plugins, marker_root, tmp_path):
     plugins = Plugins()
     assert "example" in plugins.backends() and "cpu" in plugins.backends()
-    assert "example_marker" in {getattr(p, "probe_name", p.__name__.removeprefix("probe_"))
-                                for p in plugins.probes()}
+    assert "example_marker" in {
+        getattr(p, "probe_name", p.__name__.removeprefix("probe_")) for p in plugins.probes()
+    }
     assert any(d.name == "profiles" and "example_backend" in str(d) for d in plugins.profile_dirs())
     assert "shout" in plugins.writers() and "srt" in plugins.writers()
     assert [r.name for r in plugins.model_readers()][-1] == "alias"
@@ -85,18 +110,31 @@ def test_block_plugins_by_name(with_plugins, monkeypatch):
 
 
 def test_detect_cli_lists_plugin_backend_and_error(with_plugins, marker_root):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(with_plugins), *sys.path]),
-           "RUNTIME_HARDWARE_ROOT": str(marker_root)}
-    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "detect", "--json"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(with_plugins), *sys.path]),
+        "RUNTIME_HARDWARE_ROOT": str(marker_root),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "detect", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["backends"]["example"]["available"]
     assert data["profiles"]["example"]["matches"]
     assert data["chosen"]["profile"] == "cpu"  # higher priority; example is selectable by name
     assert any(p["name"] == "broken" and "broken on purpose" in p["error"] for p in data["plugins"])
-    text = subprocess.run([sys.executable, "-m", "runtime.cli", "detect"], capture_output=True,
-                          text=True, env=env, timeout=120).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "detect"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    ).stdout
     assert "example" in text and "broken on purpose" in text
 
 

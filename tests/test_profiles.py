@@ -6,12 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import ProfileError
 from backends.mlx import plugin as mlx_plugin
 from backends.onnx import plugin as onnx_plugin
-from runtime.hardware import BUILTIN_PROBES, Finding, HardwareReport
-from runtime.hardware import run_probes as run_core_probes
-from runtime.plugins import Plugins
 from runtime.config.profiles import (
     Profile,
     builtin_profiles_dir,
@@ -21,6 +17,10 @@ from runtime.config.profiles import (
     load_profile,
     load_profiles,
 )
+from runtime.errors import ProfileError
+from runtime.hardware import BUILTIN_PROBES, Finding, HardwareReport
+from runtime.hardware import run_probes as run_core_probes
+from runtime.plugins import Plugins
 from tests import fakehw
 
 BUILTIN = {"cpu", "apple-silicon", "xdna2", "xdna", "intel-npu", "qualcomm-npu", "nvidia", "numpy"}
@@ -116,7 +116,9 @@ def test_vitisai_config_is_a_bf16_configuration() -> None:
     """Ryzen AI 1.6+ BF16 configs: the vaiml_partition pass and a `target` section."""
     import json
 
-    config = json.loads((builtin_profiles_dir() / "vitisai" / "whisper_encoder_bf16.json").read_text())
+    config = json.loads(
+        (builtin_profiles_dir() / "vitisai" / "whisper_encoder_bf16.json").read_text()
+    )
     assert config["target"] == "VAIML"
     assert [t["pass"] for t in config["targets"]] == [["init", "vaiml_partition"]]
     partition = {p["name"]: p for p in config["passes"]}["vaiml_partition"]
@@ -135,7 +137,9 @@ def test_emulated_profiles_say_what_stands_in(profiles: dict[str, Profile]) -> N
 def test_xdna_profile_never_claims_the_npu(profiles: dict[str, Profile]) -> None:
     xdna = profiles["xdna"]
     assert xdna.backend == "onnx" and xdna.fallback == ["numpy"]
-    assert [p["name"] for p in xdna.backend_options["encoder"]["providers"]] == ["CPUExecutionProvider"]
+    assert [p["name"] for p in xdna.backend_options["encoder"]["providers"]] == [
+        "CPUExecutionProvider"
+    ]
     assert "INT8" in xdna.notes[0] and "CNN" in xdna.notes[0]
 
 
@@ -157,7 +161,9 @@ def test_xdna_profile_never_claims_the_npu(profiles: dict[str, Profile]) -> None
         (fakehw.plain_linux, "cpu"),
     ],
 )
-def test_each_machine_gets_its_profile(tmp_path: Path, profiles: dict[str, Profile], build, expected: str) -> None:
+def test_each_machine_gets_its_profile(
+    tmp_path: Path, profiles: dict[str, Profile], build, expected: str
+) -> None:
     choice = choose_profile(profiles, run_probes(build(tmp_path)), all_available)
     assert choice.profile is not None and choice.profile.name == expected, choice.reasons
     assert choice.fallback_from is None
@@ -171,55 +177,84 @@ def test_phoenix_shows_the_xdna_note(tmp_path: Path, profiles: dict[str, Profile
     assert choice.require().name == "xdna"
     assert any("only INT8 CNN models" in note for note in choice.require().notes)
     assert choice.reasons["xdna2"] == [
-        "no AMD XDNA2 NPU: amd_npu reports generation = 'xdna', needs 'xdna2'"]
+        "no AMD XDNA2 NPU: amd_npu reports generation = 'xdna', needs 'xdna2'"
+    ]
 
 
-def test_unavailable_backend_uses_the_fallback(tmp_path: Path, profiles: dict[str, Profile]) -> None:
+def test_unavailable_backend_uses_the_fallback(
+    tmp_path: Path, profiles: dict[str, Profile]
+) -> None:
     report = run_probes(fakehw.strix_laptop(tmp_path))
     choice = choose_profile(profiles, report, unavailable("onnx"))
     # the cpu profile runs on onnx too, so the chain goes on to numpy
     assert choice.require().name == "numpy" and choice.fallback_from == "xdna2"
-    assert choice.reasons["xdna2"] == ["matches, but backend 'onnx' is unavailable: onnx is not installed"]
+    assert choice.reasons["xdna2"] == [
+        "matches, but backend 'onnx' is unavailable: onnx is not installed"
+    ]
 
 
-@pytest.mark.parametrize(("build", "backend", "skipped", "chosen"),
-                         [(fakehw.apple_m3, "mlx", "apple-silicon", "cpu"),
-                          (fakehw.nvidia_server, "onnx", "nvidia", "numpy")])
-def test_fallback_on_other_machines(tmp_path: Path, profiles: dict[str, Profile], build, backend,
-                                    skipped, chosen) -> None:
+@pytest.mark.parametrize(
+    ("build", "backend", "skipped", "chosen"),
+    [
+        (fakehw.apple_m3, "mlx", "apple-silicon", "cpu"),
+        (fakehw.nvidia_server, "onnx", "nvidia", "numpy"),
+    ],
+)
+def test_fallback_on_other_machines(
+    tmp_path: Path, profiles: dict[str, Profile], build, backend, skipped, chosen
+) -> None:
     choice = choose_profile(profiles, run_probes(build(tmp_path)), unavailable(backend))
     assert choice.require().name == chosen and choice.fallback_from == skipped
     assert "unavailable" in choice.reasons[skipped][0]
 
 
-def test_strix_without_ryzen_ai_software_explains(tmp_path: Path, profiles: dict[str, Profile]) -> None:
+def test_strix_without_ryzen_ai_software_explains(
+    tmp_path: Path, profiles: dict[str, Profile]
+) -> None:
     report = run_probes(fakehw.strix_laptop(tmp_path, ryzen_ai=False))
     choice = choose_profile(profiles, report, all_available)
     assert choice.require().name == "cpu"
     [reason] = choice.reasons["xdna2"]
-    assert reason.startswith("no VitisAI execution provider (Ryzen AI Software): onnxruntime "
-                             "providers lack VitisAIExecutionProvider (found: CPUExecutionProvider)")
+    assert reason.startswith(
+        "no VitisAI execution provider (Ryzen AI Software): onnxruntime "
+        "providers lack VitisAIExecutionProvider (found: CPUExecutionProvider)"
+    )
 
 
 def test_strix_without_driver_explains(tmp_path: Path, profiles: dict[str, Profile]) -> None:
-    choice = choose_profile(profiles, run_probes(fakehw.strix_laptop(tmp_path, driver=False)), all_available)
+    choice = choose_profile(
+        profiles, run_probes(fakehw.strix_laptop(tmp_path, driver=False)), all_available
+    )
     assert choice.require().name == "cpu"
-    assert choice.reasons["xdna2"][0].startswith("no AMD XDNA2 NPU: amd_npu found nothing (driver not loaded")
+    assert choice.reasons["xdna2"][0].startswith(
+        "no AMD XDNA2 NPU: amd_npu found nothing (driver not loaded"
+    )
 
 
-def test_apple_without_mlx_explains_with_the_detail_reason(tmp_path: Path, profiles: dict[str, Profile]) -> None:
-    choice = choose_profile(profiles, run_probes(fakehw.apple_m3(tmp_path, rosetta=True)), all_available)
+def test_apple_without_mlx_explains_with_the_detail_reason(
+    tmp_path: Path, profiles: dict[str, Profile]
+) -> None:
+    choice = choose_profile(
+        profiles, run_probes(fakehw.apple_m3(tmp_path, rosetta=True)), all_available
+    )
     assert choice.require().name == "cpu"
     reasons = choice.reasons["apple-silicon"]
     assert any("rosetta = True, needs False" in r and "Rosetta 2" in r for r in reasons)
-    assert any("no MLX with a Metal GPU: mlx found nothing" in r and "mlx is not installed" in r
-               for r in reasons)
+    assert any(
+        "no MLX with a Metal GPU: mlx found nothing" in r and "mlx is not installed" in r
+        for r in reasons
+    )
 
 
-def test_this_machine_chooses_cpu_and_explains_every_other_profile(profiles: dict[str, Profile]) -> None:
+def test_this_machine_chooses_cpu_and_explains_every_other_profile(
+    profiles: dict[str, Profile],
+) -> None:
     report = run_probes()
-    accelerators = [n for n in ("apple", "amd_npu", "intel_npu", "qualcomm_npu", "nvidia")
-                    if (f := report.get(n)) is not None and f.present]
+    accelerators = [
+        n
+        for n in ("apple", "amd_npu", "intel_npu", "qualcomm_npu", "nvidia")
+        if (f := report.get(n)) is not None and f.present
+    ]
     if accelerators:
         pytest.skip(f"this machine has an accelerator: {accelerators}")
     choice = choose_profile(profiles, report, all_available)
@@ -234,7 +269,9 @@ def test_no_match_at_all(profiles: dict[str, Profile]) -> None:
     only_npu = {"xdna2": profiles["xdna2"]}
     choice = choose_profile(only_npu, HardwareReport({}), all_available)
     assert choice.profile is None and choice.matching == []
-    with pytest.raises(ProfileError, match="no profile can run on this machine.*xdna2: no AMD XDNA2 NPU"):
+    with pytest.raises(
+        ProfileError, match="no profile can run on this machine.*xdna2: no AMD XDNA2 NPU"
+    ):
         choice.require()
 
 
@@ -248,7 +285,9 @@ def test_equal_priority_is_broken_by_name_and_unneeded_profiles_say_why() -> Non
     assert choice.reasons["low"] == ["matches, but a ranks higher (priority 5 > 1)"]
 
 
-def test_backend_availability_is_asked_once_per_backend(tmp_path: Path, profiles: dict[str, Profile]) -> None:
+def test_backend_availability_is_asked_once_per_backend(
+    tmp_path: Path, profiles: dict[str, Profile]
+) -> None:
     asked: list[str] = []
 
     def check(backend: str) -> tuple[bool, str]:
@@ -263,32 +302,45 @@ def test_backend_availability_is_asked_once_per_backend(tmp_path: Path, profiles
 
 
 def report_of(**details) -> HardwareReport:
-    return HardwareReport({"cpu": Finding("cpu", True, details), "gone": Finding("gone", False, {}, "not here")})
+    return HardwareReport(
+        {"cpu": Finding("cpu", True, details), "gone": Finding("gone", False, {}, "not here")}
+    )
 
 
 def rule_profile(**rule) -> Profile:
-    return Profile.model_validate({"name": "p", "description": "", "backend": "cpu", "match": [rule]})
+    return Profile.model_validate(
+        {"name": "p", "description": "", "backend": "cpu", "match": [rule]}
+    )
 
 
 @pytest.mark.parametrize(
     ("rule", "reason"),
     [
         ({"probe": "cpu", "has": {"flags": ["avx2"]}}, None),
-        ({"probe": "cpu", "has": {"flags": ["avx2", "amx_bf16"]}, "label": "AMX CPU"},
-         "no AMX CPU: cpu flags lack amx_bf16 (found: avx2, fma)"),
+        (
+            {"probe": "cpu", "has": {"flags": ["avx2", "amx_bf16"]}, "label": "AMX CPU"},
+            "no AMX CPU: cpu flags lack amx_bf16 (found: avx2, fma)",
+        ),
         ({"probe": "cpu", "where": {"vendor": ["GenuineIntel", "AuthenticAMD"]}}, None),
-        ({"probe": "cpu", "where": {"vendor": "GenuineIntel"}},
-         "no cpu: cpu reports vendor = 'AuthenticAMD', needs 'GenuineIntel'"),
+        (
+            {"probe": "cpu", "where": {"vendor": "GenuineIntel"}},
+            "no cpu: cpu reports vendor = 'AuthenticAMD', needs 'GenuineIntel'",
+        ),
         ({"probe": "cpu", "where": {"cores": 1}}, "no cpu: cpu reports cores = True, needs 1"),
         ({"probe": "cpu", "where": {"model": "x"}}, "no cpu: cpu reports no model"),
         ({"probe": "gone", "label": "thing"}, "no thing: gone found nothing (not here)"),
         ({"probe": "gone", "present": False}, None),
-        ({"probe": "cpu", "present": False, "label": "a CPU"}, "a CPU must be absent, but cpu found it"),
+        (
+            {"probe": "cpu", "present": False, "label": "a CPU"},
+            "a CPU must be absent, but cpu found it",
+        ),
         ({"probe": "missing"}, "no missing: the missing probe did not run"),
     ],
 )
 def test_rules(rule: dict, reason: str | None) -> None:
-    result = evaluate(rule_profile(**rule), report_of(vendor="AuthenticAMD", flags=["avx2", "fma"], cores=True))
+    result = evaluate(
+        rule_profile(**rule), report_of(vendor="AuthenticAMD", flags=["avx2", "fma"], cores=True)
+    )
     assert result.matches is (reason is None)
     assert result.reasons == ([] if reason is None else [reason])
 
@@ -312,13 +364,22 @@ def write_profile(folder: Path, filename: str, text: str) -> Path:
         (GOOD + '[[match]]\nprobe = "cpu"\nwhen = { a = 1 }\n', "match[0].when: unknown field"),
         (GOOD + '[batcher]\nbatch_size = 2\nmode = "x"\n', "batcher.mode: unknown field"),
         (GOOD + 'priority = "high"\n', "priority: Input should be a valid integer (got 'high')"),
-        (GOOD + '[batcher]\nbatch_size = 0\n', "batcher.batch_size: Input should be greater than or equal to 1"),
-        (GOOD + '[batcher]\ndecoder = "parallel"\n', "batcher.decoder: Input should be 'batched' or 'sequential'"),
+        (
+            GOOD + "[batcher]\nbatch_size = 0\n",
+            "batcher.batch_size: Input should be greater than or equal to 1",
+        ),
+        (
+            GOOD + '[batcher]\ndecoder = "parallel"\n',
+            "batcher.decoder: Input should be 'batched' or 'sequential'",
+        ),
         (GOOD + 'fallback = "cpu"\n', "fallback: Input should be a valid list (got 'cpu')"),
         (GOOD + 'fallback = ["fast"]\n', "fallback: profile 'fast' cannot fall back to itself"),
         ('description = "d"\nbackend = "onnx"\n', "name: required field is missing"),
         (GOOD + "priority = \n", "invalid TOML"),
-        (GOOD + '[[match]]\nprobe = "cpu"\nwhere = { generation = 1.5 }\n', "match[0].where: generation: must be a string, integer, boolean or a non-empty list of them (got 1.5)"),
+        (
+            GOOD + '[[match]]\nprobe = "cpu"\nwhere = { generation = 1.5 }\n',
+            "match[0].where: generation: must be a string, integer, boolean or a non-empty list of them (got 1.5)",
+        ),
     ],
 )
 def test_bad_profile_files_name_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
@@ -335,7 +396,10 @@ def test_duplicate_names_across_directories(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as error:
         load_profiles([tmp_path / "a", tmp_path / "b"])
     message = str(error.value)
-    assert message.startswith(f"{second}: name: duplicate profile name 'fast'") and str(first) in message
+    assert (
+        message.startswith(f"{second}: name: duplicate profile name 'fast'")
+        and str(first) in message
+    )
 
 
 def test_unknown_fallback_and_missing_directory(tmp_path: Path) -> None:
@@ -348,9 +412,15 @@ def test_unknown_fallback_and_missing_directory(tmp_path: Path) -> None:
 
 
 def test_plugin_directories_add_profiles(tmp_path: Path) -> None:
-    write_profile(tmp_path, "fast.toml", GOOD + 'priority = 90\nfallback = ["cpu"]\n[[match]]\nprobe = "cpu"\n')
+    write_profile(
+        tmp_path,
+        "fast.toml",
+        GOOD + 'priority = 90\nfallback = ["cpu"]\n[[match]]\nprobe = "cpu"\n',
+    )
     loaded = load_profiles([builtin_profiles_dir(), tmp_path])
     assert set(loaded) == BUILTIN | {"fast"}
     assert find_profile(loaded, "fast").priority == 90
-    with pytest.raises(ProfileError, match="unknown profile 'slow'; known profiles: apple-silicon, cpu"):
+    with pytest.raises(
+        ProfileError, match="unknown profile 'slow'; known profiles: apple-silicon, cpu"
+    ):
         find_profile(loaded, "slow")

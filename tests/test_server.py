@@ -19,8 +19,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning") 
 API_KEY = "test-key-5f3a"
 JFK_WORDS = "ask not what your country can do for you"
 # short test-clean utterances tiny.en transcribes well; concurrent requests must each get theirs
-UTTERANCES = ("1089-134686-0001", "1089-134686-0002", "1089-134691-0001", "1221-135766-0002",
-              "5105-28241-0006", "5142-36377-0007", "61-70968-0011", "8230-279154-0017")
+UTTERANCES = (
+    "1089-134686-0001",
+    "1089-134686-0002",
+    "1089-134691-0001",
+    "1221-135766-0002",
+    "5105-28241-0006",
+    "5142-36377-0007",
+    "61-70968-0011",
+    "8230-279154-0017",
+)
 
 
 def _base_installed() -> bool:
@@ -33,8 +41,14 @@ def _base_installed() -> bool:
 def server(tmp_path_factory):
     eval_file("jfk.flac")
     models = ["--model", "tiny.en"] + (["--model", "base"] if _base_installed() else [])
-    srv = LiveServer(*models, "--api-key", API_KEY, "--max-upload-mb", "4",
-                     log_path=tmp_path_factory.mktemp("server") / "server.log")
+    srv = LiveServer(
+        *models,
+        "--api-key",
+        API_KEY,
+        "--max-upload-mb",
+        "4",
+        log_path=tmp_path_factory.mktemp("server") / "server.log",
+    )
     yield srv
     assert srv.stop() in (0, -signal.SIGTERM), srv.log()  # uvicorn re-raises the signal
     assert "Application shutdown complete" in srv.log()
@@ -42,8 +56,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(api_key=API_KEY, base_url=server.url + "/v1", max_retries=0,
-                         timeout=120)
+    return openai.OpenAI(api_key=API_KEY, base_url=server.url + "/v1", max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +69,11 @@ def _normalize(text: str) -> str:
 
 
 def _references() -> dict[str, str]:
-    refs = dict(line.split("\t", 1) for line in
-                eval_file("librispeech", "refs.tsv").read_text().splitlines() if "\t" in line)
+    refs = dict(
+        line.split("\t", 1)
+        for line in eval_file("librispeech", "refs.tsv").read_text().splitlines()
+        if "\t" in line
+    )
     return {utt: refs[utt].strip() for utt in UTTERANCES}
 
 
@@ -67,24 +83,31 @@ def test_json(client, jfk):
 
 
 def test_text_srt_vtt(client, jfk):
-    text = client.audio.transcriptions.create(file=("jfk.flac", jfk), model="whisper-1",
-                                              response_format="text")
+    text = client.audio.transcriptions.create(
+        file=("jfk.flac", jfk), model="whisper-1", response_format="text"
+    )
     assert isinstance(text, str) and JFK_WORDS in _normalize(text) and text.endswith("\n")
-    srt = client.audio.transcriptions.create(file=("jfk.flac", jfk), model="tiny.en",
-                                             response_format="srt")
+    srt = client.audio.transcriptions.create(
+        file=("jfk.flac", jfk), model="tiny.en", response_format="srt"
+    )
     cues = re.findall(r"(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)\n", srt)
     assert cues and [int(c[0]) for c in cues] == list(range(1, len(cues) + 1))
     assert JFK_WORDS in _normalize(" ".join(c[3] for c in cues))
-    vtt = client.audio.transcriptions.create(file=("jfk.flac", jfk), model="whisper-1",
-                                             response_format="vtt")
+    vtt = client.audio.transcriptions.create(
+        file=("jfk.flac", jfk), model="whisper-1", response_format="vtt"
+    )
     assert vtt.startswith("WEBVTT\n")
     assert len(re.findall(r"\d\d:\d\d\.\d{3} --> \d\d:\d\d\.\d{3}\n", vtt)) == len(cues)
 
 
 def test_verbose_json_has_openais_shape(client, jfk):
-    result = client.audio.transcriptions.create(file=("jfk.flac", jfk), model="whisper-1",
-                                                response_format="verbose_json",
-                                                language="en", prompt="Kennedy, Americans")
+    result = client.audio.transcriptions.create(
+        file=("jfk.flac", jfk),
+        model="whisper-1",
+        response_format="verbose_json",
+        language="en",
+        prompt="Kennedy, Americans",
+    )
     body = result.model_dump()
     assert body["language"] == "english" and abs(body["duration"] - 11.0) < 0.1
     assert JFK_WORDS in _normalize(body["text"])
@@ -100,15 +123,19 @@ def test_verbose_json_has_openais_shape(client, jfk):
 
 
 def test_temperature_is_accepted(client, jfk):
-    result = client.audio.transcriptions.create(file=("jfk.flac", jfk), model="whisper-1",
-                                                response_format="verbose_json", temperature=0.3)
+    result = client.audio.transcriptions.create(
+        file=("jfk.flac", jfk), model="whisper-1", response_format="verbose_json", temperature=0.3
+    )
     assert result.segments and all(s.temperature == pytest.approx(0.3) for s in result.segments)
 
 
 def test_word_timestamps(client, jfk):
-    result = client.audio.transcriptions.create(file=("jfk.flac", jfk), model="whisper-1",
-                                                response_format="verbose_json",
-                                                timestamp_granularities=["word", "segment"])
+    result = client.audio.transcriptions.create(
+        file=("jfk.flac", jfk),
+        model="whisper-1",
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
     words = result.words
     assert words and result.segments, "word granularity returned no words"
     assert JFK_WORDS in _normalize(" ".join(w.word for w in words))
@@ -124,13 +151,15 @@ def test_translation_needs_a_multilingual_model(client, jfk):
 def test_translation_with_base(client, jfk):
     if not _base_installed():
         pytest.skip("multilingual model 'base' not installed: pip install -e '.[base]'")
-    result = client.audio.translations.create(file=("jfk.flac", jfk), model="base",
-                                              response_format="verbose_json")
+    result = client.audio.translations.create(
+        file=("jfk.flac", jfk), model="base", response_format="verbose_json"
+    )
     body = result.model_dump()
     assert body["language"] == "english" and result.model_extra.get("task") == "translate"
     assert JFK_WORDS in _normalize(body["text"]) and body["segments"]
-    text = client.audio.translations.create(file=("jfk.flac", jfk), model="base",
-                                            response_format="text")
+    text = client.audio.translations.create(
+        file=("jfk.flac", jfk), model="base", response_format="text"
+    )
     assert JFK_WORDS in _normalize(text)
 
 
@@ -140,8 +169,9 @@ def test_concurrent_requests_batch_together_and_get_their_own_text(server, clien
 
     def transcribe(utt: str) -> str:
         data = (EVAL_DIR / "librispeech" / f"{utt}.flac").read_bytes()
-        return client.audio.transcriptions.create(file=(f"{utt}.flac", data),
-                                                  model="whisper-1").text
+        return client.audio.transcriptions.create(
+            file=(f"{utt}.flac", data), model="whisper-1"
+        ).text
 
     with ThreadPoolExecutor(len(refs)) as pool:
         texts = dict(zip(refs, pool.map(transcribe, refs)))
@@ -150,8 +180,9 @@ def test_concurrent_requests_batch_together_and_get_their_own_text(server, clien
     after = get_json(server.url + "/stats", API_KEY)["models"]["tiny.en"]["engine"]
     assert after["requests_done"] - before["requests_done"] == len(refs)
     batches = after["batches"] - before["batches"]
-    rows = after["mean_batch_size"] * after["batches"] - before["mean_batch_size"] * before[
-        "batches"]
+    rows = (
+        after["mean_batch_size"] * after["batches"] - before["mean_batch_size"] * before["batches"]
+    )
     assert rows / batches > 1.0, "no batch held chunks of two requests"
 
 
@@ -182,7 +213,14 @@ def test_stats(server, client, jfk):
     http, engine = stats["http"], stats["models"]["tiny.en"]["engine"]
     assert http["by_status"]["200"] >= 1 and http["latency_p50_s"] > 0
     assert http["upload_bytes"] >= len(jfk)
-    for key in ("queued_chunks", "batches", "mean_batch_size", "mean_wait_s", "errors",
-                "audio_seconds", "realtime_factor"):
+    for key in (
+        "queued_chunks",
+        "batches",
+        "mean_batch_size",
+        "mean_wait_s",
+        "errors",
+        "audio_seconds",
+        "realtime_factor",
+    ):
         assert key in engine
     assert engine["audio_seconds"] >= 11.0 and engine["realtime_factor"] > 0

@@ -10,9 +10,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -36,9 +36,14 @@ def tmp_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tmp_dir):
     eval_file("jfk.flac")
-    srv = LiveServer("--api-key", KEY, "--max-upload-mb", str(LIMIT_MB),
-                     log_path=tmp_path_factory.mktemp("log") / "server.log",
-                     env={"TMPDIR": str(tmp_dir)})
+    srv = LiveServer(
+        "--api-key",
+        KEY,
+        "--max-upload-mb",
+        str(LIMIT_MB),
+        log_path=tmp_path_factory.mktemp("log") / "server.log",
+        env={"TMPDIR": str(tmp_dir)},
+    )
     yield srv
     srv.stop()
 
@@ -52,15 +57,24 @@ def jfk() -> bytes:
 Case = Callable[[bytes], dict]  # jfk bytes -> keywords of liveserver.request (less the URL)
 
 
-def form(*parts: tuple[str, bytes | str, str | None], key: str | None = KEY,
-         path: str = TRANSCRIBE, **extra) -> dict:
+def form(
+    *parts: tuple[str, bytes | str, str | None],
+    key: str | None = KEY,
+    path: str = TRANSCRIBE,
+    **extra,
+) -> dict:
     body, content_type = multipart(list(parts))
     headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {key}"} if key else {})}
     return dict(method="POST", path=path, body=body, headers=headers, **extra)
 
 
-def raw(body: bytes, content_type: str, key: str | None = KEY, method: str = "POST",
-        path: str = TRANSCRIBE) -> dict:
+def raw(
+    body: bytes,
+    content_type: str,
+    key: str | None = KEY,
+    method: str = "POST",
+    path: str = TRANSCRIBE,
+) -> dict:
     headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {key}"} if key else {})}
     return dict(method=method, path=path, body=body, headers=headers)
 
@@ -110,19 +124,24 @@ MALFORMED: dict[str, tuple[int, Case]] = {
     "truncated flac": (400, lambda j: form(audio(j[: len(j) // 3]), M)),
     "png image": (400, lambda j: form(audio(b"\x89PNG\r\n\x1a\n" + bytes(5000), "a.png"), M)),
     "wav without frames": (400, lambda j: form(audio(_wav_without_frames(), "a.wav"), M)),
-    "wav with an unknown format tag": (400, lambda j: form(audio(
-        wav_bytes(speech(), header={"tag": 0x1234}), "tag.wav"), M)),  # was a 500
-    "wav header claiming 7 bits": (400, lambda j: form(audio(
-        wav_bytes(speech(), header={"bits": 7}), "bits7.wav"), M)),  # was an empty 200
+    "wav with an unknown format tag": (
+        400,
+        lambda j: form(audio(wav_bytes(speech(), header={"tag": 0x1234}), "tag.wav"), M),
+    ),  # was a 500
+    "wav header claiming 7 bits": (
+        400,
+        lambda j: form(audio(wav_bytes(speech(), header={"bits": 7}), "bits7.wav"), M),
+    ),  # was an empty 200
     "float wav with NaN samples": (400, lambda j: form(audio(_nan_wav(), "nan.wav"), M)),
     "truncated ogg": (400, lambda j: form(audio(_half_an_ogg(), "cut.ogg"), M)),  # was a short 200
-    "allow_truncated not a boolean": (400, lambda j: form(audio(j), M,
-                                                          ("allow_truncated", "maybe", None))),
+    "allow_truncated not a boolean": (
+        400,
+        lambda j: form(audio(j), M, ("allow_truncated", "maybe", None)),
+    ),
     "no model": (400, lambda j: form(audio(j))),
     "empty model": (400, lambda j: form(audio(j), ("model", "", None))),
     "unknown model": (404, lambda j: form(audio(j), ("model", "whisper-9", None))),
-    "unknown response_format": (400, lambda j: form(audio(j), M,
-                                                    ("response_format", "xml", None))),
+    "unknown response_format": (400, lambda j: form(audio(j), M, ("response_format", "xml", None))),
     "numeric response_format": (400, lambda j: form(audio(j), M, ("response_format", "5", None))),
     "temperature not a number": (400, lambda j: form(audio(j), M, ("temperature", "hot", None))),
     "negative temperature": (400, lambda j: form(audio(j), M, ("temperature", "-0.5", None))),
@@ -131,38 +150,57 @@ MALFORMED: dict[str, tuple[int, Case]] = {
     "unknown language": (400, lambda j: form(audio(j), M, ("language", "klingon", None))),
     "numeric language": (400, lambda j: form(audio(j), M, ("language", "123", None))),
     "german on tiny.en": (400, lambda j: form(audio(j), M, ("language", "de", None))),
-    "unknown granularity": (400, lambda j: form(audio(j), M, ("response_format", "verbose_json",
-                                                              None),
-                                                ("timestamp_granularities[]", "char", None))),
-    "word granularity with json": (400, lambda j: form(audio(j), M, (
-        "timestamp_granularities[]", "word", None))),
+    "unknown granularity": (
+        400,
+        lambda j: form(
+            audio(j),
+            M,
+            ("response_format", "verbose_json", None),
+            ("timestamp_granularities[]", "char", None),
+        ),
+    ),
+    "word granularity with json": (
+        400,
+        lambda j: form(audio(j), M, ("timestamp_granularities[]", "word", None)),
+    ),
     "model given twice": (400, lambda j: form(audio(j), M, ("model", "tiny.en", None))),
     "two files": (400, lambda j: form(audio(j), audio(j), M)),
     "file under another name": (400, lambda j: form(("audio", j, "a.flac"), M)),
     "model sent as a file": (400, lambda j: form(audio(j), ("model", "whisper-1", "m.txt"))),
     "stream requested": (400, lambda j: form(audio(j), M, ("stream", "true", None))),
-    "json body": (400, lambda j: raw(json.dumps({"model": "whisper-1"}).encode(),
-                                     "application/json")),
-    "urlencoded body": (400, lambda j: raw(b"model=whisper-1",
-                                           "application/x-www-form-urlencoded")),
+    "json body": (
+        400,
+        lambda j: raw(json.dumps({"model": "whisper-1"}).encode(), "application/json"),
+    ),
+    "urlencoded body": (
+        400,
+        lambda j: raw(b"model=whisper-1", "application/x-www-form-urlencoded"),
+    ),
     "no boundary": (400, lambda j: raw(form(audio(j), M)["body"], "multipart/form-data")),
     "truncated multipart": (400, _truncated_multipart),
-    "garbage multipart": (400, lambda j: raw(b"not a multipart body at all" * 10,
-                                             "multipart/form-data; boundary=xyz")),
-    "part without a name": (400, lambda j: raw(
-        b'--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n',
-        "multipart/form-data; boundary=b")),
+    "garbage multipart": (
+        400,
+        lambda j: raw(b"not a multipart body at all" * 10, "multipart/form-data; boundary=xyz"),
+    ),
+    "part without a name": (
+        400,
+        lambda j: raw(
+            b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n",
+            "multipart/form-data; boundary=b",
+        ),
+    ),
     "prompt over 64 KiB": (400, lambda j: form(audio(j), M, ("prompt", "word " * 20000, None))),
-    "too many fields": (400, lambda j: form(audio(j), M, *[(f"x{i}", "1", None)
-                                                         for i in range(40)])),
+    "too many fields": (
+        400,
+        lambda j: form(audio(j), M, *[(f"x{i}", "1", None) for i in range(40)]),
+    ),
     "oversized (Content-Length)": (413, lambda j: form(audio(OVERSIZED), M)),
     "oversized (chunked)": (413, lambda j: form(audio(OVERSIZED), M, chunked=True)),
     "GET on transcriptions": (405, lambda j: raw(b"", "text/plain", method="GET")),
     "unknown path": (404, lambda j: form(audio(j), M, path="/v1/audio/speech")),
     "no API key": (401, lambda j: form(audio(j), M, key=None)),
     "wrong API key": (401, lambda j: form(audio(j), M, key="guess")),
-    "translation on tiny.en": (400, lambda j: form(audio(j), M,
-                                                   path="/v1/audio/translations")),
+    "translation on tiny.en": (400, lambda j: form(audio(j), M, path="/v1/audio/translations")),
 }
 
 
@@ -192,9 +230,14 @@ def test_malformed_request_gets_a_json_error(server, jfk, name):
 
 
 def test_params_name_the_bad_field(server, jfk):
-    for name, param in (("temperature above 1", "temperature"), ("unknown language", "language"),
-                        ("unknown response_format", "response_format"), ("no file", "file"),
-                        ("unknown model", "model"), ("text file", "file")):
+    for name, param in (
+        ("temperature above 1", "temperature"),
+        ("unknown language", "language"),
+        ("unknown response_format", "response_format"),
+        ("no file", "file"),
+        ("unknown model", "model"),
+        ("text file", "file"),
+    ):
         expected, build = MALFORMED[name]
         status, _, body = send(server, build(jfk))
         assert assert_openai_error(status, body, expected, name)["param"] == param, name
@@ -210,9 +253,12 @@ def test_truncated_upload_is_refused_unless_allowed(server):
     assert error["code"] == "invalid_audio" and error["param"] == "file"
     assert error["message"].startswith("uploaded file 'cut.ogg': truncated: ")
     assert "the data ends at 5.0 s" in error["message"]
-    assert "send the form field allow_truncated=true to transcribe its first 5.0 s" in error["message"]
-    status, _, body = post_form(server.url + TRANSCRIBE, [cut, M, ("allow_truncated", "true", None)],
-                                api_key=KEY)
+    assert (
+        "send the form field allow_truncated=true to transcribe its first 5.0 s" in error["message"]
+    )
+    status, _, body = post_form(
+        server.url + TRANSCRIBE, [cut, M, ("allow_truncated", "true", None)], api_key=KEY
+    )
     assert status == 200, body[:300]
     assert json.loads(body)["text"].lower().startswith("and so my fellow americans")
 
@@ -262,8 +308,15 @@ def test_malformed_storm_beside_good_requests(server, jfk, tmp_dir):
 def busy_server(tmp_path_factory):
     """One request at a time, a 3 s timeout: a long file occupies it."""
     eval_file(*LONGFORM)
-    srv = LiveServer("--max-queue", "1", "--request-timeout", "3", "--max-upload-mb", "12",
-                     log_path=tmp_path_factory.mktemp("busy") / "server.log")
+    srv = LiveServer(
+        "--max-queue",
+        "1",
+        "--request-timeout",
+        "3",
+        "--max-upload-mb",
+        "12",
+        log_path=tmp_path_factory.mktemp("busy") / "server.log",
+    )
     yield srv
     srv.stop()
 
@@ -282,8 +335,9 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
 def test_queue_full_is_503_and_timeout_is_504(busy_server, jfk):
     long = (EVAL_DIR / LONGFORM[0] / LONGFORM[1]).read_bytes()
     first: list = []
-    worker = threading.Thread(target=lambda: first.append(
-        post_form(busy_server.url + TRANSCRIBE, [audio(long), M])))
+    worker = threading.Thread(
+        target=lambda: first.append(post_form(busy_server.url + TRANSCRIBE, [audio(long), M]))
+    )
     worker.start()
     _wait_for(lambda: _engine(busy_server)["requests_in_flight"] == 1)
     status, headers, body = post_form(busy_server.url + TRANSCRIBE, [audio(jfk), M])
@@ -304,12 +358,20 @@ def test_client_disconnect_cancels_the_request(busy_server, jfk):
     body, content_type = multipart([audio(long), M])
     before = get_json(busy_server.url + "/stats")
     sock = socket.create_connection(("127.0.0.1", busy_server.port))
-    sock.sendall(f"POST {TRANSCRIBE} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    sock.sendall(
+        f"POST {TRANSCRIBE} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     _wait_for(lambda: _engine(busy_server)["requests_in_flight"] == 1)
     sock.close()  # well before the 3 s timeout
-    _wait_for(lambda: get_json(busy_server.url + "/stats")["http"]["disconnects"]
-              == before["http"]["disconnects"] + 1, timeout=5)
+    _wait_for(
+        lambda: (
+            get_json(busy_server.url + "/stats")["http"]["disconnects"]
+            == before["http"]["disconnects"] + 1
+        ),
+        timeout=5,
+    )
     _wait_for(lambda: _engine(busy_server)["requests_in_flight"] == 0, timeout=5)
     assert _engine(busy_server)["cancelled"] > before["models"]["tiny.en"]["engine"]["cancelled"]
     status, _, answer = post_form(busy_server.url + TRANSCRIBE, [audio(jfk), M])
@@ -325,8 +387,11 @@ def test_graceful_shutdown_finishes_the_request_in_flight(tmp_path):
     speech = write_wav(tmp_path / "speech.wav", np.concatenate([load_audio(f) for f in files]))
     srv = LiveServer(log_path=tmp_path / "server.log")
     answer: list = []
-    worker = threading.Thread(target=lambda: answer.append(
-        post_form(srv.url + TRANSCRIBE, [audio(speech.read_bytes(), "speech.wav"), M])))
+    worker = threading.Thread(
+        target=lambda: answer.append(
+            post_form(srv.url + TRANSCRIBE, [audio(speech.read_bytes(), "speech.wav"), M])
+        )
+    )
     worker.start()
     _wait_for(lambda: _engine(srv)["requests_in_flight"] == 1)
     srv.proc.send_signal(signal.SIGTERM)
@@ -335,7 +400,11 @@ def test_graceful_shutdown_finishes_the_request_in_flight(tmp_path):
     assert status == 200 and len(json.loads(body)["text"].split()) > 50, body[:300]
     assert srv.stop() == 0
     assert "Application shutdown complete" in srv.log()
-    assert srv.log().splitlines()[-1].endswith("stopped on SIGTERM; the requests in flight were finished")
+    assert (
+        srv.log()
+        .splitlines()[-1]
+        .endswith("stopped on SIGTERM; the requests in flight were finished")
+    )
     with pytest.raises(OSError):
         request("GET", srv.url + "/health", timeout=2)
 

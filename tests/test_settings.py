@@ -61,12 +61,20 @@ def test_defaults_live_in_the_options_and_nowhere_else(clean_env):
     assert settings.batch.batch_size is None and settings.batch.chunking == BatchOptions().chunking
 
 
-@pytest.mark.parametrize("name, env, value, expected", [
-    ("beam_size", "RUNTIME_DECODING__BEAM_SIZE", "5", 5),
-    ("best_of", "RUNTIME_DECODING__BEST_OF", "2", 2),
-    ("condition_on_previous_text", "RUNTIME_DECODING__CONDITION_ON_PREVIOUS_TEXT", "false", False),
-    ("temperatures", "RUNTIME_DECODING__TEMPERATURES", "[0.0, 0.5]", (0.0, 0.5)),
-])
+@pytest.mark.parametrize(
+    "name, env, value, expected",
+    [
+        ("beam_size", "RUNTIME_DECODING__BEAM_SIZE", "5", 5),
+        ("best_of", "RUNTIME_DECODING__BEST_OF", "2", 2),
+        (
+            "condition_on_previous_text",
+            "RUNTIME_DECODING__CONDITION_ON_PREVIOUS_TEXT",
+            "false",
+            False,
+        ),
+        ("temperatures", "RUNTIME_DECODING__TEMPERATURES", "[0.0, 0.5]", (0.0, 0.5)),
+    ],
+)
 def test_environment_reaches_the_cli_and_the_api(clean_env, name, env, value, expected):
     clean_env.setenv(env, value)
     assert getattr(_cli()[0], name) == expected  # the bug: the CLI's defaults won
@@ -74,9 +82,13 @@ def test_environment_reaches_the_cli_and_the_api(clean_env, name, env, value, ex
 
 
 def test_toml_reaches_the_cli_and_the_api(clean_env, tmp_path):
-    _toml(tmp_path, clean_env, "[decoding]\nbeam_size = 3\nbest_of = 4\n"
-                               "condition_on_previous_text = false\n"
-                               "[batch]\nbatch_size = 6\nchunking = \"fixed\"\n")
+    _toml(
+        tmp_path,
+        clean_env,
+        "[decoding]\nbeam_size = 3\nbest_of = 4\n"
+        "condition_on_previous_text = false\n"
+        '[batch]\nbatch_size = 6\nchunking = "fixed"\n',
+    )
     options, batch = _cli()
     assert (options.beam_size, options.best_of, options.condition_on_previous_text) == (3, 4, False)
     assert (batch.batch_size, batch.chunking) == (6, "fixed")
@@ -89,8 +101,19 @@ def test_environment_wins_over_toml_and_flags_win_over_both(clean_env, tmp_path)
     clean_env.setenv("RUNTIME_BATCH__BATCH_SIZE", "5")
     options, batch = _cli()
     assert options.beam_size == 4 and batch.batch_size == 5
-    options, batch = _cli("--beam-size", "2", "--best-of", "3", "--no-condition-on-previous-text",
-                          "--batch-size", "7", "--chunking", "fixed", "--temperature", "0.3")
+    options, batch = _cli(
+        "--beam-size",
+        "2",
+        "--best-of",
+        "3",
+        "--no-condition-on-previous-text",
+        "--batch-size",
+        "7",
+        "--chunking",
+        "fixed",
+        "--temperature",
+        "0.3",
+    )
     assert (options.beam_size, options.best_of, options.condition_on_previous_text) == (2, 3, False)
     assert options.temperatures == (0.3,)
     assert (batch.batch_size, batch.chunking) == (7, "fixed")
@@ -113,8 +136,13 @@ def test_server_fields_override_only_what_the_client_sent(clean_env):
     plain = AudioRequest(task="transcribe", model="tiny.en")
     options = rt.transcribe_options(None, plain.language, plain.task, plain.engine_overrides())
     assert options.beam_size == 5 and options.temperatures == TranscribeOptions().temperatures
-    asked = AudioRequest(task="transcribe", model="tiny.en", prompt="Glossary", temperature=0.2,
-                         granularities=frozenset({"word", "segment"}))
+    asked = AudioRequest(
+        task="transcribe",
+        model="tiny.en",
+        prompt="Glossary",
+        temperature=0.2,
+        granularities=frozenset({"word", "segment"}),
+    )
     options = rt.transcribe_options(None, asked.language, asked.task, asked.engine_overrides())
     assert options.beam_size == 5 and options.temperatures == (0.2,)
     assert options.initial_prompt == "Glossary" and options.word_timestamps

@@ -29,8 +29,10 @@ def test_text_round_trip_and_specials_dropped(tiny_tokenizer):
     ids = tiny_tokenizer.encode(" ask not what your country can do for you")
     assert tiny_tokenizer.decode(ids) == " ask not what your country can do for you"
     ts = tiny_tokenizer.special.timestamp_begin
-    assert tiny_tokenizer.decode([tiny_tokenizer.special.sot, ts, *ids, ts + 50]) == \
-        " ask not what your country can do for you"
+    assert (
+        tiny_tokenizer.decode([tiny_tokenizer.special.sot, ts, *ids, ts + 50])
+        == " ask not what your country can do for you"
+    )
 
 
 def test_non_speech_tokens_cover_symbols(tiny_tokenizer):

@@ -13,9 +13,15 @@ from runtime.pipeline.sequential import transcribe_sequential
 
 
 def _result(tokens, text="hello there", avg=-0.3, no_speech=0.01, temperature=0.0):
-    return DecodingResult(tokens=tokens, text=text, language="en", avg_logprob=avg,
-                          sum_logprob=avg * (len(tokens) + 1), no_speech_prob=no_speech,
-                          temperature=temperature)
+    return DecodingResult(
+        tokens=tokens,
+        text=text,
+        language="en",
+        avg_logprob=avg,
+        sum_logprob=avg * (len(tokens) + 1),
+        no_speech_prob=no_speech,
+        temperature=temperature,
+    )
 
 
 def test_split_on_timestamp_pairs(tiny_tokenizer):
@@ -56,8 +62,9 @@ def test_no_text_from_silence_or_noise(cpu_runtime, signal):
     rng = np.random.default_rng(0)
     n = 16000 * 45
     audio = (np.zeros(n) if signal == "silence" else rng.normal(0, 0.05, n)).astype(np.float32)
-    runner = BatchRunner(cpu_runtime.session, cpu_runtime.tokenizer, cpu_runtime.capabilities,
-                         BatchOptions())
+    runner = BatchRunner(
+        cpu_runtime.session, cpu_runtime.tokenizer, cpu_runtime.capabilities, BatchOptions()
+    )
     segments = transcribe_sequential(runner, audio, TranscribeOptions(), "en")
     assert "".join(s.text for s in segments).strip() == ""
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+
 from runtime.audio.decode import load_audio
-from runtime.audio.vad import (FRAME, VadOptions, energy_probs, silero_probs, speech_probs,
-                         speech_regions)
+from runtime.audio.vad import (
+    FRAME,
+    VadOptions,
+    energy_probs,
+    silero_probs,
+    speech_probs,
+    speech_regions,
+)
 from tests.conftest import eval_file
 
 SR = 16000
@@ -25,8 +32,8 @@ def test_regions_hysteresis_min_silence_and_padding():
 def test_energy_detector_finds_tone_bursts():
     audio = np.zeros(SR * 6, np.float32)
     t = np.arange(SR) / SR
-    audio[SR: 2 * SR] = 0.3 * np.sin(2 * np.pi * 440 * t)
-    audio[4 * SR: 5 * SR] = 0.3 * np.sin(2 * np.pi * 440 * t)
+    audio[SR : 2 * SR] = 0.3 * np.sin(2 * np.pi * 440 * t)
+    audio[4 * SR : 5 * SR] = 0.3 * np.sin(2 * np.pi * 440 * t)
     regions = speech_regions(energy_probs(audio), VadOptions(speech_pad_s=0.0), len(audio))
     assert len(regions) == 2
     assert abs(regions[0][0] - SR) < FRAME and abs(regions[1][1] - 5 * SR) < FRAME
@@ -56,9 +63,10 @@ def test_sequence_graph_matches_silero_stepped_frame_by_frame(monkeypatch):
 
     model = vad._silero()
     assert model.sequence
-    stepped = silero.stepwise_probs(ort.InferenceSession(str(vad.silero_model_path()),
-                                                         providers=["CPUExecutionProvider"]),
-                                    silero.frames_of(audio))
+    stepped = silero.stepwise_probs(
+        ort.InferenceSession(str(vad.silero_model_path()), providers=["CPUExecutionProvider"]),
+        silero.frames_of(audio),
+    )
     whole = model.probs(audio)
     assert whole.shape == (-(-len(audio) // FRAME),) == stepped.shape
     assert stepped.max() > 0.9 and stepped[:20].max() < 0.1  # speech found, leading silence not

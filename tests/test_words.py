@@ -44,7 +44,9 @@ def _reference_dtw(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     path = []
     while i > 0 or j > 0:
         path.append((i - 1, j - 1))
-        i, j = (i - 1, j - 1) if trace[i, j] == 0 else (i - 1, j) if trace[i, j] == 1 else (i, j - 1)
+        i, j = (
+            (i - 1, j - 1) if trace[i, j] == 0 else (i - 1, j) if trace[i, j] == 1 else (i, j - 1)
+        )
     return tuple(np.array(path[::-1]).T)
 
 
@@ -65,8 +67,8 @@ def test_dtw_batch_equals_the_reference_loop_on_matrices_of_several_shapes():
 def test_median_filter_matches_a_sliding_median_with_reflect_padding(width):
     x = np.random.default_rng(2).standard_normal((3, 4, 50)).astype(np.float32)
     pad = width // 2
-    padded = np.concatenate([x[..., pad:0:-1], x, x[..., -2:-pad - 2:-1]], axis=-1)  # reflect
-    want = np.stack([np.median(padded[..., k: k + width], axis=-1) for k in range(50)], axis=-1)
+    padded = np.concatenate([x[..., pad:0:-1], x, x[..., -2 : -pad - 2 : -1]], axis=-1)  # reflect
+    want = np.stack([np.median(padded[..., k : k + width], axis=-1) for k in range(50)], axis=-1)
     np.testing.assert_allclose(median_filter(x, width), want, rtol=0, atol=0)
     short = x[..., :2]
     assert median_filter(short, 7) is short  # too short to filter, as openai-whisper
@@ -85,8 +87,17 @@ def test_median_network_sorts_every_zero_one_input_to_its_middle():
 def test_split_to_word_tokens_joins_subwords_and_splits_punctuation(tiny_tokenizer):
     tokens = tiny_tokenizer.encode(" Stuffered into you, his belly counseled him.")
     words, groups = split_to_word_tokens(tiny_tokenizer, tokens, "en")
-    assert words == [" Stuffered", " into", " you", ",", " his", " belly", " counseled", " him",
-                     "."]
+    assert words == [
+        " Stuffered",
+        " into",
+        " you",
+        ",",
+        " his",
+        " belly",
+        " counseled",
+        " him",
+        ".",
+    ]
     assert sum(groups, []) == tokens
 
 
@@ -106,9 +117,9 @@ def _timing(word: str, start: float, end: float) -> WordTiming:
 
 
 def test_merge_punctuations_attaches_quotes_and_stops_to_their_words():
-    words = [_timing(w, i, i + 1) for i, w in enumerate([" \"", "Hello", ",", " world", "."])]
+    words = [_timing(w, i, i + 1) for i, w in enumerate([' "', "Hello", ",", " world", "."])]
     merge_punctuations(words, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
-    assert [w.word for w in words if w.word] == [" \"Hello,", " world."]
+    assert [w.word for w in words if w.word] == [' "Hello,', " world."]
 
 
 def test_add_word_timestamps_fills_pieces_and_moves_edges_to_the_words():
@@ -185,7 +196,8 @@ def test_word_times_match_openai_whisper_batched(cpu_runtime):
 
 def _check_bounds(diffs: np.ndarray) -> None:
     assert np.median(diffs) <= 0.1 and np.percentile(diffs, 95) <= 0.3, (
-        f"median {np.median(diffs):.3f}, p95 {np.percentile(diffs, 95):.3f} over {len(diffs)}")
+        f"median {np.median(diffs):.3f}, p95 {np.percentile(diffs, 95):.3f} over {len(diffs)}"
+    )
 
 
 def test_rows_without_text_or_frames_get_no_words(cpu_runtime):
@@ -196,7 +208,8 @@ def test_rows_without_text_or_frames_get_no_words(cpu_runtime):
     text = tuple(tok.encode(" And so my fellow Americans"))
     features = np.zeros((3, 1500, cpu_runtime.session.model.dims.n_audio_state), np.float32)
     requests = [AlignRequest(text, 3000), AlignRequest((), 3000), AlignRequest(text, 1)]
-    out = find_alignments(cpu_runtime.session, tok, features, requests,
-                          alignment_heads(cpu_runtime.session.model))
+    out = find_alignments(
+        cpu_runtime.session, tok, features, requests, alignment_heads(cpu_runtime.session.model)
+    )
     assert [w.word for w in out[0]] == [" And", " so", " my", " fellow", " Americans"]
     assert out[1] == [] and out[2] == []

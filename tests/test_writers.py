@@ -9,16 +9,33 @@ from runtime.output.writers import WRITERS, format_timestamp, segment_text
 
 
 def _seg(i, start, end, text):
-    return Segment(id=i, seek=0, start=start, end=end, text=text, tokens=(1, 2), temperature=0.0,
-                   avg_logprob=-0.2, compression_ratio=1.1, no_speech_prob=0.01)
+    return Segment(
+        id=i,
+        seek=0,
+        start=start,
+        end=end,
+        text=text,
+        tokens=(1, 2),
+        temperature=0.0,
+        avg_logprob=-0.2,
+        compression_ratio=1.1,
+        no_speech_prob=0.01,
+    )
 
 
 @pytest.fixture
 def result():
-    segs = (_seg(0, 0.0, 7.74, " And so my fellow Americans,"),
-            _seg(1, 7.74, 3725.5, " ask not --> what\tyour country."))
-    return Transcription(text=segment_text(segs), segments=segs, language="en", duration=3726.0,
-                         run=RunInfo(model="tiny.en", backend="cpu", device="cpu"))
+    segs = (
+        _seg(0, 0.0, 7.74, " And so my fellow Americans,"),
+        _seg(1, 7.74, 3725.5, " ask not --> what\tyour country."),
+    )
+    return Transcription(
+        text=segment_text(segs),
+        segments=segs,
+        language="en",
+        duration=3726.0,
+        run=RunInfo(model="tiny.en", backend="cpu", device="cpu"),
+    )
 
 
 def test_format_timestamp():
@@ -33,21 +50,26 @@ def test_format_timestamp():
 def test_srt(result):
     assert WRITERS["srt"]().to_string(result) == (
         "1\n00:00:00,000 --> 00:00:07,740\nAnd so my fellow Americans,\n\n"
-        "2\n00:00:07,740 --> 01:02:05,500\nask not -> what\tyour country.\n\n")
+        "2\n00:00:07,740 --> 01:02:05,500\nask not -> what\tyour country.\n\n"
+    )
 
 
 def test_vtt(result):
     assert WRITERS["vtt"]().to_string(result) == (
         "WEBVTT\n\n00:00.000 --> 00:07.740\nAnd so my fellow Americans,\n\n"
-        "00:07.740 --> 01:02:05.500\nask not -> what\tyour country.\n\n")
+        "00:07.740 --> 01:02:05.500\nask not -> what\tyour country.\n\n"
+    )
 
 
 def test_tsv_txt(result):
     assert WRITERS["tsv"]().to_string(result).splitlines() == [
-        "start\tend\ttext", "0\t7740\tAnd so my fellow Americans,",
-        "7740\t3725500\task not --> what your country."]
+        "start\tend\ttext",
+        "0\t7740\tAnd so my fellow Americans,",
+        "7740\t3725500\task not --> what your country.",
+    ]
     assert WRITERS["txt"]().to_string(result) == (
-        "And so my fellow Americans,\nask not --> what\tyour country.\n")
+        "And so my fellow Americans,\nask not --> what\tyour country.\n"
+    )
 
 
 def test_json_round_trip(result):

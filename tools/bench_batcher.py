@@ -60,10 +60,12 @@ def run(rt, path: Path, mode: str, batch_size: int, chunking: str) -> tuple[obje
         run_to_completion(Scheduler(batch), runner, source)
         wall = time.perf_counter() - t
         timings = dict(source.clock.merged(runner.clock), total=wall)
-        return rt.make_transcription(source.ordered_segments(), "en", source.duration,
-                                     timings), wall
-    result = rt.transcribe(path, sequential=(mode == "sequential"), batch_size=batch_size,
-                           chunking=chunking)
+        return rt.make_transcription(
+            source.ordered_segments(), "en", source.duration, timings
+        ), wall
+    result = rt.transcribe(
+        path, sequential=(mode == "sequential"), batch_size=batch_size, chunking=chunking
+    )
     return result, time.perf_counter() - t
 
 
@@ -82,8 +84,7 @@ def main() -> None:
 
     from runtime import Runtime
 
-    rt = Runtime(args.model, profile=args.profile, backend=args.backend,
-                 precision=args.precision)
+    rt = Runtime(args.model, profile=args.profile, backend=args.backend, precision=args.precision)
     rt.session  # load once, outside the timings
     chapters = {c.audio.resolve(): c for c in load_longform()}
     files = args.files or list(chapters)
@@ -100,16 +101,25 @@ def main() -> None:
                 dropped = dropped_segments(chapter.segments, result.text)
             stages = {k: round(v, 2) for k, v in result.timings.items()}
             stage_sum = round(sum(v for k, v in result.timings.items() if k != "total"), 2)
-            row = dict(file=Path(path).name, mode=mode, batch_size=args.batch_size,
-                       chunking=args.chunking, wall_s=round(wall, 2),
-                       realtime=round(result.duration / wall, 2),
-                       wer=None if wer is None else round(wer, 2),
-                       dropped=dropped, stages=stages, stage_sum=stage_sum)
+            row = dict(
+                file=Path(path).name,
+                mode=mode,
+                batch_size=args.batch_size,
+                chunking=args.chunking,
+                wall_s=round(wall, 2),
+                realtime=round(result.duration / wall, 2),
+                wer=None if wer is None else round(wer, 2),
+                dropped=dropped,
+                stages=stages,
+                stage_sum=stage_sum,
+            )
             rows.append(row)
-            print(f"| {row['file'][:40]} | {mode} | {row['wall_s']} | {row['realtime']} | "
-                  f"{row['wer']} | {len(dropped) if dropped is not None else '-'} | {stage_sum} | "
-                  f"{stages} |",
-                  flush=True)
+            print(
+                f"| {row['file'][:40]} | {mode} | {row['wall_s']} | {row['realtime']} | "
+                f"{row['wer']} | {len(dropped) if dropped is not None else '-'} | {stage_sum} | "
+                f"{stages} |",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

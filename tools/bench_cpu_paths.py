@@ -52,15 +52,26 @@ print(json.dumps(dict(wall=wall, text=text, duration=info.duration, stages={{}},
 """
 CONFIGS = {
     "numpy": ("numpy backend, batched", OURS, dict(kwargs='backend="cpu"', sequential=False)),
-    "fp32": ("ONNX fp32, batched", OURS,
-             dict(kwargs='backend="onnx", precision="fp32"', sequential=False)),
-    "int8": ("ONNX int8 (cpu profile), batched", OURS, dict(kwargs='profile="cpu"',
-                                                            sequential=False)),
-    "int8-unfused": ("ONNX int8 (cpu profile), batched, standard-op attention", OURS,
-                     dict(kwargs='profile="cpu", backend_options=dict(fused_attention=False)',
-                          sequential=False)),
-    "int8-seq": ("ONNX int8 (cpu profile), sequential", OURS,
-                 dict(kwargs='profile="cpu"', sequential=True)),
+    "fp32": (
+        "ONNX fp32, batched",
+        OURS,
+        dict(kwargs='backend="onnx", precision="fp32"', sequential=False),
+    ),
+    "int8": (
+        "ONNX int8 (cpu profile), batched",
+        OURS,
+        dict(kwargs='profile="cpu"', sequential=False),
+    ),
+    "int8-unfused": (
+        "ONNX int8 (cpu profile), batched, standard-op attention",
+        OURS,
+        dict(kwargs='profile="cpu", backend_options=dict(fused_attention=False)', sequential=False),
+    ),
+    "int8-seq": (
+        "ONNX int8 (cpu profile), sequential",
+        OURS,
+        dict(kwargs='profile="cpu"', sequential=True),
+    ),
     "faster": ("faster-whisper batched int8 beam 1", FASTER, dict(beam=1)),
     "faster-beam5": ("faster-whisper batched int8 beam 5", FASTER, dict(beam=5)),
 }
@@ -80,8 +91,9 @@ def run_one(name: str, audio: Path, faster_python: str) -> dict:
         code, python = template.format(folder=ct2_folder(), **params), faster_python
     else:
         code, python = template.format(**params), sys.executable
-    out = subprocess.run([python, "-c", code, str(audio)], cwd=REPO, capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [python, "-c", code, str(audio)], cwd=REPO, capture_output=True, text=True, check=False
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -97,8 +109,11 @@ def main() -> None:
     args = ap.parse_args()
 
     chapters = {c.audio.name: c for c in load_longform()}
-    chapter = (chapters.get(args.file.name) if args.file else
-               max(chapters.values(), key=lambda c: c.audio.stat().st_size))
+    chapter = (
+        chapters.get(args.file.name)
+        if args.file
+        else max(chapters.values(), key=lambda c: c.audio.stat().st_size)
+    )
     audio = args.file or chapter.audio
     names = args.configs.split(",")
     best: dict[str, dict] = {}
@@ -117,8 +132,10 @@ def main() -> None:
         wer = word_errors(chapter.reference, row["text"]).wer * 100 if chapter else float("nan")
         ratio = f"{faster['wall'] / row['wall']:.2f}x" if faster else "-"
         stages = {k: round(v, 2) for k, v in row["stages"].items() if k != "total"}
-        print(f"| {CONFIGS[name][0]} | {row['wall']:.2f} | {row['duration'] / row['wall']:.1f} "
-              f"| {wer:.2f} | {ratio} | {stages} |")
+        print(
+            f"| {CONFIGS[name][0]} | {row['wall']:.2f} | {row['duration'] / row['wall']:.1f} "
+            f"| {wer:.2f} | {ratio} | {stages} |"
+        )
         row["wer"] = wer
     if args.json:
         args.json.write_text(json.dumps(best, indent=1))

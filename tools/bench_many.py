@@ -65,9 +65,10 @@ def run_many(rt, paths, batch_size: int | None) -> tuple[list, float, dict]:
     extra: dict = {"stages_s": _stage_totals(results)}
     if engines:
         stats = engines[0].stats()
-        extra["engine"] = {k: round(v, 3) if isinstance(v, float) else v
-                           for k, v in stats.items()}
-        extra["scheduler_s"] = {k: round(v, 2) for k, v in engines[0].scheduler.clock.totals.items()}
+        extra["engine"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
+        extra["scheduler_s"] = {
+            k: round(v, 2) for k, v in engines[0].scheduler.clock.totals.items()
+        }
     return results, wall, extra
 
 
@@ -81,8 +82,10 @@ def word_diffs(a: str, b: str) -> tuple[int, list[str]]:
     aw, bw, shown = a.split(), b.split(), []
     for chunk in out.alignments[0]:
         if chunk.type != "equal":
-            shown.append(f"{' '.join(aw[chunk.ref_start_idx:chunk.ref_end_idx]) or '-'} -> "
-                         f"{' '.join(bw[chunk.hyp_start_idx:chunk.hyp_end_idx]) or '-'}")
+            shown.append(
+                f"{' '.join(aw[chunk.ref_start_idx : chunk.ref_end_idx]) or '-'} -> "
+                f"{' '.join(bw[chunk.hyp_start_idx : chunk.hyp_end_idx]) or '-'}"
+            )
     return edits, shown
 
 
@@ -108,22 +111,32 @@ def main() -> None:
     rt = Runtime(args.model, profile=args.profile, backend=args.backend, precision=args.precision)
     rt.transcribe(paths[0], batch_size=args.batch_size)  # load and warm up outside the timings
     batch = rt.batch_options(args.batch_size)
-    print(f"{len(utts)} utterances, {audio_s:.1f} s of audio; backend {rt.backend_name} "
-          f"({rt.session.describe()}), profile "
-          f"{rt.selection.profile.name if rt.selection else '-'}, batch size {batch.batch_size}",
-          flush=True)
+    print(
+        f"{len(utts)} utterances, {audio_s:.1f} s of audio; backend {rt.backend_name} "
+        f"({rt.session.describe()}), profile "
+        f"{rt.selection.profile.name if rt.selection else '-'}, batch size {batch.batch_size}",
+        flush=True,
+    )
     runners = {"single": run_single, "many": run_many}
     rows, texts = {}, {}
     for mode in args.order.split(","):
         results, wall, extra = runners[mode](rt, paths, args.batch_size)
         texts[mode] = [r.text for r in results]
         errors = word_errors(refs, texts[mode])
-        rows[mode] = dict(wall_s=round(wall, 2), x_realtime=round(audio_s / wall, 1),
-                          wer_pct=round(100 * errors.wer, 3), word_errors=errors.errors,
-                          ref_words=errors.ref_words, **extra)
-        print(f"{mode:6}  {wall:7.2f} s  {audio_s / wall:6.1f}x real time  "
-              f"WER {100 * errors.wer:.3f}% ({errors.errors}/{errors.ref_words})  "
-              f"{json.dumps(extra)}", flush=True)
+        rows[mode] = dict(
+            wall_s=round(wall, 2),
+            x_realtime=round(audio_s / wall, 1),
+            wer_pct=round(100 * errors.wer, 3),
+            word_errors=errors.errors,
+            ref_words=errors.ref_words,
+            **extra,
+        )
+        print(
+            f"{mode:6}  {wall:7.2f} s  {audio_s / wall:6.1f}x real time  "
+            f"WER {100 * errors.wer:.3f}% ({errors.errors}/{errors.ref_words})  "
+            f"{json.dumps(extra)}",
+            flush=True,
+        )
     if {"single", "many"} <= rows.keys():
         ratio = rows["single"]["wall_s"] / rows["many"]["wall_s"]
         print(f"speed ratio single/many: {ratio:.2f}x")
@@ -133,9 +146,11 @@ def main() -> None:
             if edits:
                 differing += edits
                 print(f"  {u.utt_id}: {edits} word(s) differ: {'; '.join(shown)}")
-        print(f"words differing between single and many: {differing} "
-              f"(in {sum(normalize_text(a) != normalize_text(b) for a, b in zip(texts['single'], texts['many']))}"
-              f" of {len(utts)} utterances)")
+        print(
+            f"words differing between single and many: {differing} "
+            f"(in {sum(normalize_text(a) != normalize_text(b) for a, b in zip(texts['single'], texts['many']))}"
+            f" of {len(utts)} utterances)"
+        )
         rows["ratio"], rows["words_differing"] = round(ratio, 2), differing
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -68,9 +68,9 @@ class Run:
 def run_backend(model, audio, precision: str, batch: int, device: str | None) -> Run:
     """This backend: device log-mel, batched encoder, batched greedy decoding."""
     from backends.mlx import MlxBackend
+    from runtime.audio.mel import N_FRAMES
     from runtime.backend import LoadOptions
     from runtime.decoding import DecodingOptions, decode
-    from runtime.audio.mel import N_FRAMES
     from runtime.model.tokenizer import load_tokenizer
 
     session = MlxBackend().load(model, LoadOptions(precision=precision, device=device))
@@ -85,11 +85,16 @@ def run_backend(model, audio, precision: str, batch: int, device: str | None) ->
         spans = [(mel, s, min(N_FRAMES, n_frames - s)) for s in range(0, n_frames, N_FRAMES)]
         for i in range(0, len(spans), batch):
             with stages["encode"]:
-                features = session.encode(session.mel_windows(spans[i: i + batch]))
+                features = session.encode(session.mel_windows(spans[i : i + batch]))
             with stages["decode"]:
                 texts += [r.text for r in decode(session, features, tokenizer, options)]
-    return Run("runtime mlx backend (batched)", total, " ".join(t for t in texts if t), stages,
-               notes=f"{session.describe()}; {len(spans)} windows in batches of {batch}")
+    return Run(
+        "runtime mlx backend (batched)",
+        total,
+        " ".join(t for t in texts if t),
+        stages,
+        notes=f"{session.describe()}; {len(spans)} windows in batches of {batch}",
+    )
 
 
 def mlx_plugins():
@@ -106,14 +111,23 @@ def run_pipeline(model, audio, precision: str, batch: int, device: str | None) -
     batched encoder and decoder, timestamps, temperature fallback)."""
     from runtime.api import Runtime
 
-    runtime = Runtime(model, backend="mlx", precision=precision, plugins=mlx_plugins(),
-                      backend_options={"device": device} if device else None)
+    runtime = Runtime(
+        model,
+        backend="mlx",
+        precision=precision,
+        plugins=mlx_plugins(),
+        backend_options={"device": device} if device else None,
+    )
     runtime.session  # noqa: B018  (load before timing)
     with Clock() as total:
         result = runtime.transcribe(audio, language="en", batch_size=batch)
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
-    return Run("runtime Runtime.transcribe (mlx backend, VAD chunks)", total, result.text,
-               notes=f"batch {batch}; batcher stage wall times: {stages}")
+    return Run(
+        "runtime Runtime.transcribe (mlx backend, VAD chunks)",
+        total,
+        result.text,
+        notes=f"batch {batch}; batcher stage wall times: {stages}",
+    )
 
 
 def run_mlx_whisper(model, audio, precision: str) -> Run:
@@ -131,24 +145,35 @@ def run_mlx_whisper(model, audio, precision: str) -> Run:
         folder = str(write_mlx_folder(model, Path(tmp) / model.name))
         ModelHolder.get_model(folder, mx.float16 if fp16 else mx.float32)  # load before timing
         with Clock() as total:
-            result = mlx_whisper.transcribe(audio, path_or_hf_repo=folder, language="en",
-                                            fp16=fp16, verbose=None)
-    return Run(f"mlx-whisper {mlx_whisper.__version__} transcribe()", total,
-               result["text"].strip(), notes="sequential, temperature fallback, conditioned")
+            result = mlx_whisper.transcribe(
+                audio, path_or_hf_repo=folder, language="en", fp16=fp16, verbose=None
+            )
+    return Run(
+        f"mlx-whisper {mlx_whisper.__version__} transcribe()",
+        total,
+        result["text"].strip(),
+        notes="sequential, temperature fallback, conditioned",
+    )
 
 
 def report(runs: list[Run], duration: float) -> str:
-    lines = [f"audio: {duration:.1f} s", "",
-             "| engine | wall s | CPU s | RTF (wall / audio) | x real time | WER |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"audio: {duration:.1f} s",
+        "",
+        "| engine | wall s | CPU s | RTF (wall / audio) | x real time | WER |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in runs:
         score = "n/a" if r.wer is None else f"{100 * r.wer:.2f} %"
-        lines.append(f"| {r.engine} | {r.total.wall:.1f} | {r.total.cpu:.1f} | "
-                     f"{r.total.wall / duration:.3f} | {duration / r.total.wall:.2f} | {score} |")
+        lines.append(
+            f"| {r.engine} | {r.total.wall:.1f} | {r.total.cpu:.1f} | "
+            f"{r.total.wall / duration:.3f} | {duration / r.total.wall:.2f} | {score} |"
+        )
     for r in runs:
         if r.stages:
-            parts = ", ".join(f"{k} {c.wall:.1f} s wall / {c.cpu:.1f} s CPU"
-                              for k, c in r.stages.items())
+            parts = ", ".join(
+                f"{k} {c.wall:.1f} s wall / {c.cpu:.1f} s CPU" for k, c in r.stages.items()
+            )
             lines.append(f"\n{r.engine} stages: {parts}")
         lines.append(f"{r.engine}: {r.notes}")
     return "\n".join(lines)
@@ -156,15 +181,19 @@ def report(runs: list[Run], duration: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--audio", type=Path, default=None,
-                        help=f"audio file (default: <eval>/{DEFAULT_AUDIO})")
+    parser.add_argument(
+        "--audio", type=Path, default=None, help=f"audio file (default: <eval>/{DEFAULT_AUDIO})"
+    )
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--precision", default="fp32", help="fp32, fp16, bf16, int8, int4")
     parser.add_argument("--batch", type=int, default=8, help="windows per encoder/decoder batch")
     parser.add_argument("--device", default=None, help="gpu or cpu (default: gpu when present)")
     parser.add_argument("--skip-reference", action="store_true", help="do not run mlx-whisper")
-    parser.add_argument("--pipeline", action="store_true",
-                        help="also time Runtime.transcribe (VAD chunks) on this backend")
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="also time Runtime.transcribe (VAD chunks) on this backend",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
 
@@ -174,8 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     model = resolve_model(args.model)
     audio = decode_audio(audio_path)
     duration = len(audio) / SAMPLE_RATE
-    reference = next((f.reference for f in load_longform() if f.audio.resolve() == audio_path.resolve()),
-                     None) if (eval_dir() / "longform").is_dir() else None
+    reference = (
+        next(
+            (f.reference for f in load_longform() if f.audio.resolve() == audio_path.resolve()),
+            None,
+        )
+        if (eval_dir() / "longform").is_dir()
+        else None
+    )
     runs = [run_backend(model, audio, args.precision, args.batch, args.device)]
     print(f"{runs[0].engine}: {runs[0].total.wall:.1f} s", flush=True)
     if args.pipeline:
@@ -187,9 +222,18 @@ def main(argv: list[str] | None = None) -> int:
         r.wer = None if reference is None else wer(reference, r.text)
     print(report(runs, duration))
     if args.json:
-        args.json.write_text(json.dumps({"audio": str(audio_path), "duration_s": duration,
-                                             "model": args.model, "precision": args.precision,
-                                             "runs": [asdict(r) for r in runs]}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "audio": str(audio_path),
+                    "duration_s": duration,
+                    "model": args.model,
+                    "precision": args.precision,
+                    "runs": [asdict(r) for r in runs],
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -98,8 +98,9 @@ def time_encoder(session, batch: int, repeat: int) -> float:
     return median_s(lambda: session.encode(mel), repeat)
 
 
-def time_decoder_step(session, features: np.ndarray, rows: int, past: int = 64,
-                      steps: int = 16) -> float:
+def time_decoder_step(
+    session, features: np.ndarray, rows: int, past: int = 64, steps: int = 16
+) -> float:
     """Median time of one single-token step for ``rows`` rows after ``past`` cached tokens."""
     state = session.decoder(features[:1].repeat(rows, 0))
     state.logits(np.full((rows, past), 50257, dtype=np.int64))
@@ -110,8 +111,13 @@ def time_decoder_step(session, features: np.ndarray, rows: int, past: int = 64,
 def bench_speed(model, variants: list[str], batches: list[int], repeat: int) -> list[dict]:
     rows = []
     gflop = encoder_gflop(model.dims)
-    features = np.random.default_rng(2).standard_normal((1, 1500, model.dims.n_audio_state),
-                                                        ).astype(np.float32)
+    features = (
+        np.random.default_rng(2)
+        .standard_normal(
+            (1, 1500, model.dims.n_audio_state),
+        )
+        .astype(np.float32)
+    )
     for variant in variants:
         try:
             session = load_session(model, variant)
@@ -148,17 +154,27 @@ def bench_wer(model, variants: list[str], limit: int) -> dict:
     out = {"utterances": len(utts), "ref_words": None}
     for variant in variants:
         backend, precision = ("cpu", "fp32") if variant == "numpy" else ("onnx", variant)
-        rt = Runtime(model, backend=backend, precision=precision,
-                     plugins=Plugins(blocked=["onnx"], extra=[backends.onnx.plugin]))
+        rt = Runtime(
+            model,
+            backend=backend,
+            precision=precision,
+            plugins=Plugins(blocked=["onnx"], extra=[backends.onnx.plugin]),
+        )
         t0 = time.perf_counter()
         hyps = [rt.transcribe(a, language="en").text for a in audio]
         errors = word_errors([u.reference for u in utts], hyps)
         out["ref_words"] = errors.ref_words
-        out[variant] = {"wer_percent": 100 * errors.wer, "errors": errors.errors,
-                        "seconds": time.perf_counter() - t0}
-        print(f"WER {variant}: {100 * errors.wer:.2f} % ({errors.errors} errors / "
-              f"{errors.ref_words} words, {len(utts)} utterances, "
-              f"{time.perf_counter() - t0:.0f} s)", flush=True)
+        out[variant] = {
+            "wer_percent": 100 * errors.wer,
+            "errors": errors.errors,
+            "seconds": time.perf_counter() - t0,
+        }
+        print(
+            f"WER {variant}: {100 * errors.wer:.2f} % ({errors.errors} errors / "
+            f"{errors.ref_words} words, {len(utts)} utterances, "
+            f"{time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     return out
 
 
@@ -175,19 +191,27 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.model.registry import resolve_model
 
     model = resolve_model(args.model)
-    report: dict = {"model": model.name, "machine": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "load_average": os.getloadavg()}
+    report: dict = {
+        "model": model.name,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+    }
     report["matmul_fp32_gflops"] = matmul_gflops()
     report["ort_matmul_fp32_gflops"] = ort_matmul_gflops()
     report["ort_matmul_int8_gflops"] = ort_matmul_gflops(int8=True)
     report["encoder_gflop_per_window"] = encoder_gflop(model.dims)
-    print(f"matmul 2048^3: numpy fp32 {report['matmul_fp32_gflops']:.1f}, onnxruntime fp32 "
-          f"{report['ort_matmul_fp32_gflops']:.1f}, onnxruntime int8 (dynamic) "
-          f"{report['ort_matmul_int8_gflops']:.1f} GFLOP/s; encoder "
-          f"{report['encoder_gflop_per_window']:.1f} GFLOP per window", flush=True)
+    print(
+        f"matmul 2048^3: numpy fp32 {report['matmul_fp32_gflops']:.1f}, onnxruntime fp32 "
+        f"{report['ort_matmul_fp32_gflops']:.1f}, onnxruntime int8 (dynamic) "
+        f"{report['ort_matmul_int8_gflops']:.1f} GFLOP/s; encoder "
+        f"{report['encoder_gflop_per_window']:.1f} GFLOP per window",
+        flush=True,
+    )
     variants = [v for v in args.variants.split(",") if v]
-    report["speed"] = bench_speed(model, variants, [int(b) for b in args.batch.split(",")],
-                                  args.repeat)
+    report["speed"] = bench_speed(
+        model, variants, [int(b) for b in args.batch.split(",")], args.repeat
+    )
     if args.wer:
         report["wer"] = bench_wer(model, args.wer_variants.split(","), args.wer)
     report["load_average_after"] = os.getloadavg()

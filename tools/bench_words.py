@@ -45,10 +45,12 @@ def bench(backend: str, precision: str | None, audio, repeat: int) -> None:
     for label, runs in (("wall", wall), ("cpu", cpu)):
         base, with_words = statistics.median(runs[False]), statistics.median(runs[True])
         best = 100 * (min(runs[True]) / min(runs[False]) - 1)
-        print(f"  {label:4s} without words {base:6.2f} s  with words {with_words:6.2f} s  "
-              f"extra {100 * (with_words / base - 1):+5.1f}% (medians), {best:+5.1f}% (best "
-              f"runs)  (runs {[round(t, 1) for t in runs[False]]} / "
-              f"{[round(t, 1) for t in runs[True]]})")
+        print(
+            f"  {label:4s} without words {base:6.2f} s  with words {with_words:6.2f} s  "
+            f"extra {100 * (with_words / base - 1):+5.1f}% (medians), {best:+5.1f}% (best "
+            f"runs)  (runs {[round(t, 1) for t in runs[False]]} / "
+            f"{[round(t, 1) for t in runs[True]]})"
+        )
     print(f"  words stage (wall, median) {statistics.median(stage):.2f} s", flush=True)
 
 
@@ -57,8 +59,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--file", default=DEFAULT_FILE, help="a file under ../shared/eval")
-    parser.add_argument("--backends", default="cpu,onnx:int8",
-                        help="backend[:precision] list (default: cpu,onnx:int8)")
+    parser.add_argument(
+        "--backends",
+        default="cpu,onnx:int8",
+        help="backend[:precision] list (default: cpu,onnx:int8)",
+    )
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args(argv)
     audio = load_audio(eval_dir() / args.file)

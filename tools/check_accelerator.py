@@ -62,27 +62,45 @@ def environment(settings) -> dict:
 
     data = detect(settings, Plugins(), load=False)
     ort = data["hardware"].get("onnxruntime", {}).get("details", {})
-    return {"python": sys.version.split()[0], "platform": platform.platform(),
-            "machine": platform.machine(), "onnxruntime": ort, "hardware": data["hardware"],
-            "profiles": data["profiles"], "chosen": data["chosen"]}
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "onnxruntime": ort,
+        "hardware": data["hardware"],
+        "profiles": data["profiles"],
+        "chosen": data["chosen"],
+    }
 
 
 def check(args: argparse.Namespace) -> dict:
     from runtime import Runtime
     from runtime.config.settings import Settings
 
-    settings = Settings(profile=args.profile, emulate=args.emulate, strict=args.strict,
-                        profile_dirs=args.profile_dir,
-                        batch={"decoder": "sequential"} if args.one_by_one else {})
-    report = {"profile": args.profile, "emulate": args.emulate, "batch_size": args.batch_size,
-              "sequential": args.sequential, "one_by_one": args.one_by_one, "environment": environment(settings)}
+    settings = Settings(
+        profile=args.profile,
+        emulate=args.emulate,
+        strict=args.strict,
+        profile_dirs=args.profile_dir,
+        batch={"decoder": "sequential"} if args.one_by_one else {},
+    )
+    report = {
+        "profile": args.profile,
+        "emulate": args.emulate,
+        "batch_size": args.batch_size,
+        "sequential": args.sequential,
+        "one_by_one": args.one_by_one,
+        "environment": environment(settings),
+    }
     t = time.perf_counter()
     rt = Runtime(args.model, settings=settings)
     session = rt.session
     report["load_s"] = round(time.perf_counter() - t, 2)
-    report["selection"] = {"profile": rt.selection.profile.name if rt.selection else None,
-                           "emulation": rt.selection.emulation if rt.selection else None,
-                           "fallback_note": rt.selection.fallback_note if rt.selection else None}
+    report["selection"] = {
+        "profile": rt.selection.profile.name if rt.selection else None,
+        "emulation": rt.selection.emulation if rt.selection else None,
+        "fallback_note": rt.selection.fallback_note if rt.selection else None,
+    }
     lines = session.report() if callable(getattr(session, "report", None)) else [session.describe()]
     report["placement"] = lines
     refs, hyps = defaultdict(list), defaultdict(list)
@@ -100,23 +118,30 @@ def check(args: argparse.Namespace) -> dict:
             stages[name][stage] += seconds
         if name == "jfk":
             report["jfk_text"] = result.text.strip()
-    report["sets"] = {name: {"files": len(refs[name]), "audio_s": round(audio[name], 1),
-                             "wall_s": round(wall[name], 2),
-                             "x_realtime": round(audio[name] / wall[name], 1),
-                             "wer": round(100 * word_errors(refs[name], hyps[name]).wer, 2),
-                             "stages_s": {k: round(v, 2) for k, v in stages[name].items()}}
-                      for name in refs}
+    report["sets"] = {
+        name: {
+            "files": len(refs[name]),
+            "audio_s": round(audio[name], 1),
+            "wall_s": round(wall[name], 2),
+            "x_realtime": round(audio[name] / wall[name], 1),
+            "wer": round(100 * word_errors(refs[name], hyps[name]).wer, 2),
+            "stages_s": {k: round(v, 2) for k, v in stages[name].items()},
+        }
+        for name in refs
+    }
     return report
 
 
 def markdown(report: dict) -> str:
     env = report["environment"]
     ort = env["onnxruntime"]
-    out = [f"# {report['profile']}{' (emulated)' if report['emulate'] else ''} on "
-           f"{env['platform']}", "",
-           f"- Python {env['python']}, {env['machine']}; onnxruntime {ort.get('version')} "
-           f"({ort.get('build')}); plugins: {', '.join(ort.get('plugins', [])) or 'none'}",
-           f"- EP devices: {', '.join(ort.get('ep_devices', [])) or 'none'}"]
+    out = [
+        f"# {report['profile']}{' (emulated)' if report['emulate'] else ''} on {env['platform']}",
+        "",
+        f"- Python {env['python']}, {env['machine']}; onnxruntime {ort.get('version')} "
+        f"({ort.get('build')}); plugins: {', '.join(ort.get('plugins', [])) or 'none'}",
+        f"- EP devices: {', '.join(ort.get('ep_devices', [])) or 'none'}",
+    ]
     if ort.get("conflict_reason"):
         out.append(f"- **conflict**: {ort['conflict_reason']}")
     for name, finding in env["hardware"].items():
@@ -129,14 +154,22 @@ def markdown(report: dict) -> str:
             out.append(f"- {sel[key]}")
     out += ["", f"Loaded in {report.get('load_s')} s:", ""]
     out += [f"    {line}" for line in report.get("placement", [])]
-    mode = ("sequential" if report["sequential"] else
-            f"{'one by one' if report.get('one_by_one') else 'batched'}, "
-            f"B={report['batch_size'] or 'profile'}")
-    out += ["", f"| set ({mode}) | files | audio s | wall s | x real time | WER % | stages (s) |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    mode = (
+        "sequential"
+        if report["sequential"]
+        else f"{'one by one' if report.get('one_by_one') else 'batched'}, "
+        f"B={report['batch_size'] or 'profile'}"
+    )
+    out += [
+        "",
+        f"| set ({mode}) | files | audio s | wall s | x real time | WER % | stages (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, s in report.get("sets", {}).items():
-        out.append(f"| {name} | {s['files']} | {s['audio_s']} | {s['wall_s']} | "
-                   f"{s['x_realtime']} | {s['wer']} | {s['stages_s']} |")
+        out.append(
+            f"| {name} | {s['files']} | {s['audio_s']} | {s['wall_s']} | "
+            f"{s['x_realtime']} | {s['wer']} | {s['stages_s']} |"
+        )
     if report.get("jfk_text"):
         out += ["", f"jfk: {report['jfk_text']}"]
     return "\n".join(out)
@@ -152,8 +185,21 @@ def compare(args: argparse.Namespace) -> None:
         for profile, batch, *rest in configs:
             mode = rest[0] if rest else "batched"
             out = Path(f"/tmp/check-{profile}-{batch}-{mode}-{round_no}")
-            cmd = [sys.executable, __file__, "--profile", profile, "--batch-size", batch,
-                   "--sets", args.sets, "--out", str(out), "--model", args.model, "--quiet"]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--profile",
+                profile,
+                "--batch-size",
+                batch,
+                "--sets",
+                args.sets,
+                "--out",
+                str(out),
+                "--model",
+                args.model,
+                "--quiet",
+            ]
             cmd += {"longform": ["--sequential"], "one-by-one": ["--one-by-one"]}.get(mode, [])
             cmd += ["--emulate"] if args.emulate and profile != "cpu" else []
             cmd += [] if args.strict else ["--no-strict"]
@@ -162,24 +208,39 @@ def compare(args: argparse.Namespace) -> None:
             report = json.loads(out.with_suffix(".json").read_text())
             for name, s in report["sets"].items():
                 rows.append((round_no, profile, batch, mode, name, s))
-                print(f"| {round_no} | {profile} | {batch} | {rows[-1][3]} | {name} | "
-                      f"{s['wall_s']} | {s['x_realtime']} | {s['wer']} |", flush=True)
+                print(
+                    f"| {round_no} | {profile} | {batch} | {rows[-1][3]} | {name} | "
+                    f"{s['wall_s']} | {s['x_realtime']} | {s['wer']} |",
+                    flush=True,
+                )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="auto")
     ap.add_argument("--emulate", action="store_true", help="run the profile on its stand-in")
-    ap.add_argument("--no-strict", dest="strict", action="store_false",
-                    help="measure a fallback instead of stopping at it")
+    ap.add_argument(
+        "--no-strict",
+        dest="strict",
+        action="store_false",
+        help="measure a fallback instead of stopping at it",
+    )
     ap.add_argument("--sets", default="jfk,test-clean,chapter", help=", ".join(SETS))
     ap.add_argument("--batch-size", type=int, default=None, help="default: the profile's")
     ap.add_argument("--sequential", action="store_true", help="the sequential reference path")
-    ap.add_argument("--one-by-one", action="store_true",
-                    help="decode the rows of each batch one at a time (decoder = sequential)")
+    ap.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="decode the rows of each batch one at a time (decoder = sequential)",
+    )
     ap.add_argument("--model", default="tiny.en")
-    ap.add_argument("--profile-dir", type=Path, action="append", default=[],
-                    help="another folder of profiles (repeatable)")
+    ap.add_argument(
+        "--profile-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="another folder of profiles (repeatable)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="report path without suffix")
     ap.add_argument("--compare", default=None, help="profile:batch[:seq],... side by side")
     ap.add_argument("--rounds", type=int, default=1)
@@ -199,8 +260,10 @@ def main() -> None:
     out.with_suffix(".md").write_text(markdown(report) + "\n")
     if not args.quiet:
         print(markdown(report))
-        print(f"\nreport written to {out.with_suffix('.json')} and {out.with_suffix('.md')}",
-              file=sys.stderr)
+        print(
+            f"\nreport written to {out.with_suffix('.json')} and {out.with_suffix('.md')}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from runtime.errors import WhisperRuntimeError  # noqa: E402
 from runtime.model.formats.hf import write_hf  # noqa: E402
 from runtime.model.formats.mlx import write_mlx  # noqa: E402
 from runtime.model.formats.openai_pt import write_openai_pt  # noqa: E402
-from runtime.model.weights import WhisperModel  # noqa: E402
 from runtime.model.registry import resolve_model  # noqa: E402
+from runtime.model.weights import WhisperModel  # noqa: E402
 
 TARGETS = ("mlx", "hf", "pt")
 

@@ -51,9 +51,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  NOT ENGLISH: {found[-1][0]}: {language} ({probability:.2f})", flush=True)
     english = sum(1 for _, lang, _ in found if lang == "en")
     lowest = sorted(found, key=lambda f: f[2] if f[1] == "en" else -1)[:3]
-    print(f"{english}/{len(found)} files detected as English "
-          f"({'batched path' if args.batched else 'first 30 s'}, {time.perf_counter() - t0:.0f} s); "
-          f"lowest: {', '.join(f'{p.name} {lang} {prob:.2f}' for p, lang, prob in lowest)}")
+    print(
+        f"{english}/{len(found)} files detected as English "
+        f"({'batched path' if args.batched else 'first 30 s'}, {time.perf_counter() - t0:.0f} s); "
+        f"lowest: {', '.join(f'{p.name} {lang} {prob:.2f}' for p, lang, prob in lowest)}"
+    )
 
 
 if __name__ == "__main__":

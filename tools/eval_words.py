@@ -30,8 +30,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.eval_common import (REPO_ROOT, audio_sha256, decode_audio, eval_dir,  # noqa: E402
-                               load_longform)
+from tools.eval_common import (
+    REPO_ROOT,
+    audio_sha256,
+    decode_audio,
+    eval_dir,  # noqa: E402
+    load_longform,
+)
 
 FIXTURE = REPO_ROOT / "tests/fixtures/words_tiny_en.json"
 
@@ -62,8 +67,7 @@ def compare_words(ours: list[tuple[str, float, float]], utt: dict) -> list[float
     return [abs(a - b) for x, y in zip(ours, theirs) for a, b in ((x[1], y[1]), (x[2], y[2]))]
 
 
-def matched_word_diffs(ours: list[tuple[str, float, float]],
-                       utt: dict) -> tuple[list[float], int]:
+def matched_word_diffs(ours: list[tuple[str, float, float]], utt: dict) -> tuple[list[float], int]:
     """|start diff| and |end diff| of the words both transcripts share (the equal runs of a
     word-sequence alignment), and how many reference words there are. The batched path cuts
     windows where the VAD hears speech, so its text differs from openai-whisper's more often
@@ -71,8 +75,9 @@ def matched_word_diffs(ours: list[tuple[str, float, float]],
     from difflib import SequenceMatcher
 
     theirs = reference_words(utt)
-    matcher = SequenceMatcher(None, [w for w, _, _ in ours], [w for w, _, _ in theirs],
-                              autojunk=False)
+    matcher = SequenceMatcher(
+        None, [w for w, _, _ in ours], [w for w, _, _ in theirs], autojunk=False
+    )
     diffs = []
     for block in matcher.get_matching_blocks():
         for k in range(block.size):
@@ -82,8 +87,10 @@ def matched_word_diffs(ours: list[tuple[str, float, float]],
 
 
 def _summary(d: np.ndarray) -> str:
-    return (f"{len(d) // 2} words; |diff| median {np.median(d):.3f} s, p95 "
-            f"{np.percentile(d, 95):.3f} s, max {d.max():.2f} s, <= 0.02 s {np.mean(d <= 0.02):.1%}")
+    return (
+        f"{len(d) // 2} words; |diff| median {np.median(d):.3f} s, p95 "
+        f"{np.percentile(d, 95):.3f} s, max {d.max():.2f} s, <= 0.02 s {np.mean(d <= 0.02):.1%}"
+    )
 
 
 def parity(rt, utterances: list[dict], paths: tuple[bool, ...] = (True, False)) -> None:
@@ -99,11 +106,13 @@ def parity(rt, utterances: list[dict], paths: tuple[bool, ...] = (True, False)) 
             matched += m
             n_ref += n
         path = "sequential" if sequential else "batched"
-        print(f"{path} ({time.perf_counter() - t0:.0f} s)\n"
-              f"  same text ({same}/{len(utterances)} utterances): "
-              f"{_summary(np.array(same_text)) if same_text else '-'}\n"
-              f"  shared words ({len(matched) // 2}/{n_ref} of openai-whisper's): "
-              f"{_summary(np.array(matched))}")
+        print(
+            f"{path} ({time.perf_counter() - t0:.0f} s)\n"
+            f"  same text ({same}/{len(utterances)} utterances): "
+            f"{_summary(np.array(same_text)) if same_text else '-'}\n"
+            f"  shared words ({len(matched) // 2}/{n_ref} of openai-whisper's): "
+            f"{_summary(np.array(matched))}"
+        )
 
 
 def edge_errors(predicted: list[float], reference: list[float]) -> np.ndarray:
@@ -116,25 +125,33 @@ def edge_errors(predicted: list[float], reference: list[float]) -> np.ndarray:
 
 def _stats(e: np.ndarray) -> str:
     q = np.percentile(e, [25, 50, 75, 90])
-    return (f"p25 {q[0]:.2f} median {q[1]:.2f} p75 {q[2]:.2f} p90 {q[3]:.2f} "
-            f"max {e.max():.2f} s; within 0.5 s {np.mean(e <= 0.5):.0%}")
+    return (
+        f"p25 {q[0]:.2f} median {q[1]:.2f} p75 {q[2]:.2f} p90 {q[3]:.2f} "
+        f"max {e.max():.2f} s; within 0.5 s {np.mean(e <= 0.5):.0%}"
+    )
 
 
 def longform(rt) -> None:
     for chapter in load_longform():
         for words in (False, True):
             result = rt.transcribe(chapter.audio, word_timestamps=words)
-            starts = edge_errors([s.start for s in result.segments],
-                                 [s.start_s for s in chapter.segments])
-            ends = edge_errors([s.end for s in result.segments],
-                               [s.end_s for s in chapter.segments])
+            starts = edge_errors(
+                [s.start for s in result.segments], [s.start_s for s in chapter.segments]
+            )
+            ends = edge_errors(
+                [s.end for s in result.segments], [s.end_s for s in chapter.segments]
+            )
             # the chapter's segments abut: each junction is one boundary, any predicted edge
-            junctions = edge_errors([t for s in result.segments for t in (s.start, s.end)],
-                                    [s.start_s for s in chapter.segments[1:]])
+            junctions = edge_errors(
+                [t for s in result.segments for t in (s.start, s.end)],
+                [s.start_s for s in chapter.segments[1:]],
+            )
             label = "words" if words else "no words"
-            print(f"{chapter.name[:40]:40s} {label:8s} {len(result.segments):3d} segments "
-                  f"(ref {len(chapter.segments)})\n  starts: {_stats(starts)}\n"
-                  f"  ends:   {_stats(ends)}\n  junctions, nearest edge: {_stats(junctions)}")
+            print(
+                f"{chapter.name[:40]:40s} {label:8s} {len(result.segments):3d} segments "
+                f"(ref {len(chapter.segments)})\n  starts: {_stats(starts)}\n"
+                f"  ends:   {_stats(ends)}\n  junctions, nearest edge: {_stats(junctions)}"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

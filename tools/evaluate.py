@@ -39,8 +39,12 @@ def main() -> None:
     ap.add_argument("--sets", default="librispeech,jfk,longform")
     ap.add_argument("--mode", choices=("sequential", "batched"), default="sequential")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--temperature", type=float, default=None,
-                    help="a single temperature (default: the fallback ladder 0..1)")
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="a single temperature (default: the fallback ladder 0..1)",
+    )
     ap.add_argument("--beam-size", type=int, default=None)
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--backend", default="cpu")
@@ -52,8 +56,9 @@ def main() -> None:
 
     rt = Runtime(args.model, backend=args.backend, precision=args.precision)
     rt.session
-    kwargs = dict(sequential=args.mode == "sequential", batch_size=args.batch_size,
-                  beam_size=args.beam_size)
+    kwargs = dict(
+        sequential=args.mode == "sequential", batch_size=args.batch_size, beam_size=args.beam_size
+    )
     if args.temperature is not None:
         kwargs["temperature"] = args.temperature
     refs, hyps = defaultdict(list), defaultdict(list)
@@ -65,15 +70,21 @@ def main() -> None:
         audio[group] += duration
         refs[group].append(reference)
         hyps[group].append(result.text)
-    lines = [f"model {args.model}, backend {args.backend}, mode {args.mode}"
-             f"{' B=' + str(args.batch_size) if args.mode == 'batched' else ''}, "
-             f"temperature {args.temperature if args.temperature is not None else 'fallback'}, "
-             f"beam {args.beam_size or 'greedy'}", "",
-             "| set | files | audio s | WER % | x real time |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"model {args.model}, backend {args.backend}, mode {args.mode}"
+        f"{' B=' + str(args.batch_size) if args.mode == 'batched' else ''}, "
+        f"temperature {args.temperature if args.temperature is not None else 'fallback'}, "
+        f"beam {args.beam_size or 'greedy'}",
+        "",
+        "| set | files | audio s | WER % | x real time |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for group in refs:
         errs = word_errors(refs[group], hyps[group])
-        lines.append(f"| {group} | {len(refs[group])} | {audio[group]:.1f} | "
-                     f"{100 * errs.wer:.2f} | {audio[group] / seconds[group]:.1f} |")
+        lines.append(
+            f"| {group} | {len(refs[group])} | {audio[group]:.1f} | "
+            f"{100 * errs.wer:.2f} | {audio[group] / seconds[group]:.1f} |"
+        )
     print("\n".join(lines))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

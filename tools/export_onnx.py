@@ -28,7 +28,9 @@ from backends.onnx.manifest import GRAPHS  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny.en", help="model name or folder (runtime.model.registry)")
+    parser.add_argument(
+        "--model", default="tiny.en", help="model name or folder (runtime.model.registry)"
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: the backend's cache)")
     parser.add_argument("--graphs", default=",".join(GRAPHS), help="comma-separated graphs")
     parser.add_argument("--precision", default="fp32", help=f"comma-separated: {PRECISIONS}")
@@ -50,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
                 manifest = export_graph(model, graph, precision, batch, out)
                 size = (out / manifest.file).stat().st_size / 2**20
                 shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in manifest.inputs[:2])
-                print(f"{out / manifest.file}  {size:.1f} MiB  {manifest.precision}  "
-                      f"inputs {shapes}{' ...' if len(manifest.inputs) > 2 else ''}  "
-                      f"({time.perf_counter() - t0:.1f} s)")
+                print(
+                    f"{out / manifest.file}  {size:.1f} MiB  {manifest.precision}  "
+                    f"inputs {shapes}{' ...' if len(manifest.inputs) > 2 else ''}  "
+                    f"({time.perf_counter() - t0:.1f} s)"
+                )
     return 0
 
 

@@ -30,11 +30,27 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fuzz_audio import (ANY, EMPTY, RATE, SPEECH, Case, all_cases, encode, encoded,  # noqa: E402
-                              speech, wav_bytes)
+from tests.fuzz_audio import (
+    ANY,
+    EMPTY,
+    RATE,
+    SPEECH,
+    Case,
+    all_cases,
+    encode,
+    encoded,  # noqa: E402
+    speech,
+    wav_bytes,
+)
 from tests.fuzz_checks import Tally, check_api, check_cli, check_intake  # noqa: E402
-from tests.fuzz_http import (check_clients, check_flood, check_malformed,  # noqa: E402
-                             check_server_after, check_upload, malformed_requests)
+from tests.fuzz_http import (
+    check_clients,
+    check_flood,
+    check_malformed,  # noqa: E402
+    check_server_after,
+    check_upload,
+    malformed_requests,
+)
 from tests.liveserver import LiveServer  # noqa: E402
 
 UPLOAD_LIMIT_MB = 25
@@ -60,10 +76,25 @@ def flac_of(chunk: np.ndarray, repeats: int) -> bytes:
 def long_cases() -> list[Case]:
     """Hours: the clip over and over for one hour, and one and three hours of silence."""
     clip = speech()
-    return [Case("1 h of speech (the clip 327 times)", flac_of(clip, 3600 * RATE // len(clip)),
-                 "hour.flac", SPEECH, family="signals"),
-            *[Case(f"{h} h of digital silence", flac_of(np.zeros(60 * RATE, np.float32), 60 * h),
-                   f"silence{h}h.flac", EMPTY, family="signals") for h in (1, 3)]]
+    return [
+        Case(
+            "1 h of speech (the clip 327 times)",
+            flac_of(clip, 3600 * RATE // len(clip)),
+            "hour.flac",
+            SPEECH,
+            family="signals",
+        ),
+        *[
+            Case(
+                f"{h} h of digital silence",
+                flac_of(np.zeros(60 * RATE, np.float32), 60 * h),
+                f"silence{h}h.flac",
+                EMPTY,
+                family="signals",
+            )
+            for h in (1, 3)
+        ],
+    ]
 
 
 def run_intake(cases: list[Case], work: Path) -> Tally:
@@ -97,19 +128,33 @@ def run_http(cases: list[Case], malformed: int, seed: int, work: Path) -> Tally:
     tally = Tally()
     uploads = work / "uploads"
     uploads.mkdir()
-    server = LiveServer("--max-queue", "4", "--max-upload-mb", str(UPLOAD_LIMIT_MB),
-                        log_path=work / "server.log", env={"TMPDIR": str(uploads)})
+    server = LiveServer(
+        "--max-queue",
+        "4",
+        "--max-upload-mb",
+        str(UPLOAD_LIMIT_MB),
+        log_path=work / "server.log",
+        env={"TMPDIR": str(uploads)},
+    )
     try:
         files = [c for c in cases if not c.is_array]
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda case: check_upload(tally, server, case, UPLOAD_LIMIT_MB * 10**6,
-                                                    timeout_s=1800), files))
+            list(
+                pool.map(
+                    lambda case: check_upload(
+                        tally, server, case, UPLOAD_LIMIT_MB * 10**6, timeout_s=1800
+                    ),
+                    files,
+                )
+            )
         short = encode(speech()[: 4 * RATE], RATE, "flac", "flac")
         rng = np.random.default_rng(seed)
         for raw in malformed_requests(rng, short, malformed):
             check_malformed(tally, server, raw)
         for _ in range(3):
-            check_clients(tally, server, encoded("flac", "flac", 44100), wav_bytes(np.tile(speech(), 4)))
+            check_clients(
+                tally, server, encoded("flac", "flac", 44100), wav_bytes(np.tile(speech(), 4))
+            )
             check_flood(tally, server, Case("flood", short, "short.flac", ANY), clients=12)
         check_server_after(tally, server, uploads)
     finally:
@@ -128,31 +173,41 @@ def main() -> int:
     logging.disable(logging.WARNING)  # the API layer's warnings; the CLI and server keep theirs
     t0 = time.monotonic()
     cases = all_cases(ns.seed, ns.mutations, long=False) + (long_cases() if ns.long else [])
-    print(f"{len(cases)} audio inputs generated in {time.monotonic() - t0:.0f} s (seed {ns.seed})",
-          flush=True)
+    print(
+        f"{len(cases)} audio inputs generated in {time.monotonic() - t0:.0f} s (seed {ns.seed})",
+        flush=True,
+    )
     layers = ns.layers.split(",")
     results: dict[str, tuple[Tally, float]] = {}
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         work = Path(tmp)
-        runs = {"intake": lambda: run_intake(cases, work / "intake"),
-                "api": lambda: run_api(cases),
-                "cli": lambda: run_cli(cases, work / "cli"),
-                "http": lambda: run_http(cases, ns.malformed, ns.seed, work / "http")}
+        runs = {
+            "intake": lambda: run_intake(cases, work / "intake"),
+            "api": lambda: run_api(cases),
+            "cli": lambda: run_cli(cases, work / "cli"),
+            "http": lambda: run_http(cases, ns.malformed, ns.seed, work / "http"),
+        }
         for layer in layers:
             (work / layer).mkdir()
             t = time.monotonic()
             results[layer] = (runs[layer](), time.monotonic() - t)
             print(f"{layer}: {results[layer][0].summary()} ({results[layer][1]:.0f} s)", flush=True)
-    print("\n| layer | inputs | requests | properties | checks | violations | wall s |\n"
-          "|---|---|---|---|---|---|---|")
+    print(
+        "\n| layer | inputs | requests | properties | checks | violations | wall s |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     properties = set()
     for layer, (tally, seconds) in results.items():
         properties |= set(tally.checks)
-        print(f"| {layer} | {len(tally.inputs)} | {tally.requests} | {len(tally.checks)} | "
-              f"{sum(tally.checks.values())} | {len(tally.violations)} | {seconds:.0f} |")
+        print(
+            f"| {layer} | {len(tally.inputs)} | {tally.requests} | {len(tally.checks)} | "
+            f"{sum(tally.checks.values())} | {len(tally.violations)} | {seconds:.0f} |"
+        )
     violations = [v for tally, _ in results.values() for v in tally.violations]
-    print(f"\n{len(cases)} inputs, {sum(t.requests for t, _ in results.values())} requests, "
-          f"{len(properties)} properties, {len(violations)} violations")
+    print(
+        f"\n{len(cases)} inputs, {sum(t.requests for t, _ in results.values())} requests, "
+        f"{len(properties)} properties, {len(violations)} violations"
+    )
     for v in violations:
         print("  " + v)
     return 1 if violations else 0

@@ -66,15 +66,24 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 def logits(checkout: Path, precision: str, inputs: Path, out: Path, cache: Path) -> np.ndarray:
     env = {**os.environ, "WHISPER_RUNTIME_ONNX_CACHE": str(cache)}
-    subprocess.run([sys.executable, "-c", LOGITS, precision, str(inputs), str(out)],
-                   cwd=checkout, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", LOGITS, precision, str(inputs), str(out)],
+        cwd=checkout,
+        env=env,
+        check=True,
+    )
     return np.load(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkout", type=Path, action="append", default=None,
-                    help="a checkout whose int8 decoder to measure (repeatable; default: this)")
+    ap.add_argument(
+        "--checkout",
+        type=Path,
+        action="append",
+        default=None,
+        help="a checkout whose int8 decoder to measure (repeatable; default: this)",
+    )
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--tokens", type=int, default=44, help="text tokens per row")
     args = ap.parse_args()
@@ -87,14 +96,17 @@ def main() -> None:
         target = tokens[:, 2:, None]  # the text tokens, predicted from positions 1 .. T-2
         print(f"{len(tokens)} windows x {args.tokens} text tokens, teacher-forced")
         for i, checkout in enumerate(checkouts):
-            got = log_softmax(logits(checkout, "int8", tmp / "inputs.npz", tmp / f"{i}.npy",
-                                     tmp / f"c{i + 1}"))
+            got = log_softmax(
+                logits(checkout, "int8", tmp / "inputs.npz", tmp / f"{i}.npy", tmp / f"c{i + 1}")
+            )
             a, b = got[:, 1:-1], ref[:, 1:-1]
             dlogp = np.abs(np.take_along_axis(a, target, -1) - np.take_along_axis(b, target, -1))
             kl = (np.exp(b) * (b - a)).sum(-1)
             agree = (a.argmax(-1) == b.argmax(-1)).mean()
-            print(f"{checkout}: mean |dlogp| {dlogp.mean():.4f}  top-1 agreement {agree:.4f}  "
-                  f"mean KL {kl.mean():.5f}")
+            print(
+                f"{checkout}: mean |dlogp| {dlogp.mean():.4f}  top-1 agreement {agree:.4f}  "
+                f"mean KL {kl.mean():.5f}"
+            )
 
 
 if __name__ == "__main__":

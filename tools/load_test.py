@@ -66,17 +66,21 @@ class RunResult:
         return self.audio_s / self.wall_s if self.wall_s else 0.0
 
     def row(self) -> str:
-        p50, p95 = (np.percentile(self.latencies, [50, 95]) if self.latencies else (0.0, 0.0))
+        p50, p95 = np.percentile(self.latencies, [50, 95]) if self.latencies else (0.0, 0.0)
         errors = {k: v for k, v in self.statuses.items() if k != 200}
         batch = f"{self.mean_batch_size:.2f}" if self.mean_batch_size is not None else "-"
         busy = 100 * self.busy_s / self.wall_s if self.wall_s else 0.0
-        return (f"| {self.label} | {self.clients} | {self.done} | {errors or 0} | {self.lost} | "
-                f"{self.audio_s:.0f} | {self.wall_s:.1f} | {self.throughput:.2f} | {p50:.2f} | "
-                f"{p95:.2f} | {batch} | {busy:.0f}% |")
+        return (
+            f"| {self.label} | {self.clients} | {self.done} | {errors or 0} | {self.lost} | "
+            f"{self.audio_s:.0f} | {self.wall_s:.1f} | {self.throughput:.2f} | {p50:.2f} | "
+            f"{p95:.2f} | {batch} | {busy:.0f}% |"
+        )
 
 
-HEADER = ("| server | clients | requests done | errors | lost | audio s | wall s | "
-          "audio s / s | p50 s | p95 s | mean batch | engine busy |\n" + "|---" * 12 + "|")
+HEADER = (
+    "| server | clients | requests done | errors | lost | audio s | wall s | "
+    "audio s / s | p50 s | p95 s | mean batch | engine busy |\n" + "|---" * 12 + "|"
+)
 
 
 def load_files(folder: Path, limit: int | None) -> list[AudioFile]:
@@ -94,18 +98,29 @@ def load_files(folder: Path, limit: int | None) -> list[AudioFile]:
 
 def encode_form(audio: AudioFile, model: str) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{audio.name}"\r\nContent-Type: audio/flac\r\n\r\n').encode()
-    return head + audio.data + f"\r\n--{boundary}--\r\n".encode(), \
-        f"multipart/form-data; boundary={boundary}"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{audio.name}"\r\nContent-Type: audio/flac\r\n\r\n'
+    ).encode()
+    return (
+        head + audio.data + f"\r\n--{boundary}--\r\n".encode(),
+        f"multipart/form-data; boundary={boundary}",
+    )
 
 
 class Client(threading.Thread):
     """One client: posts the next file, waits for the answer, repeats until the deadline."""
 
-    def __init__(self, url: str, queue: "FileQueue", deadline: float, result: RunResult,
-                 lock: threading.Lock, api_key: str | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        queue: FileQueue,
+        deadline: float,
+        result: RunResult,
+        lock: threading.Lock,
+        api_key: str | None,
+    ) -> None:
         super().__init__(daemon=True)
         self.url, self.queue, self.deadline = urlparse(url), queue, deadline
         self.result, self.lock, self.api_key = result, lock, api_key
@@ -118,8 +133,7 @@ class Client(threading.Thread):
             headers = {"Content-Type": content_type}
             if self.api_key:
                 headers["Authorization"] = f"Bearer {self.api_key}"
-            conn = conn or http.client.HTTPConnection(self.url.hostname, self.url.port,
-                                                      timeout=600)
+            conn = conn or http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=600)
             t = time.perf_counter()
             with self.lock:
                 self.result.sent += 1
@@ -172,13 +186,16 @@ def get_json(url: str, path: str, api_key: str | None) -> dict:
 def engine_counts(url: str, api_key: str | None) -> tuple[int, float, float]:
     """(batches, rows, busy seconds) summed over the served models, from /stats."""
     engines = [m["engine"] for m in get_json(url, "/stats", api_key)["models"].values()]
-    return (sum(e["batches"] for e in engines),
-            sum(e["batches"] * e["mean_batch_size"] for e in engines),
-            sum(e["busy_seconds"] for e in engines))
+    return (
+        sum(e["batches"] for e in engines),
+        sum(e["batches"] * e["mean_batch_size"] for e in engines),
+        sum(e["busy_seconds"] for e in engines),
+    )
 
 
-def run_load(url: str, files: list[AudioFile], clients: int, duration: float, label: str,
-             api_key: str | None) -> RunResult:
+def run_load(
+    url: str, files: list[AudioFile], clients: int, duration: float, label: str, api_key: str | None
+) -> RunResult:
     result, lock = RunResult(label, clients), threading.Lock()
     queue = FileQueue(files, seed=clients)
     b0, r0, busy0 = engine_counts(url, api_key)
@@ -204,9 +221,13 @@ class ServerProcess:
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--port",
-                                      str(port), *args], stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=REPO, env=os.environ.copy())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port), *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=os.environ.copy(),
+        )
         deadline = time.monotonic() + 300
         while True:
             if self.proc.poll() is not None:
@@ -239,8 +260,10 @@ def warm_up(url: str, audio: AudioFile, api_key: str | None) -> None:
     """One request before measuring (first-call allocations), not counted."""
     u = urlparse(url)
     body, content_type = encode_form(audio, "whisper-1")
-    headers = {"Content-Type": content_type,
-               **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    headers = {
+        "Content-Type": content_type,
+        **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+    }
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
     try:
         conn.request("POST", "/v1/audio/transcriptions", body=body, headers=headers)
@@ -252,8 +275,9 @@ def warm_up(url: str, audio: AudioFile, api_key: str | None) -> None:
         conn.close()
 
 
-def measure(ns: argparse.Namespace, files: list[AudioFile], url: str, label: str,
-            client_counts: list[int]) -> list[RunResult]:
+def measure(
+    ns: argparse.Namespace, files: list[AudioFile], url: str, label: str, client_counts: list[int]
+) -> list[RunResult]:
     warm_up(url, files[0], ns.api_key)
     results = []
     for n in client_counts:
@@ -267,10 +291,16 @@ def main() -> None:
     ap.add_argument("--url", default=None, help="an already running server (default: start one)")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--duration", type=float, default=120.0, help="seconds of load per run")
-    ap.add_argument("--compare", action="store_true",
-                    help="1 client and N clients, cross-request batching on and off")
-    ap.add_argument("--no-cross-request", action="store_true",
-                    help="start the server with cross-request batching off")
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="1 client and N clients, cross-request batching on and off",
+    )
+    ap.add_argument(
+        "--no-cross-request",
+        action="store_true",
+        help="start the server with cross-request batching off",
+    )
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--batch-size", type=int, default=None)
@@ -283,8 +313,10 @@ def main() -> None:
     ns = ap.parse_args()
     sys.path.insert(0, str(REPO))
     files = load_files(ns.files, ns.limit)
-    print(f"{len(files)} files, {sum(f.seconds for f in files):.0f} s of audio, "
-          f"{ns.duration:g} s per run, load average {os.getloadavg()[0]:.2f} at start\n")
+    print(
+        f"{len(files)} files, {sum(f.seconds for f in files):.0f} s of audio, "
+        f"{ns.duration:g} s per run, load average {os.getloadavg()[0]:.2f} at start\n"
+    )
     print(HEADER, flush=True)
     results: list[RunResult] = []
     if ns.url:
@@ -295,19 +327,24 @@ def main() -> None:
             server = ServerProcess(server_args(ns, cross), ns.log)
             try:
                 counts = [1, ns.clients] if ns.compare else [ns.clients]
-                results += measure(ns, files, server.url,
-                                   f"cross-request {'on' if cross else 'off'}", counts)
+                results += measure(
+                    ns, files, server.url, f"cross-request {'on' if cross else 'off'}", counts
+                )
             finally:
                 server.stop()
     if ns.compare:
         for label in ("cross-request on", "cross-request off"):
             one, many = [r for r in results if r.label == label]
-            print(f"\n{label}: {ns.clients} clients / 1 client = "
-                  f"{many.throughput / one.throughput:.2f}x throughput", end="")
+            print(
+                f"\n{label}: {ns.clients} clients / 1 client = "
+                f"{many.throughput / one.throughput:.2f}x throughput",
+                end="",
+            )
         print(f"\nload average at end {os.getloadavg()[0]:.2f}")
     if ns.json:
-        ns.json.write_text(json.dumps([r.__dict__ | {"throughput": r.throughput}
-                                       for r in results], indent=1))
+        ns.json.write_text(
+            json.dumps([r.__dict__ | {"throughput": r.throughput} for r in results], indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.eval_common import (REPO_ROOT, audio_sha256, decode_audio,  # noqa: E402
-                               load_jfk, load_librispeech)
+from tools.eval_common import (
+    REPO_ROOT,
+    audio_sha256,
+    decode_audio,  # noqa: E402
+    load_jfk,
+    load_librispeech,
+)
 from tools.make_reference import build_whisper  # noqa: E402
 
 OUT = REPO_ROOT / "tests/fixtures/words_tiny_en.json"
@@ -32,14 +37,21 @@ OUT = REPO_ROOT / "tests/fixtures/words_tiny_en.json"
 def transcribe_words(model, audio) -> dict:
     import whisper
 
-    result = whisper.transcribe(model, audio, language="en", word_timestamps=True, fp16=False,
-                                verbose=None)
+    result = whisper.transcribe(
+        model, audio, language="en", word_timestamps=True, fp16=False, verbose=None
+    )
     return {
         "text": result["text"],
         "segments": [
-            {"start": s["start"], "end": s["end"], "text": s["text"],
-             "words": [[w["word"], w["start"], w["end"], round(float(w["probability"]), 4)]
-                       for w in s.get("words", [])]}
+            {
+                "start": s["start"],
+                "end": s["end"],
+                "text": s["text"],
+                "words": [
+                    [w["word"], w["start"], w["end"], round(float(w["probability"]), 4)]
+                    for w in s.get("words", [])
+                ],
+            }
             for s in result["segments"]
         ],
     }
@@ -81,8 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     for utt in utterances[: args.limit]:
         audio = decode_audio(utt.audio)
-        record = {"utt_id": utt.utt_id, "subset": utt.subset,
-                  "audio_sha256_float32": audio_sha256(audio), **transcribe_words(model, audio)}
+        record = {
+            "utt_id": utt.utt_id,
+            "subset": utt.subset,
+            "audio_sha256_float32": audio_sha256(audio),
+            **transcribe_words(model, audio),
+        }
         records.append(record)
         print(f"{utt.utt_id:18s} {record['text']}", flush=True)
     header = {
@@ -94,14 +110,18 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model,
         "alignment_heads": model.alignment_heads.indices().T.tolist(),
         "options": "whisper.transcribe(model, audio, language='en', word_timestamps=True, "
-                   "fp16=False); other options at their defaults",
+        "fp16=False); other options at their defaults",
         "words": "[word, start, end, probability] per word; seconds from the file's start",
         "seconds": round(time.perf_counter() - t0, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"header": header, "utterances": records},
-                                   ensure_ascii=False, separators=(",", ":")) + "\n",
-                        encoding="utf-8")
+    args.out.write_text(
+        json.dumps(
+            {"header": header, "utterances": records}, ensure_ascii=False, separators=(",", ":")
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     print(f"wrote {args.out} ({len(records)} utterances)")
 
 

@@ -58,8 +58,9 @@ def write_long_file(path: Path, repeat: int) -> float:
 
 def measure(path: Path, args: argparse.Namespace) -> dict:
     code = CHILD.format(model=args.model, backend=args.backend, batch_size=args.batch_size)
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -74,13 +75,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         long_path = Path(tmp) / "long.flac"
         seconds = write_long_file(long_path, args.repeat)
-        rows = [("15-min chapter", measure(short, args)),
-                (f"{seconds / 3600:.2f} h file", measure(long_path, args))]
+        rows = [
+            ("15-min chapter", measure(short, args)),
+            (f"{seconds / 3600:.2f} h file", measure(long_path, args)),
+        ]
     print("| input | audio s | wall s | x real time | peak RSS MB |")
     print("| --- | --- | --- | --- | --- |")
     for name, r in rows:
-        print(f"| {name} | {r['duration']:.0f} | {r['wall']:.0f} | "
-              f"{r['duration'] / r['wall']:.1f} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {name} | {r['duration']:.0f} | {r['wall']:.0f} | "
+            f"{r['duration'] / r['wall']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
     growth = rows[1][1]["peak_rss_mb"] / rows[0][1]["peak_rss_mb"] - 1
     print(f"\npeak RSS growth from the 15-min file to the long one: {100 * growth:.1f}%")
 

@@ -35,8 +35,12 @@ def windows(utterances, n_mels: int) -> list[np.ndarray]:
     from runtime.audio.decode import load_audio
     from runtime.audio.mel import N_FRAMES, log_mel_spectrogram, pad_or_trim
 
-    return [pad_or_trim(log_mel_spectrogram(load_audio(u.audio), n_mels), N_FRAMES)[None]
-            .astype(np.float32) for u in utterances]
+    return [
+        pad_or_trim(log_mel_spectrogram(load_audio(u.audio), n_mels), N_FRAMES)[None].astype(
+            np.float32
+        )
+        for u in utterances
+    ]
 
 
 def fp32_encoder(model):
@@ -49,17 +53,19 @@ def fp32_encoder(model):
 def build(args: argparse.Namespace) -> None:
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.calibrate import CalibrationDataReader
-    from onnxruntime.quantization.execution_providers.qnn import (get_qnn_qdq_config,
-                                                                  qnn_preprocess_model)
+    from onnxruntime.quantization.execution_providers.qnn import (
+        get_qnn_qdq_config,
+        qnn_preprocess_model,
+    )
 
-    from backends.onnx.manifest import Manifest
     from runtime.model.registry import resolve_model
 
     model = resolve_model(args.model)
     path, manifest = fp32_encoder(model)
     source = path.parent / manifest.file
-    calib = windows(load_librispeech(folder="librispeech-train-clean")[: args.calibration],
-                    model.dims.n_mels)
+    calib = windows(
+        load_librispeech(folder="librispeech-train-clean")[: args.calibration], model.dims.n_mels
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -71,24 +77,37 @@ def build(args: argparse.Namespace) -> None:
     pre = path.parent / "encoder-fp32-b1-qnnpre.onnx"
     if not qnn_preprocess_model(source, pre):
         pre = source
-    config = get_qnn_qdq_config(pre, Reader(), activation_type=QuantType.QUInt16,
-                                weight_type=QuantType.QUInt8)
+    config = get_qnn_qdq_config(
+        pre, Reader(), activation_type=QuantType.QUInt16, weight_type=QuantType.QUInt8
+    )
     out = path.parent / "encoder-qdq-u16u8-b1.onnx"
     quantize(pre, out, config)
-    qdq = dataclasses.replace(manifest, file=out.name, precision="qdq-u16u8",
-                              notes=(*manifest.notes, f"QDQ for the QNN HTP: uint16 activations, "
-                                     f"uint8 weights, MinMax over {len(calib)} train-clean windows"))
+    qdq = dataclasses.replace(
+        manifest,
+        file=out.name,
+        precision="qdq-u16u8",
+        notes=(
+            *manifest.notes,
+            f"QDQ for the QNN HTP: uint16 activations, "
+            f"uint8 weights, MinMax over {len(calib)} train-clean windows",
+        ),
+    )
     qdq.write(out.with_suffix(".json"))
     profiles = Path(args.profile_dir)
     profiles.mkdir(parents=True, exist_ok=True)
     text = (REPO / "profiles" / "qualcomm-npu.toml").read_text()
     text = text.replace('name = "qualcomm-npu"', 'name = "qualcomm-npu-qdq"')
-    text = text.replace("[backend_options.decoder]",
-                        f'[backend_options.encoder]\nmodel = "{out.with_suffix(".json")}"\n\n'
-                        "[backend_options.decoder]", 1)
+    text = text.replace(
+        "[backend_options.decoder]",
+        f'[backend_options.encoder]\nmodel = "{out.with_suffix(".json")}"\n\n'
+        "[backend_options.decoder]",
+        1,
+    )
     (profiles / "qualcomm-npu-qdq.toml").write_text(text)
-    print(f"wrote {out} and its manifest; profile qualcomm-npu-qdq in {profiles}: run with "
-          f"RUNTIME_PROFILE_DIRS='[\"{profiles}\"]'")
+    print(
+        f"wrote {out} and its manifest; profile qualcomm-npu-qdq in {profiles}: run with "
+        f"RUNTIME_PROFILE_DIRS='[\"{profiles}\"]'"
+    )
 
 
 def features(args: argparse.Namespace) -> None:
@@ -109,8 +128,10 @@ def features(args: argparse.Namespace) -> None:
     reference = run(path.parent / manifest.file)
     qdq = run(path.parent / "encoder-qdq-u16u8-b1.onnx")
     rel = [float(np.linalg.norm(q - r) / np.linalg.norm(r)) for q, r in zip(qdq, reference)]
-    print(f"QDQ u16/u8 vs FP32 on {len(test)} test-clean windows (CPU EP): relative L2 "
-          f"mean {np.mean(rel):.4f}, max {np.max(rel):.4f}")
+    print(
+        f"QDQ u16/u8 vs FP32 on {len(test)} test-clean windows (CPU EP): relative L2 "
+        f"mean {np.mean(rel):.4f}, max {np.max(rel):.4f}"
+    )
 
 
 def main() -> None:

@@ -5,12 +5,11 @@ Registered through the ``whisper_runtime`` entry-point group like any third-part
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-
-import dataclasses
 
 from runtime.backend import Availability, BaseSession, Capabilities, LoadOptions
 from runtime.model.weights import WhisperModel

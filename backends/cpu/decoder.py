@@ -24,7 +24,12 @@ class NumpyDecoderState:
         self._window_of_row = np.arange(self.n_rows)
         self._cross = self._cross_base
         dims = net.dims
-        shape = (self.n_rows, dims.n_text_head, dims.n_text_ctx, dims.n_text_state // dims.n_text_head)
+        shape = (
+            self.n_rows,
+            dims.n_text_head,
+            dims.n_text_ctx,
+            dims.n_text_state // dims.n_text_head,
+        )
         self._k = [np.zeros(shape, net.dtype) for _ in net.dec_blocks]  # (B, H, ctx, dh)
         self._v = [np.zeros(shape, net.dtype) for _ in net.dec_blocks]
         self.length = 0
@@ -47,8 +52,9 @@ class NumpyDecoderState:
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
         return self.logits_and_attention(tokens, positions, ())[0]
 
-    def logits_and_attention(self, tokens: np.ndarray, positions: tuple[int, ...],
-                             heads: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    def logits_and_attention(
+        self, tokens: np.ndarray, positions: tuple[int, ...], heads: tuple[tuple[int, int], ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Logits at ``positions`` and the cross-attention scores of ``heads`` (layer, head):
         (B, len(heads), T, n_audio_ctx) float32 (see ``runtime.backend.AttentionState``)."""
         tokens = check_tokens(tokens, self.n_rows, self.length, self.net.dims.n_text_ctx)
@@ -66,8 +72,9 @@ class NumpyDecoderState:
             a = block.attn
             self._k[i][:, :, start:end] = a.split(a.key(h))
             self._v[i][:, :, start:end] = a.split(a.value(h))
-            x = x + a.attend(a.split(a.query(h)), self._k[i][:, :, :end],
-                             self._v[i][:, :, :end], mask)
+            x = x + a.attend(
+                a.split(a.query(h)), self._k[i][:, :, :end], self._v[i][:, :, :end], mask
+            )
             h = layer_norm(x, *block.cross_attn_ln)
             c = block.cross_attn
             ck, cv = self._cross[i]

@@ -64,13 +64,15 @@ class Attention:
         b, t, d = x.shape
         return x.reshape(b, t, self.n_head, d // self.n_head).transpose(0, 2, 1, 3)
 
-    def attend(self, q: np.ndarray, k: np.ndarray, v: np.ndarray,
-               mask: np.ndarray | None = None) -> np.ndarray:
+    def attend(
+        self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         """q (B, H, Tq, dh), k/v (B, H, Tk, dh) -> (B, Tq, D). Scaling as whisper (dh^-0.5)."""
         return self.attend_with_scores(q, k, v, mask)[0]
 
-    def attend_with_scores(self, q: np.ndarray, k: np.ndarray, v: np.ndarray,
-                           mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def attend_with_scores(
+        self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``attend``, and the scaled scores before the softmax (B, H, Tq, Tk): the
         cross-attention that word alignment reads."""
         scale = np.asarray(q.shape[-1] ** -0.5, dtype=q.dtype)
@@ -103,17 +105,22 @@ def _ln(w: dict[str, np.ndarray], prefix: str, dtype: np.dtype) -> tuple[np.ndar
 
 def _linear(w: dict[str, np.ndarray], prefix: str, dtype: np.dtype) -> Linear:
     bias = w.get(f"{prefix}.bias")
-    return Linear(np.ascontiguousarray(w[f"{prefix}.weight"].astype(dtype).T),
-                  None if bias is None else bias.astype(dtype))
+    return Linear(
+        np.ascontiguousarray(w[f"{prefix}.weight"].astype(dtype).T),
+        None if bias is None else bias.astype(dtype),
+    )
 
 
 def _attention(w: dict[str, np.ndarray], prefix: str, n_head: int, dtype: np.dtype) -> Attention:
-    return Attention(*(_linear(w, f"{prefix}.{n}", dtype) for n in ("query", "key", "value", "out")),
-                     n_head=n_head)
+    return Attention(
+        *(_linear(w, f"{prefix}.{n}", dtype) for n in ("query", "key", "value", "out")),
+        n_head=n_head,
+    )
 
 
-def _block(w: dict[str, np.ndarray], prefix: str, n_head: int, cross: bool,
-           dtype: np.dtype) -> Block:
+def _block(
+    w: dict[str, np.ndarray], prefix: str, n_head: int, cross: bool, dtype: np.dtype
+) -> Block:
     return Block(
         attn=_attention(w, f"{prefix}.attn", n_head, dtype),
         attn_ln=_ln(w, f"{prefix}.attn_ln", dtype),
@@ -135,20 +142,26 @@ class NumpyWhisper:
         dt = self.dtype
         # conv weights (out, in, k) -> (in * k, out) to apply as one matmul over stacked taps
         self.conv1_w = np.ascontiguousarray(
-            w["encoder.conv1.weight"].astype(dt).reshape(dims.n_audio_state, -1).T)
+            w["encoder.conv1.weight"].astype(dt).reshape(dims.n_audio_state, -1).T
+        )
         self.conv1_b = w["encoder.conv1.bias"].astype(dt)
         self.conv2_w = np.ascontiguousarray(
-            w["encoder.conv2.weight"].astype(dt).reshape(dims.n_audio_state, -1).T)
+            w["encoder.conv2.weight"].astype(dt).reshape(dims.n_audio_state, -1).T
+        )
         self.conv2_b = w["encoder.conv2.bias"].astype(dt)
         self.enc_pos = w["encoder.positional_embedding"].astype(dt)
-        self.enc_blocks = [_block(w, f"encoder.blocks.{i}", dims.n_audio_head, False, dt)
-                           for i in range(dims.n_audio_layer)]
+        self.enc_blocks = [
+            _block(w, f"encoder.blocks.{i}", dims.n_audio_head, False, dt)
+            for i in range(dims.n_audio_layer)
+        ]
         self.ln_post = _ln(w, "encoder.ln_post", dt)
         self.token_embedding = np.ascontiguousarray(w["decoder.token_embedding.weight"].astype(dt))
         self.embedding_t = np.ascontiguousarray(self.token_embedding.T)  # (D, V) for logits
         self.dec_pos = w["decoder.positional_embedding"].astype(dt)
-        self.dec_blocks = [_block(w, f"decoder.blocks.{i}", dims.n_text_head, True, dt)
-                           for i in range(dims.n_text_layer)]
+        self.dec_blocks = [
+            _block(w, f"decoder.blocks.{i}", dims.n_text_head, True, dt)
+            for i in range(dims.n_text_layer)
+        ]
         self.dec_ln = _ln(w, "decoder.ln", dt)
 
     # -- encoder ------------------------------------------------------------------------------
@@ -158,23 +171,26 @@ class NumpyWhisper:
         bsz, c, t = x.shape
         padded = np.pad(x, ((0, 0), (0, 0), (1, 1)))
         t_out = (t + 2 - 3) // stride + 1
-        taps = [padded[:, :, k: k + stride * (t_out - 1) + 1: stride] for k in range(3)]
+        taps = [padded[:, :, k : k + stride * (t_out - 1) + 1 : stride] for k in range(3)]
         cols = np.stack(taps, axis=2).reshape(bsz, c * 3, t_out)  # (B, C*3, T') as (in, k)
         return cols.transpose(0, 2, 1) @ w + b
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         """mel (B, n_mels, 3000) -> features (B, 1500, D)."""
         mel = np.asarray(mel, dtype=self.dtype)
-        parts = [self._encode_slice(mel[i: i + ENCODER_ROWS_PER_SLICE])
-                 for i in range(0, mel.shape[0], ENCODER_ROWS_PER_SLICE)]
+        parts = [
+            self._encode_slice(mel[i : i + ENCODER_ROWS_PER_SLICE])
+            for i in range(0, mel.shape[0], ENCODER_ROWS_PER_SLICE)
+        ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _encode_slice(self, mel: np.ndarray) -> np.ndarray:
         x = gelu(self._conv(mel, self.conv1_w, self.conv1_b, 1))
         x = gelu(self._conv(x.transpose(0, 2, 1), self.conv2_w, self.conv2_b, 2))
         if x.shape[1] != self.enc_pos.shape[0]:
-            raise ValueError(f"encoder expects {2 * self.enc_pos.shape[0]} mel frames, "
-                             f"got {mel.shape[-1]}")
+            raise ValueError(
+                f"encoder expects {2 * self.enc_pos.shape[0]} mel frames, got {mel.shape[-1]}"
+            )
         x = x + self.enc_pos
         for block in self.enc_blocks:
             h = layer_norm(x, *block.attn_ln)

@@ -10,21 +10,22 @@ entry-point group like any third-party backend; this module imports no MLX until
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from backends.mlx.model import GROUP_SIZE, PRECISIONS
-import dataclasses
-
 from runtime.backend import Availability, BaseSession, Capabilities, LoadOptions
 from runtime.model.weights import WhisperModel
 
-INSTALL_HINT = ("pip install 'mlx[cpu]' mlx-whisper on Linux, 'mlx' mlx-whisper on macOS; "
-                "mlx-whisper declares torch but never imports it: to skip torch, "
-                "pip install numba tiktoken more-itertools huggingface_hub scipy tqdm "
-                "&& pip install --no-deps mlx-whisper")
+INSTALL_HINT = (
+    "pip install 'mlx[cpu]' mlx-whisper on Linux, 'mlx' mlx-whisper on macOS; "
+    "mlx-whisper declares torch but never imports it: to skip torch, "
+    "pip install numba tiktoken more-itertools huggingface_hub scipy tqdm "
+    "&& pip install --no-deps mlx-whisper"
+)
 CAPABILITIES = Capabilities(
     batched_encoder=True,
     batched_decoder=True,
@@ -42,13 +43,19 @@ class MlxOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     compute_dtype: Literal["fp32", "fp16", "bf16"] | None = Field(
-        None, description="activation dtype of int8/int4 models; default fp16 on the GPU, "
-                          "fp32 on the CPU (MLX's CPU float16 matmuls are slow)")
+        None,
+        description="activation dtype of int8/int4 models; default fp16 on the GPU, "
+        "fp32 on the CPU (MLX's CPU float16 matmuls are slow)",
+    )
     group_size: Literal[32, 64, 128] = Field(
-        GROUP_SIZE, description="inputs sharing one quantization scale (int8/int4)")
+        GROUP_SIZE, description="inputs sharing one quantization scale (int8/int4)"
+    )
     encoder_windows_per_eval: int = Field(
-        8, ge=1, description="windows encoded per MLX evaluation: bounds the attention "
-                             "temporaries (B x heads x 1500 x 1500) of a large batch")
+        8,
+        ge=1,
+        description="windows encoded per MLX evaluation: bounds the attention "
+        "temporaries (B x heads x 1500 x 1500) of a large batch",
+    )
 
 
 def _device(requested: str | None) -> Any:
@@ -59,8 +66,10 @@ def _device(requested: str | None) -> Any:
     if requested in (None, "auto"):
         return mx.Device(mx.gpu if has_gpu else mx.cpu)
     if requested == "gpu" and not has_gpu:
-        raise ValueError("mlx has no GPU (Metal) device here; use device = 'cpu' "
-                         "(Linux mlx[cpu] builds are CPU only)")
+        raise ValueError(
+            "mlx has no GPU (Metal) device here; use device = 'cpu' "
+            "(Linux mlx[cpu] builds are CPU only)"
+        )
     if requested not in ("gpu", "cpu"):
         raise ValueError(f"mlx devices are 'gpu' and 'cpu', not {requested!r}")
     return mx.Device(mx.gpu if requested == "gpu" else mx.cpu)
@@ -140,8 +149,10 @@ class MlxSession(BaseSession):
 
         n_mels = self.model.dims.n_mels
         if len(mel.shape) != 3 or mel.shape[1] != n_mels:
-            raise ValueError(f"encode expects mel windows (B, {n_mels}, frames) as the backend "
-                             f"contract says (channels-last is applied inside), got {mel.shape}")
+            raise ValueError(
+                f"encode expects mel windows (B, {n_mels}, frames) as the backend "
+                f"contract says (channels-last is applied inside), got {mel.shape}"
+            )
         step = self.options.encoder_windows_per_eval
         with mx.stream(self._device):
             if not isinstance(mel, mx.array):
@@ -149,7 +160,7 @@ class MlxSession(BaseSession):
             x = mel.astype(self.dtype).transpose(0, 2, 1)  # (B, frames, n_mels): channels last
             parts = []
             for i in range(0, x.shape[0], step):
-                parts.append(self.net.encoder(x[i: i + step]))
+                parts.append(self.net.encoder(x[i : i + step]))
                 mx.eval(parts[-1])
             return parts[0] if len(parts) == 1 else mx.concatenate(parts)
 
@@ -162,11 +173,14 @@ class MlxSession(BaseSession):
         import mlx.core as mx
 
         where = "Metal GPU" if self.device == "gpu" else "CPU"
-        weights = (f"{self.bits}-bit weights (groups of {self.options.group_size}), "
-                   if self.bits else "")
-        return (f"mlx backend: mlx {mx.__version__}, {self.precision}: {weights}"
-                f"{str(self.dtype).split('.')[-1]} compute; log-mel, encoder and decoder on "
-                f"the {where}")
+        weights = (
+            f"{self.bits}-bit weights (groups of {self.options.group_size}), " if self.bits else ""
+        )
+        return (
+            f"mlx backend: mlx {mx.__version__}, {self.precision}: {weights}"
+            f"{str(self.dtype).split('.')[-1]} compute; log-mel, encoder and decoder on "
+            f"the {where}"
+        )
 
 
 class MlxBackend:
@@ -185,9 +199,11 @@ class MlxBackend:
             return Availability(False, f"mlx-whisper is not importable ({exc}); {INSTALL_HINT}")
         gpu = mx.is_available(mx.gpu)
         where = "Metal GPU" if gpu else "CPU only (this mlx build has no Metal GPU)"
-        return Availability(True, f"mlx {mx.__version__}, mlx-whisper "
-                                  f"{mlx_whisper.__version__}: {where}",
-                            device="gpu" if gpu else "cpu")
+        return Availability(
+            True,
+            f"mlx {mx.__version__}, mlx-whisper {mlx_whisper.__version__}: {where}",
+            device="gpu" if gpu else "cpu",
+        )
 
     def load(self, model: WhisperModel, options: LoadOptions) -> MlxSession:
         return MlxSession(model, options)

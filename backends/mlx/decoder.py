@@ -35,7 +35,9 @@ class _SelfCache:
 
         end = start + k.shape[2]
         if self.keys is None or end > self.keys.shape[2]:
-            grow = -(-end // CACHE_STEP) * CACHE_STEP - (0 if self.keys is None else self.keys.shape[2])
+            grow = -(-end // CACHE_STEP) * CACHE_STEP - (
+                0 if self.keys is None else self.keys.shape[2]
+            )
             shape = (*k.shape[:2], grow, k.shape[3])
             pad_k, pad_v = mx.zeros(shape, k.dtype), mx.zeros(shape, v.dtype)
             if self.keys is None:
@@ -83,11 +85,14 @@ class MlxDecoderState:
         self.n_ctx = dims.n_text_ctx
         with mx.stream(device):
             dtype = net.decoder.positional_embedding.dtype
-            features = features if isinstance(features, mx.array) else mx.array(np.asarray(features))
+            features = (
+                features if isinstance(features, mx.array) else mx.array(np.asarray(features))
+            )
             features = features.astype(dtype)
             # per layer: (K, V) of shape (n_windows, H, n_audio_ctx, dh); computed (lazily) once
-            self._cross_base = [self._cross_kv(block.cross_attn, features)
-                                for block in net.decoder.blocks]
+            self._cross_base = [
+                self._cross_kv(block.cross_attn, features) for block in net.decoder.blocks
+            ]
         self._cross = self._cross_base
         self._window_of_row = np.arange(features.shape[0])
         self._self = [_SelfCache() for _ in net.decoder.blocks]
@@ -95,7 +100,9 @@ class MlxDecoderState:
         self.length = 0
 
     def _cross_kv(self, attn: Any, features: Any) -> tuple[Any, Any]:
-        return split_heads(attn.key(features), self.n_head), split_heads(attn.value(features), self.n_head)
+        return split_heads(attn.key(features), self.n_head), split_heads(
+            attn.value(features), self.n_head
+        )
 
     def keep(self, rows: np.ndarray) -> None:
         import mlx.core as mx
@@ -109,15 +116,17 @@ class MlxDecoderState:
             if not np.array_equal(windows, self._window_of_row):
                 self._window_of_row = windows
                 win = mx.array(windows.astype(np.int32))
-                self._cross = [(mx.take(k, win, axis=0), mx.take(v, win, axis=0))
-                               for k, v in self._cross_base]
+                self._cross = [
+                    (mx.take(k, win, axis=0), mx.take(v, win, axis=0)) for k, v in self._cross_base
+                ]
         self.n_rows = len(rows)
 
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
         return self.logits_and_attention(tokens, positions, ())[0]
 
-    def logits_and_attention(self, tokens: np.ndarray, positions: tuple[int, ...],
-                             heads: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    def logits_and_attention(
+        self, tokens: np.ndarray, positions: tuple[int, ...], heads: tuple[tuple[int, int], ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Logits at ``positions`` and the cross-attention scores of ``heads`` (layer, head),
         (B, len(heads), T, n_audio_ctx) float32 (see ``runtime.backend.AttentionState``)."""
         import mlx.core as mx
@@ -135,8 +144,13 @@ class MlxDecoderState:
             else:
                 logits = picked @ self.logits_weight
             logits = logits.astype(mx.float32)
-            qk = (mx.stack([scores[layer][:, head] for layer, head in heads], axis=1)
-                  .astype(mx.float32) if heads else mx.zeros((self.n_rows, 0, t, 0)))
+            qk = (
+                mx.stack([scores[layer][:, head] for layer, head in heads], axis=1).astype(
+                    mx.float32
+                )
+                if heads
+                else mx.zeros((self.n_rows, 0, t, 0))
+            )
             # one evaluation per step: the logits and the caches the next step builds on
             mx.eval(logits, qk, *[c.keys for c in self._self], *[c.values for c in self._self])
         return np.asarray(logits), np.asarray(qk)
@@ -158,8 +172,9 @@ class MlxDecoderState:
         for i, (block, cache, (ck, cv)) in enumerate(zip(dec.blocks, self._self, self._cross)):
             a = block.attn
             h = block.attn_ln(x)
-            k, v = cache.update(split_heads(a.key(h), self.n_head),
-                                split_heads(a.value(h), self.n_head), start)
+            k, v = cache.update(
+                split_heads(a.key(h), self.n_head), split_heads(a.value(h), self.n_head), start
+            )
             q = split_heads(a.query(h), self.n_head)
             out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
             x = x + a.out(merge_heads(out))

@@ -28,7 +28,10 @@ def reflect_indices(length: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     puts before and after it (edge sample not repeated; very short signals reflect repeatedly)."""
     period = 2 * (length - 1)
     folded = []
-    for index in (np.abs(np.arange(-count, 0)) % period, np.arange(length, length + count) % period):
+    for index in (
+        np.abs(np.arange(-count, 0)) % period,
+        np.arange(length, length + count) % period,
+    ):
         folded.append(np.where(index >= length, period - index, index))
     return folded[0], folded[1]
 
@@ -58,8 +61,9 @@ def log_mel(audio: np.ndarray, n_mels: int, padding: int = 0) -> Any:
     blocks = []
     for start in range(0, n_frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, n_frames - start)
-        frames = mx.as_strided(signal, shape=(count, N_FFT), strides=(HOP_LENGTH, 1),
-                               offset=start * HOP_LENGTH)
+        frames = mx.as_strided(
+            signal, shape=(count, N_FFT), strides=(HOP_LENGTH, 1), offset=start * HOP_LENGTH
+        )
         spectrum = mx.fft.rfft(frames * window, axis=-1)
         power = mx.square(mx.real(spectrum)) + mx.square(mx.imag(spectrum))
         blocks.append(mx.log10(mx.maximum(power @ filters_t, LOG_FLOOR)))
@@ -81,7 +85,7 @@ def mel_windows(spans: list[tuple[Any, int, int]], n_mels: int) -> Any:
             mel = mx.array(np.asarray(mel, dtype=np.float32))
         if mel.shape[0] != n_mels:
             raise ValueError(f"mel has {mel.shape[0]} bins, the model {n_mels}")
-        piece = mel[:, start: start + min(n, N_FRAMES)]
+        piece = mel[:, start : start + min(n, N_FRAMES)]
         pieces.append(mx.pad(piece, [(0, 0), (0, N_FRAMES - piece.shape[1])]))
     if not pieces:
         return mx.zeros((0, n_mels, N_FRAMES), dtype=mx.float32)

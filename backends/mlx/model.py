@@ -49,8 +49,9 @@ def mlx_layout(model: WhisperModel) -> dict[str, np.ndarray]:
     return out
 
 
-def build_whisper(model: WhisperModel, dtype: Any, bits: int | None = None,
-                  group_size: int = GROUP_SIZE) -> Any:
+def build_whisper(
+    model: WhisperModel, dtype: Any, bits: int | None = None, group_size: int = GROUP_SIZE
+) -> Any:
     """An evaluated ``mlx_whisper.whisper.Whisper`` holding ``model``'s weights in ``dtype``;
     Linear and Embedding layers quantized to ``bits`` (affine, per ``group_size``) when given.
 
@@ -70,8 +71,12 @@ def build_whisper(model: WhisperModel, dtype: Any, bits: int | None = None,
     pos = model.weights["encoder.positional_embedding"]
     net.encoder._positional_embedding = mx.array(np.asarray(pos, dtype=np.float32)).astype(dtype)
     if bits is not None:
-        nn.quantize(net, group_size=group_size, bits=bits,
-                    class_predicate=lambda _path, m: _quantizable(m, group_size))
+        nn.quantize(
+            net,
+            group_size=group_size,
+            bits=bits,
+            class_predicate=lambda _path, m: _quantizable(m, group_size),
+        )
     net.eval()
     mx.eval(net.parameters(), net.encoder._positional_embedding)
     return net
@@ -82,8 +87,9 @@ def _quantizable(module: Any, group_size: int) -> bool:
     projections and its token embedding; convolutions and LayerNorms stay in float)."""
     import mlx.nn as nn
 
-    return (isinstance(module, (nn.Linear, nn.Embedding))
-            and module.weight.shape[-1] % group_size == 0)
+    return (
+        isinstance(module, (nn.Linear, nn.Embedding)) and module.weight.shape[-1] % group_size == 0
+    )
 
 
 def write_mlx_folder(model: WhisperModel, folder: Path) -> Path:
@@ -92,8 +98,9 @@ def write_mlx_folder(model: WhisperModel, folder: Path) -> Path:
     import mlx.core as mx
 
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {name: mx.array(np.asarray(arr, dtype=np.float32))
-              for name, arr in mlx_layout(model).items()}
+    arrays = {
+        name: mx.array(np.asarray(arr, dtype=np.float32)) for name, arr in mlx_layout(model).items()
+    }
     mx.save_safetensors(str(folder / "weights.safetensors"), arrays)
     config = {**dataclasses.asdict(model.dims), "model_type": "whisper"}
     (folder / "config.json").write_text(json.dumps(config, indent=4) + "\n")

@@ -24,12 +24,15 @@ def probe_mlx(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
         why = f"mlx failed: {type(exc).__name__}: {exc}"
         return Finding("mlx", False, {"metal": False, "metal_reason": why}, why)
     metal = bool(facts.get("metal", False))
-    details: dict[str, Detail] = {"version": str(facts.get("version", "unknown")),
-                                  "device": str(facts.get("device", "Device(cpu, 0)")),
-                                  "metal": metal}
+    details: dict[str, Detail] = {
+        "version": str(facts.get("version", "unknown")),
+        "device": str(facts.get("device", "Device(cpu, 0)")),
+        "metal": metal,
+    }
     if not metal:
-        details["metal_reason"] = (f"MLX {details['version']} sees no Metal device (default "
-                                   f"device {details['device']})")
+        details["metal_reason"] = (
+            f"MLX {details['version']} sees no Metal device (default device {details['device']})"
+        )
     return Finding("mlx", True, details)
 
 
@@ -41,5 +44,8 @@ def _real_mlx() -> dict[str, Detail]:
         import mlx.core as mx
     except ImportError as exc:
         raise ImportError(f"mlx is not installed ({exc})") from exc
-    return {"version": str(getattr(mx, "__version__", "unknown")),
-            "device": str(mx.default_device()), "metal": bool(mx.metal.is_available())}
+    return {
+        "version": str(getattr(mx, "__version__", "unknown")),
+        "device": str(mx.default_device()),
+        "metal": bool(mx.metal.is_available()),
+    }

@@ -31,8 +31,8 @@ CAPABILITIES = Capabilities(
 )
 
 
-
 DYNAMIC_ROWS_PER_RUN = 2  # windows per encoder run when the graph's batch is dynamic
+
 
 class OnnxSession(BaseSession):
     """Encoder, cross K/V and decoder graphs of one model, each in its own ONNX Runtime session."""
@@ -52,8 +52,9 @@ class OnnxSession(BaseSession):
         self.device = _device_of(self.encoder_graph.placement.main_provider, options.device)
         from backends.onnx.placement import PlacementReport
 
-        self.placement = PlacementReport(tuple(g.placement for g in (
-            self.encoder_graph, self.cross_graph, self.decoder_graph)))
+        self.placement = PlacementReport(
+            tuple(g.placement for g in (self.encoder_graph, self.cross_graph, self.decoder_graph))
+        )
 
     def _open(self, graph: str, spec, batch: int | None):
         from backends.onnx.eps import cache_versions
@@ -69,20 +70,26 @@ class OnnxSession(BaseSession):
                 raise ValueError(f"{path} holds a {manifest.graph} graph, not a {graph} graph")
         else:
             folder = model_folder(cache_root(self.options.cache_dir), self.model)
-            path, manifest = ensure_graph(self.model, graph, precision, batch, folder,
-                                          fused=self.options.fused_attention)
+            path, manifest = ensure_graph(
+                self.model, graph, precision, batch, folder, fused=self.options.fused_attention
+            )
         # a compiled-model cache entry per model, graph, and EP/driver version (never reused
         # across versions: Ryzen AI's documentation forbids it)
-        tag = (f"{self.model.name}-{self.model.digest()[:8]}-{path.stem}"
-               f"-{cache_versions([p.name for p in spec.providers])}")
+        tag = (
+            f"{self.model.name}-{self.model.digest()[:8]}-{path.stem}"
+            f"-{cache_versions([p.name for p in spec.providers])}"
+        )
         options = self.load_options
         variables = (("ONNX_CACHE", str(cache_root(self.options.cache_dir))),)
         if options.profile_dir:
             variables += (("PROFILE_DIR", options.profile_dir),)
-        request = OpenRequest(strict=self.options.strict_placement or options.strict,
-                              check=self.options.check_placement,
-                              cache_tag=tag, emulate=options.emulate or self.options.emulate,
-                              variables=variables)
+        request = OpenRequest(
+            strict=self.options.strict_placement or options.strict,
+            check=self.options.check_placement,
+            cache_tag=tag,
+            emulate=options.emulate or self.options.emulate,
+            variables=variables,
+        )
         return open_graph(path.parent / manifest.file, manifest, graph, spec, request)
 
     @property
@@ -91,8 +98,12 @@ class OnnxSession(BaseSession):
         sizes = (self.static_batch,) if self.static_batch else None
         # word timestamps need the decoder graph's cross_qk output (pre-exported graphs may lack it)
         words = bool(self.decoder_graph.manifest.outputs_of("cross_qk"))
-        return dataclasses.replace(CAPABILITIES, encoder_batch_sizes=sizes,
-                                   precisions=(self.precision,), word_timestamps=words)
+        return dataclasses.replace(
+            CAPABILITIES,
+            encoder_batch_sizes=sizes,
+            precisions=(self.precision,),
+            word_timestamps=words,
+        )
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         """(B, n_mels, 3000) -> (B, 1500, D). A static-batch encoder runs B in pieces of its
@@ -115,7 +126,7 @@ class OnnxSession(BaseSession):
             return self.encoder_graph.run([name_out], {name_in: mel})[0]
         parts = []
         for i in range(0, len(mel), step):
-            piece = mel[i: i + step]
+            piece = mel[i : i + step]
             n = len(piece)
             if n < step and self.static_batch is not None:
                 piece = np.concatenate([piece, np.zeros((step - n, *piece.shape[1:]), piece.dtype)])
@@ -125,8 +136,9 @@ class OnnxSession(BaseSession):
     def decoder(self, features: Any):
         from backends.onnx.decoder import OnnxDecoderState
 
-        return OnnxDecoderState(self.cross_graph, self.decoder_graph, np.asarray(features),
-                                self.model.dims.n_text_ctx)
+        return OnnxDecoderState(
+            self.cross_graph, self.decoder_graph, np.asarray(features), self.model.dims.n_text_ctx
+        )
 
     def report(self) -> list[str]:
         """``describe()`` then one line per graph: where its nodes really run, and warnings."""
@@ -137,8 +149,10 @@ class OnnxSession(BaseSession):
 
         precisions = {g.manifest.precision for g in (self.encoder_graph, self.decoder_graph)}
         batch = f"static batch {self.static_batch}" if self.static_batch else "dynamic batch"
-        return (f"onnx backend: onnxruntime {ort.__version__}, {'/'.join(sorted(precisions))} "
-                f"({self.precision} requested), encoder {batch}; {self.placement.summary()}")
+        return (
+            f"onnx backend: onnxruntime {ort.__version__}, {'/'.join(sorted(precisions))} "
+            f"({self.precision} requested), encoder {batch}; {self.placement.summary()}"
+        )
 
 
 def _quiet_default_logger() -> None:
@@ -161,10 +175,16 @@ def _expand(value: str) -> str:
 
 def _device_of(provider: str, requested: str | None) -> str:
     """A short device word for results: what the encoder's main provider drives."""
-    words = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
-             "TensorrtExecutionProvider": "cuda", "VitisAIExecutionProvider": "npu",
-             "QNNExecutionProvider": "npu", "OpenVINOExecutionProvider": "openvino",
-             "DmlExecutionProvider": "gpu", "CoreMLExecutionProvider": "coreml"}
+    words = {
+        "CPUExecutionProvider": "cpu",
+        "CUDAExecutionProvider": "cuda",
+        "TensorrtExecutionProvider": "cuda",
+        "VitisAIExecutionProvider": "npu",
+        "QNNExecutionProvider": "npu",
+        "OpenVINOExecutionProvider": "openvino",
+        "DmlExecutionProvider": "gpu",
+        "CoreMLExecutionProvider": "coreml",
+    }
     return words.get(provider, requested or provider)
 
 
@@ -177,16 +197,21 @@ class OnnxBackend:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            return Availability(False, f"onnxruntime is not installed ({exc}); "
-                                       f"pip install onnxruntime")
+            return Availability(
+                False, f"onnxruntime is not installed ({exc}); pip install onnxruntime"
+            )
         providers = ort.get_available_providers()
         try:
             import onnx  # noqa: F401
+
             export = "onnx installed (exports graphs)"
         except ImportError:
             export = "onnx not installed: only pre-exported graphs (pip install onnx)"
-        return Availability(True, f"onnxruntime {ort.__version__}; providers: "
-                                  f"{', '.join(providers)}; {export}", device="cpu")
+        return Availability(
+            True,
+            f"onnxruntime {ort.__version__}; providers: {', '.join(providers)}; {export}",
+            device="cpu",
+        )
 
     def load(self, model: WhisperModel, options: LoadOptions) -> OnnxSession:
         return OnnxSession(model, options)

@@ -56,8 +56,11 @@ class EpReport:
         return self.supported >= self.total and not self.unsupported
 
     def line(self) -> str:
-        counts = (f"{self.supported}/{self.total} ONNX nodes" if self.total is not None
-                  else "node count not reported")
+        counts = (
+            f"{self.supported}/{self.total} ONNX nodes"
+            if self.total is not None
+            else "node count not reported"
+        )
         left = f", not supported: {', '.join(self.unsupported[:6])}" if self.unsupported else ""
         return f"{self.provider} on {self.device}: {counts}{left} ({self.source})"
 
@@ -79,8 +82,9 @@ class EpAdapter:
         """Held while the session is created (an EP may read process state then)."""
         yield
 
-    def read(self, options: dict[str, str], workdir: Path,
-             config: dict[str, str]) -> EpReport | None:
+    def read(
+        self, options: dict[str, str], workdir: Path, config: dict[str, str]
+    ) -> EpReport | None:
         """The EP's report after the session ran once (None when it wrote none)."""
         return None
 
@@ -89,11 +93,11 @@ class QnnAdapter(EpAdapter):
     name = QNN
 
     def prepare(self, options: dict[str, str], workdir: Path, plugin: bool) -> dict[str, str]:
-        return {**options, "enable_framework_op_trace": "1",
-                "framework_op_trace_dir": str(workdir)}
+        return {**options, "enable_framework_op_trace": "1", "framework_op_trace_dir": str(workdir)}
 
-    def read(self, options: dict[str, str], workdir: Path,
-             config: dict[str, str]) -> EpReport | None:
+    def read(
+        self, options: dict[str, str], workdir: Path, config: dict[str, str]
+    ) -> EpReport | None:
         path = workdir / "qnn_op_trace.json"
         if not path.exists():
             return None
@@ -106,14 +110,27 @@ def qnn_report(trace: dict[str, Any], options: dict[str, str]) -> EpReport:
     targets = [s.get("compilation_target", {}) for s in trace.get("soc_traces", [])]
     target = targets[0] if targets else {}
     backend = str(trace.get("backend_type", options.get("backend_type", "htp"))).upper()
-    soc = ", ".join(str(x) for x in (f"soc_model {target['soc_model']}" if "soc_model" in target
-                                     else None, target.get("htp_arch")) if x)
-    unsupported = tuple(str(n.get("op_type") or n.get("name") or n) if isinstance(n, dict)
-                        else str(n) for n in trace.get("unsupported_nodes", []))
-    return EpReport(QNN, f"{backend} ({soc})" if soc else backend, "QNN op trace",
-                    summary.get("supported_nodes"), summary.get("total_onnx_nodes"), unsupported,
-                    {"qnn_graphs": summary.get("qnn_subgraphs"),
-                     "qnn_ops": summary.get("total_qnn_ops")})
+    soc = ", ".join(
+        str(x)
+        for x in (
+            f"soc_model {target['soc_model']}" if "soc_model" in target else None,
+            target.get("htp_arch"),
+        )
+        if x
+    )
+    unsupported = tuple(
+        str(n.get("op_type") or n.get("name") or n) if isinstance(n, dict) else str(n)
+        for n in trace.get("unsupported_nodes", [])
+    )
+    return EpReport(
+        QNN,
+        f"{backend} ({soc})" if soc else backend,
+        "QNN op trace",
+        summary.get("supported_nodes"),
+        summary.get("total_onnx_nodes"),
+        unsupported,
+        {"qnn_graphs": summary.get("qnn_subgraphs"), "qnn_ops": summary.get("total_qnn_ops")},
+    )
 
 
 class VitisAiAdapter(EpAdapter):
@@ -139,8 +156,9 @@ class VitisAiAdapter(EpAdapter):
                 else:
                     os.environ[VITISAI_REPORT_ENV] = before
 
-    def read(self, options: dict[str, str], workdir: Path,
-             config: dict[str, str]) -> EpReport | None:
+    def read(
+        self, options: dict[str, str], workdir: Path, config: dict[str, str]
+    ) -> EpReport | None:
         folder = Path(options.get("cache_dir", ".")) / options.get("cache_key", "")
         candidates = [folder / VITISAI_REPORT_NAME, Path(VITISAI_REPORT_NAME)]
         for path in candidates:
@@ -159,8 +177,14 @@ def vitisai_report(report: dict[str, Any]) -> EpReport:
     on_npu = npu.get("nodeNum")
     if total is None and on_npu is not None:
         total = on_npu + int(cpu.get("nodeNum", 0))
-    return EpReport(VITISAI, "NPU", "VitisAI operator-assignment report", on_npu, total,
-                    tuple(cpu.get("supportedOpType", []) if cpu.get("nodeNum") else ()))
+    return EpReport(
+        VITISAI,
+        "NPU",
+        "VitisAI operator-assignment report",
+        on_npu,
+        total,
+        tuple(cpu.get("supportedOpType", []) if cpu.get("nodeNum") else ()),
+    )
 
 
 class OpenVinoAdapter(EpAdapter):
@@ -171,24 +195,36 @@ class OpenVinoAdapter(EpAdapter):
     name = OPENVINO
     # attached through its EP devices, OpenVINO takes the device from the device and refuses
     # these options (they go into load_config instead)
-    PLUGIN_REFUSES = ("device_type", "device_id", "device_luid", "context", "disable_dynamic_shapes")
+    PLUGIN_REFUSES = (
+        "device_type",
+        "device_id",
+        "device_luid",
+        "context",
+        "disable_dynamic_shapes",
+    )
 
     def prepare(self, options: dict[str, str], workdir: Path, plugin: bool) -> dict[str, str]:
         if not plugin:
             return options
         return {k: v for k, v in options.items() if k not in self.PLUGIN_REFUSES}
 
-    def read(self, options: dict[str, str], workdir: Path,
-             config: dict[str, str]) -> EpReport | None:
+    def read(
+        self, options: dict[str, str], workdir: Path, config: dict[str, str]
+    ) -> EpReport | None:
         device = options.get("device_type", "CPU")
         if device.upper().startswith("CPU") or config.get(NO_CPU_FALLBACK) == "1":
             return EpReport(OPENVINO, device, "OpenVINO device_type; no fallback to its CPU plugin")
-        return EpReport(OPENVINO, f"{device} or CPU", "OpenVINO may recompile on its CPU plugin "
-                        f"when {device} fails: set {NO_CPU_FALLBACK} = \"1\" to know")
+        return EpReport(
+            OPENVINO,
+            f"{device} or CPU",
+            "OpenVINO may recompile on its CPU plugin "
+            f'when {device} fails: set {NO_CPU_FALLBACK} = "1" to know',
+        )
 
 
-ADAPTERS: dict[str, EpAdapter] = {a.name: a for a in (QnnAdapter(), VitisAiAdapter(),
-                                                       OpenVinoAdapter())}
+ADAPTERS: dict[str, EpAdapter] = {
+    a.name: a for a in (QnnAdapter(), VitisAiAdapter(), OpenVinoAdapter())
+}
 
 
 def adapter(provider: str) -> EpAdapter:

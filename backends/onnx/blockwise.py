@@ -15,8 +15,13 @@ import numpy as np
 BLOCK = 32
 BITS = 8
 ACCURACY_LEVEL = 4  # int8 activations (per row and block) on int8 weights: the VNNI/AMX kernels
-DETAIL = {"method": "com.microsoft.MatMulNBits", "bits": BITS, "block_size": BLOCK,
-          "accuracy_level": ACCURACY_LEVEL, "symmetric": True}
+DETAIL = {
+    "method": "com.microsoft.MatMulNBits",
+    "bits": BITS,
+    "block_size": BLOCK,
+    "accuracy_level": ACCURACY_LEVEL,
+    "symmetric": True,
+}
 # ONNX Runtime's 8-bit MatMulNBits kernels: x86-64 from 1.22, ARM64 from 1.23. Vendor builds
 # (VitisAI, OpenVINO, QNN packages) can lag behind; older versions keep quantize_dynamic.
 MIN_ORT = (1, 23)
@@ -56,19 +61,32 @@ def quantize_matmuls(proto) -> int:
     nodes, replaced, dropped = [], 0, set()
     for node in proto.graph.node:
         b = inits.get(node.input[1]) if node.op_type == "MatMul" else None
-        if b is None or len(b.dims) != 2 or b.data_type != TensorProto.FLOAT \
-                or b.dims[0] % BLOCK:
+        if b is None or len(b.dims) != 2 or b.data_type != TensorProto.FLOAT or b.dims[0] % BLOCK:
             nodes.append(node)
             continue
         k, n = b.dims
         packed, scales = quantize_weight(numpy_helper.to_array(b))
         base = node.input[1]
-        proto.graph.initializer.extend([numpy_helper.from_array(packed, f"{base}_q8"),
-                                        numpy_helper.from_array(scales, f"{base}_scales")])
-        nodes.append(helper.make_node(
-            "MatMulNBits", [node.input[0], f"{base}_q8", f"{base}_scales"], list(node.output),
-            name=f"{node.name}_nbits", domain="com.microsoft", K=k, N=n, bits=BITS,
-            block_size=BLOCK, accuracy_level=ACCURACY_LEVEL))
+        proto.graph.initializer.extend(
+            [
+                numpy_helper.from_array(packed, f"{base}_q8"),
+                numpy_helper.from_array(scales, f"{base}_scales"),
+            ]
+        )
+        nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                [node.input[0], f"{base}_q8", f"{base}_scales"],
+                list(node.output),
+                name=f"{node.name}_nbits",
+                domain="com.microsoft",
+                K=k,
+                N=n,
+                bits=BITS,
+                block_size=BLOCK,
+                accuracy_level=ACCURACY_LEVEL,
+            )
+        )
         if uses[base] == 1:
             dropped.add(base)
         replaced += 1

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.backend import check_tokens
-
 from backends.onnx.export import quantized_per_call
 from backends.onnx.sessions import Graph
+from runtime.backend import check_tokens
 
 # Tokens per decoder call while reading a long prompt: ONNX Runtime's arena keeps the largest
 # buffers it ever handed out, and in one call a 223-token prompt's cross-attention scores at B=8
@@ -32,8 +31,9 @@ PROMPT_PIECE = 48
 
 
 class OnnxDecoderState:
-    def __init__(self, cross_kv: Graph, decoder: Graph, features: np.ndarray,
-                 n_text_ctx: int) -> None:
+    def __init__(
+        self, cross_kv: Graph, decoder: Graph, features: np.ndarray, n_text_ctx: int
+    ) -> None:
         self.decoder = decoder
         self.n_text_ctx = n_text_ctx
         cm, dm = cross_kv.manifest, decoder.manifest
@@ -51,10 +51,15 @@ class OnnxDecoderState:
         # names in the decoder graph, by role and layer, from its manifest
         self._tokens = dm.input("tokens").name
         self._positions = dm.input("positions").name
-        self._in = {role: [t.name for t in dm.inputs_of(role)]
-                    for role in ("self_k", "self_v", "cross_k", "cross_v")}
-        self._out = [dm.output("logits").name] + [t.name for t in dm.outputs_of("present_k")] \
+        self._in = {
+            role: [t.name for t in dm.inputs_of(role)]
+            for role in ("self_k", "self_v", "cross_k", "cross_v")
+        }
+        self._out = (
+            [dm.output("logits").name]
+            + [t.name for t in dm.outputs_of("present_k")]
             + [t.name for t in dm.outputs_of("present_v")]
+        )
         qk = dm.outputs_of("cross_qk")  # graphs exported before word timestamps lack it
         self._qk = qk[0].name if qk else None
         self._heads = [tuple(h) for h in dm.details.get("alignment_heads", [])]
@@ -79,24 +84,29 @@ class OnnxDecoderState:
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
         first = min(p % tokens.shape[1] for p in positions) if tokens.shape[1] else 0
         for start in range(0, first - PROMPT_PIECE + 1, PROMPT_PIECE):  # a long prompt in pieces
-            self._step(tokens[:, start: start + PROMPT_PIECE], (-1,), False)
+            self._step(tokens[:, start : start + PROMPT_PIECE], (-1,), False)
         done = first - first % PROMPT_PIECE
-        return self._step(tokens[:, done:], tuple(p % tokens.shape[1] - done for p in positions),
-                          False)[0]
+        return self._step(
+            tokens[:, done:], tuple(p % tokens.shape[1] - done for p in positions), False
+        )[0]
 
-    def logits_and_attention(self, tokens: np.ndarray, positions: tuple[int, ...],
-                             heads: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    def logits_and_attention(
+        self, tokens: np.ndarray, positions: tuple[int, ...], heads: tuple[tuple[int, int], ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Logits and the ``cross_qk`` output's scores of ``heads``, which must be among the
         alignment heads the graph was exported with (see ``runtime.backend.AttentionState``)."""
         missing = [h for h in heads if tuple(h) not in self._heads]
         if self._qk is None or missing:
-            raise ValueError(f"the decoder graph has no cross-attention output for heads "
-                             f"{missing or list(heads)} (it has {self._heads}); re-export it")
+            raise ValueError(
+                f"the decoder graph has no cross-attention output for heads "
+                f"{missing or list(heads)} (it has {self._heads}); re-export it"
+            )
         logits, qk = self._step(tokens, positions, True)
         return logits, qk[:, [self._heads.index(tuple(h)) for h in heads]]
 
-    def _step(self, tokens: np.ndarray, positions: tuple[int, ...],
-              attention: bool) -> list[np.ndarray]:
+    def _step(
+        self, tokens: np.ndarray, positions: tuple[int, ...], attention: bool
+    ) -> list[np.ndarray]:
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
         t = tokens.shape[1]
         if self._slot is not None:  # rows in slot order: slot p holds row order[p]
@@ -109,9 +119,9 @@ class OnnxDecoderState:
         feeds.update(zip(self._in["cross_v"], (v for _, v in self._cross)))
         out = self.decoder.run(self._out + ([self._qk] if attention else []), feeds)
         n_layers = len(self._k)
-        self._k, self._v = out[1: 1 + n_layers], out[1 + n_layers: 1 + 2 * n_layers]
+        self._k, self._v = out[1 : 1 + n_layers], out[1 + n_layers : 1 + 2 * n_layers]
         self.length += t
-        results = [out[0]] + out[1 + 2 * n_layers:]
+        results = [out[0]] + out[1 + 2 * n_layers :]
         return results if self._slot is None else [r[self._slot] for r in results]
 
     def keep(self, rows: np.ndarray) -> None:
@@ -132,8 +142,9 @@ class OnnxDecoderState:
         windows = self._slot_windows[slots]
         if self._cross_base is not None:  # rows of one window share its arrays until mixed
             if not np.array_equal(windows, self._slot_windows):
-                self._cross = [(k.take(windows, axis=0), v.take(windows, axis=0))
-                               for k, v in self._cross_base]
+                self._cross = [
+                    (k.take(windows, axis=0), v.take(windows, axis=0)) for k, v in self._cross_base
+                ]
                 self._shared = False
         else:
             self._cross = [(k.take(slots, axis=0), v.take(slots, axis=0)) for k, v in self._cross]

@@ -37,8 +37,13 @@ GRAPH_DTYPES = {"fp32": np.float32, "fp16": np.float16, "int8": np.float32, "bf1
 EXTERNAL_DATA_BYTES = 1 << 30  # protobuf files stop at 2 GiB: bigger weights go to a .data file
 # Per-channel weight scales: as fast as per-tensor here, and closer to fp32 (LibriSpeech subset,
 # tiny.en: +0.29 WER points over fp32 against +0.50 per-tensor; tools/bench_onnx.py).
-QUANTIZATION = {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ["MatMul"],
-                "weight_type": "QInt8", "per_channel": True, "MatMulConstBOnly": True}
+QUANTIZATION = {
+    "method": "onnxruntime.quantization.quantize_dynamic",
+    "op_types": ["MatMul"],
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "MatMulConstBOnly": True,
+}
 # The encoder variant whose self-attention is ONNX Runtime's fused contrib op (manifest detail).
 FUSED = "com.microsoft.MultiHeadAttention"
 # Bump when graphs change shape or meaning, so caches written by an older exporter are rebuilt.
@@ -93,8 +98,14 @@ def graph_stem(graph: str, precision: str, batch: int | None, fused: bool = Fals
     return f"encoder-{precision}-" + (f"b{batch}" if batch else "dyn") + ("-mha" if fused else "")
 
 
-def ensure_graph(model: WhisperModel, graph: str, precision: str, batch: int | None,
-                 folder: Path, fused: bool = False) -> tuple[Path, Manifest]:
+def ensure_graph(
+    model: WhisperModel,
+    graph: str,
+    precision: str,
+    batch: int | None,
+    folder: Path,
+    fused: bool = False,
+) -> tuple[Path, Manifest]:
     """The graph's manifest path and manifest in ``folder``, exporting it first when absent,
     built from other weights, or written by another exporter version or quantization."""
     fused = fused and graph == "encoder"
@@ -106,13 +117,17 @@ def ensure_graph(model: WhisperModel, graph: str, precision: str, batch: int | N
     return path, export_graph(model, graph, precision, batch, folder, fused)
 
 
-def _is_current(manifest: Manifest, model: WhisperModel, precision: str,
-                fused: bool = False) -> bool:
+def _is_current(
+    manifest: Manifest, model: WhisperModel, precision: str, fused: bool = False
+) -> bool:
     details = manifest.details
-    return (manifest.model_digest == model.digest() and details.get("exporter") == EXPORTER
-            and details.get("quantization") == quantization_detail(manifest.graph, precision)
-            and details.get("alignment_heads") == _heads_detail(manifest.graph, model)
-            and details.get("attention") == (FUSED if fused else None))
+    return (
+        manifest.model_digest == model.digest()
+        and details.get("exporter") == EXPORTER
+        and details.get("quantization") == quantization_detail(manifest.graph, precision)
+        and details.get("alignment_heads") == _heads_detail(manifest.graph, model)
+        and details.get("attention") == (FUSED if fused else None)
+    )
 
 
 def _heads_detail(graph: str, model: WhisperModel) -> list[list[int]] | None:
@@ -123,8 +138,14 @@ def _heads_detail(graph: str, model: WhisperModel) -> list[list[int]] | None:
     return [list(pair) for pair in model.word_alignment_heads()]
 
 
-def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | None,
-                 folder: Path, fused: bool = False) -> Manifest:
+def export_graph(
+    model: WhisperModel,
+    graph: str,
+    precision: str,
+    batch: int | None,
+    folder: Path,
+    fused: bool = False,
+) -> Manifest:
     """Build one graph from the in-memory weights, write ``<stem>.onnx`` and ``<stem>.json``;
     ``fused``: the encoder's self-attention as ONNX Runtime's MultiHeadAttention."""
     import onnx
@@ -155,10 +176,17 @@ def export_graph(model: WhisperModel, graph: str, precision: str, batch: int | N
         save_graph(proto, target)
     if quantization is not None:
         details["quantization"] = quantization
-    manifest = Manifest(graph=graph, file=target.name, precision=graph_precision(precision),
-                        model_name=model.name, model_digest=model.digest(),
-                        inputs=inputs, outputs=outputs, static_batch=batch,
-                        details=details)
+    manifest = Manifest(
+        graph=graph,
+        file=target.name,
+        precision=graph_precision(precision),
+        model_name=model.name,
+        model_digest=model.digest(),
+        inputs=inputs,
+        outputs=outputs,
+        static_batch=batch,
+        details=details,
+    )
     manifest.write(folder / f"{stem}.json")
     return manifest
 
@@ -173,8 +201,12 @@ def save_graph(proto, target: Path) -> None:
 
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.onnx")
     external = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
-    onnx.save_model(proto, tmp, save_as_external_data=external,
-                    location=f"{target.name}.data" if external else None)
+    onnx.save_model(
+        proto,
+        tmp,
+        save_as_external_data=external,
+        location=f"{target.name}.data" if external else None,
+    )
     os.replace(tmp, target)
 
 
@@ -193,12 +225,19 @@ def quantize_graph(proto, target: Path) -> None:
         quiet = logging.getLogger().level
         logging.getLogger().setLevel(max(quiet, logging.ERROR))  # its pre-processing advice
         try:
-            quantize_dynamic(source, out, op_types_to_quantize=list(QUANTIZATION["op_types"]),
-                             per_channel=QUANTIZATION["per_channel"],
-                             weight_type=QuantType.QInt8, use_external_data_format=external,
-                             # contrib ops (fused attention) have no shape inference: float
-                             extra_options={"MatMulConstBOnly": True,
-                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
+            quantize_dynamic(
+                source,
+                out,
+                op_types_to_quantize=list(QUANTIZATION["op_types"]),
+                per_channel=QUANTIZATION["per_channel"],
+                weight_type=QuantType.QInt8,
+                use_external_data_format=external,
+                # contrib ops (fused attention) have no shape inference: float
+                extra_options={
+                    "MatMulConstBOnly": True,
+                    "DefaultTensorType": onnx.TensorProto.FLOAT,
+                },
+            )
         finally:
             logging.getLogger().setLevel(quiet)
         if external:

@@ -10,7 +10,6 @@ graph can be read next to the checkpoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from typing import Any
 
 import numpy as np
@@ -18,8 +17,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17  # LayerNormalization is a standard op from opset 17
-ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
-        np.dtype(np.int64): TensorProto.INT64}
+ELEM = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float16): TensorProto.FLOAT16,
+    np.dtype(np.int64): TensorProto.INT64,
+}
 
 Shape = Sequence[int | str]
 
@@ -58,13 +60,15 @@ class GraphBuilder:
     def const(self, hint: str, values, dtype: type = np.int64) -> str:
         return self.weight(hint, np.asarray(values, dtype=dtype), keep_dtype=True)
 
-    def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None,
-           **attrs: Any) -> str:
+    def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None, **attrs: Any) -> str:
         """Add one node with one output; returns the output's name."""
         base = hint or op_type.lower()
         out = self.fresh(base)
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out],
-                                           name=self.fresh(f"{base}/{op_type}"), **attrs))
+        self.nodes.append(
+            helper.make_node(
+                op_type, list(inputs), [out], name=self.fresh(f"{base}/{op_type}"), **attrs
+            )
+        )
         return out
 
     def add_input(self, name: str, dtype: type, shape: Shape) -> str:
@@ -82,8 +86,7 @@ class GraphBuilder:
             producer = next((n for n in self.nodes if value in n.output), None)
             taken = {o.name for o in self.outputs} | {i.name for i in self.inputs}
             if producer is None or value in taken:
-                self.nodes.append(helper.make_node("Identity", [value], [name],
-                                                   name=f"{name}/out"))
+                self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}/out"))
             else:
                 self._renamed[value] = name
                 for node in self.nodes:
@@ -95,8 +98,9 @@ class GraphBuilder:
 
     def build(self, graph_name: str, contrib: bool = False) -> onnx.ModelProto:
         """The model; ``contrib`` when it uses ONNX Runtime's ``com.microsoft`` operators."""
-        graph = helper.make_graph(self.nodes, graph_name, self.inputs, self.outputs,
-                                  self.initializers)
+        graph = helper.make_graph(
+            self.nodes, graph_name, self.inputs, self.outputs, self.initializers
+        )
         opsets = [helper.make_opsetid("", OPSET)]
         if contrib:
             opsets.append(helper.make_opsetid("com.microsoft", 1))
@@ -127,10 +131,17 @@ class GraphBuilder:
         return self.op("Add", [y, self.weight(f"{prefix}.bias", bias)], f"{prefix}/out")
 
     def layer_norm(self, x: str, weights: dict[str, np.ndarray], prefix: str) -> str:
-        return self.op("LayerNormalization",
-                       [x, self.weight(f"{prefix}.weight", weights[f"{prefix}.weight"]),
-                        self.weight(f"{prefix}.bias", weights[f"{prefix}.bias"])],
-                       f"{prefix}/ln", axis=-1, epsilon=1e-5)
+        return self.op(
+            "LayerNormalization",
+            [
+                x,
+                self.weight(f"{prefix}.weight", weights[f"{prefix}.weight"]),
+                self.weight(f"{prefix}.bias", weights[f"{prefix}.bias"]),
+            ],
+            f"{prefix}/ln",
+            axis=-1,
+            epsilon=1e-5,
+        )
 
     def gelu(self, x: str, hint: str) -> str:
         """Exact GELU, 0.5 x (1 + erf(x / sqrt 2)) (ONNX Runtime fuses it into one Gelu kernel)."""
@@ -143,25 +154,32 @@ class GraphBuilder:
     def scalar(self, hint: str, value: float) -> str:
         return self.weight(hint, np.asarray(value, dtype=self.dtype))
 
-    def split_heads(self, x: str, n_head: int, d_head: int, hint: str,
-                    perm: tuple[int, ...] = (0, 2, 1, 3)) -> str:
+    def split_heads(
+        self, x: str, n_head: int, d_head: int, hint: str, perm: tuple[int, ...] = (0, 2, 1, 3)
+    ) -> str:
         """(B, T, D) -> (B, H, T, dh) (or another ``perm`` of (B, T, H, dh))."""
         shape = self.const(f"{hint}/heads_shape", [0, 0, n_head, d_head])
-        return self.op("Transpose", [self.op("Reshape", [x, shape], f"{hint}/reshape")],
-                       f"{hint}/heads", perm=list(perm))
+        return self.op(
+            "Transpose",
+            [self.op("Reshape", [x, shape], f"{hint}/reshape")],
+            f"{hint}/heads",
+            perm=list(perm),
+        )
 
     def merge_heads(self, x: str, d_model: int, hint: str) -> str:
         """(B, H, T, dh) -> (B, T, D)."""
         t = self.op("Transpose", [x], f"{hint}/merge_t", perm=[0, 2, 1, 3])
-        return self.op("Reshape", [t, self.const(f"{hint}/merge_shape", [0, 0, d_model])],
-                       f"{hint}/merged")
+        return self.op(
+            "Reshape", [t, self.const(f"{hint}/merge_shape", [0, 0, d_model])], f"{hint}/merged"
+        )
 
     def attend(self, q: str, k_t: str, v: str, mask: str | None, hint: str) -> str:
         """softmax(q k^T + mask) v with q already scaled: q (B,H,T,dh), k_t (B,H,dh,S), v (B,H,S,dh)."""
         return self.attend_with_scores(q, k_t, v, mask, hint)[0]
 
-    def attend_with_scores(self, q: str, k_t: str, v: str, mask: str | None,
-                           hint: str) -> tuple[str, str]:
+    def attend_with_scores(
+        self, q: str, k_t: str, v: str, mask: str | None, hint: str
+    ) -> tuple[str, str]:
         """``attend``, and the scores before the softmax (B, H, T, S) (for word alignment)."""
         scores = self.op("MatMul", [q, k_t], f"{hint}/scores")
         if mask is not None:

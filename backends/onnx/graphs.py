@@ -28,43 +28,65 @@ Built = tuple[onnx.ModelProto, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]
 
 def _scaled_query(g: GraphBuilder, x: str, w: dict, prefix: str, d_head: int) -> str:
     """The query projection with whisper's attention scale folded in (one MatMul + Add)."""
-    scale = d_head ** -0.5
-    folded = {f"{prefix}.weight": np.asarray(w[f"{prefix}.weight"], np.float64) * scale,
-              f"{prefix}.bias": np.asarray(w[f"{prefix}.bias"], np.float64) * scale}
+    scale = d_head**-0.5
+    folded = {
+        f"{prefix}.weight": np.asarray(w[f"{prefix}.weight"], np.float64) * scale,
+        f"{prefix}.bias": np.asarray(w[f"{prefix}.bias"], np.float64) * scale,
+    }
     return g.linear(x, folded, prefix)
 
 
 def _conv(g: GraphBuilder, x: str, w: dict, prefix: str, stride: int) -> str:
-    return g.op("Conv", [x, g.weight(f"{prefix}.weight", w[f"{prefix}.weight"]),
-                         g.weight(f"{prefix}.bias", w[f"{prefix}.bias"])], prefix,
-                kernel_shape=[3], pads=[1, 1], strides=[stride])
+    return g.op(
+        "Conv",
+        [
+            x,
+            g.weight(f"{prefix}.weight", w[f"{prefix}.weight"]),
+            g.weight(f"{prefix}.bias", w[f"{prefix}.bias"]),
+        ],
+        prefix,
+        kernel_shape=[3],
+        pads=[1, 1],
+        strides=[stride],
+    )
 
 
-def _self_attention(g: GraphBuilder, h: str, w: dict, prefix: str, n_head: int,
-                    d_head: int, d_model: int) -> str:
-    q = g.split_heads(_scaled_query(g, h, w, f"{prefix}.query", d_head), n_head, d_head,
-                      f"{prefix}.q")
-    k_t = g.split_heads(g.linear(h, w, f"{prefix}.key"), n_head, d_head, f"{prefix}.k",
-                        perm=(0, 2, 3, 1))
+def _self_attention(
+    g: GraphBuilder, h: str, w: dict, prefix: str, n_head: int, d_head: int, d_model: int
+) -> str:
+    q = g.split_heads(
+        _scaled_query(g, h, w, f"{prefix}.query", d_head), n_head, d_head, f"{prefix}.q"
+    )
+    k_t = g.split_heads(
+        g.linear(h, w, f"{prefix}.key"), n_head, d_head, f"{prefix}.k", perm=(0, 2, 3, 1)
+    )
     v = g.split_heads(g.linear(h, w, f"{prefix}.value"), n_head, d_head, f"{prefix}.v")
     context = g.merge_heads(g.attend(q, k_t, v, None, prefix), d_model, prefix)
     return g.linear(context, w, f"{prefix}.out")
 
 
-def _fused_self_attention(g: GraphBuilder, h: str, w: dict, prefix: str, n_head: int,
-                          d_head: int, d_model: int) -> str:
+def _fused_self_attention(
+    g: GraphBuilder, h: str, w: dict, prefix: str, n_head: int, d_head: int, d_model: int
+) -> str:
     """``_self_attention`` as one ``com.microsoft.MultiHeadAttention`` node: ONNX Runtime's CPU
     kernel computes scores, softmax and context in tiles without writing the (H, T, T) scores,
     and the CUDA provider runs it as flash attention. NPU compilers expect standard ops."""
     q = _scaled_query(g, h, w, f"{prefix}.query", d_head)  # whisper's scale already folded in
     k, v = g.linear(h, w, f"{prefix}.key"), g.linear(h, w, f"{prefix}.value")
-    context = g.op("MultiHeadAttention", [q, k, v], f"{prefix}/mha", domain="com.microsoft",
-                   num_heads=n_head, scale=1.0)
+    context = g.op(
+        "MultiHeadAttention",
+        [q, k, v],
+        f"{prefix}/mha",
+        domain="com.microsoft",
+        num_heads=n_head,
+        scale=1.0,
+    )
     return g.linear(context, w, f"{prefix}.out")
 
 
-def build_encoder(model: WhisperModel, dtype: type, batch: int | None,
-                  fused_attention: bool = False) -> Built:
+def build_encoder(
+    model: WhisperModel, dtype: type, batch: int | None, fused_attention: bool = False
+) -> Built:
     """mel (B, n_mels, 3000) -> features (B, n_audio_ctx, D); B fixed when ``batch`` is given;
     self-attention as ONNX Runtime's fused contrib op when ``fused_attention``."""
     d, w = model.dims, model.weights
@@ -76,8 +98,11 @@ def build_encoder(model: WhisperModel, dtype: type, batch: int | None,
     x = g.gelu(_conv(g, g.cast_in(mel), w, "encoder.conv1", 1), "encoder.conv1/gelu")
     x = g.gelu(_conv(g, x, w, "encoder.conv2", 2), "encoder.conv2/gelu")
     x = g.op("Transpose", [x], "encoder.channels_last", perm=[0, 2, 1])
-    x = g.op("Add", [x, g.weight("encoder.positional_embedding",
-                                 w["encoder.positional_embedding"])], "encoder.pos")
+    x = g.op(
+        "Add",
+        [x, g.weight("encoder.positional_embedding", w["encoder.positional_embedding"])],
+        "encoder.pos",
+    )
     for i in range(d.n_audio_layer):
         p = f"encoder.blocks.{i}"
         h = g.layer_norm(x, w, f"{p}.attn_ln")
@@ -102,11 +127,14 @@ def build_cross_kv(model: WhisperModel, dtype: type, batch: int | None = None) -
     outputs = []
     for i in range(d.n_text_layer):
         p = f"decoder.blocks.{i}.cross_attn"
-        k_t = g.split_heads(g.linear(feats, w, f"{p}.key"), d.n_text_head, dh, f"{p}.k",
-                            perm=(0, 2, 3, 1))
+        k_t = g.split_heads(
+            g.linear(feats, w, f"{p}.key"), d.n_text_head, dh, f"{p}.k", perm=(0, 2, 3, 1)
+        )
         v = g.split_heads(g.linear(feats, w, f"{p}.value"), d.n_text_head, dh, f"{p}.v")
-        for role, value, shape in (("cross_k", k_t, (b, d.n_text_head, dh, s)),
-                                   ("cross_v", v, (b, d.n_text_head, s, dh))):
+        for role, value, shape in (
+            ("cross_k", k_t, (b, d.n_text_head, dh, s)),
+            ("cross_v", v, (b, d.n_text_head, s, dh)),
+        ):
             g.add_output(value, f"{role}.{i}", dtype, shape)
             outputs.append(TensorSpec(f"{role}.{i}", role, cache, shape, layer=i))
     inputs = (TensorSpec("features", "features", "float32", (b, s, d.n_audio_state)),)
@@ -120,19 +148,30 @@ def _causal_mask(g: GraphBuilder, offset: str, end: str) -> str:
     one, zero = g.const("dec.one", 1), g.const("dec.zero", 0)
     rows = g.op("Range", [off_s, end_s, one], "dec.rows")
     cols = g.op("Range", [zero, end_s, one], "dec.cols")
-    later = g.op("Greater", [g.op("Unsqueeze", [cols, g.const("dec.ax0", [0])], "dec.cols2"),
-                             g.op("Unsqueeze", [rows, g.const("dec.ax1", [1])], "dec.rows2")],
-                 "dec.later")
-    return g.op("Where", [later, g.scalar("dec.neg_inf", -np.inf), g.scalar("dec.zero_f", 0.0)],
-                "dec.mask")
+    later = g.op(
+        "Greater",
+        [
+            g.op("Unsqueeze", [cols, g.const("dec.ax0", [0])], "dec.cols2"),
+            g.op("Unsqueeze", [rows, g.const("dec.ax1", [1])], "dec.rows2"),
+        ],
+        "dec.later",
+    )
+    return g.op(
+        "Where", [later, g.scalar("dec.neg_inf", -np.inf), g.scalar("dec.zero_f", 0.0)], "dec.mask"
+    )
 
 
-def _decoder_layer(g: GraphBuilder, x: str, mask: str, i: int,
-                   model: WhisperModel) -> tuple[str, str, str, str]:
+def _decoder_layer(
+    g: GraphBuilder, x: str, mask: str, i: int, model: WhisperModel
+) -> tuple[str, str, str, str]:
     """One decoder block over the cache inputs of layer ``i``; returns (x, present_k, present_v,
     cross-attention scores (B, H, T, S))."""
     d, w = model.dims, model.weights
-    p, dh, n = f"decoder.blocks.{i}", model.dims.n_text_state // model.dims.n_text_head, d.n_text_head
+    p, dh, n = (
+        f"decoder.blocks.{i}",
+        model.dims.n_text_state // model.dims.n_text_head,
+        d.n_text_head,
+    )
     h = g.layer_norm(x, w, f"{p}.attn_ln")
     q = g.split_heads(_scaled_query(g, h, w, f"{p}.attn.query", dh), n, dh, f"{p}.attn.q")
     k_t = g.split_heads(g.linear(h, w, f"{p}.attn.key"), n, dh, f"{p}.attn.k", perm=(0, 2, 3, 1))
@@ -142,20 +181,29 @@ def _decoder_layer(g: GraphBuilder, x: str, mask: str, i: int,
     a = g.merge_heads(g.attend(q, k_all, v_all, mask, f"{p}.attn"), d.n_text_state, f"{p}.attn")
     x = g.op("Add", [x, g.linear(a, w, f"{p}.attn.out")], f"{p}/attn_res")
     h = g.layer_norm(x, w, f"{p}.cross_attn_ln")
-    q = g.split_heads(_scaled_query(g, h, w, f"{p}.cross_attn.query", dh), n, dh,
-                      f"{p}.cross_attn.q")
+    q = g.split_heads(
+        _scaled_query(g, h, w, f"{p}.cross_attn.query", dh), n, dh, f"{p}.cross_attn.q"
+    )
     c, scores = g.attend_with_scores(q, f"cross_k.{i}", f"cross_v.{i}", None, f"{p}.cross_attn")
     c = g.linear(g.merge_heads(c, d.n_text_state, f"{p}.cross_attn"), w, f"{p}.cross_attn.out")
     x = g.mlp(g.op("Add", [x, c], f"{p}/cross_res"), w, p)
     return x, k_all, v_all, scores
 
 
-def _alignment_scores(g: GraphBuilder, scores: dict[int, str],
-                      heads: tuple[tuple[int, int], ...]) -> str:
+def _alignment_scores(
+    g: GraphBuilder, scores: dict[int, str], heads: tuple[tuple[int, int], ...]
+) -> str:
     """The cross-attention scores of the alignment heads, (B, len(heads), T, S), in ``heads``
     order: one Gather per layer, then a Concat (a few kB per row and step)."""
-    parts = [g.op("Gather", [scores[layer], g.const(f"dec.align_heads.{n}", [head])],
-                  f"dec.align.{n}", axis=1) for n, (layer, head) in enumerate(heads)]
+    parts = [
+        g.op(
+            "Gather",
+            [scores[layer], g.const(f"dec.align_heads.{n}", [head])],
+            f"dec.align.{n}",
+            axis=1,
+        )
+        for n, (layer, head) in enumerate(heads)
+    ]
     joined = parts[0] if len(parts) == 1 else g.op("Concat", parts, "dec.align", axis=1)
     return g.cast_out(joined)
 
@@ -168,10 +216,16 @@ def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) ->
     cdt = np.dtype(dtype).name
     tokens = g.add_input("tokens", np.int64, [b, "tokens"])
     positions = g.add_input("positions", np.int64, ["positions"])
-    inputs = [TensorSpec("tokens", "tokens", "int64", (b, "tokens")),
-              TensorSpec("positions", "positions", "int64", ("positions",))]
-    shapes = {"self_k": (b, n, dh, "past"), "self_v": (b, n, "past", dh),
-              "cross_k": (b, n, dh, s), "cross_v": (b, n, s, dh)}
+    inputs = [
+        TensorSpec("tokens", "tokens", "int64", (b, "tokens")),
+        TensorSpec("positions", "positions", "int64", ("positions",)),
+    ]
+    shapes = {
+        "self_k": (b, n, dh, "past"),
+        "self_v": (b, n, "past", dh),
+        "cross_k": (b, n, dh, s),
+        "cross_v": (b, n, s, dh),
+    }
     for i in range(d.n_text_layer):
         for role, shape in shapes.items():
             g.add_input(f"{role}.{i}", dtype, shape)
@@ -179,22 +233,32 @@ def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) ->
     offset = g.op("Shape", ["self_v.0"], "dec.offset", start=2, end=3)  # past length, (1,)
     length = g.op("Shape", [tokens], "dec.length", start=1, end=2)
     end = g.op("Add", [offset, length], "dec.end")
-    pos = g.op("Slice", [g.weight("decoder.positional_embedding",
-                                  w["decoder.positional_embedding"]), offset, end,
-                         g.const("dec.axis0", [0])], "dec.pos")
+    pos = g.op(
+        "Slice",
+        [
+            g.weight("decoder.positional_embedding", w["decoder.positional_embedding"]),
+            offset,
+            end,
+            g.const("dec.axis0", [0]),
+        ],
+        "dec.pos",
+    )
     embedding = g.weight("decoder.token_embedding.weight", w["decoder.token_embedding.weight"])
     x = g.op("Add", [g.op("Gather", [embedding, tokens], "dec.embed"), pos], "dec.x")
     mask = _causal_mask(g, offset, end)
     outputs, scores = [], {}
     for i in range(d.n_text_layer):
         x, k_all, v_all, scores[i] = _decoder_layer(g, x, mask, i, model)
-        for role, value, shape in (("present_k", k_all, (b, n, dh, "total")),
-                                   ("present_v", v_all, (b, n, "total", dh))):
+        for role, value, shape in (
+            ("present_k", k_all, (b, n, dh, "total")),
+            ("present_v", v_all, (b, n, "total", dh)),
+        ):
             g.add_output(value, f"{role}.{i}", dtype, shape)
             outputs.append(TensorSpec(f"{role}.{i}", role, cdt, shape, layer=i))
     picked = g.layer_norm(g.op("Gather", [x, positions], "dec.picked", axis=1), w, "decoder.ln")
-    emb_t = g.weight("decoder.token_embedding.weight_t",
-                     np.asarray(w["decoder.token_embedding.weight"]).T)
+    emb_t = g.weight(
+        "decoder.token_embedding.weight_t", np.asarray(w["decoder.token_embedding.weight"]).T
+    )
     logits = g.cast_out(g.op("MatMul", [picked, emb_t], "dec.logits"))
     g.add_output(logits, "logits", np.float32, (b, "positions", d.n_vocab))
     outputs.insert(0, TensorSpec("logits", "logits", "float32", (b, "positions", d.n_vocab)))
@@ -206,4 +270,7 @@ def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) ->
 
 
 BUILDERS: dict[str, Callable[..., Built]] = {  # (model, dtype, batch, **variant)
-    "encoder": build_encoder, "cross_kv": build_cross_kv, "decoder": build_decoder}
+    "encoder": build_encoder,
+    "cross_kv": build_cross_kv,
+    "decoder": build_decoder,
+}

@@ -77,10 +77,14 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"manifest format {data.get('format_version')!r} is not "
-                             f"{FORMAT_VERSION}; re-export the graph")
-        specs = {k: tuple(TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in data[k])
-                 for k in ("inputs", "outputs")}
+            raise ValueError(
+                f"manifest format {data.get('format_version')!r} is not "
+                f"{FORMAT_VERSION}; re-export the graph"
+            )
+        specs = {
+            k: tuple(TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in data[k])
+            for k in ("inputs", "outputs")
+        }
         rest = {k: v for k, v in data.items() if k not in specs}
         rest["notes"] = tuple(rest.get("notes", ()))
         return cls(**rest, **specs)
@@ -102,6 +106,8 @@ class Manifest:
 def _one(specs: tuple[TensorSpec, ...], role: str, manifest: Manifest) -> TensorSpec:
     found = [t for t in specs if t.role == role]
     if len(found) != 1:
-        raise ValueError(f"{manifest.graph} manifest ({manifest.file}) has {len(found)} tensors "
-                         f"with role {role!r}, expected one")
+        raise ValueError(
+            f"{manifest.graph} manifest ({manifest.file}) has {len(found)} tensors "
+            f"with role {role!r}, expected one"
+        )
     return found[0]

@@ -46,10 +46,12 @@ class ProviderEmulation(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    options: dict[str, Scalar] = Field(default_factory=dict,
-                                       description="Provider options merged over the real ones.")
+    options: dict[str, Scalar] = Field(
+        default_factory=dict, description="Provider options merged over the real ones."
+    )
     device_types: list[DeviceType] | None = Field(
-        None, description="EP device types to attach instead of the provider's device_types.")
+        None, description="EP device types to attach instead of the provider's device_types."
+    )
 
     @field_validator("options")
     @classmethod
@@ -63,16 +65,22 @@ class ProviderSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="ONNX Runtime provider name, e.g. 'CPUExecutionProvider'.")
-    options: dict[str, Scalar] = Field(default_factory=dict,
-                                       description="Provider options; strings expand ${VARS} and ~.")
+    options: dict[str, Scalar] = Field(
+        default_factory=dict, description="Provider options; strings expand ${VARS} and ~."
+    )
     plugin: str | None = Field(
-        None, description="Python package shipping this EP as a plugin library (get_library_path); "
-                          "None: the known package for this EP name, if any.")
+        None,
+        description="Python package shipping this EP as a plugin library (get_library_path); "
+        "None: the known package for this EP name, if any.",
+    )
     device_types: list[DeviceType] = Field(
-        default_factory=list, description="A plugin EP's devices to attach, by hardware type; "
-                                          "empty: every device it lists.")
+        default_factory=list,
+        description="A plugin EP's devices to attach, by hardware type; "
+        "empty: every device it lists.",
+    )
     emulation: ProviderEmulation | None = Field(
-        None, description="Options and device types on a stand-in for the hardware (--emulate).")
+        None, description="Options and device types on a stand-in for the hardware (--emulate)."
+    )
 
     @field_validator("options")
     @classmethod
@@ -84,8 +92,12 @@ class ProviderSpec(BaseModel):
         if self.emulation is None:
             return self
         types = self.emulation.device_types
-        return self.model_copy(update={"options": {**self.options, **self.emulation.options},
-                                       "device_types": self.device_types if types is None else types})
+        return self.model_copy(
+            update={
+                "options": {**self.options, **self.emulation.options},
+                "device_types": self.device_types if types is None else types,
+            }
+        )
 
 
 class GraphOptions(BaseModel):
@@ -95,18 +107,25 @@ class GraphOptions(BaseModel):
 
     providers: list[ProviderSpec] = Field(
         default_factory=lambda: [ProviderSpec(name="CPUExecutionProvider")],
-        description="Execution providers in order of preference.")
+        description="Execution providers in order of preference.",
+    )
     precision: Literal["fp32", "fp16", "int8", "bf16"] | None = Field(
-        None, description="This graph's precision; None: the profile's precision.")
-    intra_op_num_threads: int | None = Field(None, ge=0, description="0/None: ONNX Runtime's default.")
+        None, description="This graph's precision; None: the profile's precision."
+    )
+    intra_op_num_threads: int | None = Field(
+        None, ge=0, description="0/None: ONNX Runtime's default."
+    )
     inter_op_num_threads: int | None = Field(None, ge=0)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     session_config: dict[str, str] = Field(
         default_factory=dict,
-        description="SessionOptions config entries, e.g. ep.context_enable / ep.context_file_path.")
+        description="SessionOptions config entries, e.g. ep.context_enable / ep.context_file_path.",
+    )
     model: str | None = Field(
-        None, description="Manifest (.json) of a graph exported beforehand, e.g. an EP-context "
-                          "model; None: export from the weights into the cache.")
+        None,
+        description="Manifest (.json) of a graph exported beforehand, e.g. an EP-context "
+        "model; None: export from the weights into the cache.",
+    )
 
 
 class OnnxOptions(BaseModel):
@@ -114,25 +133,35 @@ class OnnxOptions(BaseModel):
 
     static_shapes: bool = Field(False, description="Export the encoder with a fixed batch.")
     encoder_batch_size: int | None = Field(
-        None, ge=1, description="The fixed encoder batch when static_shapes (default 1).")
+        None, ge=1, description="The fixed encoder batch when static_shapes (default 1)."
+    )
     strict_placement: bool = Field(
-        False, description="Fail when a requested provider is missing or leaves nodes to the CPU.")
+        False, description="Fail when a requested provider is missing or leaves nodes to the CPU."
+    )
     check_placement: bool = Field(
-        True, description="Count nodes per provider from one profiled warm-up run per graph.")
+        True, description="Count nodes per provider from one profiled warm-up run per graph."
+    )
     cache_dir: str | None = Field(None, description="Where exported graphs are cached.")
     fused_attention: bool = Field(
-        False, description="Encoder self-attention as ONNX Runtime's MultiHeadAttention contrib "
-                           "op (CPU and CUDA providers; NPU compilers expect standard ops).")
+        False,
+        description="Encoder self-attention as ONNX Runtime's MultiHeadAttention contrib "
+        "op (CPU and CUDA providers; NPU compilers expect standard ops).",
+    )
     encoder: GraphOptions = Field(default_factory=GraphOptions)
     decoder: GraphOptions = Field(default_factory=GraphOptions)
-    emulate: bool = Field(False, description="Run providers as their ``emulation`` says (set by "
-                                             "the runtime for --emulate, not in profiles).")
+    emulate: bool = Field(
+        False,
+        description="Run providers as their ``emulation`` says (set by "
+        "the runtime for --emulate, not in profiles).",
+    )
 
     @model_validator(mode="after")
     def _batch_needs_static(self) -> OnnxOptions:
         if self.encoder_batch_size is not None and not self.static_shapes:
-            raise ValueError("encoder_batch_size applies to static_shapes = true; set both, or "
-                             "neither for a dynamic-batch encoder")
+            raise ValueError(
+                "encoder_batch_size applies to static_shapes = true; set both, or "
+                "neither for a dynamic-batch encoder"
+            )
         return self
 
     @property
@@ -159,6 +188,8 @@ def unset_variables(value: Scalar, variables: dict[str, str] | None = None) -> l
 def _no_booleans(options: dict[str, Scalar]) -> dict[str, Scalar]:
     flags = [key for key, value in options.items() if isinstance(value, bool)]
     if flags:
-        raise ValueError(f"{', '.join(flags)}: write provider options as strings (\"1\", \"True\", "
-                         "as the provider documents them), not TOML booleans")
+        raise ValueError(
+            f'{", ".join(flags)}: write provider options as strings ("1", "True", '
+            "as the provider documents them), not TOML booleans"
+        )
     return options

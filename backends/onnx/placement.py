@@ -56,8 +56,9 @@ class GraphPlacement:
         first = wanted[0]
         if any(r.complete is False for r in self.reports if r.provider == first):
             return True
-        return first not in self.active or (bool(self.nodes) and self.nodes.get(first, 0)
-                                            < self.total_nodes)
+        return first not in self.active or (
+            bool(self.nodes) and self.nodes.get(first, 0) < self.total_nodes
+        )
 
     def line(self) -> str:
         """'encoder: 225/225 nodes on VitisAIExecutionProvider', or the fallback in one line:
@@ -72,10 +73,16 @@ class GraphPlacement:
                 return f"{head} ({self.total_nodes}/{self.total_nodes} nodes)"
             return head + (f" ({counts})" if counts else "")
         if self.reports:
-            others = [f"{n} on {p}" for p, n in self.nodes.items()
-                      if n and p not in {r.provider for r in self.reports}]
-            return (f"{self.graph}: " + "; ".join(self._report_line(r) for r in self.reports)
-                    + (f"; also {', '.join(others)}" if others else ""))
+            others = [
+                f"{n} on {p}"
+                for p, n in self.nodes.items()
+                if n and p not in {r.provider for r in self.reports}
+            ]
+            return (
+                f"{self.graph}: "
+                + "; ".join(self._report_line(r) for r in self.reports)
+                + (f"; also {', '.join(others)}" if others else "")
+            )
         if counts:
             idle = [p for p in self.requested if p != CPU and not self.nodes.get(p)]
             return f"{self.graph}: {counts}" + (f" ({', '.join(idle)} took none)" if idle else "")
@@ -86,8 +93,10 @@ class GraphPlacement:
         the compiled partitions it ran (nodes on other providers follow as 'also ...')."""
         if report.total is None and self.nodes:
             n = self.nodes.get(report.provider, 0)
-            return (f"{report.provider} on {report.device}: {n} compiled "
-                    f"partition{'' if n == 1 else 's'} ({report.source})")
+            return (
+                f"{report.provider} on {report.device}: {n} compiled "
+                f"partition{'' if n == 1 else 's'} ({report.source})"
+            )
         return report.line()
 
     def _counts(self) -> str:

@@ -63,12 +63,15 @@ def _real_onnxruntime() -> dict[str, object]:
         from onnxruntime.capi.build_and_package_info import package_name as build
     except ImportError:
         build = "onnxruntime"
-    return {"version": str(getattr(ort, "__version__", "unknown")), "build": build,
-            "providers": eps.available_providers(),
-            "ep_devices": [eps.describe_device(d) for d in eps.ep_devices()],
-            "plugins": [f"{p.name} ({p.module} {p.version})".replace(" )", ")") for p in plugins]
-            + [f"{name} failed: {why}" for name, why in eps.plugin_errors().items()],
-            "distributions": module_owners()}
+    return {
+        "version": str(getattr(ort, "__version__", "unknown")),
+        "build": build,
+        "providers": eps.available_providers(),
+        "ep_devices": [eps.describe_device(d) for d in eps.ep_devices()],
+        "plugins": [f"{p.name} ({p.module} {p.version})".replace(" )", ")") for p in plugins]
+        + [f"{name} failed: {why}" for name, why in eps.plugin_errors().items()],
+        "distributions": module_owners(),
+    }
 
 
 # Distributions that install the ``onnxruntime`` module itself (plugin packages such as
@@ -93,6 +96,8 @@ def conflict_reason(owners: list[str], build: str) -> str | None:
         return None
     names = [o.split()[0] for o in owners]
     keep = build if build in names else next((n for n in names if n != "onnxruntime"), names[0])
-    return (f"{' and '.join(owners)} all install the onnxruntime module and overwrite each "
-            f"other's files (the one running now is {build}); keep one: pip uninstall -y "
-            f"{' '.join(names)} && pip install {keep}")
+    return (
+        f"{' and '.join(owners)} all install the onnxruntime module and overwrite each "
+        f"other's files (the one running now is {build}); keep one: pip uninstall -y "
+        f"{' '.join(names)} && pip install {keep}"
+    )

@@ -34,8 +34,12 @@ from backends.onnx.placement import CPU, GraphPlacement, nodes_per_provider
 from runtime.errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
-OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 @dataclass
@@ -58,11 +62,12 @@ class Graph:
             out[0] = a[0]
         binding = self.session.io_binding()
         for i in range(1, len(rows)):
-            row = np.ascontiguousarray(rows[i: i + 1])
+            row = np.ascontiguousarray(rows[i : i + 1])
             binding.bind_cpu_input(feed, row)
             for name, out in zip(outputs, batched):
-                binding.bind_output(name, "cpu", 0, out.dtype, out[i: i + 1].shape,
-                                    out[i: i + 1].ctypes.data)
+                binding.bind_output(
+                    name, "cpu", 0, out.dtype, out[i : i + 1].shape, out[i : i + 1].ctypes.data
+                )
             self.session.run_with_iobinding(binding)
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
@@ -91,8 +96,9 @@ class OpenRequest:
     variables: tuple[tuple[str, str], ...] = ()  # ${NAME} values, e.g. PROFILE_DIR
 
 
-def _resolve(spec: ProviderSpec, request: OpenRequest,
-             warnings: list[str]) -> tuple[Provider | None, str | None]:
+def _resolve(
+    spec: ProviderSpec, request: OpenRequest, warnings: list[str]
+) -> tuple[Provider | None, str | None]:
     """The provider ready to attach, or None and why it cannot be (not in this build, or a
     plugin EP without a device of the wanted type)."""
     import onnxruntime as ort
@@ -111,8 +117,10 @@ def _resolve(spec: ProviderSpec, request: OpenRequest,
     wanted = [d for d in found if not spec.device_types or eps.device_type(d) in spec.device_types]
     if not wanted:
         listed = ", ".join(sorted({eps.device_type(d) for d in found})) or "none"
-        return None, (f"{spec.name} ({plugin.module} {plugin.version}) lists no "
-                      f"{'/'.join(spec.device_types)} device (it lists: {listed})")
+        return None, (
+            f"{spec.name} ({plugin.module} {plugin.version}) lists no "
+            f"{'/'.join(spec.device_types)} device (it lists: {listed})"
+        )
     return Provider(spec.name, options, wanted), None
 
 
@@ -124,8 +132,10 @@ def _expanded(spec: ProviderSpec, request: OpenRequest, warnings: list[str]) -> 
     for key, value in spec.options.items():
         unset = unset_variables(value, variables)
         if unset:
-            warnings.append(f"{spec.name} option {key}: environment variable "
-                            f"{', '.join(unset)} is not set ({value!r})")
+            warnings.append(
+                f"{spec.name} option {key}: environment variable "
+                f"{', '.join(unset)} is not set ({value!r})"
+            )
         text = str(expand(value, variables))
         options[key] = f"{text}-{request.cache_tag}" if key == "cache_key" else text
     return options
@@ -139,24 +149,29 @@ def _expanded(spec: ProviderSpec, request: OpenRequest, warnings: list[str]) -> 
 SPINNING = "session.intra_op.allow_spinning"
 
 
-def _session_options(spec: GraphOptions, strict: bool, profile_dir: str | None,
-                     cpu_only: bool = False):
+def _session_options(
+    spec: GraphOptions, strict: bool, profile_dir: str | None, cpu_only: bool = False
+):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     # placement is reported by us, measured, and an EP's error is in the exception we report:
     # keep stderr quiet (ERROR lines with --verbose)
     so.log_severity_level = 3 if log.isEnabledFor(logging.INFO) else 4
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
-                                          OPT_LEVELS[spec.graph_optimization_level])
+    so.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, OPT_LEVELS[spec.graph_optimization_level]
+    )
     if spec.intra_op_num_threads:
         so.intra_op_num_threads = spec.intra_op_num_threads
     if spec.inter_op_num_threads:
         so.inter_op_num_threads = spec.inter_op_num_threads
     config = {SPINNING: "0", **spec.session_config}
     if cpu_only:  # the retry on the CPU: no accelerator-only entries
-        config = {k: v for k, v in config.items()
-                  if k != NO_CPU_FALLBACK and not k.startswith("ep.context")}
+        config = {
+            k: v
+            for k, v in config.items()
+            if k != NO_CPU_FALLBACK and not k.startswith("ep.context")
+        }
     for key, value in config.items():
         so.add_session_config_entry(key, str(expand(value)))
     if strict:
@@ -169,6 +184,7 @@ def _session_options(spec: GraphOptions, strict: bool, profile_dir: str | None,
 
 def _dummy_feeds(manifest: Manifest) -> dict[str, np.ndarray]:
     """Zeros for every input: symbolic batch -> static batch or 1, cache length -> 0, others 1."""
+
     def size(dim: int | str) -> int:
         if isinstance(dim, int):
             return dim
@@ -188,8 +204,13 @@ def _measure(session, manifest: Manifest, skip: bool = False) -> dict[str, int]:
     return nodes_per_provider(session.end_profiling())
 
 
-def open_graph(path: Path, manifest: Manifest, label: str, spec: GraphOptions,
-               request: OpenRequest = OpenRequest()) -> Graph:
+def open_graph(
+    path: Path,
+    manifest: Manifest,
+    label: str,
+    spec: GraphOptions,
+    request: OpenRequest = OpenRequest(),
+) -> Graph:
     """An ONNX Runtime session for the graph at ``path`` with measured placement."""
     strict = request.strict
     requested = tuple(p.name for p in spec.providers)
@@ -202,7 +223,8 @@ def open_graph(path: Path, manifest: Manifest, label: str, spec: GraphOptions,
             if strict:
                 raise BackendUnavailableError(
                     f"{label}: {why_not}; install the onnxruntime build or plugin package that "
-                    f"ships it, or turn strict placement off to run the {label} on the CPU")
+                    f"ships it, or turn strict placement off to run the {label} on the CPU"
+                )
             warnings.append(str(why_not))
         else:
             providers.append(provider)
@@ -211,22 +233,32 @@ def open_graph(path: Path, manifest: Manifest, label: str, spec: GraphOptions,
     providers = providers or [Provider(CPU, {})]
     workdir = Path(tempfile.mkdtemp(prefix="whisper-ort-"))
     try:
-        providers = [Provider(p.name, adapter(p.name).prepare(p.options, workdir,
-                                                               p.devices is not None), p.devices)
-                     for p in providers]
-        session, failed = _create(path, spec, request,
-                                  str(workdir) if request.check else None, providers, label)
+        providers = [
+            Provider(
+                p.name,
+                adapter(p.name).prepare(p.options, workdir, p.devices is not None),
+                p.devices,
+            )
+            for p in providers
+        ]
+        session, failed = _create(
+            path, spec, request, str(workdir) if request.check else None, providers, label
+        )
         reports = _ep_reports(session, providers, workdir, spec) if request.check else ()
-        nodes = _measure(session, manifest, skip=_reported(reports, session)) if request.check else {}
+        nodes = (
+            _measure(session, manifest, skip=_reported(reports, session)) if request.check else {}
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    placement = GraphPlacement(label, requested, tuple(session.get_providers()), nodes,
-                               tuple(warnings), reports, failed)
+    placement = GraphPlacement(
+        label, requested, tuple(session.get_providers()), nodes, tuple(warnings), reports, failed
+    )
     if strict and placement.fell_back:
         raise BackendUnavailableError(
             f"{placement.line()}; strict placement wants every {label} node on "
             f"{accelerators[0]}: check the provider's options and logs, or turn strict "
-            f"placement off")
+            f"placement off"
+        )
     if placement.fell_back or warnings:  # one line, on stderr, whatever the log level
         log.warning("%s", placement.line() + (f" ({'; '.join(warnings)})" if warnings else ""))
     else:
@@ -243,17 +275,25 @@ def _reported(reports: tuple[EpReport, ...], session) -> bool:
     return bool(accelerators) and set(accelerators) <= counted
 
 
-def _ep_reports(session, providers: list[Provider], workdir: Path,
-                spec: GraphOptions) -> tuple[EpReport, ...]:
+def _ep_reports(
+    session, providers: list[Provider], workdir: Path, spec: GraphOptions
+) -> tuple[EpReport, ...]:
     active = set(session.get_providers())
     config = dict(spec.session_config)
-    found = [adapter(p.name).read(p.options, workdir, config) for p in providers
-             if p.name in active]
+    found = [
+        adapter(p.name).read(p.options, workdir, config) for p in providers if p.name in active
+    ]
     return tuple(r for r in found if r is not None)
 
 
-def _create(path: Path, spec: GraphOptions, request: OpenRequest, profile_dir: str | None,
-            providers: list[Provider], label: str) -> tuple[Any, str]:
+def _create(
+    path: Path,
+    spec: GraphOptions,
+    request: OpenRequest,
+    profile_dir: str | None,
+    providers: list[Provider],
+    label: str,
+) -> tuple[Any, str]:
     """Create the session, and say why its providers failed to start when it had to retry on
     the CPU (under strict placement that is an error instead)."""
     strict = request.strict and any(p.name != CPU for p in providers)
@@ -269,7 +309,8 @@ def _create(path: Path, spec: GraphOptions, request: OpenRequest, profile_dir: s
             raise BackendUnavailableError(
                 f"{label}: ONNX Runtime could not start {names}{how}: {reason}; check "
                 f"the provider's installation and options"
-                + (", or turn strict placement off" if strict else "")) from exc
+                + (", or turn strict placement off" if strict else "")
+            ) from exc
         so = _session_options(spec, False, profile_dir, cpu_only=True)
         return _new_session(path, so, [Provider(CPU, {})]), reason
 
@@ -297,9 +338,13 @@ def _new_session(path: Path, so, providers: list[Provider]):
                 if devices:
                     so.add_provider_for_devices(devices, p.options)
             return ort.InferenceSession(str(path), so, enable_fallback=0)
-        return ort.InferenceSession(str(path), so, providers=[p.name for p in providers],
-                                    provider_options=[p.options for p in providers],
-                                    enable_fallback=0)
+        return ort.InferenceSession(
+            str(path),
+            so,
+            providers=[p.name for p in providers],
+            provider_options=[p.options for p in providers],
+            enable_fallback=0,
+        )
 
 
 def _creating(providers: list[Provider]):

@@ -32,7 +32,13 @@ OGG_TAIL_BYTES = 1 << 17  # holds the largest Ogg page (27 + 255 + 255 * 255 byt
 OGG_END_OF_STREAM = 0x04  # header_type flag of a logical stream's last page
 
 W64_RIFF = b"riff\x2e\x91\xcf\x11"  # the start of Wave64's 'riff' GUID
-WAVE_PCM, WAVE_FLOAT, WAVE_ALAW, WAVE_MULAW, WAVE_EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
+WAVE_PCM, WAVE_FLOAT, WAVE_ALAW, WAVE_MULAW, WAVE_EXTENSIBLE = (
+    0x0001,
+    0x0003,
+    0x0006,
+    0x0007,
+    0xFFFE,
+)
 _FRAMED_TAGS = {WAVE_PCM, WAVE_FLOAT, WAVE_ALAW, WAVE_MULAW}  # fixed bytes per sample frame
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # a data size of a recording still being written
 MIN_SAMPLE_RATE = 1000  # Hz; telephone speech is 8000. A WAV "at 2 Hz" would be hours of nothing
@@ -70,15 +76,18 @@ class WavHeader:
             return "declares 0 bits per sample"
         frame = self.channels * -(-self.bits_per_sample // 8)
         if self.block_align != frame:
-            return (f"declares {self.bits_per_sample} bits per sample in {self.channels} "
-                    f"channel(s), {frame} byte(s) a frame, but frames of {self.block_align} "
-                    "byte(s) (block align)")
+            return (
+                f"declares {self.bits_per_sample} bits per sample in {self.channels} "
+                f"channel(s), {frame} byte(s) a frame, but frames of {self.block_align} "
+                "byte(s) (block align)"
+            )
         if self.byte_rate and self.byte_rate != self.sample_rate * self.block_align:
-            return (f"declares {self.byte_rate} bytes per second, but {self.sample_rate} Hz "
-                    f"with {self.block_align}-byte frames is {self.sample_rate * self.block_align}")
+            return (
+                f"declares {self.byte_rate} bytes per second, but {self.sample_rate} Hz "
+                f"with {self.block_align}-byte frames is {self.sample_rate * self.block_align}"
+            )
         if self.valid_bits is not None and self.valid_bits > self.bits_per_sample:
-            return (f"declares {self.valid_bits} valid bits in {self.bits_per_sample}-bit "
-                    "samples")
+            return f"declares {self.valid_bits} valid bits in {self.bits_per_sample}-bit samples"
         return None
 
     def declared_seconds(self) -> float | None:
@@ -102,13 +111,13 @@ def parse_wav_header(head: bytes) -> WavHeader | None:
         return None
     header = None
     while position + id_size + size_bytes <= len(head):
-        chunk_id = head[position: position + 4]  # a W64 chunk's GUID starts with the RIFF id
-        size = int.from_bytes(head[position + id_size: position + id_size + size_bytes], "little")
+        chunk_id = head[position : position + 4]  # a W64 chunk's GUID starts with the RIFF id
+        size = int.from_bytes(head[position + id_size : position + id_size + size_bytes], "little")
         if id_size == 16:  # a W64 size counts its own 24-byte header
             size = max(0, size - 24)
         body_at = position + id_size + size_bytes
         if chunk_id == b"fmt " and size >= 16:
-            header = _fmt_chunk(head[body_at: body_at + size])
+            header = _fmt_chunk(head[body_at : body_at + size])
         elif chunk_id == b"data":
             if header is None:
                 return None
@@ -134,11 +143,13 @@ def caf_declared_seconds(head: bytes) -> float | None:
     rate = bytes_per_packet = None
     position = 8
     while position + 12 <= len(head):
-        kind = head[position: position + 4]
+        kind = head[position : position + 4]
         size = struct.unpack_from(">q", head, position + 4)[0]
         body = position + 12
         if kind == b"desc" and body + 32 <= len(head):
-            rate, fmt, _, bytes_per_packet, frames_per_packet = struct.unpack_from(">d4sIII", head, body)
+            rate, fmt, _, bytes_per_packet, frames_per_packet = struct.unpack_from(
+                ">d4sIII", head, body
+            )
             if fmt != b"lpcm" or frames_per_packet != 1:
                 return None
         elif kind == b"data":
@@ -179,7 +190,7 @@ def _ogg_page_end(data: bytes, start: int) -> int | None:
     if start + 27 > len(data) or data[start + 4] != 0:  # stream structure version 0
         return None
     segments = data[start + 26]
-    table = data[start + 27: start + 27 + segments]
+    table = data[start + 27 : start + 27 + segments]
     if len(table) < segments:
         return None
     return start + 27 + segments + sum(table)
@@ -224,32 +235,46 @@ def read_tail(source: Any, size: int = OGG_TAIL_BYTES) -> bytes | None:
 
 
 # -- checks over what PyAV opened and decoded ------------------------------------------------
-def audio_stream(container: av.container.InputContainer, label: str,
-                 source: Any) -> av.audio.stream.AudioStream:
+def audio_stream(
+    container: av.container.InputContainer, label: str, source: Any
+) -> av.audio.stream.AudioStream:
     """The best audio stream, or AudioError saying why there is none FFmpeg can decode."""
     stream = container.streams.best("audio")
     if stream is None:
         audio = [s for s in container.streams if s.type == "audio"]
         if not audio:
             found = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
-            raise AudioError(f"{label}: contains no audio stream (found: {found}); pass a file with sound in it")
+            raise AudioError(
+                f"{label}: contains no audio stream (found: {found}); pass a file with sound in it"
+            )
         context = audio[0].codec_context  # FFmpeg probed the format but read no parameters
-        missing = [what for what, ok in (("a codec", context is not None),
-                                         ("channels", context is not None and context.channels),
-                                         ("a sample rate", context is not None and context.sample_rate))
-                   if not ok]
-        raise AudioError(f"{label}: FFmpeg took it for {container.format.name} but found no playable audio "
-                         f"in it (an audio stream without {' or '.join(missing)}); the file is damaged or "
-                         "not audio: check it, or re-export it as wav or flac")
+        missing = [
+            what
+            for what, ok in (
+                ("a codec", context is not None),
+                ("channels", context is not None and context.channels),
+                ("a sample rate", context is not None and context.sample_rate),
+            )
+            if not ok
+        ]
+        raise AudioError(
+            f"{label}: FFmpeg took it for {container.format.name} but found no playable audio "
+            f"in it (an audio stream without {' or '.join(missing)}); the file is damaged or "
+            "not audio: check it, or re-export it as wav or flac"
+        )
     if stream.codec_context is None:
         header = parse_wav_header(read_head(source) or b"")
         codec = header.describe_tag() if header else "a codec FFmpeg does not know"
-        raise AudioError(f"{label}: its audio is in {codec}, which FFmpeg cannot decode; "
-                         "convert it to PCM wav or flac")
+        raise AudioError(
+            f"{label}: its audio is in {codec}, which FFmpeg cannot decode; "
+            "convert it to PCM wav or flac"
+        )
     if stream.codec_context.sample_rate < MIN_SAMPLE_RATE:  # hours of nothing from a few bytes
-        raise AudioError(f"{label}: declares a sample rate of {stream.codec_context.sample_rate} Hz; "
-                         f"no speech is recorded at under {MIN_SAMPLE_RATE} Hz: the header is wrong "
-                         "or this is not audio")
+        raise AudioError(
+            f"{label}: declares a sample rate of {stream.codec_context.sample_rate} Hz; "
+            f"no speech is recorded at under {MIN_SAMPLE_RATE} Hz: the header is wrong "
+            "or this is not audio"
+        )
     return stream
 
 
@@ -258,11 +283,15 @@ def check_wav_header(source: Any, label: str) -> None:
     header = parse_wav_header(read_head(source) or b"")
     problem = header.contradiction() if header else None
     if problem:
-        raise AudioError(f"{label}: the WAV header contradicts itself: it {problem}; "
-                         "the file is damaged or was written wrongly: re-export it")
+        raise AudioError(
+            f"{label}: the WAV header contradicts itself: it {problem}; "
+            "the file is damaged or was written wrongly: re-export it"
+        )
 
 
-def declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+def declared_seconds(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream
+) -> float | None:
     """The audio's duration as the file declares it, without decoding; None where it does not say.
 
     The container's overall duration is used only when the audio is its only stream: in a video
@@ -275,8 +304,9 @@ def declared_seconds(container: av.container.InputContainer, stream: av.audio.st
     return None
 
 
-def header_declared_seconds(format_name: str, source: Any,
-                            stream: av.audio.stream.AudioStream) -> float | None:
+def header_declared_seconds(
+    format_name: str, source: Any, stream: av.audio.stream.AudioStream
+) -> float | None:
     """A WAV's, W64's or CAF's duration as its header's data-chunk size states it.
 
     FFmpeg clamps that size to the bytes actually present, so a file cut short declares a short
@@ -296,7 +326,9 @@ def header_declared_seconds(format_name: str, source: Any,
     return header.data_size * 8 / bit_rate  # a compressed codec in a WAV (ADPCM, GSM...)
 
 
-def is_bitrate_estimate(stream: av.audio.stream.AudioStream, declared: float, size: int | None) -> bool:
+def is_bitrate_estimate(
+    stream: av.audio.stream.AudioStream, declared: float, size: int | None
+) -> bool:
     """True when FFmpeg guessed the duration as file size / bitrate (mp3 or ADTS with no header).
 
     Such a guess comes from the first frames' bitrate and can be several times too long for a
@@ -311,8 +343,10 @@ def is_bitrate_estimate(stream: av.audio.stream.AudioStream, declared: float, si
 def non_finite(label: str, offset_s: float, channels: np.ndarray, rate: int) -> AudioError:
     """The error for NaN or infinite samples in (channels, samples), saying where the first is."""
     first = int(np.argmax(~np.isfinite(channels).all(axis=0)))
-    return AudioError(f"{label}: contains NaN or infinite samples (the first at {offset_s + first / rate:.2f} s); "
-                      "the file is damaged or was written from a broken signal: clean it or re-export it")
+    return AudioError(
+        f"{label}: contains NaN or infinite samples (the first at {offset_s + first / rate:.2f} s); "
+        "the file is damaged or was written from a broken signal: clean it or re-export it"
+    )
 
 
 def check_complete(
@@ -327,24 +361,39 @@ def check_complete(
 ) -> None:
     """Raise AudioError for a stream that decoded to nothing or to clearly less than it declares
     (TruncatedAudioError, unless ``allow_truncated``: then a warning says what is transcribed)."""
-    detail = f" (FFmpeg: {one_line(str(getattr(errors[0], 'strerror', None) or errors[0]))})" if errors else ""
+    detail = (
+        f" (FFmpeg: {one_line(str(getattr(errors[0], 'strerror', None) or errors[0]))})"
+        if errors
+        else ""
+    )
     if decoded == 0 and declared:
-        raise AudioError(f"{label}: truncated or corrupt: declared {declared:.1f} s, but not one sample "
-                         f"decodes{detail}; re-download or re-export the file")
+        raise AudioError(
+            f"{label}: truncated or corrupt: declared {declared:.1f} s, but not one sample "
+            f"decodes{detail}; re-download or re-export the file"
+        )
     if decoded == 0:
-        raise AudioError(f"{label}: the audio stream decoded to 0 samples{detail}; it holds no sound, re-export it")
+        raise AudioError(
+            f"{label}: the audio stream decoded to 0 samples{detail}; it holds no sound, re-export it"
+        )
     problem = None
     slack = _TRUNCATION_SLACK_S + _TRUNCATION_SLACK_FRACTION * (declared or 0.0)
     if declared is not None and declared - decoded > slack:
         if not is_bitrate_estimate(stream, declared, size):
             problem = f"{label}: truncated or corrupt: declared {declared:.1f} s, the data ends at {decoded:.1f} s{detail}"
         else:
-            logger.warning("%s: decoded %.1f s; FFmpeg's %.1f s from the bitrate is a guess", label, decoded, declared)
+            logger.warning(
+                "%s: decoded %.1f s; FFmpeg's %.1f s from the bitrate is a guess",
+                label,
+                decoded,
+                declared,
+            )
     elif end_problem:
         problem = f"{label}: truncated: {end_problem}; the data ends at {decoded:.1f} s{detail}"
     if problem:
         if not allow_truncated:
             raise TruncatedAudioError(problem, decoded)
-        logger.warning("%s; transcribing the first %.1f s (truncated input allowed)", problem, decoded)
+        logger.warning(
+            "%s; transcribing the first %.1f s (truncated input allowed)", problem, decoded
+        )
     if errors:
         logger.warning("%s: skipped %d undecodable packet(s)%s", label, len(errors), detail)

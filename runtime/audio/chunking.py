@@ -41,8 +41,9 @@ def split_long(start: int, end: int, probs: np.ndarray, max_samples: int) -> lis
     return pieces
 
 
-def vad_chunks(regions: list[tuple[int, int]], probs: np.ndarray,
-               max_samples: int = N_SAMPLES) -> list[Chunk]:
+def vad_chunks(
+    regions: list[tuple[int, int]], probs: np.ndarray, max_samples: int = N_SAMPLES
+) -> list[Chunk]:
     """Merge speech regions into chunks no longer than ``max_samples``."""
     pieces = [p for s, e in regions for p in split_long(s, e, probs, max_samples)]
     chunks: list[Chunk] = []

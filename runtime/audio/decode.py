@@ -27,7 +27,6 @@ from runtime.audio import checks as audio_checks
 from runtime.audio.constants import SAMPLE_RATE
 from runtime.errors import AudioError, one_line
 
-
 AudioSource = str | os.PathLike | bytes | bytearray | BinaryIO | np.ndarray
 
 logger = logging.getLogger(__name__)
@@ -77,7 +76,9 @@ def _check_path(path: Path, label: str) -> None:
     if not path.exists():
         raise AudioError(f"{label}: no such file; check the path and the working directory")
     if path.is_dir():
-        raise AudioError(f"{label}: is a directory, not an audio file; pass one of the files inside it")
+        raise AudioError(
+            f"{label}: is a directory, not an audio file; pass one of the files inside it"
+        )
     if path.stat().st_size == 0:
         raise AudioError(f"{label}: file is empty (0 bytes); re-export or re-download it")
     if not os.access(path, os.R_OK):
@@ -85,7 +86,9 @@ def _check_path(path: Path, label: str) -> None:
 
 
 @contextlib.contextmanager
-def _open_audio(source: AudioSource) -> Iterator[tuple[av.container.InputContainer, av.audio.stream.AudioStream]]:
+def _open_audio(
+    source: AudioSource,
+) -> Iterator[tuple[av.container.InputContainer, av.audio.stream.AudioStream]]:
     """Open `source` with PyAV and pick its best audio stream, mapping failures to AudioError."""
     _quiet_ffmpeg()
     label = _label(source)
@@ -99,8 +102,10 @@ def _open_audio(source: AudioSource) -> Iterator[tuple[av.container.InputContain
     elif callable(getattr(source, "read", None)):
         target = source
     else:
-        raise AudioError(f"cannot read audio from a {type(source).__name__}; pass a path, bytes, a binary "
-                         "file object or a numpy array")
+        raise AudioError(
+            f"cannot read audio from a {type(source).__name__}; pass a path, bytes, a binary "
+            "file object or a numpy array"
+        )
     try:
         container = av.open(target, mode="r", metadata_errors="ignore")
     except av.error.InvalidDataError:
@@ -110,7 +115,9 @@ def _open_audio(source: AudioSource) -> Iterator[tuple[av.container.InputContain
         ) from None
     except (av.error.FFmpegError, OSError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise AudioError(f"{label}: cannot be opened ({reason}); check the file, or convert it to wav or flac") from exc
+        raise AudioError(
+            f"{label}: cannot be opened ({reason}); check the file, or convert it to wav or flac"
+        ) from exc
     with container:
         if container.format.name in audio_checks.WAV_FORMATS:
             audio_checks.check_wav_header(source, label)
@@ -147,8 +154,11 @@ def _to_float32(data: np.ndarray) -> np.ndarray:
     raise AudioError(f"unsupported sample type {data.dtype}; pass float32, float64 or integer PCM")
 
 
-def _frames(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
-            errors: list[Exception]) -> Iterator[av.AudioFrame]:
+def _frames(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    errors: list[Exception],
+) -> Iterator[av.AudioFrame]:
     """Every frame of ``stream`` FFmpeg can decode. A packet it cannot decode is skipped (as the
     ffmpeg tool does) and a damaged container ends the stream; their errors go to ``errors``."""
     packets = container.demux(stream)
@@ -171,7 +181,9 @@ def _frames(container: av.container.InputContainer, stream: av.audio.stream.Audi
         yield from frames
 
 
-def _decode_native(source: AudioSource, allow_truncated: bool = False) -> Iterator[tuple[np.ndarray, int]]:
+def _decode_native(
+    source: AudioSource, allow_truncated: bool = False
+) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 chunk, its sample rate) for the whole audio stream of `source`.
 
     At the end the decoded length is checked against the declared one (and an Ogg file for its
@@ -181,8 +193,9 @@ def _decode_native(source: AudioSource, allow_truncated: bool = False) -> Iterat
     label = _label(source)
     start = _position(source)
     with _open_audio(source) as (container, stream):
-        declared = (audio_checks.header_declared_seconds(container.format.name, source, stream)
-                    or audio_checks.declared_seconds(container, stream))
+        declared = audio_checks.header_declared_seconds(
+            container.format.name, source, stream
+        ) or audio_checks.declared_seconds(container, stream)
         gain = _float_pcm_gain(source, start, stream, label)
         decoded, errors = 0.0, []
         for frame in _frames(container, stream, errors):
@@ -191,9 +204,19 @@ def _decode_native(source: AudioSource, allow_truncated: bool = False) -> Iterat
                 raise audio_checks.non_finite(label, decoded, samples[None], frame.sample_rate)
             decoded += frame.samples / frame.sample_rate
             yield samples, frame.sample_rate
-        end_problem = audio_checks.ogg_truncation(source) if container.format.name == "ogg" else None
-        audio_checks.check_complete(label, stream, declared, decoded, errors, _source_size(source),
-                                    end_problem, allow_truncated)
+        end_problem = (
+            audio_checks.ogg_truncation(source) if container.format.name == "ogg" else None
+        )
+        audio_checks.check_complete(
+            label,
+            stream,
+            declared,
+            decoded,
+            errors,
+            _source_size(source),
+            end_problem,
+            allow_truncated,
+        )
 
 
 def _position(source: AudioSource) -> int | None:
@@ -205,8 +228,9 @@ def _position(source: AudioSource) -> int | None:
     return None
 
 
-def _float_pcm_gain(source: AudioSource, start: int | None, stream: av.audio.stream.AudioStream,
-                    label: str) -> float:
+def _float_pcm_gain(
+    source: AudioSource, start: int | None, stream: av.audio.stream.AudioStream, label: str
+) -> float:
     """1, or 1 / peak for raw float PCM beyond full scale (an unnormalized export).
 
     Found by a first pass over the file, before any of it is transcribed (raw PCM decodes at
@@ -227,8 +251,14 @@ def _float_pcm_gain(source: AudioSource, start: int | None, stream: av.audio.str
             seconds += frame.samples / frame.sample_rate
     if peak <= 1.0:
         return 1.0
-    logger.warning("%s: float samples peak at %.4g, beyond full scale (1.0): scaled by %.3g (%.1f dB); "
-                   "normalize the export to avoid this", label, peak, 1.0 / peak, -20 * np.log10(peak))
+    logger.warning(
+        "%s: float samples peak at %.4g, beyond full scale (1.0): scaled by %.3g (%.1f dB); "
+        "normalize the export to avoid this",
+        label,
+        peak,
+        1.0 / peak,
+        -20 * np.log10(peak),
+    )
     return 1.0 / peak
 
 
@@ -243,7 +273,9 @@ def _rewound(source: AudioSource, start: int | None) -> Iterator[None]:
         yield
 
 
-def _resampled(source: AudioSource, sample_rate: int, allow_truncated: bool = False) -> Iterator[np.ndarray]:
+def _resampled(
+    source: AudioSource, sample_rate: int, allow_truncated: bool = False
+) -> Iterator[np.ndarray]:
     """Yield float32 mono chunks of `source` at `sample_rate`, resampled as a stream.
 
     Small decoded frames are gathered to ~64k samples before each soxr call: per-call overhead
@@ -270,7 +302,12 @@ def _resampled(source: AudioSource, sample_rate: int, allow_truncated: bool = Fa
 
 
 def _flush(
-    resampler: soxr.ResampleStream | None, pending: list[np.ndarray], rate: int, sample_rate: int, *, last: bool
+    resampler: soxr.ResampleStream | None,
+    pending: list[np.ndarray],
+    rate: int,
+    sample_rate: int,
+    *,
+    last: bool,
 ) -> Iterator[np.ndarray]:
     """Resample the gathered chunks (at the end of the stream, also what soxr still holds)."""
     data = np.concatenate(pending) if pending else np.zeros(0, dtype=np.float32)
@@ -290,16 +327,24 @@ def _array_to_mono(array: np.ndarray) -> np.ndarray:
                 f"with at most {_MAX_ARRAY_CHANNELS} channels"
             )
     elif array.ndim != 1:
-        raise AudioError(f"audio array of shape {array.shape}: expected 1-D samples or 2-D channels x samples")
+        raise AudioError(
+            f"audio array of shape {array.shape}: expected 1-D samples or 2-D channels x samples"
+        )
     if array.size == 0:
         raise AudioError("audio array is empty (0 samples); pass some audio")
     if array.dtype.kind == "f":
         if not np.isfinite(array).all():
-            raise AudioError("audio array contains NaN or infinite samples; clean the signal before transcribing")
+            raise AudioError(
+                "audio array contains NaN or infinite samples; clean the signal before transcribing"
+            )
         peak = float(np.abs(array).max())
         if peak > 1.0:
-            logger.warning("audio array: samples peak at %.4g, beyond full scale (1.0): scaled by %.3g; "
-                           "pass floats in [-1, 1] (int16 values as np.int16)", peak, 1.0 / peak)
+            logger.warning(
+                "audio array: samples peak at %.4g, beyond full scale (1.0): scaled by %.3g; "
+                "pass floats in [-1, 1] (int16 values as np.int16)",
+                peak,
+                1.0 / peak,
+            )
             array = array / peak  # a Python float keeps the array's float type
     mono = _to_float32(array)
     if mono.ndim == 2:
@@ -307,8 +352,9 @@ def _array_to_mono(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(mono)
 
 
-def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, *,
-               allow_truncated: bool = False) -> np.ndarray:
+def load_audio(
+    source: AudioSource, sample_rate: int = SAMPLE_RATE, *, allow_truncated: bool = False
+) -> np.ndarray:
     """Decode `source` to a 1-D float32 mono array at `sample_rate` (16 kHz for Whisper).
 
     `source` is a path, the bytes of a file, a binary file object, or a numpy array (taken as
@@ -323,7 +369,10 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, *,
 
 
 def iter_audio_blocks(
-    source: AudioSource, block_seconds: float = 30.0, sample_rate: int = SAMPLE_RATE, *,
+    source: AudioSource,
+    block_seconds: float = 30.0,
+    sample_rate: int = SAMPLE_RATE,
+    *,
     allow_truncated: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield consecutive float32 mono blocks of exactly `block_seconds` (the last one shorter).
@@ -335,13 +384,16 @@ def iter_audio_blocks(
     block = int(round(block_seconds * sample_rate))
     if block <= 0:
         raise ValueError(f"block_seconds must give at least one sample, got {block_seconds}")
-    chunks = (iter([_array_to_mono(source)]) if isinstance(source, np.ndarray)
-              else _resampled(source, sample_rate, allow_truncated))
+    chunks = (
+        iter([_array_to_mono(source)])
+        if isinstance(source, np.ndarray)
+        else _resampled(source, sample_rate, allow_truncated)
+    )
     out, filled = np.empty(block, dtype=np.float32), 0  # chunks are copied in once, no joins
     for chunk in chunks:
         while len(chunk):
             n = min(block - filled, len(chunk))
-            out[filled: filled + n] = chunk[:n]
+            out[filled : filled + n] = chunk[:n]
             filled, chunk = filled + n, chunk[n:]
             if filled == block:
                 yield out

@@ -56,7 +56,7 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return freqs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mel_filters(n_mels: int) -> np.ndarray:
     """The (n_mels, N_FFT // 2 + 1) float32 filterbank whisper was trained with.
 
@@ -67,14 +67,18 @@ def mel_filters(n_mels: int) -> np.ndarray:
     if n_mels <= 0:
         raise ValueError(f"n_mels must be positive, got {n_mels}")
     fft_freqs = np.fft.rfftfreq(N_FFT, d=1.0 / SAMPLE_RATE)  # 201 bin centres, 0..8000 Hz
-    mel_edges = np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([SAMPLE_RATE / 2]))[0], n_mels + 2)
+    mel_edges = np.linspace(
+        _hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([SAMPLE_RATE / 2]))[0], n_mels + 2
+    )
     hz_edges = _mel_to_hz(mel_edges)  # n_mels + 2 edges: each triangle spans three of them
     widths = np.diff(hz_edges)
     ramps = hz_edges[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / widths[:-1, None]
     upper = ramps[2:] / widths[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (hz_edges[2:] - hz_edges[:-2]))[:, None]  # Slaney: each triangle has unit area
+    weights *= (2.0 / (hz_edges[2:] - hz_edges[:-2]))[
+        :, None
+    ]  # Slaney: each triangle has unit area
     filters = weights.astype(np.float32)
     filters.flags.writeable = False
     return filters
@@ -144,7 +148,9 @@ def _padded_segment(audio: np.ndarray, padding: int, start: int, stop: int) -> n
     index = np.abs(index) % period
     index = np.where(index >= length, period - index, index)
     inside = index < len(audio)
-    return np.where(inside, audio[np.minimum(index, len(audio) - 1)], np.float32(0.0)).astype(np.float32)
+    return np.where(inside, audio[np.minimum(index, len(audio) - 1)], np.float32(0.0)).astype(
+        np.float32
+    )
 
 
 def _live_frames(n_samples: int, padding: int, n_frames: int) -> int:
@@ -159,7 +165,9 @@ def _live_frames(n_samples: int, padding: int, n_frames: int) -> int:
     return min(n_frames, -(-audible // _BLOCK_FRAMES) * _BLOCK_FRAMES)
 
 
-def _log_mel_unclamped(audio: np.ndarray, padding: int, filters: np.ndarray, out: np.ndarray) -> None:
+def _log_mel_unclamped(
+    audio: np.ndarray, padding: int, filters: np.ndarray, out: np.ndarray
+) -> None:
     """Write log10(clip(mel power)) of one 1-D signal into `out` (n_mels, n_frames), block by block.
 
     Equivalent to torch.stft(center=True, pad_mode="reflect") with the last frame dropped, as in
@@ -171,7 +179,9 @@ def _log_mel_unclamped(audio: np.ndarray, padding: int, filters: np.ndarray, out
     filters_t = np.ascontiguousarray(filters.T)  # (bins, n_mels): one GEMM per block
     for start in range(0, n_frames, _BLOCK_FRAMES):
         stop = min(start + _BLOCK_FRAMES, n_frames)
-        segment = _padded_segment(audio, padding, start * HOP_LENGTH, (stop - 1) * HOP_LENGTH + N_FFT)
+        segment = _padded_segment(
+            audio, padding, start * HOP_LENGTH, (stop - 1) * HOP_LENGTH + N_FFT
+        )
         frames = np.lib.stride_tricks.sliding_window_view(segment, N_FFT)[::HOP_LENGTH]
         spectrum = np.fft.rfft(frames * window, axis=-1)  # complex64 in NumPy >= 2
         power = spectrum.real**2 + spectrum.imag**2
@@ -191,7 +201,9 @@ def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, padding: int = 0) -
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim not in (1, 2):
-        raise ValueError(f"audio must be 1-D (samples) or 2-D (batch, samples), got shape {audio.shape}")
+        raise ValueError(
+            f"audio must be 1-D (samples) or 2-D (batch, samples), got shape {audio.shape}"
+        )
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
     rows = audio[None] if audio.ndim == 1 else audio

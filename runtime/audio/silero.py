@@ -26,10 +26,16 @@ CONTEXT = 64  # samples of the previous frame that Silero v5 prepends to each fr
 STATE_SIZE = 128
 FRAMES_PER_CALL = 256  # 8 s per call: temporaries stay in cache (2048: 2x slower, +80 MB RSS)
 _CONVS = (("0", 129, 1), ("1", 128, 2), ("2", 64, 2), ("3", 64, 1))  # name, in channels, stride
-_WEIGHTS = ("stft.forward_basis_buffer", "decoder.rnn.weight_ih", "decoder.rnn.weight_hh",
-            "decoder.rnn.bias_ih", "decoder.rnn.bias_hh", "decoder.decoder.2.weight",
-            "decoder.decoder.2.bias",
-            *(f"encoder.{n}.reparam_conv.{p}" for n, _, _ in _CONVS for p in ("weight", "bias")))
+_WEIGHTS = (
+    "stft.forward_basis_buffer",
+    "decoder.rnn.weight_ih",
+    "decoder.rnn.weight_hh",
+    "decoder.rnn.bias_ih",
+    "decoder.rnn.bias_hh",
+    "decoder.decoder.2.weight",
+    "decoder.decoder.2.bias",
+    *(f"encoder.{n}.reparam_conv.{p}" for n, _, _ in _CONVS for p in ("weight", "bias")),
+)
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
@@ -38,8 +44,13 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
-    branch = next(a.g for n in model.graph.node if n.op_type == "If"
-                  for a in n.attribute if a.name == "then_branch")
+    branch = next(
+        a.g
+        for n in model.graph.node
+        if n.op_type == "If"
+        for a in n.attribute
+        if a.name == "then_branch"
+    )
     found: dict[str, np.ndarray] = {}
 
     def walk(graph) -> None:
@@ -90,13 +101,16 @@ class _Graph:
         return self.op("Slice", x, self.ints(start), self.ints(stop), self.ints(axis))
 
 
-def _conv_k3(g: _Graph, h: str, positions: int, c_in: int, stride: int, weight: np.ndarray,
-             bias: np.ndarray) -> tuple[str, int]:
+def _conv_k3(
+    g: _Graph, h: str, positions: int, c_in: int, stride: int, weight: np.ndarray, bias: np.ndarray
+) -> tuple[str, int]:
     """Conv1d(kernel 3, padding 1, stride) + ReLU on (N, positions, C) as one MatMul."""
     padded = g.op("Pad", h, g.ints(0, 1, 0, 0, 1, 0))  # a zero position at each end
     n_out = (positions - 1) // stride + 1
-    cols = [g.op("Reshape", g.take(padded, q * stride, q * stride + 3, 1), g.ints(-1, 1, 3 * c_in))
-            for q in range(n_out)]
+    cols = [
+        g.op("Reshape", g.take(padded, q * stride, q * stride + 3, 1), g.ints(-1, 1, 3 * c_in))
+        for q in range(n_out)
+    ]
     col = cols[0] if n_out == 1 else g.op("Concat", *cols, axis=1)  # (N, n_out, 3 * C)
     w = weight.transpose(2, 1, 0).reshape(3 * c_in, -1)  # row k * C + c, as the columns
     return g.op("Relu", g.op("Add", g.op("MatMul", col, g.init(w)), g.init(bias))), n_out
@@ -116,32 +130,66 @@ def build_sequence_graph(w: dict[str, np.ndarray]):
     g = _Graph()
     x = g.op("Pad", "frames", g.ints(0, 0, 0, 64), mode="reflect")  # (N, 640), as the STFT pads
     windows = g.op("Concat", *[g.take(x, 128 * p, 128 * p + 256, 1) for p in range(4)], axis=1)
-    spectrum = g.op("MatMul", g.op("Reshape", windows, g.ints(-1, 256)),
-                    g.init(w["stft.forward_basis_buffer"][:, 0, :].T))  # (N * 4, 258)
+    spectrum = g.op(
+        "MatMul",
+        g.op("Reshape", windows, g.ints(-1, 256)),
+        g.init(w["stft.forward_basis_buffer"][:, 0, :].T),
+    )  # (N * 4, 258)
     real, imag = g.take(spectrum, 0, 129, 1), g.take(spectrum, 129, 258, 1)
     magnitude = g.op("Sqrt", g.op("Add", g.op("Mul", real, real), g.op("Mul", imag, imag)))
     h, positions = g.op("Reshape", magnitude, g.ints(-1, 4, 129)), 4
     for name, c_in, stride in _CONVS:
-        h, positions = _conv_k3(g, h, positions, c_in, stride,
-                                w[f"encoder.{name}.reparam_conv.weight"],
-                                w[f"encoder.{name}.reparam_conv.bias"])
+        h, positions = _conv_k3(
+            g,
+            h,
+            positions,
+            c_in,
+            stride,
+            w[f"encoder.{name}.reparam_conv.weight"],
+            w[f"encoder.{name}.reparam_conv.bias"],
+        )
     bias = np.concatenate([_gates(w["decoder.rnn.bias_ih"]), _gates(w["decoder.rnn.bias_hh"])])
-    g.nodes.append(helper.make_node(
-        "LSTM", [h, g.init(_gates(w["decoder.rnn.weight_ih"])[None]),
-                 g.init(_gates(w["decoder.rnn.weight_hh"])[None]), g.init(bias[None]), "",
-                 "h0", "c0"], ["y", "h1", "c1"], name="lstm", hidden_size=STATE_SIZE))
+    g.nodes.append(
+        helper.make_node(
+            "LSTM",
+            [
+                h,
+                g.init(_gates(w["decoder.rnn.weight_ih"])[None]),
+                g.init(_gates(w["decoder.rnn.weight_hh"])[None]),
+                g.init(bias[None]),
+                "",
+                "h0",
+                "c0",
+            ],
+            ["y", "h1", "c1"],
+            name="lstm",
+            hidden_size=STATE_SIZE,
+        )
+    )
     hidden = g.op("Relu", g.op("Reshape", "y", g.ints(-1, STATE_SIZE)))  # h of every frame
-    logit = g.op("Add", g.op("MatMul", hidden, g.init(w["decoder.decoder.2.weight"][:, :, 0].T)),
-                 g.init(w["decoder.decoder.2.bias"]))
+    logit = g.op(
+        "Add",
+        g.op("MatMul", hidden, g.init(w["decoder.decoder.2.weight"][:, :, 0].T)),
+        g.init(w["decoder.decoder.2.bias"]),
+    )
     g.nodes.append(helper.make_node("Sigmoid", [logit], ["probs"], name="probs"))
     value = helper.make_tensor_value_info
     state = [1, 1, STATE_SIZE]
     graph = helper.make_graph(
-        g.nodes, "silero_vad_sequence",
-        [value("frames", TensorProto.FLOAT, ["frames", CONTEXT + FRAME]),
-         value("h0", TensorProto.FLOAT, state), value("c0", TensorProto.FLOAT, state)],
-        [value("probs", TensorProto.FLOAT, ["frames", 1]), value("h1", TensorProto.FLOAT, state),
-         value("c1", TensorProto.FLOAT, state)], g.inits)
+        g.nodes,
+        "silero_vad_sequence",
+        [
+            value("frames", TensorProto.FLOAT, ["frames", CONTEXT + FRAME]),
+            value("h0", TensorProto.FLOAT, state),
+            value("c0", TensorProto.FLOAT, state),
+        ],
+        [
+            value("probs", TensorProto.FLOAT, ["frames", 1]),
+            value("h1", TensorProto.FLOAT, state),
+            value("c1", TensorProto.FLOAT, state),
+        ],
+        g.inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -153,7 +201,7 @@ def frames_of(audio: np.ndarray) -> np.ndarray:
     the start; the last frame zero-padded), as Silero's streaming wrapper feeds them."""
     n = max(1, -(-len(audio) // FRAME))
     padded = np.zeros(n * FRAME + CONTEXT, dtype=np.float32)
-    padded[CONTEXT: CONTEXT + len(audio)] = audio
+    padded[CONTEXT : CONTEXT + len(audio)] = audio
     return np.lib.stride_tricks.sliding_window_view(padded, CONTEXT + FRAME)[::FRAME][:n]
 
 
@@ -182,7 +230,7 @@ class SileroVad:
         h = np.zeros((1, 1, STATE_SIZE), np.float32)
         c, out = h.copy(), []
         for start in range(0, len(frames), FRAMES_PER_CALL):
-            part = np.ascontiguousarray(frames[start: start + FRAMES_PER_CALL])
+            part = np.ascontiguousarray(frames[start : start + FRAMES_PER_CALL])
             p, h, c = self.session.run(None, {"frames": part, "h0": h, "c0": c})
             out.append(p[:, 0])
         return np.concatenate(out)

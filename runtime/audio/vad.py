@@ -79,10 +79,15 @@ def speech_probs(audio: np.ndarray) -> SpeechProbs:
         return SpeechProbs(energy_probs(audio), f"energy ({exc})")
 
 
-def speech_regions(probs: np.ndarray, options: VadOptions = VadOptions(),
-                   n_samples: int | None = None) -> list[tuple[int, int]]:
+def speech_regions(
+    probs: np.ndarray, options: VadOptions = VadOptions(), n_samples: int | None = None
+) -> list[tuple[int, int]]:
     """(start, end) sample ranges of speech, with hysteresis, minimum lengths and padding."""
-    neg = options.neg_threshold if options.neg_threshold is not None else max(options.threshold - 0.15, 0.01)
+    neg = (
+        options.neg_threshold
+        if options.neg_threshold is not None
+        else max(options.threshold - 0.15, 0.01)
+    )
     min_silence = int(options.min_silence_s * SAMPLE_RATE / FRAME)
     regions, start, quiet = [], None, 0
     for i, p in enumerate(probs):

@@ -22,14 +22,24 @@ from runtime.words.aligner import check_word_timestamps
 def settings_options(settings: Settings) -> TranscribeOptions:
     """The transcription defaults of these settings (their ``[decoding]`` section)."""
     d = settings.decoding
-    return TranscribeOptions(beam_size=d.beam_size, best_of=d.best_of,
-                             temperatures=tuple(d.temperatures),
-                             condition_on_previous_text=d.condition_on_previous_text)
+    return TranscribeOptions(
+        beam_size=d.beam_size,
+        best_of=d.best_of,
+        temperatures=tuple(d.temperatures),
+        condition_on_previous_text=d.condition_on_previous_text,
+    )
 
 
-def transcribe_options(settings: Settings, model: WhisperModel, capabilities: Capabilities,
-                       backend: str, options: TranscribeOptions | None, language: str | None,
-                       task: str, overrides: dict[str, Any]) -> TranscribeOptions:
+def transcribe_options(
+    settings: Settings,
+    model: WhisperModel,
+    capabilities: Capabilities,
+    backend: str,
+    options: TranscribeOptions | None,
+    language: str | None,
+    task: str,
+    overrides: dict[str, Any],
+) -> TranscribeOptions:
     """``options`` (default: the settings') with ``language``, ``task`` and any
     ``TranscribeOptions`` field in ``overrides`` (``temperature`` is a single temperature or a
     ladder), checked against the model: ``RuntimeInputError`` when they cannot apply."""
@@ -47,26 +57,39 @@ def transcribe_options(settings: Settings, model: WhisperModel, capabilities: Ca
         if options.language not in (None, "en"):
             raise UnsupportedRequestError(
                 f"model {model.name} is English-only and cannot transcribe "
-                f"language {options.language!r}; use a multilingual model such as 'base'")
+                f"language {options.language!r}; use a multilingual model such as 'base'"
+            )
         if options.task == "translate":
             raise UnsupportedRequestError(
                 f"model {model.name} is English-only and cannot translate; "
-                "use a multilingual model such as 'base'")
+                "use a multilingual model such as 'base'"
+            )
     if options.word_timestamps:
         check_word_timestamps(capabilities, backend)
     return options
 
 
-def batch_options(settings: Settings, profile: BatchingConfig | None,
-                  batch_size: int | None = None, chunking: str | None = None) -> BatchOptions:
+def batch_options(
+    settings: Settings,
+    profile: BatchingConfig | None,
+    batch_size: int | None = None,
+    chunking: str | None = None,
+) -> BatchOptions:
     """How windows are grouped: the caller's arguments, then the settings, then the profile's,
     then ``BatchOptions``' defaults."""
     default = BatchOptions()
-    size = (batch_size or settings.batch.batch_size or (profile.batch_size if profile else None)
-            or default.batch_size)
+    size = (
+        batch_size
+        or settings.batch.batch_size
+        or (profile.batch_size if profile else None)
+        or default.batch_size
+    )
     decoder = settings.batch.decoder or (profile.decoder if profile else None) or default.decoder
     try:
-        return BatchOptions(batch_size=size, decoder=decoder,
-                            chunking=chunking or settings.batch.chunking or default.chunking)
+        return BatchOptions(
+            batch_size=size,
+            decoder=decoder,
+            chunking=chunking or settings.batch.chunking or default.chunking,
+        )
     except ValueError as exc:
         raise RuntimeInputError(str(exc)) from exc

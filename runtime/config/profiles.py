@@ -54,10 +54,15 @@ class Rule(BaseModel):
     probe: str = Field(description="Name of the probe whose finding is tested, e.g. 'amd_npu'.")
     present: bool = Field(True, description="Whether the probe must have found its hardware.")
     where: dict[str, Any] = Field(
-        default_factory=dict, description="Details that must equal these values (a list: any of them).")
+        default_factory=dict,
+        description="Details that must equal these values (a list: any of them).",
+    )
     has: dict[str, list[str]] = Field(
-        default_factory=dict, description="List details that must contain all of these items.")
-    label: str | None = Field(None, description="What the rule asks for, in words, e.g. 'AMD XDNA2 NPU'.")
+        default_factory=dict, description="List details that must contain all of these items."
+    )
+    label: str | None = Field(
+        None, description="What the rule asks for, in words, e.g. 'AMD XDNA2 NPU'."
+    )
 
     @property
     def wanted(self) -> str:
@@ -70,8 +75,10 @@ class Rule(BaseModel):
         for key, value in where.items():
             values = value if isinstance(value, list) else [value]
             if not values or not all(isinstance(v, (bool, int, str)) for v in values):
-                raise ValueError(f"{key}: must be a string, integer, boolean or a non-empty list of them "
-                                 f"(got {value!r})")
+                raise ValueError(
+                    f"{key}: must be a string, integer, boolean or a non-empty list of them "
+                    f"(got {value!r})"
+                )
         return where
 
 
@@ -83,7 +90,8 @@ class BatchingConfig(BaseModel):
 
     batch_size: int | None = Field(None, ge=1, description="Windows per batch.")
     decoder: Literal["batched", "sequential"] | None = Field(
-        None, description="'sequential' forces one window at a time even where a backend can batch.")
+        None, description="'sequential' forces one window at a time even where a backend can batch."
+    )
 
 
 class Emulation(BaseModel):
@@ -96,7 +104,9 @@ class Emulation(BaseModel):
 
     description: str = Field(description="What stands in for the hardware, in one line.")
     replaces: list[str] = Field(
-        min_length=1, description="Probes whose [[match]] rules the stand-in replaces, e.g. 'qualcomm_npu'.")
+        min_length=1,
+        description="Probes whose [[match]] rules the stand-in replaces, e.g. 'qualcomm_npu'.",
+    )
 
 
 class Profile(BaseModel):
@@ -107,12 +117,17 @@ class Profile(BaseModel):
     name: str = Field(pattern=_NAME, description="Unique name, used with --profile.")
     description: str = Field(description="One line for `runtime detect`.")
     priority: int = Field(0, description="Higher wins among matching profiles.")
-    match: list[Rule] = Field(default_factory=list, description="Rules that must all hold; none = always.")
+    match: list[Rule] = Field(
+        default_factory=list, description="Rules that must all hold; none = always."
+    )
     backend: str = Field(pattern=_NAME, description="Name of the backend plugin, e.g. 'onnx'.")
     backend_options: dict[str, Any] = Field(
-        default_factory=dict, description="Passed to the backend, which validates it.")
+        default_factory=dict, description="Passed to the backend, which validates it."
+    )
     batcher: BatchingConfig = Field(default_factory=BatchingConfig)
-    fallback: list[str] = Field(default_factory=list, description="Profiles to try, in order, when the backend cannot run.")
+    fallback: list[str] = Field(
+        default_factory=list, description="Profiles to try, in order, when the backend cannot run."
+    )
     notes: list[str] = Field(default_factory=list, description="Shown when this profile is chosen.")
     emulation: Emulation | None = Field(None, description="A stand-in for the hardware, if any.")
 
@@ -163,13 +178,18 @@ def load_profile(path: Path) -> Profile:
 
 def _describe_error(error: Mapping[str, Any]) -> str:
     """'match[0].where: unknown field' from one pydantic error."""
-    field_name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    field_name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(
+        "."
+    )
     if error["type"] == "extra_forbidden":
         return f"{field_name}: unknown field"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "missing":
         return f"{field_name}: required field is missing"
-    if error["type"].endswith("_type") or error["type"] in ("literal_error", "string_pattern_mismatch"):
+    if error["type"].endswith("_type") or error["type"] in (
+        "literal_error",
+        "string_pattern_mismatch",
+    ):
         message = f"{message} (got {error.get('input')!r})"
     return f"{field_name}: {message}" if field_name else message
 
@@ -184,20 +204,26 @@ def load_profiles(dirs: Iterable[Path]) -> dict[str, Profile]:
             profile = load_profile(path)
             if profile.name in profiles:
                 first = profiles[profile.name].source
-                raise ProfileError(f"{path}: name: duplicate profile name {profile.name!r} (also in {first})")
+                raise ProfileError(
+                    f"{path}: name: duplicate profile name {profile.name!r} (also in {first})"
+                )
             profiles[profile.name] = profile
     for profile in profiles.values():
         unknown = [name for name in profile.fallback if name not in profiles]
         if unknown:
-            raise ProfileError(f"{profile.source}: fallback: unknown profile {unknown[0]!r} "
-                               f"(known: {', '.join(sorted(profiles))})")
+            raise ProfileError(
+                f"{profile.source}: fallback: unknown profile {unknown[0]!r} "
+                f"(known: {', '.join(sorted(profiles))})"
+            )
     return profiles
 
 
 def find_profile(profiles: Mapping[str, Profile], name: str) -> Profile:
     """The profile called `name` (for --profile), or a ProfileError listing the known ones."""
     if name not in profiles:
-        raise ProfileError(f"unknown profile {name!r}; known profiles: {', '.join(sorted(profiles))}")
+        raise ProfileError(
+            f"unknown profile {name!r}; known profiles: {', '.join(sorted(profiles))}"
+        )
     return profiles[name]
 
 
@@ -216,8 +242,12 @@ def evaluate(profile: Profile, report: HardwareReport, emulate: bool = False) ->
     """Test every rule of `profile` against `report`; the reasons say what is missing. With
     `emulate`, the rules of the probes its emulation replaces are left out."""
     replaced = set(profile.emulation.replaces) if emulate and profile.emulation else set()
-    reasons = [reason for rule in profile.match if rule.probe not in replaced
-               for reason in _check_rule(rule, report)]
+    reasons = [
+        reason
+        for rule in profile.match
+        if rule.probe not in replaced
+        for reason in _check_rule(rule, report)
+    ]
     return Match(not reasons, reasons)
 
 
@@ -226,15 +256,25 @@ def _check_rule(rule: Rule, report: HardwareReport) -> list[str]:
     if finding is None:
         return [f"no {rule.wanted}: the {rule.probe} probe did not run"]
     if not rule.present:
-        return [f"{rule.wanted} must be absent, but {rule.probe} found it"] if finding.present else []
+        return (
+            [f"{rule.wanted} must be absent, but {rule.probe} found it"] if finding.present else []
+        )
     if not finding.present:
         return [f"no {rule.wanted}: {rule.probe} found nothing ({finding.reason})"]
-    reasons = [r for key, expected in rule.where.items() if (r := _check_where(rule, finding, key, expected))]
-    reasons += [r for key, items in rule.has.items() if (r := _check_has(rule, finding, key, items))]
+    reasons = [
+        r
+        for key, expected in rule.where.items()
+        if (r := _check_where(rule, finding, key, expected))
+    ]
+    reasons += [
+        r for key, items in rule.has.items() if (r := _check_has(rule, finding, key, items))
+    ]
     return reasons
 
 
-def _check_where(rule: Rule, finding: Finding, key: str, expected: Scalar | list[Scalar]) -> str | None:
+def _check_where(
+    rule: Rule, finding: Finding, key: str, expected: Scalar | list[Scalar]
+) -> str | None:
     if key not in finding.details:
         return f"no {rule.wanted}: {rule.probe} reports no {key}{_why(finding, key)}"
     actual = finding.details[key]
@@ -252,8 +292,10 @@ def _check_has(rule: Rule, finding: Finding, key: str, items: list[str]) -> str 
     if not missing:
         return None
     found = ", ".join(map(str, present)) or "none"
-    return (f"no {rule.wanted}: {rule.probe} {key} lack {', '.join(missing)} "
-            f"(found: {found}){_why(finding, key)}")
+    return (
+        f"no {rule.wanted}: {rule.probe} {key} lack {', '.join(missing)} "
+        f"(found: {found}){_why(finding, key)}"
+    )
 
 
 def _same(actual: object, expected: Scalar) -> bool:
@@ -284,7 +326,9 @@ class Choice:
     def require(self) -> Profile:
         """The chosen profile, or a ProfileError with every profile's reason."""
         if self.profile is None:
-            lines = "; ".join(f"{name}: {' / '.join(why)}" for name, why in sorted(self.reasons.items()))
+            lines = "; ".join(
+                f"{name}: {' / '.join(why)}" for name, why in sorted(self.reasons.items())
+            )
             raise ProfileError(f"no profile can run on this machine ({lines})")
         return self.profile
 
@@ -303,7 +347,9 @@ def choose_profile(
         result = evaluate(profile, report)
         if not result.matches:
             reasons[name] = result.reasons
-    matching = sorted((p for n, p in profiles.items() if n not in reasons), key=lambda p: (-p.priority, p.name))
+    matching = sorted(
+        (p for n, p in profiles.items() if n not in reasons), key=lambda p: (-p.priority, p.name)
+    )
     available = _cached(is_backend_available)
     for profile in matching:
         ok, why = available(profile.backend)
@@ -313,28 +359,39 @@ def choose_profile(
         for name in profile.fallback:
             fallback = profiles.get(name)
             if fallback is None:
-                reasons.setdefault(name, []).append(f"fallback of {profile.name}, but no such profile")
+                reasons.setdefault(name, []).append(
+                    f"fallback of {profile.name}, but no such profile"
+                )
                 continue
             ok, why = available(fallback.backend)
             if ok:
                 return _chosen(fallback, matching, reasons, profile)
             reasons.setdefault(name, []).append(
-                f"fallback of {profile.name}, but backend {fallback.backend!r} is unavailable: {why}")
+                f"fallback of {profile.name}, but backend {fallback.backend!r} is unavailable: {why}"
+            )
     return Choice(None, reasons, [p.name for p in matching])
 
 
-def _chosen(profile: Profile, matching: list[Profile], reasons: dict[str, list[str]],
-            fallback_from: Profile | None) -> Choice:
+def _chosen(
+    profile: Profile,
+    matching: list[Profile],
+    reasons: dict[str, list[str]],
+    fallback_from: Profile | None,
+) -> Choice:
     """The Choice for `profile`, with reasons for the matching profiles not tried."""
     winner = fallback_from or profile
     for other in matching:
         if other.name != profile.name and other.name not in reasons:
-            reasons[other.name] = [f"matches, but {winner.name} ranks higher "
-                                   f"(priority {winner.priority} > {other.priority})"
-                                   if winner.priority > other.priority else
-                                   f"matches, but {winner.name} comes first (same priority, by name)"]
+            reasons[other.name] = [
+                f"matches, but {winner.name} ranks higher "
+                f"(priority {winner.priority} > {other.priority})"
+                if winner.priority > other.priority
+                else f"matches, but {winner.name} comes first (same priority, by name)"
+            ]
     reasons.pop(profile.name, None)
-    return Choice(profile, reasons, [p.name for p in matching], fallback_from.name if fallback_from else None)
+    return Choice(
+        profile, reasons, [p.name for p in matching], fallback_from.name if fallback_from else None
+    )
 
 
 def _cached(check: BackendCheck) -> BackendCheck:

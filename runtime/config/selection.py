@@ -8,12 +8,13 @@ stand-in its ``[emulation]`` section names, where its software stack loads witho
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
+from runtime.config.profiles import Profile, choose_profile, evaluate, find_profile
 from runtime.errors import ProfileError
 from runtime.hardware import HardwareReport
-from runtime.config.profiles import Profile, choose_profile, evaluate, find_profile
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Selection:
 
 def backend_checker(backends: Mapping[str, Any]):
     """is_backend_available(name) -> (ok, reason) over the registered backends."""
+
     def check(name: str) -> tuple[bool, str]:
         backend = backends.get(name)
         if backend is None:
@@ -58,13 +60,21 @@ def why_not(profile: Profile, report: HardwareReport, check, emulate: bool = Fal
 
 def emulatable(profiles: Mapping[str, Profile], report: HardwareReport, check) -> list[str]:
     """Names of the profiles whose stand-in can run here (``--emulate``)."""
-    return [name for name, p in sorted(profiles.items())
-            if p.emulation and why_not(p, report, check, emulate=True) is None]
+    return [
+        name
+        for name, p in sorted(profiles.items())
+        if p.emulation and why_not(p, report, check, emulate=True) is None
+    ]
 
 
-def select_profile(profiles: Mapping[str, Profile], report: HardwareReport,
-                   backends: Mapping[str, Any], requested: str = "auto",
-                   strict: bool = False, emulate: bool = False) -> Selection:
+def select_profile(
+    profiles: Mapping[str, Profile],
+    report: HardwareReport,
+    backends: Mapping[str, Any],
+    requested: str = "auto",
+    strict: bool = False,
+    emulate: bool = False,
+) -> Selection:
     check = backend_checker(backends)
     if emulate:
         return _select_emulated(profiles, report, check, requested, strict)
@@ -73,9 +83,11 @@ def select_profile(profiles: Mapping[str, Profile], report: HardwareReport,
         profile = choice.require()
         note = None
         if choice.fallback_from:
-            note = (f"profile {choice.fallback_from} matches but cannot run "
-                    f"({'; '.join(choice.reasons.get(choice.fallback_from, []))}); "
-                    f"using {profile.name}")
+            note = (
+                f"profile {choice.fallback_from} matches but cannot run "
+                f"({'; '.join(choice.reasons.get(choice.fallback_from, []))}); "
+                f"using {profile.name}"
+            )
         return Selection(profile, requested, note, list(profile.notes))
     wanted = find_profile(profiles, requested)
     reason = why_not(wanted, report, check)
@@ -88,17 +100,21 @@ def select_profile(profiles: Mapping[str, Profile], report: HardwareReport,
         if why_not(candidate, report, check) is None:
             note = f"profile {requested} cannot run here: {reason}; falling back to {name}"
             return Selection(candidate, requested, note, list(candidate.notes))
-    raise ProfileError(f"profile {requested} cannot run here: {reason}; and none of its "
-                       f"fallbacks ({', '.join(wanted.fallback) or 'none declared'}) can either")
+    raise ProfileError(
+        f"profile {requested} cannot run here: {reason}; and none of its "
+        f"fallbacks ({', '.join(wanted.fallback) or 'none declared'}) can either"
+    )
 
 
-def _select_emulated(profiles: Mapping[str, Profile], report: HardwareReport, check,
-                     requested: str, strict: bool) -> Selection:
+def _select_emulated(
+    profiles: Mapping[str, Profile], report: HardwareReport, check, requested: str, strict: bool
+) -> Selection:
     """A named profile on its stand-in; where that cannot run, its fallback chain as usual."""
     here = ", ".join(emulatable(profiles, report, check)) or "none"
     if requested == "auto":
-        raise ProfileError(f"--emulate needs --profile NAME (profiles that can be emulated "
-                           f"here: {here})")
+        raise ProfileError(
+            f"--emulate needs --profile NAME (profiles that can be emulated here: {here})"
+        )
     wanted = find_profile(profiles, requested)
     reason = why_not(wanted, report, check, emulate=True)
     if reason is None:
@@ -106,12 +122,15 @@ def _select_emulated(profiles: Mapping[str, Profile], report: HardwareReport, ch
         return Selection(wanted, requested, None, list(wanted.notes), emulation=stand_in)
     reason = f"{reason} (profiles that can be emulated here: {here})"
     if strict:
-        raise ProfileError(f"profile {requested} cannot be emulated here: {reason} "
-                           "(--strict: no fallback)")
+        raise ProfileError(
+            f"profile {requested} cannot be emulated here: {reason} (--strict: no fallback)"
+        )
     for name in wanted.fallback:
         candidate = profiles[name]
         if why_not(candidate, report, check) is None:
             note = f"profile {requested} cannot be emulated here: {reason}; falling back to {name}"
             return Selection(candidate, requested, note, list(candidate.notes))
-    raise ProfileError(f"profile {requested} cannot be emulated here: {reason}; and none of its "
-                       f"fallbacks ({', '.join(wanted.fallback) or 'none declared'}) can run")
+    raise ProfileError(
+        f"profile {requested} cannot be emulated here: {reason}; and none of its "
+        f"fallbacks ({', '.join(wanted.fallback) or 'none declared'}) can run"
+    )

@@ -67,8 +67,9 @@ class ApplyTimestampRules(LogitFilter):
     """Timestamps come in pairs, never decrease, start the text, and win when they are likelier
     in total than any single text token (openai-whisper's rules)."""
 
-    def __init__(self, tokenizer: Tokenizer, sample_begin: int,
-                 max_initial_timestamp_index: int | None) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, sample_begin: int, max_initial_timestamp_index: int | None
+    ) -> None:
         self.eot = tokenizer.special.eot
         self.no_timestamps = tokenizer.special.no_timestamps
         self.ts_begin = tokenizer.special.timestamp_begin
@@ -79,14 +80,14 @@ class ApplyTimestampRules(LogitFilter):
         logits = logits.copy()
         logits[:, self.no_timestamps] = NEG_INF
         for k in range(tokens.shape[0]):
-            self._pair_and_order(logits[k], tokens[k, self.sample_begin:])
+            self._pair_and_order(logits[k], tokens[k, self.sample_begin :])
         if tokens.shape[1] == self.sample_begin:
             logits[:, : self.ts_begin] = NEG_INF  # the text must start with a timestamp
             if self.max_initial_timestamp_index is not None:
-                logits[:, self.ts_begin + self.max_initial_timestamp_index + 1:] = NEG_INF
+                logits[:, self.ts_begin + self.max_initial_timestamp_index + 1 :] = NEG_INF
         # whisper compares log-softmax values; the normaliser is common to both sides, so the
         # comparison needs only the 1501 timestamp logits' logsumexp (not a softmax over 51k)
-        ts_mass = logsumexp(logits[:, self.ts_begin:])
+        ts_mass = logsumexp(logits[:, self.ts_begin :])
         text_best = logits[:, : self.ts_begin].max(-1)
         logits[ts_mass > text_best, : self.ts_begin] = NEG_INF
         return logits
@@ -96,14 +97,14 @@ class ApplyTimestampRules(LogitFilter):
         penultimate_was_ts = len(sampled) < 2 or sampled[-2] >= self.ts_begin
         if last_was_ts:
             if penultimate_was_ts:
-                row[self.ts_begin:] = NEG_INF  # after a pair, text must follow
+                row[self.ts_begin :] = NEG_INF  # after a pair, text must follow
             else:
                 row[: self.eot] = NEG_INF  # after text + timestamp, another timestamp or eot
         timestamps = sampled[sampled >= self.ts_begin]
         if len(timestamps):
             # never decrease; and a segment must have non-zero length (prevents loops)
             last = timestamps[-1] if last_was_ts and not penultimate_was_ts else timestamps[-1] + 1
-            row[self.ts_begin: last] = NEG_INF
+            row[self.ts_begin : last] = NEG_INF
 
 
 def suppress_list(tokenizer: Tokenizer, suppress_tokens: tuple[int, ...] | str | None) -> list[int]:

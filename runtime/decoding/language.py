@@ -9,8 +9,8 @@ and in per-chunk mode a chunk that is not confident keeps the input's language.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 DETECTION_MODES = ("file", "chunk")
 
@@ -39,8 +39,9 @@ def file_language(window_probs: Sequence[dict[str, float]], threshold: float) ->
     return LanguageGuess(code, totals[code] / len(confident))
 
 
-def chunk_languages(window_probs: Sequence[dict[str, float]], threshold: float,
-                    fallback: str) -> list[str]:
+def chunk_languages(
+    window_probs: Sequence[dict[str, float]], threshold: float, fallback: str
+) -> list[str]:
     """Each window's own language where its detection is confident, else ``fallback``."""
     out = []
     for probs in window_probs:

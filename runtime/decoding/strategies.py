@@ -49,8 +49,7 @@ class BeamSearch:
     def reset(self, n_windows: int) -> None:
         self.finished = [{} for _ in range(n_windows)]
 
-    def update(self, tokens: np.ndarray, logits: np.ndarray,
-               sum_logprobs: np.ndarray) -> BeamStep:
+    def update(self, tokens: np.ndarray, logits: np.ndarray, sum_logprobs: np.ndarray) -> BeamStep:
         """Expand each hypothesis by its beam_size + 1 best tokens and keep the best beam_size."""
         logprobs = log_softmax(logits)
         top = np.argsort(-logprobs, axis=-1)[:, : self.beam_size + 1]
@@ -78,8 +77,12 @@ class BeamSearch:
                     if kept == self.beam_size:
                         break
         completed = all(len(f) >= self.max_candidates for f in self.finished)
-        return BeamStep(np.array(next_tokens, dtype=np.int64), np.array(sources, dtype=np.int64),
-                        np.array(new_sums, dtype=np.float64), completed)
+        return BeamStep(
+            np.array(next_tokens, dtype=np.int64),
+            np.array(sources, dtype=np.int64),
+            np.array(new_sums, dtype=np.float64),
+            completed,
+        )
 
     def finalize(self, tokens: np.ndarray, sum_logprobs: np.ndarray) -> list[dict]:
         """Top up windows that finished too few candidates with their best live hypotheses."""
@@ -94,9 +97,11 @@ class BeamSearch:
         return self.finished
 
 
-def rank(candidates: list[list[int]], sum_logprobs: list[float],
-         length_penalty: float | None) -> int:
+def rank(
+    candidates: list[list[int]], sum_logprobs: list[float], length_penalty: float | None
+) -> int:
     """openai-whisper's MaximumLikelihoodRanker: index of the best candidate."""
+
     def score(tokens: list[int], logprob: float) -> float:
         n = len(tokens)
         penalty = n if length_penalty is None else ((5 + n) / 6) ** length_penalty

@@ -24,15 +24,21 @@ def probe_apple(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
         return Finding("apple", False, {}, f"not macOS (platform.system() is {host.system!r})")
     rosetta = _sysctl(host, "sysctl.proc_translated") == "1"
     if host.machine.lower() != "arm64" and not rosetta:
-        return Finding("apple", False, {"machine": host.machine},
-                       f"an Intel Mac ({host.machine}, not translated by Rosetta), not Apple Silicon")
+        return Finding(
+            "apple",
+            False,
+            {"machine": host.machine},
+            f"an Intel Mac ({host.machine}, not translated by Rosetta), not Apple Silicon",
+        )
     details: dict[str, Detail] = {
         "chip": _sysctl(host, "machdep.cpu.brand_string") or "unknown Apple Silicon",
         "machine": host.machine,
         "rosetta": rosetta,
     }
     if rosetta:
-        details["rosetta_reason"] = "this Python is x86_64 under Rosetta 2; MLX needs an arm64 Python"
+        details["rosetta_reason"] = (
+            "this Python is x86_64 under Rosetta 2; MLX needs an arm64 Python"
+        )
     memsize = _sysctl(host, "hw.memsize")
     if memsize and memsize.isdigit():
         details["memory_bytes"] = int(memsize)

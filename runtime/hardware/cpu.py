@@ -14,13 +14,33 @@ from runtime.hardware.host import ROOT, HostInfo
 from runtime.hardware.sysfs import read_text, under
 
 # Flags that change which kernels a backend can use (x86 and Arm spellings from cpuinfo).
-X86_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
-             "avx512_fp16", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
+X86_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+)
 ARM_FLAGS = ("asimd", "asimdhp", "asimddp", "bf16", "i8mm", "sve", "sve2", "sme")
 
 # "CPU implementer" codes in Arm /proc/cpuinfo.
-ARM_IMPLEMENTERS = {0x41: "ARM", 0x42: "Broadcom", 0x48: "HiSilicon", 0x4E: "NVIDIA",
-                    0x51: "Qualcomm", 0x61: "Apple", 0xC0: "Ampere"}
+ARM_IMPLEMENTERS = {
+    0x41: "ARM",
+    0x42: "Broadcom",
+    0x48: "HiSilicon",
+    0x4E: "NVIDIA",
+    0x51: "Qualcomm",
+    0x61: "Apple",
+    0xC0: "Ampere",
+}
 
 
 def probe_cpu(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
@@ -54,7 +74,9 @@ def parse_cpuinfo(text: str) -> dict[str, Detail]:
             cores += 1
         fields.setdefault(key, value)
     vendor = fields.get("vendor_id") or _arm_vendor(fields.get("cpu implementer", ""))
-    model = fields.get("model name") or fields.get("hardware") or fields.get("cpu model") or "unknown"
+    model = (
+        fields.get("model name") or fields.get("hardware") or fields.get("cpu model") or "unknown"
+    )
     raw_flags = set((fields.get("flags") or fields.get("features") or "").split())
     flags = [f for f in X86_FLAGS + ARM_FLAGS if f in raw_flags]
     if "asimd" in raw_flags:
@@ -71,7 +93,10 @@ def _arm_vendor(implementer: str) -> str:
 
 def _probe_darwin(host: HostInfo) -> Finding:
     """macOS: sysctl names the chip; every arm64 Mac has NEON, FEAT_* sysctls tell the rest."""
-    details: dict[str, Detail] = {"machine": host.machine, "vendor": "Apple" if _is_arm(host) else "Intel"}
+    details: dict[str, Detail] = {
+        "machine": host.machine,
+        "vendor": "Apple" if _is_arm(host) else "Intel",
+    }
     details["model"] = _sysctl(host, "machdep.cpu.brand_string") or "unknown"
     cores = _sysctl(host, "hw.logicalcpu")
     details["logical_cores"] = int(cores) if cores and cores.isdigit() else host.cpu_count

@@ -27,7 +27,12 @@ class Finding:
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready copy (lists copied so callers cannot mutate the finding)."""
         details = {k: list(v) if isinstance(v, list) else v for k, v in self.details.items()}
-        return {"name": self.name, "present": self.present, "details": details, "reason": self.reason}
+        return {
+            "name": self.name,
+            "present": self.present,
+            "details": details,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import Any
 
 ROOT = Path("/")
@@ -43,7 +42,9 @@ Runner = Callable[[Sequence[str]], str]
 
 def run_command(argv: Sequence[str]) -> str:
     """Run `argv` with a short timeout and return its stdout; failures raise."""
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=True)
+    done = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=True
+    )
     return done.stdout
 
 
@@ -79,7 +80,9 @@ class HostInfo:
     @classmethod
     def local(cls) -> HostInfo:
         """This machine. Avoids platform.processor(), which runs `uname -p` on Linux."""
-        processor = os.environ.get("PROCESSOR_IDENTIFIER", "") if platform.system() == "Windows" else ""
+        processor = (
+            os.environ.get("PROCESSOR_IDENTIFIER", "") if platform.system() == "Windows" else ""
+        )
         return cls(platform.system(), platform.machine(), processor, os.cpu_count() or 0)
 
     @classmethod
@@ -91,7 +94,9 @@ class HostInfo:
             processor=_read(fake_dir / "processor"),
             cpu_count=int(_read(fake_dir / "cpu_count") or 0),
             run=_FakeRunner(fake_dir),
-            which=lambda name: str(fake_dir / "bin" / name) if (fake_dir / "bin" / name).is_file() else None,
+            which=lambda name: (
+                str(fake_dir / "bin" / name) if (fake_dir / "bin" / name).is_file() else None
+            ),
             library=lambda name: _fake_library(fake_dir / f"{name}.json", name),
         )
 
@@ -116,7 +121,9 @@ class _FakeRunner:
                 raise FileNotFoundError(f"sysctl: not found (no {sysctl_dir})")
             value = sysctl_dir / argv[2]
             if not value.is_file():
-                raise subprocess.CalledProcessError(1, list(argv), stderr=f"unknown oid '{argv[2]}'")
+                raise subprocess.CalledProcessError(
+                    1, list(argv), stderr=f"unknown oid '{argv[2]}'"
+                )
             return value.read_text(encoding="utf-8")
         command = self.fake_dir / "bin" / argv[0]
         if not command.is_file():

@@ -54,12 +54,24 @@ INTEL_NPUS = {
     0xD71D: ("npu6", "Nova Lake"),
 }
 # What userspace needs besides the kernel driver (Linux): a file matching one of the patterns.
-INTEL_USER_MODE = (("Intel NPU user-mode driver (intel-level-zero-npu)", "libze_intel_npu.so*"),
-                   ("Intel NPU compiler (intel-driver-compiler-npu)", "libnpu_driver_compiler.so*"))
-AMD_USER_MODE = (("XRT with its amdxdna plugin (Ryzen AI's xrt and xrt_plugin packages)",
-                  "libxrt_driver_xdna.so*"),)
-LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
-                "/usr/lib", "/usr/local/lib", "/opt/xilinx/xrt/lib")
+INTEL_USER_MODE = (
+    ("Intel NPU user-mode driver (intel-level-zero-npu)", "libze_intel_npu.so*"),
+    ("Intel NPU compiler (intel-driver-compiler-npu)", "libnpu_driver_compiler.so*"),
+)
+AMD_USER_MODE = (
+    (
+        "XRT with its amdxdna plugin (Ryzen AI's xrt and xrt_plugin packages)",
+        "libxrt_driver_xdna.so*",
+    ),
+)
+LIBRARY_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+    "/opt/xilinx/xrt/lib",
+)
 
 
 def classify_amd(pci: PciDevice, vbnv: str | None = None) -> dict[str, Detail]:
@@ -73,7 +85,9 @@ def classify_amd(pci: PciDevice, vbnv: str | None = None) -> dict[str, Detail]:
         return {"generation": "xdna", "chip": "Phoenix / Hawk Point"}
     if pci.device == AMD_XDNA2:
         rev = pci.revision
-        chip = AMD_XDNA2_CHIPS.get(rev, f"unknown XDNA2 chip (revision 0x{rev:02x})" if rev is not None else "Strix family")
+        chip = AMD_XDNA2_CHIPS.get(
+            rev, f"unknown XDNA2 chip (revision 0x{rev:02x})" if rev is not None else "Strix family"
+        )
         return {"generation": "xdna2", "chip": chip}
     return {"generation": "unknown", "chip": f"unknown AMD NPU ({pci.ids})"}
 
@@ -102,10 +116,26 @@ class NpuSpec:
         return " or ".join(f"{self.vendor:04x}:{d:04x}" for d in sorted(self.devices))
 
 
-AMD_NPU = NpuSpec("amd_npu", "AMD NPU", "amdxdna", AMD_VENDOR, frozenset({AMD_XDNA_PHOENIX, AMD_XDNA2}),
-                  classify_amd, ("vbnv", "fw_version"), AMD_USER_MODE)
-INTEL_NPU = NpuSpec("intel_npu", "Intel NPU", "intel_vpu", INTEL_VENDOR, frozenset(INTEL_NPUS),
-                    classify_intel, (), INTEL_USER_MODE)
+AMD_NPU = NpuSpec(
+    "amd_npu",
+    "AMD NPU",
+    "amdxdna",
+    AMD_VENDOR,
+    frozenset({AMD_XDNA_PHOENIX, AMD_XDNA2}),
+    classify_amd,
+    ("vbnv", "fw_version"),
+    AMD_USER_MODE,
+)
+INTEL_NPU = NpuSpec(
+    "intel_npu",
+    "Intel NPU",
+    "intel_vpu",
+    INTEL_VENDOR,
+    frozenset(INTEL_NPUS),
+    classify_intel,
+    (),
+    INTEL_USER_MODE,
+)
 
 
 def probe_amd_npu(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
@@ -124,29 +154,45 @@ def probe_pci_npu(spec: NpuSpec, root: Path = ROOT, host: HostInfo | None = None
     if host.system == "Windows":
         return _probe_windows(spec, host)
     if host.system != "Linux":
-        return Finding(spec.probe, False, {}, f"not Linux or Windows (platform.system() is {host.system!r})")
+        return Finding(
+            spec.probe, False, {}, f"not Linux or Windows (platform.system() is {host.system!r})"
+        )
     for node, device_dir in accel_devices(root):
         if driver_name(device_dir) == spec.driver:
             return _usable(spec, _bound_finding(spec, device_dir), root, host, node)
     unbound = pci_devices(root, spec.vendor, set(spec.devices))
     if unbound:
         pci = unbound[0]
-        details = {**spec.classify(pci), **_pci_details(pci), "driver_loaded": False, "source": "sysfs"}
+        details = {
+            **spec.classify(pci),
+            **_pci_details(pci),
+            "driver_loaded": False,
+            "source": "sysfs",
+        }
         bound_to = f"bound to {pci.driver}" if pci.driver else "not bound to any driver"
-        reason = (f"driver not loaded: {spec.label} {details['chip']} ({pci.ids}) at {pci.address} is "
-                  f"{bound_to}; load the {spec.driver} kernel driver")
+        reason = (
+            f"driver not loaded: {spec.label} {details['chip']} ({pci.ids}) at {pci.address} is "
+            f"{bound_to}; load the {spec.driver} kernel driver"
+        )
         return Finding(spec.probe, False, details, reason)
-    reason = (f"no /sys/class/accel/accel*/device/driver bound to {spec.driver}, and no {spec.label} "
-              f"(PCI {spec.pci_list}) in /sys/bus/pci/devices")
+    reason = (
+        f"no /sys/class/accel/accel*/device/driver bound to {spec.driver}, and no {spec.label} "
+        f"(PCI {spec.pci_list}) in /sys/bus/pci/devices"
+    )
     return Finding(spec.probe, False, {}, reason)
 
 
 def _bound_finding(spec: NpuSpec, device_dir: Path) -> Finding:
     pci = read_pci_device(device_dir)
-    attributes = {name: value for name in spec.sysfs_files
-                  if (value := read_text(device_dir / name))}
+    attributes = {
+        name: value for name in spec.sysfs_files if (value := read_text(device_dir / name))
+    }
     if pci is None:  # bound but without readable ids: still usable, just unnamed
-        details: dict[str, Detail] = {"generation": "unknown", "chip": f"unknown {spec.label}", "driver": spec.driver}
+        details: dict[str, Detail] = {
+            "generation": "unknown",
+            "chip": f"unknown {spec.label}",
+            "driver": spec.driver,
+        }
     else:
         details = {**spec.classify(pci, attributes.get("vbnv")), **_pci_details(pci)}
     details.update(driver_loaded=True, source="sysfs", **attributes)
@@ -161,15 +207,19 @@ def _usable(spec: NpuSpec, finding: Finding, root: Path, host: HostInfo, node: s
     details["device_node"] = f"/dev/accel/{node}"
     problems = []
     if device.exists() and not os.access(device, os.R_OK | os.W_OK):
-        problems.append(f"this user cannot open /dev/accel/{node} (add it to the group that owns "
-                        "the node, usually render: sudo usermod -aG render $USER, then log in again)")
+        problems.append(
+            f"this user cannot open /dev/accel/{node} (add it to the group that owns "
+            "the node, usually render: sudo usermod -aG render $USER, then log in again)"
+        )
     missing = [what for what, pattern in spec.user_mode if not _library_found(root, host, pattern)]
     if missing:
         problems.append(f"{' and '.join(missing)} not installed")
     if not problems:
         return Finding(spec.probe, True, details)
     details["usable"] = False
-    reason = f"{spec.label} {details.get('chip', '')} is bound to {spec.driver}, but " + "; ".join(problems)
+    reason = f"{spec.label} {details.get('chip', '')} is bound to {spec.driver}, but " + "; ".join(
+        problems
+    )
     return Finding(spec.probe, False, details, reason)
 
 
@@ -193,7 +243,12 @@ def _probe_windows(spec: NpuSpec, host: HostInfo) -> Finding:
     try:
         listing = host.run(PNPUTIL)
     except (OSError, subprocess.SubprocessError) as exc:
-        return Finding(spec.probe, False, {"source": "pnputil"}, f"could not list PCI devices with pnputil: {exc}")
+        return Finding(
+            spec.probe,
+            False,
+            {"source": "pnputil"},
+            f"could not list PCI devices with pnputil: {exc}",
+        )
     return finding_from_windows_ids(spec, listing)
 
 
@@ -201,10 +256,19 @@ def finding_from_windows_ids(spec: NpuSpec, text: str) -> Finding:
     """The finding for Windows hardware ids in `text` (pure: one id or a pnputil listing)."""
     for pci in parse_windows_hwids(text):
         if pci.vendor == spec.vendor and pci.device in spec.devices:
-            details = {**spec.classify(pci), "pci_id": pci.ids, "hardware_id": pci.address, "source": "pnputil"}
+            details = {
+                **spec.classify(pci),
+                "pci_id": pci.ids,
+                "hardware_id": pci.address,
+                "source": "pnputil",
+            }
             return Finding(spec.probe, True, details)
-    return Finding(spec.probe, False, {"source": "pnputil"},
-                   f"no {spec.label} hardware id (PCI {spec.pci_list}) among the PCI devices pnputil lists")
+    return Finding(
+        spec.probe,
+        False,
+        {"source": "pnputil"},
+        f"no {spec.label} hardware id (PCI {spec.pci_list}) among the PCI devices pnputil lists",
+    )
 
 
 def amd_npu_from_windows_ids(text: str) -> Finding:

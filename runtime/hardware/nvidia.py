@@ -31,7 +31,9 @@ def probe_nvidia(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
         details["driver_version"] = match.group(1) if match else version_text.splitlines()[0]
     gpus = _proc_gpus(proc)
     if gpus:
-        return Finding("nvidia", True, {**details, "gpus": gpus, "gpu_count": len(gpus), "source": "procfs"})
+        return Finding(
+            "nvidia", True, {**details, "gpus": gpus, "gpu_count": len(gpus), "source": "procfs"}
+        )
     smi = _nvidia_smi(host)
     if isinstance(smi, dict):
         return Finding("nvidia", True, {**details, **smi, "source": "nvidia-smi"})

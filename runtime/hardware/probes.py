@@ -36,7 +36,9 @@ def probe_name(probe: Probe) -> str:
     return str(name).removeprefix("probe_") or repr(probe)
 
 
-def run_probes(root: Path = ROOT, probes: Mapping[str, Probe] | Iterable[Probe] | None = None) -> HardwareReport:
+def run_probes(
+    root: Path = ROOT, probes: Mapping[str, Probe] | Iterable[Probe] | None = None
+) -> HardwareReport:
     """Run every probe (the built-in table by default) and collect their findings.
 
     `probes` is a table by name, or a list of probes named by `probe_name()` (as plugins

@@ -30,28 +30,48 @@ def probe_qualcomm_npu(root: Path = ROOT, host: HostInfo | None = None) -> Findi
         return _probe_windows(host)
     soc = _soc_details(root)
     dev = under(root, "/dev")
-    nodes = sorted(p.name for pattern in ("fastrpc-cdsp*", "adsprpc-smd*") for p in dev.glob(pattern))
+    nodes = sorted(
+        p.name for pattern in ("fastrpc-cdsp*", "adsprpc-smd*") for p in dev.glob(pattern)
+    )
     if nodes:
         return Finding("qualcomm_npu", True, {**soc, "fastrpc": nodes, "source": "fastrpc"})
     if _is_qualcomm(str(soc.get("family", "")) + " " + str(soc.get("machine", ""))):
-        return Finding("qualcomm_npu", False, {**soc, "driver_loaded": False},
-                       f"driver not loaded: {soc.get('family')} SoC {soc.get('machine', '')} has no "
-                       "/dev/fastrpc-cdsp* or /dev/adsprpc-smd node (the FastRPC driver that "
-                       "reaches the Hexagon NPU)")
-    return Finding("qualcomm_npu", False, soc,
-                   "no /dev/fastrpc-cdsp* or /dev/adsprpc-smd node and /sys/devices/soc0/family "
-                   "is not Snapdragon")
+        return Finding(
+            "qualcomm_npu",
+            False,
+            {**soc, "driver_loaded": False},
+            f"driver not loaded: {soc.get('family')} SoC {soc.get('machine', '')} has no "
+            "/dev/fastrpc-cdsp* or /dev/adsprpc-smd node (the FastRPC driver that "
+            "reaches the Hexagon NPU)",
+        )
+    return Finding(
+        "qualcomm_npu",
+        False,
+        soc,
+        "no /dev/fastrpc-cdsp* or /dev/adsprpc-smd node and /sys/devices/soc0/family "
+        "is not Snapdragon",
+    )
 
 
 def _probe_windows(host: HostInfo) -> Finding:
     arm = host.machine.upper() in ("ARM64", "AARCH64")
-    details: dict[str, Detail] = {"machine": host.machine, "processor": host.processor, "source": "windows-host"}
+    details: dict[str, Detail] = {
+        "machine": host.machine,
+        "processor": host.processor,
+        "source": "windows-host",
+    }
     if arm and _is_qualcomm(host.processor):
         return Finding("qualcomm_npu", True, details)
     if not arm:
-        return Finding("qualcomm_npu", False, details, f"not Windows on Arm (machine is {host.machine})")
-    return Finding("qualcomm_npu", False, details,
-                   f"Windows on Arm, but the processor {host.processor!r} is not a Qualcomm Snapdragon")
+        return Finding(
+            "qualcomm_npu", False, details, f"not Windows on Arm (machine is {host.machine})"
+        )
+    return Finding(
+        "qualcomm_npu",
+        False,
+        details,
+        f"Windows on Arm, but the processor {host.processor!r} is not a Qualcomm Snapdragon",
+    )
 
 
 def _soc_details(root: Path) -> dict[str, Detail]:

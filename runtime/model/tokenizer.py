@@ -19,22 +19,7 @@ from runtime.errors import ModelFormatError
 # Whisper's language codes in vocabulary order (token id = <|startoftranscript|> + 1 + index).
 LANGUAGES: dict[str, str] = dict(
     pair.split(":")
-    for pair in (
-        "en:english zh:chinese de:german es:spanish ru:russian ko:korean fr:french ja:japanese "
-        "pt:portuguese tr:turkish pl:polish ca:catalan nl:dutch ar:arabic sv:swedish it:italian "
-        "id:indonesian hi:hindi fi:finnish vi:vietnamese he:hebrew uk:ukrainian el:greek "
-        "ms:malay cs:czech ro:romanian da:danish hu:hungarian ta:tamil no:norwegian th:thai "
-        "ur:urdu hr:croatian bg:bulgarian lt:lithuanian la:latin mi:maori ml:malayalam cy:welsh "
-        "sk:slovak te:telugu fa:persian lv:latvian bn:bengali sr:serbian az:azerbaijani "
-        "sl:slovenian kn:kannada et:estonian mk:macedonian br:breton eu:basque is:icelandic "
-        "hy:armenian ne:nepali mn:mongolian bs:bosnian kk:kazakh sq:albanian sw:swahili "
-        "gl:galician mr:marathi pa:punjabi si:sinhala km:khmer sn:shona yo:yoruba so:somali "
-        "af:afrikaans oc:occitan ka:georgian be:belarusian tg:tajik sd:sindhi gu:gujarati "
-        "am:amharic yi:yiddish lo:lao uz:uzbek fo:faroese ht:haitian_creole ps:pashto "
-        "tk:turkmen nn:nynorsk mt:maltese sa:sanskrit lb:luxembourgish my:myanmar bo:tibetan "
-        "tl:tagalog mg:malagasy as:assamese tt:tatar haw:hawaiian ln:lingala ha:hausa "
-        "ba:bashkir jw:javanese su:sundanese yue:cantonese"
-    ).split()
+    for pair in ["en:english", "zh:chinese", "de:german", "es:spanish", "ru:russian", "ko:korean", "fr:french", "ja:japanese", "pt:portuguese", "tr:turkish", "pl:polish", "ca:catalan", "nl:dutch", "ar:arabic", "sv:swedish", "it:italian", "id:indonesian", "hi:hindi", "fi:finnish", "vi:vietnamese", "he:hebrew", "uk:ukrainian", "el:greek", "ms:malay", "cs:czech", "ro:romanian", "da:danish", "hu:hungarian", "ta:tamil", "no:norwegian", "th:thai", "ur:urdu", "hr:croatian", "bg:bulgarian", "lt:lithuanian", "la:latin", "mi:maori", "ml:malayalam", "cy:welsh", "sk:slovak", "te:telugu", "fa:persian", "lv:latvian", "bn:bengali", "sr:serbian", "az:azerbaijani", "sl:slovenian", "kn:kannada", "et:estonian", "mk:macedonian", "br:breton", "eu:basque", "is:icelandic", "hy:armenian", "ne:nepali", "mn:mongolian", "bs:bosnian", "kk:kazakh", "sq:albanian", "sw:swahili", "gl:galician", "mr:marathi", "pa:punjabi", "si:sinhala", "km:khmer", "sn:shona", "yo:yoruba", "so:somali", "af:afrikaans", "oc:occitan", "ka:georgian", "be:belarusian", "tg:tajik", "sd:sindhi", "gu:gujarati", "am:amharic", "yi:yiddish", "lo:lao", "uz:uzbek", "fo:faroese", "ht:haitian_creole", "ps:pashto", "tk:turkmen", "nn:nynorsk", "mt:maltese", "sa:sanskrit", "lb:luxembourgish", "my:myanmar", "bo:tibetan", "tl:tagalog", "mg:malagasy", "as:assamese", "tt:tatar", "haw:hawaiian", "ln:lingala", "ha:hausa", "ba:bashkir", "jw:javanese", "su:sundanese", "yue:cantonese"]
 )
 LANGUAGES = {code: name.replace("_", " ") for code, name in LANGUAGES.items()}
 LANGUAGE_CODES_BY_NAME: dict[str, str] = {name: code for code, name in LANGUAGES.items()}
@@ -86,17 +71,34 @@ class Tokenizer:
         return self._bpe.token_to_id(token)
 
     def _find_special_tokens(self) -> SpecialTokens:
-        ids = {name: self._id(f"<|{name}|>") for name in (
-            "endoftext", "startoftranscript", "translate", "transcribe", "startoflm",
-            "startofprev", "nospeech", "nocaptions", "notimestamps")}
+        ids = {
+            name: self._id(f"<|{name}|>")
+            for name in (
+                "endoftext",
+                "startoftranscript",
+                "translate",
+                "transcribe",
+                "startoflm",
+                "startofprev",
+                "nospeech",
+                "nocaptions",
+                "notimestamps",
+            )
+        }
         no_speech = ids["nospeech"] if ids["nospeech"] is not None else ids["nocaptions"]
         missing = [k for k, v in ids.items() if v is None and k not in ("nospeech", "nocaptions")]
         if missing or no_speech is None:
             raise ModelFormatError(f"{self.path}: not a Whisper tokenizer (missing {missing})")
         return SpecialTokens(
-            eot=ids["endoftext"], sot=ids["startoftranscript"], translate=ids["translate"],
-            transcribe=ids["transcribe"], sot_lm=ids["startoflm"], sot_prev=ids["startofprev"],
-            no_speech=no_speech, no_timestamps=ids["notimestamps"])
+            eot=ids["endoftext"],
+            sot=ids["startoftranscript"],
+            translate=ids["translate"],
+            transcribe=ids["transcribe"],
+            sot_lm=ids["startoflm"],
+            sot_prev=ids["startofprev"],
+            no_speech=no_speech,
+            no_timestamps=ids["notimestamps"],
+        )
 
     # -- text ---------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -138,7 +140,7 @@ class Tokenizer:
     def non_speech_tokens(self) -> tuple[int, ...]:
         """Tokens of symbols that are never speech (as openai-whisper's list), so they can be banned."""
         symbols = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
-        symbols += "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
+        symbols += ["<<", ">>", "<<<", ">>>", "--", "---", "-(", "-[", "('", '("', "((", "))", "(((", ")))", "[[", "]]", "{{", "}}", "♪♪", "♪♪♪"]
         miscellaneous = set("♩♪♫♬♭♮♯")
         result = {self.encode(" -")[0], self.encode(" '")[0]}
         for symbol in symbols + list(miscellaneous):
@@ -151,4 +153,3 @@ class Tokenizer:
 @lru_cache(maxsize=8)
 def load_tokenizer(path: Path, multilingual: bool, num_languages: int = 99) -> Tokenizer:
     return Tokenizer(path, multilingual, num_languages)
-

@@ -87,8 +87,11 @@ class WhisperModel:
         if self.alignment_heads:
             return tuple((int(layer), int(head)) for layer, head in self.alignment_heads)
         d = self.dims
-        return tuple((layer, head) for layer in range(d.n_text_layer // 2, d.n_text_layer)
-                     for head in range(d.n_text_head))
+        return tuple(
+            (layer, head)
+            for layer in range(d.n_text_layer // 2, d.n_text_layer)
+            for head in range(d.n_text_head)
+        )
 
     def digest(self) -> str:
         """A stable hash of the weights, so caches (exported graphs, compiled NPU models) key on it."""

@@ -22,10 +22,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from runtime.errors import RuntimeInputError, WhisperRuntimeError, one_line
 from runtime.output.results import Transcription
@@ -34,10 +35,23 @@ log = logging.getLogger(__name__)
 
 # The file extensions a folder is searched for (a file named on the command line or in an input
 # list is tried whatever its extension: FFmpeg reads more than these).
-MEDIA_EXTENSIONS = frozenset({
-    ".flac", ".wav", ".mp3", ".m4a", ".mp4", ".ogg", ".opus", ".webm", ".mkv", ".aac", ".wma",
-    ".mov", ".avi",
-})
+MEDIA_EXTENSIONS = frozenset(
+    {
+        ".flac",
+        ".wav",
+        ".mp3",
+        ".m4a",
+        ".mp4",
+        ".ogg",
+        ".opus",
+        ".webm",
+        ".mkv",
+        ".aac",
+        ".wma",
+        ".mov",
+        ".avi",
+    }
+)
 
 Result = tuple["Item", Transcription | None, BaseException | None]
 
@@ -73,9 +87,11 @@ class Summary:
     def render(self) -> str:
         seconds = sum(s for _, s in self.done)
         audio = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
-        lines = [f"{len(self.done)} done ({audio} of audio), {len(self.skipped)} skipped "
-                 f"(outputs exist), {len(self.failed)} failed"
-                 + ("; interrupted" if self.interrupted else "")]
+        lines = [
+            f"{len(self.done)} done ({audio} of audio), {len(self.skipped)} skipped "
+            f"(outputs exist), {len(self.failed)} failed"
+            + ("; interrupted" if self.interrupted else "")
+        ]
         lines += [f"  failed: {reason}" for _, reason in self.failed]
         return "\n".join(lines)
 
@@ -96,13 +112,17 @@ def media_files(folder: Path) -> list[Path]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root, f) for f in files
-                  if not f.startswith(".") and Path(f).suffix.lower() in MEDIA_EXTENSIONS]
+        found += [
+            Path(root, f)
+            for f in files
+            if not f.startswith(".") and Path(f).suffix.lower() in MEDIA_EXTENSIONS
+        ]
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
 
-def collect_inputs(args: Sequence[str], input_list: Path | None = None
-                   ) -> tuple[list[JobInput], list[tuple[str, str]]]:
+def collect_inputs(
+    args: Sequence[str], input_list: Path | None = None
+) -> tuple[list[JobInput], list[tuple[str, str]]]:
     """Files to transcribe, in order, each once; and the arguments that yielded none (a folder
     with no media files), with the reason."""
     given = list(args) + (read_input_list(input_list) if input_list else [])
@@ -114,8 +134,13 @@ def collect_inputs(args: Sequence[str], input_list: Path | None = None
         if path.is_dir():
             found = [JobInput(f, path) for f in media_files(path)]
             if not found:
-                empty.append((arg, f"{arg}: folder holds no media files "
-                                   f"({' '.join(sorted(MEDIA_EXTENSIONS))})"))
+                empty.append(
+                    (
+                        arg,
+                        f"{arg}: folder holds no media files "
+                        f"({' '.join(sorted(MEDIA_EXTENSIONS))})",
+                    )
+                )
         else:
             found = [JobInput(path, path.parent)]
         for job_input in found:
@@ -126,8 +151,9 @@ def collect_inputs(args: Sequence[str], input_list: Path | None = None
     return inputs, empty
 
 
-def plan_outputs(inputs: Sequence[JobInput], output_dir: Path,
-                 extensions: Sequence[str]) -> list[Item]:
+def plan_outputs(
+    inputs: Sequence[JobInput], output_dir: Path, extensions: Sequence[str]
+) -> list[Item]:
     """Each input's output files (the layout of the module docstring)."""
     if not inputs:
         return []
@@ -136,8 +162,10 @@ def plan_outputs(inputs: Sequence[JobInput], output_dir: Path,
         common = Path(os.path.commonpath(anchors))
     except ValueError:  # no common folder (different drives): outputs by file name only
         common = None
-    rels = [Path(os.path.abspath(i.path)).relative_to(common) if common else Path(i.path.name)
-            for i in inputs]
+    rels = [
+        Path(os.path.abspath(i.path)).relative_to(common) if common else Path(i.path.name)
+        for i in inputs
+    ]
     stems: dict[tuple[Path, str], int] = {}
     for rel in rels:
         key = (rel.parent, rel.stem.casefold())
@@ -146,8 +174,11 @@ def plan_outputs(inputs: Sequence[JobInput], output_dir: Path,
     for job_input, rel in zip(inputs, rels):
         stem = rel.name if stems[(rel.parent, rel.stem.casefold())] > 1 else rel.stem
         folder = output_dir / rel.parent
-        items.append(Item(job_input.path, folder, stem,
-                          tuple(folder / f"{stem}.{ext}" for ext in extensions)))
+        items.append(
+            Item(
+                job_input.path, folder, stem, tuple(folder / f"{stem}.{ext}" for ext in extensions)
+            )
+        )
     return items
 
 
@@ -158,8 +189,9 @@ def many_results(rt: Any, items: list[Item], **kwargs: Any) -> Iterator[Result]:
         yield items[r.index], r.transcription, r.error
 
 
-def one_by_one_results(transcribe: Callable[[Path], Transcription],
-                       items: list[Item]) -> Iterator[Result]:
+def one_by_one_results(
+    transcribe: Callable[[Path], Transcription], items: list[Item]
+) -> Iterator[Result]:
     """Each item alone (the reference behaviour, and a single input's path)."""
     for item in items:
         try:
@@ -172,8 +204,9 @@ def one_by_one_results(transcribe: Callable[[Path], Transcription],
 def failure_reason(source: Any, exc: BaseException) -> str:
     """One line naming the input and what went wrong (input errors already name their file;
     a newline in a file name is written ``\\n``)."""
-    message = one_line(str(exc) if isinstance(exc, WhisperRuntimeError)
-                       else f"{type(exc).__name__}: {exc}")
+    message = one_line(
+        str(exc) if isinstance(exc, WhisperRuntimeError) else f"{type(exc).__name__}: {exc}"
+    )
     name = one_line(str(source))
     return message if name in message else f"{name}: {message}"
 
@@ -184,9 +217,16 @@ class Job:
     ``echo(item, transcription)`` shows a result as it arrives (input order); ``progress`` shows
     a bar over the whole job in hours of audio on stderr (only when stderr is a terminal)."""
 
-    def __init__(self, items: list[Item], writers: dict[str, type], *, overwrite: bool = False,
-                 echo: Callable[[Item, Transcription], None] | None = None,
-                 progress: bool = True, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        items: list[Item],
+        writers: dict[str, type],
+        *,
+        overwrite: bool = False,
+        echo: Callable[[Item, Transcription], None] | None = None,
+        progress: bool = True,
+        verbose: bool = False,
+    ) -> None:
         self.items, self.writers, self.overwrite = items, writers, overwrite
         self.echo, self.progress, self.verbose = echo, progress, verbose
         self.summary = Summary()
@@ -203,8 +243,11 @@ class Job:
                 todo.append(item)
         return todo
 
-    def run(self, results: Callable[[list[Item]], Iterable[Result]],
-            failures: Sequence[tuple[str, str]] = ()) -> Summary:
+    def run(
+        self,
+        results: Callable[[list[Item]], Iterable[Result]],
+        failures: Sequence[tuple[str, str]] = (),
+    ) -> Summary:
         """Consume ``results(todo)``; ``failures`` are inputs that failed before (empty folders)."""
         todo = self.todo()
         for source, reason in failures:
@@ -217,8 +260,10 @@ class Job:
                     self._handle(item, transcription, error)
                 if bar is not None:
                     bar.update(transcription.duration / 3600 if transcription else 0.0)
-                    bar.set_postfix_str(f"{len(self.summary.done)} done, "
-                                        f"{len(self.summary.failed)} failed", refresh=True)
+                    bar.set_postfix_str(
+                        f"{len(self.summary.done)} done, {len(self.summary.failed)} failed",
+                        refresh=True,
+                    )
         except KeyboardInterrupt:
             self.summary.interrupted = True
         finally:
@@ -227,8 +272,9 @@ class Job:
                 bar.close()
         return self.summary
 
-    def _handle(self, item: Item, transcription: Transcription | None,
-                error: BaseException | None) -> None:
+    def _handle(
+        self, item: Item, transcription: Transcription | None, error: BaseException | None
+    ) -> None:
         if error is not None:
             log.debug("%s failed", item.source, exc_info=error)
             return self._fail(str(item.source), failure_reason(item.source, error))
@@ -260,7 +306,11 @@ class Job:
                 total += audio_duration(item.source) or 0.0
             except RuntimeInputError:
                 pass  # it fails again, with its reason, when its turn comes
-        return tqdm(total=round(total / 3600, 3), unit="h", desc="job", file=sys.stderr,
-                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h of audio "
-                               "[{elapsed}<{remaining}] {postfix}")
-
+        return tqdm(
+            total=round(total / 3600, 3),
+            unit="h",
+            desc="job",
+            file=sys.stderr,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h of audio "
+            "[{elapsed}<{remaining}] {postfix}",
+        )

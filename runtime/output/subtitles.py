@@ -9,8 +9,8 @@ over 3 s starts a new cue); without both limits every segment stays one cue. Wit
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 from runtime.output.results import Segment
 
@@ -43,7 +43,7 @@ def _subtitles(segments: Sequence[Segment], options: SubtitleOptions) -> Iterato
     for segment in segments:
         words = segment.words or ()
         for first in range(0, len(words), per_line):
-            for i, w in enumerate(words[first: first + per_line]):
+            for i, w in enumerate(words[first : first + per_line]):
                 timing = dict(word=w.word, start=w.start, end=w.end)
                 long_pause = not preserve_segments and timing["start"] - last > LONG_PAUSE_S
                 has_room = line_len + len(timing["word"]) <= max_width
@@ -52,8 +52,13 @@ def _subtitles(segments: Sequence[Segment], options: SubtitleOptions) -> Iterato
                     line_len += len(timing["word"])  # the line goes on
                 else:
                     timing["word"] = timing["word"].strip()
-                    if subtitle and ((options.max_line_count is not None and (
-                            long_pause or line_count >= options.max_line_count)) or seg_break):
+                    if subtitle and (
+                        (
+                            options.max_line_count is not None
+                            and (long_pause or line_count >= options.max_line_count)
+                        )
+                        or seg_break
+                    ):
                         yield subtitle  # a new cue
                         subtitle, line_count = [], 1
                     elif line_len > 0:
@@ -66,8 +71,9 @@ def _subtitles(segments: Sequence[Segment], options: SubtitleOptions) -> Iterato
         yield subtitle
 
 
-def word_cues(segments: Sequence[Segment],
-              options: SubtitleOptions) -> Iterator[tuple[float, float, str]]:
+def word_cues(
+    segments: Sequence[Segment], options: SubtitleOptions
+) -> Iterator[tuple[float, float, str]]:
     """(start, end, text) of every cue, in seconds."""
     for subtitle in _subtitles(segments, options):
         text = "".join(w["word"] for w in subtitle)
@@ -78,7 +84,12 @@ def word_cues(segments: Sequence[Segment],
         for i, word in enumerate(subtitle):
             if last != word["start"]:
                 yield last, word["start"], text  # the gap before the word, nothing underlined
-            yield word["start"], word["end"], "".join(
-                re.sub(r"^(\s*)(.*)$", r"\1<u>\2</u>", w["word"]) if j == i else w["word"]
-                for j, w in enumerate(subtitle))
+            yield (
+                word["start"],
+                word["end"],
+                "".join(
+                    re.sub(r"^(\s*)(.*)$", r"\1<u>\2</u>", w["word"]) if j == i else w["word"]
+                    for j, w in enumerate(subtitle)
+                ),
+            )
             last = word["end"]

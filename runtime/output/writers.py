@@ -6,15 +6,17 @@ Plugins can add writers; ``WRITERS`` holds the built-in ones by format name.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from runtime.output.results import Segment, Transcription
 from runtime.output.subtitles import SubtitleOptions, word_cues
 
 
-def format_timestamp(seconds: float, always_include_hours: bool = False,
-                     decimal_marker: str = ".") -> str:
+def format_timestamp(
+    seconds: float, always_include_hours: bool = False, decimal_marker: str = "."
+) -> str:
     """12.3456 -> '00:12.346' (or '00:00:12,346' for SRT)."""
     if seconds < 0:
         raise ValueError("non-negative timestamp expected")
@@ -116,8 +118,7 @@ class TsvWriter(Writer):
         print("start", "end", "text", sep="\t", file=file)
         for segment in result.segments:
             text = segment.text.strip().replace("\t", " ")
-            print(round(1000 * segment.start), round(1000 * segment.end), text, sep="\t",
-                  file=file)
+            print(round(1000 * segment.start), round(1000 * segment.end), text, sep="\t", file=file)
 
 
 WRITERS: dict[str, type[Writer]] = {

@@ -15,9 +15,10 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from runtime.backend import Capabilities, Session
 from runtime.errors import WhisperRuntimeError
@@ -44,11 +45,13 @@ class LoadedModel:
     tokenizer: Tokenizer
     capabilities: Capabilities
     # (options, language, task, overrides) -> checked options; raises RuntimeInputError
-    options: Callable[[TranscribeOptions | None, str | None, str, dict[str, Any]],
-                      TranscribeOptions]
+    options: Callable[
+        [TranscribeOptions | None, str | None, str, dict[str, Any]], TranscribeOptions
+    ]
     # (segments, language, duration, timings, language_probability) -> Transcription
-    transcription: Callable[[list[Segment], str | None, float, dict[str, float], float | None],
-                            Transcription]
+    transcription: Callable[
+        [list[Segment], str | None, float, dict[str, float], float | None], Transcription
+    ]
 
 
 @dataclass
@@ -61,8 +64,15 @@ class _Request:
 
 
 class Engine:
-    def __init__(self, model: LoadedModel, batch: BatchOptions, *, max_wait_s: float = 0.05,
-                 max_queue: int | None = 64, cross_request: bool = True) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        batch: BatchOptions,
+        *,
+        max_wait_s: float = 0.05,
+        max_queue: int | None = 64,
+        cross_request: bool = True,
+    ) -> None:
         self.model, self.batch = model, batch
         self.scheduler = Scheduler(batch)
         self.runner = BatchRunner(model.session, model.tokenizer, model.capabilities, batch)
@@ -78,7 +88,7 @@ class Engine:
         self._audio_s = self._busy_s = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         if self._worker is None:
             self._worker = threading.Thread(target=self._loop, name="engine", daemon=True)
             self._worker.start()
@@ -89,7 +99,7 @@ class Engine:
         """Whether the worker thread runs (not started yet counts as alive: submit starts it)."""
         return self._worker is None or self._worker.is_alive() or self._closing
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -108,19 +118,29 @@ class Engine:
         self.scheduler.close()
 
     # -- submitting -----------------------------------------------------------------------------
-    def submit(self, audio: Any, *, language: str | None = None, task: str = "transcribe",
-               options: TranscribeOptions | None = None, **overrides: Any) -> Future:
+    def submit(
+        self,
+        audio: Any,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        options: TranscribeOptions | None = None,
+        **overrides: Any,
+    ) -> Future:
         """Queue one input (path, bytes or 16 kHz float32 array). Bad options raise here; audio
         that cannot be read fails only its own future (``AudioError``)."""
         opts = self.model.options(options, language, task, overrides)
-        run = SourceRun(self.model.session, self.model.tokenizer, opts, self.batch, audio,
-                        opts.language)
+        run = SourceRun(
+            self.model.session, self.model.tokenizer, opts, self.batch, audio, opts.language
+        )
         req = _Request(run, Future(), time.perf_counter())
         with self._cond:
             if self._closing:
                 raise QueueFullError("the engine is shutting down; no new requests are taken")
-            if (self.max_queue is not None
-                    and len(self._incoming) + len(self._active) >= self.max_queue):
+            if (
+                self.max_queue is not None
+                and len(self._incoming) + len(self._active) >= self.max_queue
+            ):
                 raise QueueFullError(f"{self.max_queue} requests are in flight; retry later")
             self._incoming.append(req)
             req.prepared = self.scheduler.prefetch(run)
@@ -187,8 +207,9 @@ class Engine:
                 self.scheduler.drop(req.run)
                 del self._active[key]
                 self._counts["cancelled"] += 1
-        while self._incoming and (self._incoming[0].prepared is None
-                                  or self._incoming[0].prepared.done()):
+        while self._incoming and (
+            self._incoming[0].prepared is None or self._incoming[0].prepared.done()
+        ):
             if not self.cross_request and self._active:
                 break
             req = self._incoming.popleft()
@@ -228,8 +249,9 @@ class Engine:
         self._counts["requests_done"] += 1
         self._audio_s += run.duration
         timings = dict(run.clock.totals, total=now - req.submitted)
-        result = self.model.transcription(run.ordered_segments(), run.language, run.duration,
-                                          timings, run.language_probability)
+        result = self.model.transcription(
+            run.ordered_segments(), run.language, run.duration, timings, run.language_probability
+        )
         if req.future.set_running_or_notify_cancel():
             req.future.set_result(result)
 
@@ -240,10 +262,13 @@ class Engine:
             batches, rows = self.runner.batches, self.runner.rows
             return dict(
                 requests_in_flight=len(self._incoming) + len(self._active),
-                queued_chunks=queued, batches=batches,
+                queued_chunks=queued,
+                batches=batches,
                 mean_batch_size=rows / batches if batches else 0.0,
                 mean_wait_s=sum(self._waits) / len(self._waits) if self._waits else 0.0,
-                **self._counts, audio_seconds=self._audio_s, busy_seconds=self._busy_s,
+                **self._counts,
+                audio_seconds=self._audio_s,
+                busy_seconds=self._busy_s,
                 realtime_factor=self._busy_s / self._audio_s if self._audio_s else 0.0,
-                x_realtime=self._audio_s / self._busy_s if self._busy_s else 0.0)
-
+                x_realtime=self._audio_s / self._busy_s if self._busy_s else 0.0,
+            )

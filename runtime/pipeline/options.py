@@ -62,23 +62,31 @@ class TranscribeOptions:
 
     def __post_init__(self) -> None:
         if self.language_detection not in DETECTION_MODES:
-            raise ValueError(f"language_detection must be one of {', '.join(DETECTION_MODES)}, "
-                             f"not {self.language_detection!r}")
+            raise ValueError(
+                f"language_detection must be one of {', '.join(DETECTION_MODES)}, "
+                f"not {self.language_detection!r}"
+            )
         if not 0.0 <= self.language_threshold <= 1.0:
             raise ValueError("language_threshold must be between 0 and 1")
 
-    def decoding_options(self, temperature: float, prompt: list[int] | None,
-                         language: str | None) -> DecodingOptions:
+    def decoding_options(
+        self, temperature: float, prompt: list[int] | None, language: str | None
+    ) -> DecodingOptions:
         """The per-window options for one temperature: beam search at 0, best_of sampling above."""
         return DecodingOptions(
-            task=self.task, language=language, temperature=temperature,
+            task=self.task,
+            language=language,
+            temperature=temperature,
             beam_size=self.beam_size if temperature == 0 else None,
             patience=self.patience if temperature == 0 and self.beam_size else None,
             best_of=self.best_of if temperature > 0 else None,
-            length_penalty=self.length_penalty, prompt=tuple(prompt) if prompt else None,
-            suppress_tokens=self.suppress_tokens, suppress_blank=self.suppress_blank,
+            length_penalty=self.length_penalty,
+            prompt=tuple(prompt) if prompt else None,
+            suppress_tokens=self.suppress_tokens,
+            suppress_blank=self.suppress_blank,
             without_timestamps=self.without_timestamps,
-            max_initial_timestamp=self.max_initial_timestamp)
+            max_initial_timestamp=self.max_initial_timestamp,
+        )
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,10 @@ def initial_prompt_tokens(tokenizer: Tokenizer, prompt: str | None, n_text_ctx: 
 @functools.lru_cache(maxsize=16)
 def _warn_long_prompt(n_tokens: int, limit: int, kept: str) -> None:
     """Once per prompt, not once per input of a job."""
-    log.warning("the initial prompt is %d tokens; Whisper reads only its last %d (from %r): the "
-                "rest is ignored, and a long repetitive prompt tends to be copied into the text",
-                n_tokens, limit, kept[:40] + ("..." if len(kept) > 40 else ""))
+    log.warning(
+        "the initial prompt is %d tokens; Whisper reads only its last %d (from %r): the "
+        "rest is ignored, and a long repetitive prompt tends to be copied into the text",
+        n_tokens,
+        limit,
+        kept[:40] + ("..." if len(kept) > 40 else ""),
+    )

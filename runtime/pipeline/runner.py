@@ -55,9 +55,19 @@ class Row:
 
 
 class BatchRunner:
-    def __init__(self, session: Session, tokenizer: Tokenizer, capabilities: Capabilities,
-                 batch: BatchOptions) -> None:
-        self.session, self.tokenizer, self.caps, self.batch = session, tokenizer, capabilities, batch
+    def __init__(
+        self,
+        session: Session,
+        tokenizer: Tokenizer,
+        capabilities: Capabilities,
+        batch: BatchOptions,
+    ) -> None:
+        self.session, self.tokenizer, self.caps, self.batch = (
+            session,
+            tokenizer,
+            capabilities,
+            batch,
+        )
         self.clock = Stopwatch()
         self.batches = self.rows = 0  # counted for the engine's stats
         self._aligner: WordAligner | None = None  # word timestamps, built when first asked
@@ -87,8 +97,13 @@ class BatchRunner:
         results = self.decode(features, rows)
         t = self.clock.add("decode", t)
         if any(r.input.options.word_timestamps for r in rows):  # one more decoder pass for words
-            align_windows(self._word_aligner(), features, results,
-                          [r.window.n_frames for r in rows], [r.input.options for r in rows])
+            align_windows(
+                self._word_aligner(),
+                features,
+                results,
+                [r.window.n_frames for r in rows],
+                [r.input.options for r in rows],
+            )
             self.clock.add("words", t)
         self.batches += 1
         self.rows += len(rows)
@@ -114,13 +129,21 @@ class BatchRunner:
     def languages(self, rows: list[Row], features: Any) -> None:
         """One language per input (``file_language`` over its rows of its first batch) and,
         with ``language_detection="chunk"``, each row's own (``chunk_languages``)."""
-        todo = [i for i, r in enumerate(rows) if r.input.language is None or (
-            r.input.options.language_detection == "chunk" and r.input.options.language is None
-            and self.tokenizer.multilingual)]
+        todo = [
+            i
+            for i, r in enumerate(rows)
+            if r.input.language is None
+            or (
+                r.input.options.language_detection == "chunk"
+                and r.input.options.language is None
+                and self.tokenizer.multilingual
+            )
+        ]
         if not todo:
             return
-        _, probs = detect_language(self.session, self.session.take(features, np.array(todo)),
-                                   self.tokenizer)
+        _, probs = detect_language(
+            self.session, self.session.take(features, np.array(todo)), self.tokenizer
+        )
         by_input: dict[int, list[tuple[int, dict[str, float]]]] = {}
         for i, row_probs in zip(todo, probs):
             by_input.setdefault(id(rows[i].input), []).append((i, row_probs))
@@ -142,20 +165,30 @@ class BatchRunner:
             groups: dict[tuple[DecodingOptions, int], list[int]] = {}
             for r in todo:  # rows decode together when the loop's settings are one
                 row = rows[r]
-                opts = row.input.options.decoding_options(row.input.options.temperatures[level],
-                                                          None, row.language or row.input.language)
+                opts = row.input.options.decoding_options(
+                    row.input.options.temperatures[level], None, row.language or row.input.language
+                )
                 groups.setdefault((opts, len(row.prompt)), []).append(r)
             for (opts, _), members in groups.items():
                 parts = [[r] for r in members] if self._sequential else [members]
                 for part in parts:
                     feats = self.session.take(features, np.array(part))
-                    out = decode(self.session, feats, self.tokenizer, opts,
-                                 prompts=[rows[r].prompt for r in part])
+                    out = decode(
+                        self.session,
+                        feats,
+                        self.tokenizer,
+                        opts,
+                        prompts=[rows[r].prompt for r in part],
+                    )
                     for r, res in zip(part, out):
                         results[r] = res
             level += 1
-            todo = [r for r in todo if level < len(rows[r].input.options.temperatures)
-                    and needs_fallback(results[r], rows[r].input.options)]  # type: ignore[arg-type]
+            todo = [
+                r
+                for r in todo
+                if level < len(rows[r].input.options.temperatures)
+                and needs_fallback(results[r], rows[r].input.options)
+            ]  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
 
     @property
@@ -163,11 +196,12 @@ class BatchRunner:
         return self.batch.decoder == "sequential" or not self.caps.batched_decoder
 
 
-def first_window_language(session: Session, tokenizer: Tokenizer,
-                          samples: np.ndarray) -> LanguageGuess:
+def first_window_language(
+    session: Session, tokenizer: Tokenizer, samples: np.ndarray
+) -> LanguageGuess:
     """The language of the first 30 s of a 16 kHz signal and its probability ('en' with
     probability 1 on an English-only model): what the sequential path decodes a file in."""
-    from runtime.audio.constants import N_SAMPLES, N_FRAMES
+    from runtime.audio.constants import N_FRAMES, N_SAMPLES
     from runtime.audio.mel import log_mel_spectrogram, pad_or_trim
 
     if not tokenizer.multilingual:

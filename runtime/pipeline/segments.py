@@ -30,15 +30,19 @@ if TYPE_CHECKING:
 def needs_fallback(result: DecodingResult, options: TranscribeOptions) -> bool:
     """True when a window's text loops or is unlikely, unless the window is silence."""
     bad = False
-    if (options.compression_ratio_threshold is not None
-            and result.compression_ratio > options.compression_ratio_threshold):
+    if (
+        options.compression_ratio_threshold is not None
+        and result.compression_ratio > options.compression_ratio_threshold
+    ):
         bad = True
     if options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold:
         bad = True
-    if (options.no_speech_threshold is not None
-            and result.no_speech_prob > options.no_speech_threshold
-            and options.logprob_threshold is not None
-            and result.avg_logprob < options.logprob_threshold):
+    if (
+        options.no_speech_threshold is not None
+        and result.no_speech_prob > options.no_speech_threshold
+        and options.logprob_threshold is not None
+        and result.avg_logprob < options.logprob_threshold
+    ):
         bad = False  # silence: a low log-probability is expected, not a failure
     return bad
 
@@ -60,8 +64,9 @@ def is_digital_silence(samples: np.ndarray, options: TranscribeOptions) -> bool:
     return rms < options.silence_rms_threshold
 
 
-def split_segments(result: DecodingResult, tokenizer: Tokenizer, time_offset: float,
-                   segment_frames: int) -> tuple[list[dict], int]:
+def split_segments(
+    result: DecodingResult, tokenizer: Tokenizer, time_offset: float, segment_frames: int
+) -> tuple[list[dict], int]:
     """Cut a window's tokens at consecutive timestamp pairs; return pieces and frames to seek."""
     ts_begin = tokenizer.special.timestamp_begin
     tokens = np.array(result.tokens, dtype=np.int64)
@@ -74,12 +79,15 @@ def split_segments(result: DecodingResult, tokenizer: Tokenizer, time_offset: fl
         last = 0
         for current in slices:
             part = tokens[last:current]
-            pieces.append(dict(start=time_offset + (part[0] - ts_begin) * TIME_PRECISION,
-                               end=time_offset + (part[-1] - ts_begin) * TIME_PRECISION,
-                               tokens=part.tolist()))
+            pieces.append(
+                dict(
+                    start=time_offset + (part[0] - ts_begin) * TIME_PRECISION,
+                    end=time_offset + (part[-1] - ts_begin) * TIME_PRECISION,
+                    tokens=part.tolist(),
+                )
+            )
             last = current
-        seek = (segment_frames if single_ending
-                else int(tokens[last - 1] - ts_begin) * INPUT_STRIDE)
+        seek = segment_frames if single_ending else int(tokens[last - 1] - ts_begin) * INPUT_STRIDE
     else:
         duration = segment_frames / FRAMES_PER_SECOND
         stamps = tokens[is_ts]
@@ -97,8 +105,13 @@ def tag_language(pieces: list[dict], result: DecodingResult, options: Transcribe
             piece["language"] = result.language
 
 
-def align_windows(aligner: WordAligner, features: Any, results: Sequence[DecodingResult],
-                  n_frames: Sequence[int], options: Sequence[TranscribeOptions]) -> None:
+def align_windows(
+    aligner: WordAligner,
+    features: Any,
+    results: Sequence[DecodingResult],
+    n_frames: Sequence[int],
+    options: Sequence[TranscribeOptions],
+) -> None:
     """Word timings of every window of ``features`` whose options ask for them (silence aside),
     in one more decoder pass; each is stored as its result's ``alignment``."""
     eot = aligner.tokenizer.special.eot
@@ -106,28 +119,39 @@ def align_windows(aligner: WordAligner, features: Any, results: Sequence[Decodin
     for result, frames, opts in zip(results, n_frames, options):
         wanted = opts.word_timestamps and not is_silence(result, opts)
         pieces = split_segments(result, aligner.tokenizer, 0.0, frames)[0] if wanted else []
-        requests.append(AlignRequest(window_text_tokens(pieces, eot), frames, result.language,
-                                     opts.task))
+        requests.append(
+            AlignRequest(window_text_tokens(pieces, eot), frames, result.language, opts.task)
+        )
     for result, opts, words in zip(results, options, aligner.align(features, requests)):
         if opts.word_timestamps:
             result.alignment = words
 
 
-def attach_words(pieces: list[dict], result: DecodingResult, time_offset: float,
-                 tokenizer: Tokenizer, options: TranscribeOptions,
-                 last_speech_timestamp: float) -> float:
+def attach_words(
+    pieces: list[dict],
+    result: DecodingResult,
+    time_offset: float,
+    tokenizer: Tokenizer,
+    options: TranscribeOptions,
+    last_speech_timestamp: float,
+) -> float:
     """Words of an aligned window onto its pieces (in place; none without an alignment).
     Returns the new last speech timestamp."""
     if result.alignment is None:
         return last_speech_timestamp
-    return add_word_timestamps(pieces, result.alignment, time_offset, tokenizer.special.eot,
-                               last_speech_timestamp,
-                               Punctuation(options.prepend_punctuations,
-                                           options.append_punctuations))
+    return add_word_timestamps(
+        pieces,
+        result.alignment,
+        time_offset,
+        tokenizer.special.eot,
+        last_speech_timestamp,
+        Punctuation(options.prepend_punctuations, options.append_punctuations),
+    )
 
 
-def emit_segments(pieces: list[dict], tokenizer: Tokenizer, result: DecodingResult,
-                  seek: int, first_id: int = 0) -> tuple[list[Segment], list[int], float | None]:
+def emit_segments(
+    pieces: list[dict], tokenizer: Tokenizer, result: DecodingResult, seek: int, first_id: int = 0
+) -> tuple[list[Segment], list[int], float | None]:
     """The pieces that hold text as segments (ids from ``first_id``), their tokens (what the
     window adds to its stream's context) and the last one's end in seconds (None: no text)."""
     segments: list[Segment] = []
@@ -147,11 +171,27 @@ def make_segment(index: int, seek: int, piece: dict, text: str, result: Decoding
     """A Segment from one piece cut by ``split_segments`` (with ``words`` when they were
     attached) and the window's decoding result."""
     words = piece.get("words")
-    return Segment(id=index, seek=seek, start=round(float(piece["start"]), 3),
-                   end=round(float(piece["end"]), 3), text=text,
-                   tokens=tuple(int(t) for t in piece["tokens"]), temperature=result.temperature,
-                   avg_logprob=result.avg_logprob, compression_ratio=result.compression_ratio,
-                   no_speech_prob=result.no_speech_prob, language=piece.get("language"),
-                   words=None if words is None else tuple(
-                       Word(start=float(w["start"]), end=float(w["end"]), word=w["word"],
-                            probability=float(w["probability"])) for w in words))
+    return Segment(
+        id=index,
+        seek=seek,
+        start=round(float(piece["start"]), 3),
+        end=round(float(piece["end"]), 3),
+        text=text,
+        tokens=tuple(int(t) for t in piece["tokens"]),
+        temperature=result.temperature,
+        avg_logprob=result.avg_logprob,
+        compression_ratio=result.compression_ratio,
+        no_speech_prob=result.no_speech_prob,
+        language=piece.get("language"),
+        words=None
+        if words is None
+        else tuple(
+            Word(
+                start=float(w["start"]),
+                end=float(w["end"]),
+                word=w["word"],
+                probability=float(w["probability"]),
+            )
+            for w in words
+        ),
+    )

@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,14 @@ from runtime.model.tokenizer import Tokenizer
 from runtime.output.results import Segment
 from runtime.pipeline.memory import release_free_memory
 from runtime.pipeline.options import BatchOptions, TranscribeOptions, initial_prompt_tokens
-from runtime.pipeline.segments import (attach_words, emit_segments, is_digital_silence, is_silence,
-                                       split_segments, tag_language)
+from runtime.pipeline.segments import (
+    attach_words,
+    emit_segments,
+    is_digital_silence,
+    is_silence,
+    split_segments,
+    tag_language,
+)
 from runtime.pipeline.window import Stopwatch, Window
 
 MIN_CONTINUATION_FRAMES = 100  # less than 1 s left after the last complete segment: done
@@ -64,8 +71,11 @@ class Stream:
     cursor: int = 0  # samples of the block before it are done
 
     def next_window(self) -> Window | None:
-        pieces = [(max(s, self.cursor), e) for s, e in self.block.pieces
-                  if e - max(s, self.cursor) >= MIN_WINDOW_SAMPLES]
+        pieces = [
+            (max(s, self.cursor), e)
+            for s, e in self.block.pieces
+            if e - max(s, self.cursor) >= MIN_WINDOW_SAMPLES
+        ]
         if not pieces:
             return None
         start, end = pieces[0]
@@ -73,10 +83,18 @@ class Stream:
             if e - start > N_SAMPLES:
                 break
             end = e
-        speech = [(max(s, start) // HOP_LENGTH, min(e, end) // HOP_LENGTH)
-                  for s, e in self.block.regions if s < end and e > start]
-        return Window(self.block.mel, start // HOP_LENGTH, -(-(end - start) // HOP_LENGTH),
-                   self.block.offset_s, speech)
+        speech = [
+            (max(s, start) // HOP_LENGTH, min(e, end) // HOP_LENGTH)
+            for s, e in self.block.regions
+            if s < end and e > start
+        ]
+        return Window(
+            self.block.mel,
+            start // HOP_LENGTH,
+            -(-(end - start) // HOP_LENGTH),
+            self.block.offset_s,
+            speech,
+        )
 
     @property
     def has_work(self) -> bool:
@@ -89,9 +107,16 @@ class SourceRun:
     batch stays full from the first block to the last, and memory holds B blocks whatever the
     length. The scheduler takes rows (stream heads) from it and hands results back."""
 
-    def __init__(self, session: Session, tokenizer: Tokenizer, options: TranscribeOptions,
-                 batch: BatchOptions, source: Any, language: str | None = None,
-                 progress: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        tokenizer: Tokenizer,
+        options: TranscribeOptions,
+        batch: BatchOptions,
+        source: Any,
+        language: str | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
         self.session, self.tokenizer = session, tokenizer
         self.options, self.batch, self.source = options, batch, source
         self.language = language if tokenizer.multilingual else "en"
@@ -101,8 +126,9 @@ class SourceRun:
         self.segments: list[Segment] = []
         self.samples = 0
         self.vad_method: str | None = None
-        self.initial = initial_prompt_tokens(tokenizer, options.initial_prompt,
-                                             session.model.dims.n_text_ctx)
+        self.initial = initial_prompt_tokens(
+            tokenizer, options.initial_prompt, session.model.dims.n_text_ctx
+        )
         self.streams: list[Stream] = []  # open streams, in the order of the audio
         self.exhausted = False
         self.error: Exception | None = None  # the input failed (unreadable audio, ...)
@@ -148,14 +174,16 @@ class SourceRun:
             keep = len(history)
         else:
             keep = len(history) // step * step or len(history)
-        return history[len(history) - keep:] if keep else []
+        return history[len(history) - keep :] if keep else []
 
     def finish(self, stream: Stream, window: Window, result: DecodingResult) -> None:
         """A decoded row: its segments kept, its stream's history extended, and what is left of
         the chunk (if its text stopped early) put back at the head of the stream."""
         continuation, kept = self.collect(window, result)
-        conditioned = (self.options.condition_on_previous_text
-                       and result.temperature <= self.options.prompt_reset_on_temperature)
+        conditioned = (
+            self.options.condition_on_previous_text
+            and result.temperature <= self.options.prompt_reset_on_temperature
+        )
         stream.history = stream.history + kept if conditioned else list(self.initial)
         end = continuation.start_frame if continuation else window.start_frame + window.n_frames
         stream.cursor = max(stream.cursor, end * HOP_LENGTH)
@@ -198,8 +226,9 @@ class SourceRun:
         if block is None or not block.pieces:
             return
         previous = self._previous  # a stream that starts after the one before it finished
-        history = (previous.history if previous is not None and not previous.has_work
-                   else self.initial)
+        history = (
+            previous.history if previous is not None and not previous.has_work else self.initial
+        )
         self._previous = Stream(block, list(history))
         self.streams.append(self._previous)
 
@@ -226,8 +255,9 @@ class SourceRun:
     def _blocks(self, source: Any) -> Iterator[tuple[np.ndarray, bool]]:
         """Audio blocks with a flag for the last one (one block of look-ahead)."""
         t = time.perf_counter()
-        it = iter_audio_blocks(source, block_seconds=self.block_seconds(),
-                               allow_truncated=self.options.allow_truncated)
+        it = iter_audio_blocks(
+            source, block_seconds=self.block_seconds(), allow_truncated=self.options.allow_truncated
+        )
         current = next(it, None)
         while current is not None:
             following = next(it, None)
@@ -258,13 +288,17 @@ class SourceRun:
             yield Block(mel, carry_at / SAMPLE_RATE, pieces, regions)
             carry_at = next_at
 
-    def _chunks(self, audio: np.ndarray) -> tuple[list[Chunk], list[tuple[int, int]],
-                                                  list[tuple[int, int]]]:
+    def _chunks(
+        self, audio: np.ndarray
+    ) -> tuple[list[Chunk], list[tuple[int, int]], list[tuple[int, int]]]:
         """Chunks of the audio, the VAD's speech regions, and the speech as pieces of at most
         30 s (samples); digital silence is no speech."""
         if self.batch.chunking == "fixed":
-            chunks = [c for c in fixed_chunks(len(audio))
-                      if not is_digital_silence(audio[c.start: c.end], self.options)]
+            chunks = [
+                c
+                for c in fixed_chunks(len(audio))
+                if not is_digital_silence(audio[c.start : c.end], self.options)
+            ]
             return chunks, [], [(c.start, c.end) for c in chunks]
         t = time.perf_counter()
         probs = speech_probs(audio)
@@ -272,8 +306,7 @@ class SourceRun:
         regions = speech_regions(probs.probs, self.batch.vad, len(audio))
         self.clock.add("vad", t)
         pieces = [p for s, e in regions for p in split_long(s, e, probs.probs, N_SAMPLES)]
-        pieces = [(s, e) for s, e in pieces
-                  if not is_digital_silence(audio[s:e], self.options)]
+        pieces = [(s, e) for s, e in pieces if not is_digital_silence(audio[s:e], self.options)]
         return vad_chunks(regions, probs.probs), regions, pieces
 
     # -- results --------------------------------------------------------------------------------
@@ -286,16 +319,25 @@ class SourceRun:
         # words (the window's start is the last speech before it) and, per chunk, its language
         attach_words(pieces, result, window.start_s, self.tokenizer, self.options, window.start_s)
         tag_language(pieces, result, self.options)
-        segments, kept, end_s = emit_segments(pieces, self.tokenizer, result,
-                                              round(window.start_s * FRAMES_PER_SECOND))
+        segments, kept, end_s = emit_segments(
+            pieces, self.tokenizer, result, round(window.start_s * FRAMES_PER_SECOND)
+        )
         self.segments += segments
         if seek >= window.n_frames - MIN_CONTINUATION_FRAMES:
-            covered = (0 if end_s is None else
-                       round((end_s - window.offset_s) * FRAMES_PER_SECOND) - window.start_frame)
+            covered = (
+                0
+                if end_s is None
+                else round((end_s - window.offset_s) * FRAMES_PER_SECOND) - window.start_frame
+            )
             seek = self._uncovered_speech(window, covered, seek)
         if 0 < seek < window.n_frames - MIN_CONTINUATION_FRAMES:
-            return Window(window.mel, window.start_frame + seek, window.n_frames - seek,
-                          window.offset_s, window.speech), kept
+            return Window(
+                window.mel,
+                window.start_frame + seek,
+                window.n_frames - seek,
+                window.offset_s,
+                window.speech,
+            ), kept
         return None, kept
 
     @staticmethod

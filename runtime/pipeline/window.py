@@ -1,10 +1,10 @@
 """The pipeline's nouns, from big to small, and the one that every stage passes around.
 
-    block    a piece of an input's audio read at once (30 s to 4 min): its log-mel and speech
-    stream   one block decoded in order, each window prompted with the text before it
-    window   up to 30 s of a stream's log-mel: what the encoder sees at once (``Window``)
-    row      a window in a batch, with its prompt and language (``runtime.pipeline.runner.Row``)
-    segment  a timed piece of text cut from a decoded window (``runtime.output.results.Segment``)
+block    a piece of an input's audio read at once (30 s to 4 min): its log-mel and speech
+stream   one block decoded in order, each window prompted with the text before it
+window   up to 30 s of a stream's log-mel: what the encoder sees at once (``Window``)
+row      a window in a batch, with its prompt and language (``runtime.pipeline.runner.Row``)
+segment  a timed piece of text cut from a decoded window (``runtime.output.results.Segment``)
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -45,8 +46,12 @@ def _blocked_names(blocked: Iterable[str] | None) -> set[str]:
 
 
 class Plugins:
-    def __init__(self, load_entry_points: bool = True, blocked: Iterable[str] | None = None,
-                 extra: Iterable[Any] = ()) -> None:
+    def __init__(
+        self,
+        load_entry_points: bool = True,
+        blocked: Iterable[str] | None = None,
+        extra: Iterable[Any] = (),
+    ) -> None:
         self._pm = pluggy.PluginManager(PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self.info: list[PluginInfo] = []
@@ -70,8 +75,11 @@ class Plugins:
                 self._pm.register(module, name=ep.name)
             except Exception as exc:  # a broken plugin is reported, not fatal
                 log.warning("plugin %s (%s) failed to load: %s", ep.name, ep.value, exc)
-                self.info.append(PluginInfo(ep.name, f"entry point {ep.value}",
-                                            error=f"{type(exc).__name__}: {exc}"))
+                self.info.append(
+                    PluginInfo(
+                        ep.name, f"entry point {ep.value}", error=f"{type(exc).__name__}: {exc}"
+                    )
+                )
                 continue
             self.info.append(PluginInfo(ep.name, f"entry point {ep.value}"))
 

@@ -44,6 +44,7 @@ def _named(name: str, probe):
         try:
             probe.probe_name = name
         except AttributeError:  # a bound method or builtin: wrap it
+
             def wrapped(root, _p=probe):
                 return _p(root)
 

@@ -23,11 +23,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runtime.pipeline.engine import QueueFullError
 from runtime.errors import AudioError, RuntimeInputError, TruncatedAudioError
 from runtime.output.results import Transcription
-from runtime.server.errors import (SERVER_ERROR, APIError, api_error_handler, bad_request,
-                                   http_exception_handler)
+from runtime.pipeline.engine import QueueFullError
+from runtime.server.errors import (
+    SERVER_ERROR,
+    APIError,
+    api_error_handler,
+    bad_request,
+    http_exception_handler,
+)
 from runtime.server.middleware import AuthMiddleware, CountingMiddleware
 from runtime.server.request import AudioRequest, parse_audio_request
 from runtime.server.responses import render
@@ -67,25 +72,34 @@ async def _audio(request: Request, task: str) -> Response:
 def _submit(state: ServerState, path: Path, request: AudioRequest) -> Future:
     engine = state.models[request.model].engine
     try:
-        return engine.submit(str(path), language=request.language, task=request.task,
-                             **request.engine_overrides())
+        return engine.submit(
+            str(path), language=request.language, task=request.task, **request.engine_overrides()
+        )
     except QueueFullError as exc:
         state.counters.queue_full += 1
-        raise APIError(503, f"the server is busy: {exc}; retry shortly", type=SERVER_ERROR,
-                       code="queue_full", headers={"Retry-After": str(state.retry_after_s)}
-                       ) from exc
+        raise APIError(
+            503,
+            f"the server is busy: {exc}; retry shortly",
+            type=SERVER_ERROR,
+            code="queue_full",
+            headers={"Retry-After": str(state.retry_after_s)},
+        ) from exc
     except RuntimeInputError as exc:
         raise bad_request(str(exc)) from exc
 
 
-async def _transcribe(request: Request, state: ServerState, upload: Upload,
-                      audio_request: AudioRequest) -> Transcription:
+async def _transcribe(
+    request: Request, state: ServerState, upload: Upload, audio_request: AudioRequest
+) -> Transcription:
     t0 = time.perf_counter()
     future = asyncio.wrap_future(_submit(state, upload.path, audio_request))
     disconnected = asyncio.ensure_future(_wait_disconnect(request))
     try:
-        done, _ = await asyncio.wait({future, disconnected}, timeout=state.request_timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {future, disconnected},
+            timeout=state.request_timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
     finally:
         disconnected.cancel()
         if not future.done():
@@ -94,16 +108,27 @@ async def _transcribe(request: Request, state: ServerState, upload: Upload,
         raise ClientDisconnect()
     if future not in done:
         state.counters.timeouts += 1
-        raise APIError(504, f"the transcription did not finish within "
-                            f"{state.request_timeout_s:g} s", type=SERVER_ERROR, code="timeout")
+        raise APIError(
+            504,
+            f"the transcription did not finish within {state.request_timeout_s:g} s",
+            type=SERVER_ERROR,
+            code="timeout",
+        )
     if future.cancelled():
-        raise APIError(503, "the request was cancelled: the server is shutting down",
-                       type=SERVER_ERROR, code="shutting_down",
-                       headers={"Retry-After": str(state.retry_after_s)})
+        raise APIError(
+            503,
+            "the request was cancelled: the server is shutting down",
+            type=SERVER_ERROR,
+            code="shutting_down",
+            headers={"Retry-After": str(state.retry_after_s)},
+        )
     exc = future.exception()
     if isinstance(exc, AudioError):  # name the client's file, not the server's temporary one
-        message = (exc.message("send the form field allow_truncated=true")
-                   if isinstance(exc, TruncatedAudioError) else str(exc))
+        message = (
+            exc.message("send the form field allow_truncated=true")
+            if isinstance(exc, TruncatedAudioError)
+            else str(exc)
+        )
         message = message.replace(str(upload.path), f"uploaded file {upload.filename or ''!r}")
         raise bad_request(message, param=FILE_FIELD, code="invalid_audio") from exc
     if isinstance(exc, RuntimeInputError):
@@ -153,8 +178,9 @@ async def stats(request: Request) -> JSONResponse:
 async def internal_error(request: Request, exc: Exception) -> JSONResponse:
     """Anything unexpected: logged with its traceback, answered as JSON, server stays up."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return APIError(500, f"internal server error: {type(exc).__name__}: {exc}",
-                    type=SERVER_ERROR).response()
+    return APIError(
+        500, f"internal server error: {type(exc).__name__}: {exc}", type=SERVER_ERROR
+    ).response()
 
 
 def create_app(state: ServerState) -> Starlette:
@@ -174,11 +200,19 @@ def create_app(state: ServerState) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
     ]
-    middleware = [Middleware(CountingMiddleware, counters=state.counters),
-                  Middleware(AuthMiddleware, api_key=state.api_key)]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={HTTPException: http_exception_handler,
-                                        APIError: api_error_handler,
-                                        Exception: internal_error})
+    middleware = [
+        Middleware(CountingMiddleware, counters=state.counters),
+        Middleware(AuthMiddleware, api_key=state.api_key),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: http_exception_handler,
+            APIError: api_error_handler,
+            Exception: internal_error,
+        },
+    )
     app.state.server = state
     return app

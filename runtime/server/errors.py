@@ -18,9 +18,16 @@ SERVER_ERROR = "server_error"
 class APIError(Exception):
     """An error answered to the client; raised anywhere in request handling."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None, type: str = INVALID_REQUEST,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = INVALID_REQUEST,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -30,8 +37,14 @@ class APIError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -46,11 +59,14 @@ async def http_exception_handler(request: Request, exc: Exception) -> JSONRespon
     """Starlette's own 404 (unknown path) and 405 (wrong method), in OpenAI's shape."""
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    message = (f"unknown URL {request.method} {request.url.path}" if exc.status_code == 404
-               else f"method {request.method} is not allowed on {request.url.path}"
-               if exc.status_code == 405 else str(exc.detail))
-    return APIError(exc.status_code, message, code=code,
-                    headers=dict(exc.headers or {})).response()
+    message = (
+        f"unknown URL {request.method} {request.url.path}"
+        if exc.status_code == 404
+        else f"method {request.method} is not allowed on {request.url.path}"
+        if exc.status_code == 405
+        else str(exc.detail)
+    )
+    return APIError(exc.status_code, message, code=code, headers=dict(exc.headers or {})).response()
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -32,10 +32,14 @@ class AuthMiddleware:
         if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.key):
             await self.app(scope, receive, send)
             return
-        message = ("Incorrect API key provided" if scheme.lower() == "bearer" else
-                   "Missing API key: send 'Authorization: Bearer <key>'")
-        error = APIError(401, message, code="invalid_api_key",
-                         headers={"WWW-Authenticate": "Bearer"})
+        message = (
+            "Incorrect API key provided"
+            if scheme.lower() == "bearer"
+            else "Missing API key: send 'Authorization: Bearer <key>'"
+        )
+        error = APIError(
+            401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
+        )
         await error.response()(scope, receive, send)
 
 

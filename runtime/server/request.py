@@ -9,12 +9,13 @@ ignored rather than refused, so newer clients keep working. One field is this se
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+from runtime.model.tokenizer import normalize_language
 from runtime.server.errors import bad_request
 from runtime.server.upload import FILE_FIELD, Upload
-from runtime.model.tokenizer import normalize_language
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("segment", "word")
@@ -51,8 +52,7 @@ def _one(fields: dict[str, list[str]], name: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise bad_request(f"field {name!r} was given {len(values)} times; give it once",
-                          param=name)
+        raise bad_request(f"field {name!r} was given {len(values)} times; give it once", param=name)
     return values[0]
 
 
@@ -72,11 +72,11 @@ def _temperature(value: str | None) -> float | None:
     try:
         t = float(value)
     except ValueError:
-        raise bad_request(f"temperature must be a number between 0 and 1, not {value!r}",
-                          param="temperature") from None
+        raise bad_request(
+            f"temperature must be a number between 0 and 1, not {value!r}", param="temperature"
+        ) from None
     if not math.isfinite(t) or not 0.0 <= t <= 1.0:
-        raise bad_request(f"temperature must be between 0 and 1, not {value}",
-                          param="temperature")
+        raise bad_request(f"temperature must be between 0 and 1, not {value}", param="temperature")
     return t
 
 
@@ -93,26 +93,30 @@ def _granularities(fields: dict[str, list[str]], response_format: str) -> frozen
     values = [v.strip() for name in GRANULARITY_FIELDS for v in fields.get(name, [])]
     for value in values:
         if value not in GRANULARITIES:
-            raise bad_request(f"timestamp_granularities[] must be 'segment' or 'word', not "
-                              f"{value!r}", param="timestamp_granularities")
+            raise bad_request(
+                f"timestamp_granularities[] must be 'segment' or 'word', not {value!r}",
+                param="timestamp_granularities",
+            )
     if "word" in values and response_format != "verbose_json":
-        raise bad_request("word timestamps need response_format 'verbose_json'",
-                          param="timestamp_granularities")
+        raise bad_request(
+            "word timestamps need response_format 'verbose_json'", param="timestamp_granularities"
+        )
     return frozenset(values) or frozenset({"segment"})
 
 
-def parse_audio_request(upload: Upload, task: str,
-                        resolve_model: Callable[[str], str]) -> AudioRequest:
+def parse_audio_request(
+    upload: Upload, task: str, resolve_model: Callable[[str], str]
+) -> AudioRequest:
     """Validate the form fields of a transcription (``task="transcribe"``) or translation.
 
     ``resolve_model`` maps the client's model name to a served model id, or raises."""
     fields = upload.fields
     if upload.path is None:
-        raise bad_request("no audio file: send it as the multipart file field 'file'",
-                          param=FILE_FIELD)
+        raise bad_request(
+            "no audio file: send it as the multipart file field 'file'", param=FILE_FIELD
+        )
     if upload.size == 0:
-        raise bad_request("the uploaded audio file is empty", param=FILE_FIELD,
-                          code="empty_file")
+        raise bad_request("the uploaded audio file is empty", param=FILE_FIELD, code="empty_file")
     model = _one(fields, "model")
     if not model or not model.strip():
         raise bad_request("field 'model' is required (for example 'whisper-1')", param="model")
@@ -120,11 +124,18 @@ def parse_audio_request(upload: Upload, task: str,
         raise bad_request("streaming responses are not supported; omit 'stream'", param="stream")
     response_format = (_one(fields, "response_format") or "json").strip()
     if response_format not in RESPONSE_FORMATS:
-        raise bad_request(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not "
-                          f"{response_format!r}", param="response_format")
+        raise bad_request(
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not "
+            f"{response_format!r}",
+            param="response_format",
+        )
     return AudioRequest(
-        task=task, model=resolve_model(model.strip()), language=_language(_one(fields, "language")),
-        prompt=_one(fields, "prompt") or None, response_format=response_format,
+        task=task,
+        model=resolve_model(model.strip()),
+        language=_language(_one(fields, "language")),
+        prompt=_one(fields, "prompt") or None,
+        response_format=response_format,
         temperature=_temperature(_one(fields, "temperature")),
         granularities=_granularities(fields, response_format),
-        allow_truncated=_flag(_one(fields, "allow_truncated"), "allow_truncated"))
+        allow_truncated=_flag(_one(fields, "allow_truncated"), "allow_truncated"),
+    )

@@ -11,22 +11,33 @@ from typing import Any
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from runtime.output.results import Segment, Transcription
-from runtime.server.request import AudioRequest
 from runtime.model.tokenizer import LANGUAGES
+from runtime.output.results import Segment, Transcription
 from runtime.output.writers import SrtWriter, VttWriter
+from runtime.server.request import AudioRequest
+
 
 def _segment(segment: Segment) -> dict[str, Any]:
-    return {"id": segment.id, "seek": segment.seek, "start": segment.start, "end": segment.end,
-            "text": segment.text, "tokens": list(segment.tokens),
-            "temperature": segment.temperature, "avg_logprob": segment.avg_logprob,
-            "compression_ratio": segment.compression_ratio,
-            "no_speech_prob": segment.no_speech_prob}
+    return {
+        "id": segment.id,
+        "seek": segment.seek,
+        "start": segment.start,
+        "end": segment.end,
+        "text": segment.text,
+        "tokens": list(segment.tokens),
+        "temperature": segment.temperature,
+        "avg_logprob": segment.avg_logprob,
+        "compression_ratio": segment.compression_ratio,
+        "no_speech_prob": segment.no_speech_prob,
+    }
 
 
 def _words(result: Transcription) -> list[dict[str, Any]]:
-    return [{"word": w.word.strip(), "start": w.start, "end": w.end}
-            for s in result.segments for w in (s.words or ())]
+    return [
+        {"word": w.word.strip(), "start": w.start, "end": w.end}
+        for s in result.segments
+        for w in (s.words or ())
+    ]
 
 
 def language_name(code: str) -> str:
@@ -37,8 +48,12 @@ def language_name(code: str) -> str:
 def verbose_json(result: Transcription, request: AudioRequest) -> dict[str, Any]:
     # a translation's text is English whatever was spoken; OpenAI reports "english" for it
     language = "english" if request.task == "translate" else language_name(result.language)
-    body: dict[str, Any] = {"task": request.task, "language": language,
-                            "duration": result.duration, "text": result.text}
+    body: dict[str, Any] = {
+        "task": request.task,
+        "language": language,
+        "duration": result.duration,
+        "text": result.text,
+    }
     if "segment" in request.granularities:
         body["segments"] = [_segment(s) for s in result.segments]
     if "word" in request.granularities:

@@ -37,9 +37,12 @@ def load_models(settings: Settings) -> dict:
         for spec in server.models or [settings.model]:
             runtime = Runtime(spec, settings=settings).load()  # a bad model fails before serving
             model_id = _model_id(spec, runtime.session.model.name)
-            engine = runtime.engine(batch_size=server.batch_size,
-                                    max_wait_s=server.max_wait_ms / 1000.0,
-                                    max_queue=server.max_queue, cross_request=server.cross_request)
+            engine = runtime.engine(
+                batch_size=server.batch_size,
+                max_wait_s=server.max_wait_ms / 1000.0,
+                max_queue=server.max_queue,
+                cross_request=server.cross_request,
+            )
             engine.start()
             aliases = tuple({spec, runtime.session.model.name} - {model_id})
             models[model_id] = ServedModel(model_id, runtime, engine, aliases)
@@ -55,19 +58,27 @@ def build_state(settings: Settings):
     from runtime.server.state import ServerState
 
     server = settings.server
-    return ServerState(models=load_models(settings),
-                       max_upload_bytes=int(server.max_upload_mb * 1_000_000),
-                       request_timeout_s=server.request_timeout_s,
-                       api_key=server.api_key.get_secret_value() if server.api_key else None)
+    return ServerState(
+        models=load_models(settings),
+        max_upload_bytes=int(server.max_upload_mb * 1_000_000),
+        request_timeout_s=server.request_timeout_s,
+        api_key=server.api_key.get_secret_value() if server.api_key else None,
+    )
 
 
 def uvicorn_config(app, settings: Settings, log_level: str = "info"):
     import uvicorn
 
     server = settings.server
-    return uvicorn.Config(app, host=server.host, port=server.port, log_level=log_level,
-                          lifespan="on", access_log=log_level == "debug",
-                          timeout_graceful_shutdown=server.request_timeout_s + SHUTDOWN_GRACE_S)
+    return uvicorn.Config(
+        app,
+        host=server.host,
+        port=server.port,
+        log_level=log_level,
+        lifespan="on",
+        access_log=log_level == "debug",
+        timeout_graceful_shutdown=server.request_timeout_s + SHUTDOWN_GRACE_S,
+    )
 
 
 def serve(settings: Settings, log_level: str = "info") -> None:
@@ -78,17 +89,26 @@ def serve(settings: Settings, log_level: str = "info") -> None:
 
     state = build_state(settings)
     for model in state.models.values():
-        log.warning("serving %s (%s) as %s", model.id, model.runtime.session.describe(),
-                    ", ".join([model.id, *model.aliases]))
+        log.warning(
+            "serving %s (%s) as %s",
+            model.id,
+            model.runtime.session.describe(),
+            ", ".join([model.id, *model.aliases]),
+        )
     if settings.server.host not in ("127.0.0.1", "localhost", "::1") and state.api_key is None:
-        log.warning("listening on %s without an API key: anyone who can reach it can use it",
-                    settings.server.host)
+        log.warning(
+            "listening on %s without an API key: anyone who can reach it can use it",
+            settings.server.host,
+        )
     server = uvicorn.Server(uvicorn_config(create_app(state), settings, log_level))
     with _stop_signals() as received:
         server.run()
     if received:
-        how = ("forced: the requests in flight were dropped" if server.force_exit
-               else "the requests in flight were finished")
+        how = (
+            "forced: the requests in flight were dropped"
+            if server.force_exit
+            else "the requests in flight were finished"
+        )
         log.warning("stopped on %s; %s", received[0].name, how)
 
 
@@ -105,8 +125,10 @@ def _stop_signals():
         return
     received: list[signal.Signals] = []
     handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda sig, frame: received.append(signal.Signals(sig)))
-                for sig in handled}
+    previous = {
+        sig: signal.signal(sig, lambda sig, frame: received.append(signal.Signals(sig)))
+        for sig in handled
+    }
     try:
         yield received
     finally:

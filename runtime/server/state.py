@@ -44,21 +44,28 @@ class HttpCounters:
     disconnects: int = 0
     upload_bytes: int = 0
     latencies: collections.deque = field(
-        default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
+        default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW)
+    )
 
     def record_latency(self, seconds: float) -> None:
         self.latencies.append(seconds)
 
     def snapshot(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies, dtype=float)
-        p50, p95 = (np.percentile(lat, [50, 95]).tolist() if lat.size else (None, None))
-        return {"requests": self.requests, "in_flight": self.in_flight,
-                "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
-                "errors_4xx": sum(v for k, v in self.by_status.items() if 400 <= k < 500),
-                "errors_5xx": sum(v for k, v in self.by_status.items() if k >= 500),
-                "queue_full": self.queue_full, "timeouts": self.timeouts,
-                "disconnects": self.disconnects, "upload_bytes": self.upload_bytes,
-                "latency_p50_s": p50, "latency_p95_s": p95}
+        p50, p95 = np.percentile(lat, [50, 95]).tolist() if lat.size else (None, None)
+        return {
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "errors_4xx": sum(v for k, v in self.by_status.items() if 400 <= k < 500),
+            "errors_5xx": sum(v for k, v in self.by_status.items() if k >= 500),
+            "queue_full": self.queue_full,
+            "timeouts": self.timeouts,
+            "disconnects": self.disconnects,
+            "upload_bytes": self.upload_bytes,
+            "latency_p50_s": p50,
+            "latency_p95_s": p95,
+        }
 
 
 @dataclass
@@ -83,9 +90,13 @@ class ServerState:
         """The served model's id for a client's model name; 404 in OpenAI's words otherwise."""
         if name in self.aliases:
             return self.aliases[name]
-        raise APIError(404, f"The model {name!r} does not exist on this server; it serves "
-                            f"{', '.join(self.model_names())}", param="model",
-                       code="model_not_found")
+        raise APIError(
+            404,
+            f"The model {name!r} does not exist on this server; it serves "
+            f"{', '.join(self.model_names())}",
+            param="model",
+            code="model_not_found",
+        )
 
     def model_names(self) -> list[str]:
         return [OPENAI_ALIAS, *self.models]
@@ -93,16 +104,35 @@ class ServerState:
     def model_cards(self) -> list[dict[str, Any]]:
         """OpenAI's model objects: whisper-1 (the default model) and every served model."""
         default = next(iter(self.models.values()))
-        cards = [{"id": OPENAI_ALIAS, "object": "model", "created": default.created,
-                  "owned_by": "whisper-accel-runtime", "root": default.id}]
-        return cards + [{"id": m.id, "object": "model", "created": m.created,
-                         "owned_by": "whisper-accel-runtime", "root": m.id}
-                        for m in self.models.values()]
+        cards = [
+            {
+                "id": OPENAI_ALIAS,
+                "object": "model",
+                "created": default.created,
+                "owned_by": "whisper-accel-runtime",
+                "root": default.id,
+            }
+        ]
+        return cards + [
+            {
+                "id": m.id,
+                "object": "model",
+                "created": m.created,
+                "owned_by": "whisper-accel-runtime",
+                "root": m.id,
+            }
+            for m in self.models.values()
+        ]
 
     def stats(self) -> dict[str, Any]:
-        return {"uptime_s": time.time() - self.started, "http": self.counters.snapshot(),
-                "models": {m.id: {"engine": m.engine.stats(), "backend": m.runtime.backend_name}
-                           for m in self.models.values()}}
+        return {
+            "uptime_s": time.time() - self.started,
+            "http": self.counters.snapshot(),
+            "models": {
+                m.id: {"engine": m.engine.stats(), "backend": m.runtime.backend_name}
+                for m in self.models.values()
+            },
+        }
 
     def close(self) -> None:
         """Finish the requests in flight, then stop every engine's worker."""

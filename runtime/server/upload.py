@@ -43,8 +43,12 @@ class Upload:
 
 
 def too_large(limit: int, what: str) -> APIError:
-    return APIError(413, f"{what} exceeds the upload limit of {limit / 1e6:g} MB",
-                    param="file", code="request_too_large")
+    return APIError(
+        413,
+        f"{what} exceeds the upload limit of {limit / 1e6:g} MB",
+        param="file",
+        code="request_too_large",
+    )
 
 
 class _FormCollector:
@@ -63,10 +67,16 @@ class _FormCollector:
         self._file: BinaryIO | None = None
 
     def callbacks(self) -> dict:
-        return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
-                "on_part_end": self.on_part_end, "on_header_field": self.on_header_field,
-                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
-                "on_headers_finished": self.on_headers_finished, "on_end": self.on_end}
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_end": self.on_end,
+        }
 
     def on_part_begin(self) -> None:
         self._disposition, self._name, self._value = b"", None, bytearray()
@@ -90,15 +100,17 @@ class _FormCollector:
         if self._name == FILE_FIELD:
             self._open_file(options.get(b"filename", b"").decode("utf-8", "replace"))
         elif b"filename" in options:
-            raise bad_request(f"unexpected file field {self._name!r}; send the audio as 'file'",
-                              param=self._name)
+            raise bad_request(
+                f"unexpected file field {self._name!r}; send the audio as 'file'", param=self._name
+            )
         elif sum(len(v) for v in self.upload.fields.values()) >= MAX_FIELDS:
             raise bad_request(f"too many form fields (at most {MAX_FIELDS})")
 
     def _open_file(self, filename: str) -> None:
         if self.upload.path is not None:
-            raise bad_request("more than one 'file' part; send one audio file per request",
-                              param=FILE_FIELD)
+            raise bad_request(
+                "more than one 'file' part; send one audio file per request", param=FILE_FIELD
+            )
         fd, path = tempfile.mkstemp(prefix="runtime-serve-", suffix=".upload", dir=self.tmp_dir)
         self.upload.path = Path(path)
         self.upload.filename = filename or None
@@ -113,8 +125,10 @@ class _FormCollector:
             return
         self._value += data[start:end]
         if len(self._value) > MAX_FIELD_BYTES:
-            raise bad_request(f"form field {self._name!r} is longer than "
-                              f"{MAX_FIELD_BYTES // 1024} KiB", param=self._name)
+            raise bad_request(
+                f"form field {self._name!r} is longer than {MAX_FIELD_BYTES // 1024} KiB",
+                param=self._name,
+            )
 
     def on_part_end(self) -> None:
         if self._file is not None:
@@ -137,11 +151,12 @@ def _boundary(request: Request) -> bytes:
     content_type = request.headers.get("content-type", "")
     kind, params = parse_options_header(content_type)
     if kind != b"multipart/form-data":
-        raise bad_request(f"Content-Type must be multipart/form-data, not {content_type!r}",
-                          code="invalid_content_type")
+        raise bad_request(
+            f"Content-Type must be multipart/form-data, not {content_type!r}",
+            code="invalid_content_type",
+        )
     if not params.get(b"boundary"):
-        raise bad_request("the multipart Content-Type has no boundary",
-                          code="invalid_content_type")
+        raise bad_request("the multipart Content-Type has no boundary", code="invalid_content_type")
     return params[b"boundary"]
 
 
@@ -157,8 +172,7 @@ def _check_declared_length(request: Request, limit: int) -> None:
         raise too_large(limit, f"the request body ({length / 1e6:.1f} MB)")
 
 
-async def read_upload(request: Request, max_file_bytes: int,
-                      tmp_dir: str | None = None) -> Upload:
+async def read_upload(request: Request, max_file_bytes: int, tmp_dir: str | None = None) -> Upload:
     """Parse the multipart body of ``request``; raise ``APIError`` (400/413) on bad input.
 
     On any error the partial temporary file is removed before the error propagates."""
@@ -176,8 +190,9 @@ async def read_upload(request: Request, max_file_bytes: int,
             parser.write(chunk)
         parser.finalize()
         if not collector.ended:
-            raise bad_request("the multipart body is truncated (no closing boundary)",
-                              code="truncated_body")
+            raise bad_request(
+                "the multipart body is truncated (no closing boundary)", code="truncated_body"
+            )
     except MultipartParseError as exc:
         collector.close()
         upload.remove()

@@ -15,16 +15,17 @@ capabilities declare ``word_timestamps``.
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from runtime.backend import Session
 from runtime.audio.constants import TOKENS_PER_SECOND
+from runtime.backend import Session
 from runtime.decoding.filters import log_softmax
-from runtime.model.weights import WhisperModel
 from runtime.model.tokenizer import Tokenizer
+from runtime.model.weights import WhisperModel
 from runtime.words.dtw import dtw_batch, median_filter
 
 MEDFILT_WIDTH = 7
@@ -59,9 +60,14 @@ def alignment_heads(model: WhisperModel) -> tuple[tuple[int, int], ...]:
     return model.word_alignment_heads()
 
 
-def find_alignments(session: Session, tokenizer: Tokenizer, features: Any,
-                    requests: Sequence[AlignRequest], heads: Sequence[tuple[int, int]],
-                    medfilt_width: int = MEDFILT_WIDTH) -> list[list[WordTiming]]:
+def find_alignments(
+    session: Session,
+    tokenizer: Tokenizer,
+    features: Any,
+    requests: Sequence[AlignRequest],
+    heads: Sequence[tuple[int, int]],
+    medfilt_width: int = MEDFILT_WIDTH,
+) -> list[list[WordTiming]]:
     """Word timings of every row of ``features`` (one request per row; no text, or a window
     shorter than one encoder frame -> [])."""
     todo = [i for i, r in enumerate(requests) if r.text_tokens and r.n_frames >= 2]
@@ -74,10 +80,17 @@ def find_alignments(session: Session, tokenizer: Tokenizer, features: Any,
     per_call = max(1, LOGITS_BYTES_PER_CALL // (4 * length * session.model.dims.n_vocab))
     matrices, probs = [], []
     for k in range(0, len(todo), per_call):
-        part = todo[k: k + per_call]
-        m, p = _attention_matrices(session, tokenizer, session.take(features, np.array(part)),
-                                   [requests[i] for i in part], rows[k: k + per_call], n_sot,
-                                   heads, medfilt_width)
+        part = todo[k : k + per_call]
+        m, p = _attention_matrices(
+            session,
+            tokenizer,
+            session.take(features, np.array(part)),
+            [requests[i] for i in part],
+            rows[k : k + per_call],
+            n_sot,
+            heads,
+            medfilt_width,
+        )
         matrices += m
         probs += p
     paths = dtw_batch([-m for m in matrices])
@@ -88,14 +101,24 @@ def find_alignments(session: Session, tokenizer: Tokenizer, features: Any,
 
 def _row_tokens(tokenizer: Tokenizer, request: AlignRequest) -> list[int]:
     sp = tokenizer.special
-    return [*tokenizer.sot_sequence(request.language, request.task), sp.no_timestamps,
-            *request.text_tokens, sp.eot]
+    return [
+        *tokenizer.sot_sequence(request.language, request.task),
+        sp.no_timestamps,
+        *request.text_tokens,
+        sp.eot,
+    ]
 
 
-def _attention_matrices(session: Session, tokenizer: Tokenizer, features: Any,
-                        requests: list[AlignRequest], rows: list[list[int]], n_sot: int,
-                        heads: Sequence[tuple[int, int]],
-                        medfilt_width: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _attention_matrices(
+    session: Session,
+    tokenizer: Tokenizer,
+    features: Any,
+    requests: list[AlignRequest],
+    rows: list[list[int]],
+    n_sot: int,
+    heads: Sequence[tuple[int, int]],
+    medfilt_width: int,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per row: the (text + 1, frames) token x frame matrix and the text tokens' probabilities."""
     eot = tokenizer.special.eot
     length = max(len(r) for r in rows)
@@ -116,16 +139,21 @@ def _attention_matrices(session: Session, tokenizer: Tokenizer, features: Any,
         w /= w.sum(axis=-1, keepdims=True)
         mean, std = w.mean(axis=-2, keepdims=True), w.std(axis=-2, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):  # a constant head (no signal): 0
-            w = np.nan_to_num((w[:, n_sot: len(r) - 1] - mean) / std)  # rows <|notimestamps|>+text
+            w = np.nan_to_num((w[:, n_sot : len(r) - 1] - mean) / std)  # rows <|notimestamps|>+text
         matrices.append(median_filter(w, medfilt_width).mean(axis=0).astype(np.float64))
     return matrices, probs
 
 
-def _words(tokenizer: Tokenizer, request: AlignRequest, path: tuple[np.ndarray, np.ndarray],
-           probs: np.ndarray) -> list[WordTiming]:
+def _words(
+    tokenizer: Tokenizer,
+    request: AlignRequest,
+    path: tuple[np.ndarray, np.ndarray],
+    probs: np.ndarray,
+) -> list[WordTiming]:
     text_indices, time_indices = path
-    words, word_tokens = split_to_word_tokens(tokenizer, list(request.text_tokens),
-                                              request.language)
+    words, word_tokens = split_to_word_tokens(
+        tokenizer, list(request.text_tokens), request.language
+    )
     if not words:
         return []
     sizes = [len(t) for t in word_tokens]
@@ -133,13 +161,17 @@ def _words(tokenizer: Tokenizer, request: AlignRequest, path: tuple[np.ndarray, 
     jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
     jump_times = time_indices[jumps] / TOKENS_PER_SECOND
     starts, ends = jump_times[boundaries[:-1]], jump_times[boundaries[1:]]
-    return [WordTiming(word, tokens, float(start), float(end), float(np.mean(probs[i:j])))
-            for word, tokens, start, end, i, j in zip(words, word_tokens, starts, ends,
-                                                      boundaries[:-1], boundaries[1:])]
+    return [
+        WordTiming(word, tokens, float(start), float(end), float(np.mean(probs[i:j])))
+        for word, tokens, start, end, i, j in zip(
+            words, word_tokens, starts, ends, boundaries[:-1], boundaries[1:]
+        )
+    ]
 
 
-def split_to_word_tokens(tokenizer: Tokenizer, tokens: list[int],
-                         language: str | None) -> tuple[list[str], list[list[int]]]:
+def split_to_word_tokens(
+    tokenizer: Tokenizer, tokens: list[int], language: str | None
+) -> tuple[list[str], list[list[int]]]:
     """Words and their tokens, as openai-whisper splits them: at spaces and punctuation, or at
     every complete unicode character for languages written without spaces."""
     subwords, subword_tokens = _split_on_unicode(tokenizer, tokens)

@@ -9,7 +9,8 @@ for one window at a time, the batcher's scheduler for whole batches
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from runtime.backend import Capabilities, Session
 from runtime.errors import UnsupportedRequestError
@@ -25,12 +26,14 @@ def check_word_timestamps(capabilities: Capabilities, backend: str = "") -> None
         name = f"backend {backend!r}" if backend else "this backend"
         raise UnsupportedRequestError(
             f"{name} cannot return cross-attention weights, so it cannot give word timestamps; "
-            "use the cpu, onnx or mlx backend, or drop word timestamps")
+            "use the cpu, onnx or mlx backend, or drop word timestamps"
+        )
 
 
 class WordAligner:
-    def __init__(self, session: Session, tokenizer: Tokenizer, capabilities: Capabilities,
-                 backend: str = "") -> None:
+    def __init__(
+        self, session: Session, tokenizer: Tokenizer, capabilities: Capabilities, backend: str = ""
+    ) -> None:
         check_word_timestamps(capabilities, backend)
         self.session, self.tokenizer = session, tokenizer
         self.heads = alignment_heads(session.model)

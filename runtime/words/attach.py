@@ -58,9 +58,14 @@ def _clip_sentence_ends(alignment: list[WordTiming], max_duration: float) -> Non
                 alignment[i].start = alignment[i].end - max_duration
 
 
-def add_word_timestamps(pieces: list[dict], alignment: list[WordTiming], time_offset: float,
-                        eot: int, last_speech_timestamp: float,
-                        punctuation: Punctuation = Punctuation()) -> float:
+def add_word_timestamps(
+    pieces: list[dict],
+    alignment: list[WordTiming],
+    time_offset: float,
+    eot: int,
+    last_speech_timestamp: float,
+    punctuation: Punctuation = Punctuation(),
+) -> float:
     """Give each piece its ``words`` (dicts: word, start, end, probability; absolute seconds)
     and align its edges with them. Returns the new last speech timestamp (the last word's end)."""
     if not pieces:
@@ -80,9 +85,14 @@ def add_word_timestamps(pieces: list[dict], alignment: list[WordTiming], time_of
         while index < len(alignment) and saved < n_text:
             timing = alignment[index]
             if timing.word:
-                words.append(dict(word=timing.word, start=round(time_offset + timing.start, 2),
-                                  end=round(time_offset + timing.end, 2),
-                                  probability=timing.probability))
+                words.append(
+                    dict(
+                        word=timing.word,
+                        start=round(time_offset + timing.start, 2),
+                        end=round(time_offset + timing.end, 2),
+                        probability=timing.probability,
+                    )
+                )
             saved += len(timing.tokens)
             index += 1
         if words:
@@ -92,14 +102,16 @@ def add_word_timestamps(pieces: list[dict], alignment: list[WordTiming], time_of
     return last_speech_timestamp
 
 
-def _fit_edges(piece: dict, words: list[dict], median: float, max_duration: float,
-               last_speech_timestamp: float) -> None:
+def _fit_edges(
+    piece: dict, words: list[dict], median: float, max_duration: float, last_speech_timestamp: float
+) -> None:
     """Shorten overlong first words after a pause; prefer the segment's own edge where the first
     or last word is too long, else move the segment's edge to the word's."""
     first = words[0]
     if first["end"] - last_speech_timestamp > median * 4 and (
-            first["end"] - first["start"] > max_duration
-            or (len(words) > 1 and words[1]["end"] - first["start"] > max_duration * 2)):
+        first["end"] - first["start"] > max_duration
+        or (len(words) > 1 and words[1]["end"] - first["start"] > max_duration * 2)
+    ):
         if len(words) > 1 and words[1]["end"] - words[1]["start"] > max_duration:
             boundary = max(words[1]["end"] / 2, words[1]["end"] - max_duration)
             first["end"] = words[1]["start"] = boundary

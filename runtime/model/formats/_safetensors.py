@@ -26,8 +26,9 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of ``path`` as a numpy array (bfloat16 widened to float32)."""
     try:
         tensors = load_file(str(path))  # bfloat16 comes back as ml_dtypes' type when installed
-        return {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v
-                for k, v in tensors.items()}
+        return {
+            k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in tensors.items()
+        }
     except (SafetensorError, OSError) as exc:
         raise ModelFormatError(f"{path} is not a readable safetensors file: {exc}") from exc
     except TypeError as exc:  # a dtype numpy lacks: bfloat16 in practice
@@ -39,7 +40,7 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
 def _read_with_bfloat16(path: Path) -> dict[str, np.ndarray]:
     raw = path.read_bytes()
     (n,) = struct.unpack_from("<Q", raw, 0)
-    header = json.loads(raw[8: 8 + n])
+    header = json.loads(raw[8 : 8 + n])
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -47,7 +48,9 @@ def _read_with_bfloat16(path: Path) -> dict[str, np.ndarray]:
         begin, end = (8 + n + o for o in info["data_offsets"])
         if info["dtype"] != "BF16":
             continue
-        out[name] = bfloat16_to_float32(np.frombuffer(raw[begin:end], np.uint16)).reshape(info["shape"])
+        out[name] = bfloat16_to_float32(np.frombuffer(raw[begin:end], np.uint16)).reshape(
+            info["shape"]
+        )
     # everything else through the library, from a copy without the bfloat16 tensors
     from safetensors import safe_open
 
@@ -58,6 +61,7 @@ def _read_with_bfloat16(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def write_safetensors(path: Path, tensors: dict[str, np.ndarray],
-                      metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(
+    path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+) -> None:
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata)

@@ -9,8 +9,9 @@ from runtime.sdk import Availability, Backend, Capabilities, Finding, Writer, ho
 
 class ExampleBackend:
     name = "example"
-    capabilities = Capabilities(batched_encoder=True, batched_decoder=False,
-                                precisions=("fp32",), devices=("cpu",))
+    capabilities = Capabilities(
+        batched_encoder=True, batched_decoder=False, precisions=("fp32",), devices=("cpu",)
+    )
 
     def available(self) -> Availability:
         return Availability(True, "example backend (numpy underneath)", device="cpu")
