@@ -72,7 +72,7 @@ def test_a_detected_language_is_reported_with_how_to_force_one(capsys):
     import argparse
     from types import SimpleNamespace
 
-    from runtime.cli import _echo
+    from runtime.cli.transcribe import _echo
 
     args = argparse.Namespace(quiet=False, verbose=False)
     result = SimpleNamespace(segments=[], language="la", language_probability=0.6)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from runtime.api import Runtime
-from runtime.cli import _overrides, _settings, build_parser
+from runtime.cli import build_parser
+from runtime.cli.transcribe import _overrides, _settings
 from runtime.config.settings import Settings
 from runtime.pipeline.options import BatchOptions, TranscribeOptions
 from runtime.server.request import AudioRequest

@@ -128,13 +128,46 @@ def build_sequence_graph(w: dict[str, np.ndarray]):
     from onnx import TensorProto, helper
 
     g = _Graph()
+    h = _front_end(g, w)
+    bias = np.concatenate([_gates(w["decoder.rnn.bias_ih"]), _gates(w["decoder.rnn.bias_hh"])])
+    weights = [_gates(w["decoder.rnn.weight_ih"])[None], _gates(w["decoder.rnn.weight_hh"])[None]]
+    inputs = [h, *map(g.init, weights), g.init(bias[None]), "", "h0", "c0"]
+    g.nodes.append(
+        helper.make_node("LSTM", inputs, ["y", "h1", "c1"], name="lstm", hidden_size=STATE_SIZE)
+    )
+    hidden = g.op("Relu", g.op("Reshape", "y", g.ints(-1, STATE_SIZE)))  # h of every frame
+    logit = g.op(
+        "Add",
+        g.op("MatMul", hidden, g.init(w["decoder.decoder.2.weight"][:, :, 0].T)),
+        g.init(w["decoder.decoder.2.bias"]),
+    )
+    g.nodes.append(helper.make_node("Sigmoid", [logit], ["probs"], name="probs"))
+    value = helper.make_tensor_value_info
+    state = [1, 1, STATE_SIZE]
+    inputs_info = [
+        value("frames", TensorProto.FLOAT, ["frames", CONTEXT + FRAME]),
+        value("h0", TensorProto.FLOAT, state),
+        value("c0", TensorProto.FLOAT, state),
+    ]
+    outputs_info = [
+        value("probs", TensorProto.FLOAT, ["frames", 1]),
+        value("h1", TensorProto.FLOAT, state),
+        value("c1", TensorProto.FLOAT, state),
+    ]
+    graph = helper.make_graph(g.nodes, "silero_vad_sequence", inputs_info, outputs_info, g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _front_end(g: _Graph, w: dict[str, np.ndarray]) -> str:
+    """The STFT (as a MatMul with its basis) and the four convolutions over every frame at
+    once: (N, 576) frames -> (N, 1, 128) features for the LSTM."""
     x = g.op("Pad", "frames", g.ints(0, 0, 0, 64), mode="reflect")  # (N, 640), as the STFT pads
     windows = g.op("Concat", *[g.take(x, 128 * p, 128 * p + 256, 1) for p in range(4)], axis=1)
-    spectrum = g.op(
-        "MatMul",
-        g.op("Reshape", windows, g.ints(-1, 256)),
-        g.init(w["stft.forward_basis_buffer"][:, 0, :].T),
-    )  # (N * 4, 258)
+    basis = g.init(w["stft.forward_basis_buffer"][:, 0, :].T)
+    spectrum = g.op("MatMul", g.op("Reshape", windows, g.ints(-1, 256)), basis)  # (N * 4, 258)
     real, imag = g.take(spectrum, 0, 129, 1), g.take(spectrum, 129, 258, 1)
     magnitude = g.op("Sqrt", g.op("Add", g.op("Mul", real, real), g.op("Mul", imag, imag)))
     h, positions = g.op("Reshape", magnitude, g.ints(-1, 4, 129)), 4
@@ -148,52 +181,7 @@ def build_sequence_graph(w: dict[str, np.ndarray]):
             w[f"encoder.{name}.reparam_conv.weight"],
             w[f"encoder.{name}.reparam_conv.bias"],
         )
-    bias = np.concatenate([_gates(w["decoder.rnn.bias_ih"]), _gates(w["decoder.rnn.bias_hh"])])
-    g.nodes.append(
-        helper.make_node(
-            "LSTM",
-            [
-                h,
-                g.init(_gates(w["decoder.rnn.weight_ih"])[None]),
-                g.init(_gates(w["decoder.rnn.weight_hh"])[None]),
-                g.init(bias[None]),
-                "",
-                "h0",
-                "c0",
-            ],
-            ["y", "h1", "c1"],
-            name="lstm",
-            hidden_size=STATE_SIZE,
-        )
-    )
-    hidden = g.op("Relu", g.op("Reshape", "y", g.ints(-1, STATE_SIZE)))  # h of every frame
-    logit = g.op(
-        "Add",
-        g.op("MatMul", hidden, g.init(w["decoder.decoder.2.weight"][:, :, 0].T)),
-        g.init(w["decoder.decoder.2.bias"]),
-    )
-    g.nodes.append(helper.make_node("Sigmoid", [logit], ["probs"], name="probs"))
-    value = helper.make_tensor_value_info
-    state = [1, 1, STATE_SIZE]
-    graph = helper.make_graph(
-        g.nodes,
-        "silero_vad_sequence",
-        [
-            value("frames", TensorProto.FLOAT, ["frames", CONTEXT + FRAME]),
-            value("h0", TensorProto.FLOAT, state),
-            value("c0", TensorProto.FLOAT, state),
-        ],
-        [
-            value("probs", TensorProto.FLOAT, ["frames", 1]),
-            value("h1", TensorProto.FLOAT, state),
-            value("c1", TensorProto.FLOAT, state),
-        ],
-        g.inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return h
 
 
 def frames_of(audio: np.ndarray) -> np.ndarray:
