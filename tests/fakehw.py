@@ -227,14 +227,16 @@ def nvidia_server(root: Path, procfs: bool = True, cuda: bool = True) -> Path:
         write(
             root,
             "/proc/driver/nvidia/version",
-            "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+            "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  "
+            "Tue Mar  5 22:23:56 UTC 2024\n"
             "GCC version:  gcc version 12.2.0\n",
         )
         for bus in ("0000:17:00.0", "0000:65:00.0"):
             write(
                 root,
                 f"/proc/driver/nvidia/gpus/{bus}/information",
-                f"Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 42\nBus Location: \t {bus}\nDevice Minor: \t 0\n",
+                f"Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 42\n"
+                f"Bus Location: \t {bus}\nDevice Minor: \t 0\n",
             )
     else:
         command(

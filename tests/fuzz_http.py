@@ -7,6 +7,7 @@ the server's log, a hang or a temporary file left behind.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -70,10 +71,9 @@ def send_raw(
     server: LiveServer, raw: RawRequest, timeout_s: float = 120
 ) -> tuple[int | None, dict, bytes]:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        try:
+        # the server may refuse early (413 on the declared length) and close
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(raw.data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server refused early (413 on the declared length) and may have closed
         if raw.close_after_s is not None:
             time.sleep(raw.close_after_s)
             return None, {}, b""

@@ -43,7 +43,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", str(self.port), *args]
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 - the server writes it until stop()
         self.proc = subprocess.Popen(
             cmd,
             stdout=self._log,

@@ -9,7 +9,10 @@ from runtime.audio.decode import load_audio
 from runtime.errors import AudioError, RuntimeInputError
 from tests.conftest import eval_file
 
-JFK = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+JFK = (
+    "and so my fellow americans ask not what your country can do for you "
+    "ask what you can do for your country"
+)
 
 
 def _words(text: str) -> str:

@@ -1,4 +1,4 @@
-"""runtime.audio.decode: decoding, resampling, downmixing, streaming blocks and the errors bad files give."""
+"""runtime.audio.decode: decoding, resampling, downmixing, streaming blocks, errors of bad files."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def sine(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.n
 def write_audio(
     path: Path, channels: np.ndarray, rate: int, codec: str, **stream_options: str
 ) -> Path:
-    """Encode (channels, samples) float32 into `path` with PyAV; the container follows the suffix."""
+    """(channels, samples) float32 into `path` with PyAV; the container follows the suffix."""
     layout = {1: "mono", 2: "stereo"}[channels.shape[0]]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=rate)
@@ -269,7 +269,7 @@ def test_truncated_flac(tmp_path: Path, flac_4s: Path, caplog: pytest.LogCapture
 
 
 def test_truncated_wav(tmp_path: Path) -> None:
-    """FFmpeg clamps a WAV's declared length to the bytes present, so the header is read directly."""
+    """FFmpeg clamps a WAV's declared length to the bytes present: the header is read directly."""
     path = write_audio(tmp_path / "full.wav", sine(440, 3.0, 16000)[None], 16000, "pcm_s16le")
     cut = tmp_path / "cut.wav"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])

@@ -41,7 +41,7 @@ def sources(path: Path) -> list:
 
 # -- WAV headers -------------------------------------------------------------------------------
 def test_unknown_wav_format_tag_is_an_audio_error_naming_the_tag(tmp_path):
-    """Was AttributeError: 'AudioStream' object has no attribute 'bit_rate' (a 500 on the server)."""
+    """Was AttributeError: 'AudioStream' object has no attribute 'bit_rate' (a 500 served)."""
     path = write(tmp_path, "tag.wav", wav_bytes(tone(), header={"tag": 0x1234}))
     for source in sources(path):
         with pytest.raises(

@@ -15,7 +15,8 @@ Stated tolerances, float32 (fp32 reorders sums; nothing else may differ):
 - log-mel of the backend's own frontend: max |diff| <= 1e-4 (log10 units / 4, as runtime.audio.mel);
 - encoder features (2 windows): max |diff| <= 1e-2 on values of magnitude ~10 (seen: 2.5e-3);
 - teacher-forced decoder logits: max |diff| <= 1e-2 on logits of magnitude ~10-30;
-- greedy tokens: identical to the CPU backend's (and to openai-whisper's where the fixture has them);
+- greedy tokens: identical to the CPU backend's (and to openai-whisper's where the fixture has
+  them);
 - batched decoding: a batch of 12 rows gives, per row, exactly the tokens of that window alone;
 - quantized weights (``QUANTIZED_WER_MARGIN``): corpus WER on 2 windows at most the CPU fp32 WER
   plus 0.05 (int8) or 0.15 (int4): on these ~40 words that is 2 and 6 more word errors.

@@ -315,7 +315,10 @@ def test_fake_roots_never_touch_the_real_host(tmp_path: Path) -> None:
 
 
 def test_importing_the_probes_imports_nothing_heavy() -> None:
-    code = "import sys, runtime.hardware; print(sorted({'onnxruntime', 'mlx', 'numpy'} & set(sys.modules)))"
+    code = (
+        "import sys, runtime.hardware; "
+        "print(sorted({'onnxruntime', 'mlx', 'numpy'} & set(sys.modules)))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -78,7 +78,7 @@ def test_load_rejects_bad_precision_and_missing_gpu(tiny_model):
             backend="mlx",
             precision="int3",
             plugins=Plugins(load_entry_points=False, extra=[mlx_plugin]),
-        ).session
+        ).load()
     if not mx.is_available(mx.gpu):
         with pytest.raises(ValueError, match="Metal"):
             MlxBackend().load(tiny_model, LoadOptions(device="gpu"))

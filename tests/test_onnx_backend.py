@@ -258,7 +258,7 @@ def test_a_precision_the_backend_lacks_is_refused_before_loading(tiny_model):
     with pytest.raises(
         UnsupportedRequestError, match="backend 'onnx' runs fp32, fp16, int8, bf16, not 'int3'"
     ):
-        Runtime(tiny_model, backend="onnx", precision="int3").session
+        Runtime(tiny_model, backend="onnx", precision="int3").load()
 
 
 def test_provider_options_expand_variables(monkeypatch):

@@ -1,4 +1,4 @@
-"""Parity with openai-whisper on the same tiny.en weights (fixtures made by tools/make_reference.py).
+"""Parity with openai-whisper on the same tiny.en weights (fixtures: tools/make_reference.py).
 
 The reference decoded LibriSpeech utterances greedily with and without timestamps; the encoder
 reference was computed in float64. Our numpy path must produce the same token ids, and its

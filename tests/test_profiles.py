@@ -378,7 +378,8 @@ def write_profile(folder: Path, filename: str, text: str) -> Path:
         (GOOD + "priority = \n", "invalid TOML"),
         (
             GOOD + '[[match]]\nprobe = "cpu"\nwhere = { generation = 1.5 }\n',
-            "match[0].where: generation: must be a string, integer, boolean or a non-empty list of them (got 1.5)",
+            "match[0].where: generation: must be a string, integer, boolean or a non-empty list "
+            "of them (got 1.5)",
         ),
     ],
 )

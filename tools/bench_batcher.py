@@ -1,13 +1,14 @@
 """Sequential vs batched transcription, side by side in one run: stage times, speed, WER, coverage.
 
     python tools/bench_batcher.py                                # both long-form chapters
-    python tools/bench_batcher.py --files ../shared/eval/longform/librispeech-118-47824_abandoned-room-ch13.flac \
+    python tools/bench_batcher.py \
+        --files ../shared/eval/longform/librispeech-118-47824_abandoned-room-ch13.flac \
         --modes sequential,batched --batch-size 8
 
-Modes: ``sequential`` (the reference long-form path), ``batched`` (the default path, the next
-block prepared in a thread while the encoder and decoder work) and ``batched-serial`` (the same
-without that thread: its stage sum is the "without overlap" figure to set against ``batched``'s
-wall time). For each file and mode it prints wall time, real-time factor, WER against the reference, the time
+Modes: ``sequential`` (the reference long-form path), ``batched`` (the default path, the next block
+prepared in a thread while the encoder and decoder work) and ``batched-serial`` (the same without
+that thread: its stage sum is the "without overlap" figure to set against ``batched``'s wall time).
+For each file and mode it prints wall time, real-time factor, WER against the reference, the time
 per stage (decode audio, VAD, mel, encoder, decoder, post-processing) and "dropped": reference
 segments (from ``<name>.segments.tsv``) of which more than half the words are missing.
 """
@@ -85,7 +86,7 @@ def main() -> None:
     from runtime import Runtime
 
     rt = Runtime(args.model, profile=args.profile, backend=args.backend, precision=args.precision)
-    rt.session  # load once, outside the timings
+    rt.load()  # once, outside the timings
     chapters = {c.audio.resolve(): c for c in load_longform()}
     files = args.files or list(chapters)
     rows = []

@@ -146,9 +146,10 @@ def main() -> None:
             if edits:
                 differing += edits
                 print(f"  {u.utt_id}: {edits} word(s) differ: {'; '.join(shown)}")
+        pairs = list(zip(texts["single"], texts["many"]))
         print(
             f"words differing between single and many: {differing} "
-            f"(in {sum(normalize_text(a) != normalize_text(b) for a, b in zip(texts['single'], texts['many']))}"
+            f"(in {sum(normalize_text(a) != normalize_text(b) for a, b in pairs)}"
             f" of {len(utts)} utterances)"
         )
         rows["ratio"], rows["words_differing"] = round(ratio, 2), differing

@@ -1,4 +1,4 @@
-"""Word timestamps measured: parity with openai-whisper, and segment edges on the long-form chapters.
+"""Word timestamps measured: parity with openai-whisper, and segment edges on the chapters.
 
     python tools/eval_words.py                      # parity, all fixture utterances, cpu backend
     python tools/eval_words.py --backend onnx --precision int8

@@ -54,8 +54,7 @@ def main() -> None:
 
     from runtime import Runtime
 
-    rt = Runtime(args.model, backend=args.backend, precision=args.precision)
-    rt.session
+    rt = Runtime(args.model, backend=args.backend, precision=args.precision).load()
     kwargs = dict(
         sequential=args.mode == "sequential", batch_size=args.batch_size, beam_size=args.beam_size
     )

@@ -220,7 +220,7 @@ class ServerProcess:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        self.log = open(log_path, "ab")
+        self.log = open(log_path, "ab")  # noqa: SIM115 - the server writes it until stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port), *args],
             stdout=self.log,

@@ -1,11 +1,11 @@
-"""Write tests/fixtures/whisper_mel_reference.npz: openai-whisper's own mel filters and log-mel output.
+"""Write tests/fixtures/whisper_mel_reference.npz: openai-whisper's own mel filters and log-mel.
 
 Run once, under a Python that has torch and openai-whisper installed (not the runtime's venv):
 
     /work/refvenv/bin/python tools/make_mel_fixture.py [--jfk ../shared/eval/jfk.flac]
 
-The fixture holds the input signals themselves, so tests/test_mel.py compares runtime.audio.mel against
-whisper on exactly the same samples without needing torch, whisper or the audio decoder.
+The fixture holds the input signals themselves, so tests/test_mel.py compares runtime.audio.mel
+against whisper on exactly the same samples without needing torch, whisper or the audio decoder.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SAMPLE_RATE = 16000
 
 
 def synthetic_signal(seconds: float = 2.0, seed: int = 1234) -> np.ndarray:
-    """A chirp (100 Hz -> 7 kHz) plus a tone, noise and a silent gap: exercises every mel band and the floor."""
+    """A chirp (100 Hz -> 7 kHz), a tone, noise and a silent gap: every mel band and the floor."""
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     chirp = 0.4 * np.sin(2 * np.pi * (100 * t + (7000 - 100) / (2 * seconds) * t**2))
     tone = 0.2 * np.sin(2 * np.pi * 440 * t)

@@ -6,7 +6,8 @@ from the repo root:
 
     /work/refvenv/bin/python tools/make_reference.py            # tiny.en -> tests/fixtures/
 
-The weights come from the project's reader (``runtime.model.registry.resolve_model``), cast to float32
+The weights come from the project's reader (``runtime.model.registry.resolve_model``), cast to
+float32
 and loaded into ``whisper.model.Whisper`` with a strict ``load_state_dict``, so the fixtures
 also prove that the reader's names and layouts are openai-whisper's. For each selected
 utterance the JSON records the decoded audio's length and sha256 (so our decoder can check it

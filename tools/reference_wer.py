@@ -14,6 +14,7 @@ markdown table is rewritten after every row, so an interrupted run still leaves 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -206,10 +207,8 @@ def versions() -> str:
 
     parts = []
     for dist in ("openai-whisper", "torch", "faster-whisper", "ctranslate2", "jiwer"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             parts.append(f"{dist} {version(dist)}")
-        except PackageNotFoundError:
-            pass
     return ", ".join(parts)
 
 

@@ -216,7 +216,8 @@ def report(soak: Soak, duration: float, url: str, tmp_dir: Path | None, log: Pat
     )
     print(f"lost {len(lost)}, 5xx {len(five)}, wrong status {len(wrong)}")
     print(
-        "\n| minute | good done | p50 s | p95 s | RSS MB min / median / max |\n|---|---|---|---|---|"
+        "\n| minute | good done | p50 s | p95 s | RSS MB min / median / max |"
+        "\n|---|---|---|---|---|"
     )
     minutes = max(1, int(duration // 60))  # whole minutes of load (the drain after is left out)
     p95s, peaks = [], []

@@ -1,4 +1,4 @@
-"""Whisper's encoder and decoder in numpy: the reference that every other backend is checked against.
+"""Whisper's encoder and decoder in numpy: the reference every other backend is checked against.
 
 Layouts follow ``runtime.model.weights`` (openai-whisper names, PyTorch shapes). Linear weights are
 transposed once at load so every projection is a plain ``x @ w`` on contiguous arrays, which is
@@ -167,7 +167,7 @@ class NumpyWhisper:
     # -- encoder ------------------------------------------------------------------------------
     @staticmethod
     def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int) -> np.ndarray:
-        """Conv1d, kernel 3, padding 1, channels-first input (B, C, T) -> channels-last (B, T', O)."""
+        """Conv1d, kernel 3, padding 1: channels-first (B, C, T) -> channels-last (B, T', O)."""
         bsz, c, t = x.shape
         padded = np.pad(x, ((0, 0), (0, 0), (1, 1)))
         t_out = (t + 2 - 3) // stride + 1

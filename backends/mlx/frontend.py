@@ -1,9 +1,10 @@
 """Whisper's log-mel frontend in MLX, so the features of a whole file are made on the device.
 
-It is ``runtime.audio.mel`` written with MLX operations: the same filterbank (``runtime.audio.mel.mel_filters``),
-the same periodic Hann window, the same reflect padding as ``torch.stft(center=True)`` and the same
-clamp and scaling, so it matches the numpy frontend to float32 rounding (about 1e-5 on speech).
-Frames are processed in blocks so a long file never holds all its FFT temporaries at once.
+It is ``runtime.audio.mel`` written with MLX operations: the same filterbank
+(``runtime.audio.mel.mel_filters``), the same periodic Hann window, the same reflect padding as
+``torch.stft(center=True)`` and the same clamp and scaling, so it matches the numpy frontend to
+float32 rounding (about 1e-5 on speech). Frames are processed in blocks so a long file never holds
+all its FFT temporaries at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ BLOCK_FRAMES = 8192  # frames per FFT block: ~13 MB of float32 frames, ~7 MB of 
 
 
 def hann_window() -> np.ndarray:
-    """Periodic Hann window of N_FFT samples (torch.hann_window's default), as runtime.audio.mel uses."""
+    """Periodic Hann window of N_FFT samples (torch.hann_window's default), as the numpy mel."""
     n = np.arange(N_FFT, dtype=np.float64)
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / N_FFT)).astype(np.float32)
 

@@ -1,7 +1,8 @@
 """mlx-whisper's module tree, filled with the project's in-memory weights and set to one precision.
 
 The network is ``mlx_whisper.whisper.Whisper``, so parameters have mlx-whisper's names and
-layouts. They differ from ``runtime.model.weights``'s openai-whisper form in three ways, undone here once:
+layouts. They differ from ``runtime.model.weights``' openai-whisper form in three ways, undone
+here once:
 
 - MLP linears are ``mlp1`` / ``mlp2``, not ``mlp.0`` / ``mlp.2``;
 - MLX convolutions are channels-last: inputs are ``(batch, frames, channels)`` and conv weights

@@ -1,4 +1,4 @@
-"""Entry point of the MLX backend plugin (group ``whisper_runtime``: ``mlx = "backends.mlx.plugin"``).
+"""Entry point of the MLX backend plugin (``whisper_runtime``: ``mlx = "backends.mlx.plugin"``).
 
 Registering costs nothing: the backend imports MLX only in ``available()`` and ``load()``, and
 its probe only when it runs, so a machine without MLX still lists it, with the reason it cannot

@@ -1,4 +1,4 @@
-"""int8 weights for the decoder-side graphs as ONNX Runtime's ``MatMulNBits`` (8 bits, blocks of 32).
+"""int8 weights of the decoder-side graphs as ONNX Runtime's ``MatMulNBits`` (8 bits, blocks of 32).
 
 ``quantize_dynamic``'s ``DynamicQuantizeMatMul`` quantizes its activations with one scale per
 call: the rows decoded together share it, so a row's tokens depended on which other rows (other

@@ -1,7 +1,7 @@
 """A small ONNX graph builder over ``onnx.helper``: Whisper's layers as ONNX nodes, no torch.
 
-Graphs are built straight from the in-memory numpy weights (``runtime.model.weights``), so exporting needs
-only the ``onnx`` package. Linear weights are stored pre-transposed (``(in, out)``) so each
+Graphs are built straight from the in-memory numpy weights (``runtime.model.weights``), so exporting
+needs only the ``onnx`` package. Linear weights are stored pre-transposed (``(in, out)``) so each
 projection is one ``MatMul`` that ONNX Runtime's quantizer recognises (constant B input) and that
 NPU compilers map to a GEMM. Initializers keep openai-whisper's names (``....query.weight_t``) so a
 graph can be read next to the checkpoint.
@@ -174,7 +174,7 @@ class GraphBuilder:
         )
 
     def attend(self, q: str, k_t: str, v: str, mask: str | None, hint: str) -> str:
-        """softmax(q k^T + mask) v with q already scaled: q (B,H,T,dh), k_t (B,H,dh,S), v (B,H,S,dh)."""
+        """softmax(q k^T + mask) v, q already scaled: q (B,H,T,dh), k_t (B,H,dh,S), v (B,H,S,dh)."""
         return self.attend_with_scores(q, k_t, v, mask, hint)[0]
 
     def attend_with_scores(

@@ -119,7 +119,7 @@ class GraphPlacement:
 
 @dataclass(frozen=True)
 class PlacementReport:
-    """Placement of every graph of a session, for ``describe()``, ``runtime detect`` and --verbose."""
+    """Placement of every graph of a session: ``describe()``, ``runtime detect``, --verbose."""
 
     graphs: tuple[GraphPlacement, ...]
 

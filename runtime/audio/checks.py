@@ -344,7 +344,8 @@ def non_finite(label: str, offset_s: float, channels: np.ndarray, rate: int) -> 
     """The error for NaN or infinite samples in (channels, samples), saying where the first is."""
     first = int(np.argmax(~np.isfinite(channels).all(axis=0)))
     return AudioError(
-        f"{label}: contains NaN or infinite samples (the first at {offset_s + first / rate:.2f} s); "
+        f"{label}: contains NaN or infinite samples "
+        f"(the first at {offset_s + first / rate:.2f} s); "
         "the file is damaged or was written from a broken signal: clean it or re-export it"
     )
 
@@ -373,13 +374,17 @@ def check_complete(
         )
     if decoded == 0:
         raise AudioError(
-            f"{label}: the audio stream decoded to 0 samples{detail}; it holds no sound, re-export it"
+            f"{label}: the audio stream decoded to 0 samples{detail}; it holds no sound, "
+            "re-export it"
         )
     problem = None
     slack = _TRUNCATION_SLACK_S + _TRUNCATION_SLACK_FRACTION * (declared or 0.0)
     if declared is not None and declared - decoded > slack:
         if not is_bitrate_estimate(stream, declared, size):
-            problem = f"{label}: truncated or corrupt: declared {declared:.1f} s, the data ends at {decoded:.1f} s{detail}"
+            problem = (
+                f"{label}: truncated or corrupt: declared {declared:.1f} s, the data ends "
+                f"at {decoded:.1f} s{detail}"
+            )
         else:
             logger.warning(
                 "%s: decoded %.1f s; FFmpeg's %.1f s from the bitrate is a guess",

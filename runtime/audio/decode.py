@@ -110,7 +110,8 @@ def _open_audio(
         container = av.open(target, mode="r", metadata_errors="ignore")
     except av.error.InvalidDataError:
         raise AudioError(
-            f"{label}: not a readable audio or video file, or a damaged one (FFmpeg found no known format in it); "
+            f"{label}: not a readable audio or video file, or a damaged one (FFmpeg found no "
+            "known format in it); "
             "check that it really is audio, or re-export it as wav or flac"
         ) from None
     except (av.error.FFmpegError, OSError) as exc:

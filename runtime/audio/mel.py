@@ -1,4 +1,4 @@
-"""The log-mel frontend every backend feeds its encoder, in numpy, matching openai-whisper's exactly.
+"""The log-mel every backend feeds its encoder, in numpy, matching openai-whisper's exactly.
 
 One implementation for all backends (faster-whisper's feature extractor is the model): the same
 audio gives the same features everywhere, so backends differ only in what they do after this.

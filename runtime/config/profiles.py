@@ -282,7 +282,10 @@ def _check_where(
     if any(_same(actual, option) for option in options):
         return None
     needed = f"one of {options!r}" if isinstance(expected, list) else repr(expected)
-    return f"no {rule.wanted}: {rule.probe} reports {key} = {actual!r}, needs {needed}{_why(finding, key)}"
+    return (
+        f"no {rule.wanted}: {rule.probe} reports {key} = {actual!r}, needs {needed}"
+        f"{_why(finding, key)}"
+    )
 
 
 def _check_has(rule: Rule, finding: Finding, key: str, items: list[str]) -> str | None:
@@ -367,7 +370,8 @@ def choose_profile(
             if ok:
                 return _chosen(fallback, matching, reasons, profile)
             reasons.setdefault(name, []).append(
-                f"fallback of {profile.name}, but backend {fallback.backend!r} is unavailable: {why}"
+                f"fallback of {profile.name}, but backend {fallback.backend!r} is "
+                f"unavailable: {why}"
             )
     return Choice(None, reasons, [p.name for p in matching])
 

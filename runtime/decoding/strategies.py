@@ -15,7 +15,7 @@ from runtime.decoding.filters import log_softmax
 
 
 def sample_tokens(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
-    """Argmax at temperature 0; otherwise a draw from softmax(logits / temperature). (B, V) -> (B,)"""
+    """Argmax at temperature 0, else a draw from softmax(logits / temperature): (B, V) -> (B,)."""
     if temperature == 0:
         return logits.argmax(-1)
     probs = np.exp(log_softmax(logits / temperature).astype(np.float64))

@@ -67,7 +67,8 @@ def _nvidia_smi(host: HostInfo) -> dict[str, Detail] | str:
     except subprocess.TimeoutExpired:
         return "nvidia-smi did not answer within 3 s"
     except subprocess.CalledProcessError as exc:
-        return f"nvidia-smi failed (exit {exc.returncode}): {(exc.stderr or exc.stdout or '').strip()[:200]}"
+        output = (exc.stderr or exc.stdout or "").strip()[:200]
+        return f"nvidia-smi failed (exit {exc.returncode}): {output}"
     except OSError as exc:
         return f"nvidia-smi could not run: {exc}"
     names: list[str] = []

@@ -6,10 +6,10 @@ What is checked, cheapest first, all without loading any Qualcomm library:
   says Qualcomm or Snapdragon. Every Snapdragon X / 8cx PC has a Hexagon NPU.
 - Linux / Android: the HTP sits on the compute DSP, reached through FastRPC, so a
   `/dev/fastrpc-cdsp*` node (upstream kernels) or `/dev/adsprpc-smd*` (Android's msm-fastrpc
-  driver) means the driver is loaded. (A node alone does not prove that the HTP's signed skel
-  loads: the QNN EP's session then fails, and the runtime says why.) `/sys/devices/soc0/{family,machine}`
-  names the SoC (family "Snapdragon", machine e.g. "SM8650"); a Snapdragon SoC without the
-  FastRPC node is reported as "driver not loaded".
+  driver) means the driver is loaded. (A node alone does not prove that the HTP's signed skel loads:
+  the QNN EP's session then fails, and the runtime says why.) `/sys/devices/soc0/{family,machine}`
+  names the SoC (family "Snapdragon", machine e.g. "SM8650"); a Snapdragon SoC without the FastRPC
+  node is reported as "driver not loaded".
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Resolve ``--model`` values to a ``WhisperModel``.
 
 A value is, in this order: the short name of a model shipped by an installed package
-(``tiny.en``, ``base``); an existing folder or ``.pt`` file (any format ``runtime.model.formats`` reads;
-write ``./base`` for a folder that shares a short name); or a Hugging Face repo id
+(``tiny.en``, ``base``); an existing folder or ``.pt`` file (any format ``runtime.model.formats``
+reads; write ``./base`` for a folder that shares a short name); or a Hugging Face repo id
 (``owner/name``), downloaded when huggingface_hub is installed.
 """
 

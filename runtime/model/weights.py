@@ -94,7 +94,7 @@ class WhisperModel:
         )
 
     def digest(self) -> str:
-        """A stable hash of the weights, so caches (exported graphs, compiled NPU models) key on it."""
+        """A stable hash of the weights: caches (exported graphs, compiled NPU models) key on it."""
         if self._digest is None:
             h = hashlib.sha256(repr(self.dims).encode())
             for name in sorted(self.weights):

@@ -19,6 +19,7 @@ layout depends on the job's inputs, so resume a job with the same inputs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -302,10 +303,8 @@ class Job:
 
         total = 0.0
         for item in todo:  # from the files' metadata: no decoding
-            try:
-                total += audio_duration(item.source) or 0.0
-            except RuntimeInputError:
-                pass  # it fails again, with its reason, when its turn comes
+            with contextlib.suppress(RuntimeInputError):  # it fails again, with its reason,
+                total += audio_duration(item.source) or 0.0  # when its turn comes
         return tqdm(
             total=round(total / 3600, 3),
             unit="h",

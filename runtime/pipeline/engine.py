@@ -4,8 +4,9 @@ Inputs are submitted from any thread and answered with a ``concurrent.futures.Fu
 preparing thread decodes each input's audio, runs the VAD and computes its log-mel (block by block,
 one block ahead), while one worker thread steps the ``Scheduler`` with a ``BatchRunner``: rows from
 every input in flight share encoder and decoder batches. The engine works on a ``LoadedModel``
-(a session, its tokenizer and two callables), never on the ``Runtime`` that built it. A batch forms when it is full, or when inputs still being
-prepared could not fill it within ``max_wait_s``. ``cross_request=False`` runs one input at a time
+(a session, its tokenizer and two callables), never on the ``Runtime`` that built it. A batch
+forms when it is full, or when inputs still being prepared could not fill it within
+``max_wait_s``. ``cross_request=False`` runs one input at a time
 (the baseline the load tool compares against).
 """
 

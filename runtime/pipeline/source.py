@@ -79,7 +79,7 @@ class Stream:
         if not pieces:
             return None
         start, end = pieces[0]
-        for s, e in pieces[1:]:
+        for _, e in pieces[1:]:
             if e - start > N_SAMPLES:
                 break
             end = e
@@ -102,7 +102,8 @@ class Stream:
 
 
 class SourceRun:
-    """One input on its way through the batched path. Its audio is read in blocks (``block_seconds``);
+    """One input on its way through the batched path. Its audio is read in blocks
+    (``block_seconds``);
     each block's chunks form a stream, and up to B streams of an input decode side by side, so a
     batch stays full from the first block to the last, and memory holds B blocks whatever the
     length. The scheduler takes rows (stream heads) from it and hands results back."""

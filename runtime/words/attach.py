@@ -1,7 +1,7 @@
 """Words onto segments: punctuation merged, long words clipped, segment edges moved to the words.
 
 This is openai-whisper's ``add_word_timestamps`` over the segments one window was cut into
-(``runtime.pipeline.sequential.split_segments`` pieces: dicts with ``start``, ``end`` and ``tokens``),
+(``runtime.pipeline.segments.split_segments`` pieces: dicts with ``start``, ``end``, ``tokens``),
 given that window's alignment. Pieces get a ``words`` list and may get new ``start``/``end``.
 """
 
