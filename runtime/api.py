@@ -30,7 +30,7 @@ from runtime.model.weights import WhisperModel
 from runtime.output.results import RunInfo, Segment, Transcription
 from runtime.output.writers import segment_text
 from runtime.pipeline.engine import Engine, LoadedModel
-from runtime.pipeline.options import BatchOptions, TranscribeOptions
+from runtime.pipeline.options import BatchOptions, Chunking, TranscribeOptions
 from runtime.pipeline.runner import BatchRunner, first_window_language
 from runtime.pipeline.scheduler import Scheduler, run_to_completion
 from runtime.pipeline.sequential import transcribe_sequential
@@ -172,7 +172,7 @@ class Runtime:
         task: str = "transcribe",
         options: TranscribeOptions | None = None,
         batch_size: int | None = None,
-        chunking: str | None = None,
+        chunking: Chunking | None = None,
         sequential: bool = False,
         progress: Callable[[float], None] | None = None,
         **overrides: Any,
@@ -213,7 +213,7 @@ class Runtime:
         task: str = "transcribe",
         options: TranscribeOptions | None = None,
         batch_size: int | None = None,
-        chunking: str | None = None,
+        chunking: Chunking | None = None,
         in_flight: int | None = None,
         **overrides: Any,
     ) -> Iterator[ManyResult]:
@@ -245,7 +245,7 @@ class Runtime:
         self,
         *,
         batch_size: int | None = None,
-        chunking: str | None = None,
+        chunking: Chunking | None = None,
         max_wait_s: float = 0.05,
         max_queue: int | None = 64,
         cross_request: bool = True,
@@ -318,7 +318,7 @@ class Runtime:
         )
 
     def batch_options(
-        self, batch_size: int | None = None, chunking: str | None = None
+        self, batch_size: int | None = None, chunking: Chunking | None = None
     ) -> BatchOptions:
         """How windows are grouped: explicit arguments, then settings, then the profile's."""
         profile = self.selection.profile.batcher if self.selection else None
@@ -328,9 +328,9 @@ class Runtime:
         """The forced language (probability None), English for English-only models, else
         detected on the first 30 s."""
         if options.language:
-            return LanguageGuess(options.language, None)  # type: ignore[arg-type]
+            return LanguageGuess(options.language, None)
         if not self.tokenizer.multilingual:
-            return LanguageGuess("en", None)  # type: ignore[arg-type]
+            return LanguageGuess("en", None)
         return first_window_language(self.session, self.tokenizer, samples)
 
     def detect_language(self, audio: str | Path | bytes | np.ndarray) -> LanguageGuess:

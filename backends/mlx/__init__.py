@@ -43,15 +43,15 @@ class MlxOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     compute_dtype: Literal["fp32", "fp16", "bf16"] | None = Field(
-        None,
+        default=None,
         description="activation dtype of int8/int4 models; default fp16 on the GPU, "
         "fp32 on the CPU (MLX's CPU float16 matmuls are slow)",
     )
     group_size: Literal[32, 64, 128] = Field(
-        GROUP_SIZE, description="inputs sharing one quantization scale (int8/int4)"
+        default=GROUP_SIZE, description="inputs sharing one quantization scale (int8/int4)"
     )
     encoder_windows_per_eval: int = Field(
-        8,
+        default=8,
         ge=1,
         description="windows encoded per MLX evaluation: bounds the attention "
         "temporaries (B x heads x 1500 x 1500) of a large batch",
@@ -176,8 +176,10 @@ class MlxSession(BaseSession):
         weights = (
             f"{self.bits}-bit weights (groups of {self.options.group_size}), " if self.bits else ""
         )
+        # mlx.core's stub (__init__.pyi) lacks __version__, which the module has
+        version = mx.__version__  # type: ignore[attr-defined]
         return (
-            f"mlx backend: mlx {mx.__version__}, {self.precision}: {weights}"
+            f"mlx backend: mlx {version}, {self.precision}: {weights}"
             f"{str(self.dtype).split('.')[-1]} compute; log-mel, encoder and decoder on "
             f"the {where}"
         )
@@ -199,9 +201,10 @@ class MlxBackend:
             return Availability(False, f"mlx-whisper is not importable ({exc}); {INSTALL_HINT}")
         gpu = mx.is_available(mx.gpu)
         where = "Metal GPU" if gpu else "CPU only (this mlx build has no Metal GPU)"
+        version = mx.__version__  # type: ignore[attr-defined]  # missing from mlx.core's stub
         return Availability(
             True,
-            f"mlx {mx.__version__}, mlx-whisper {mlx_whisper.__version__}: {where}",
+            f"mlx {version}, mlx-whisper {mlx_whisper.__version__}: {where}",
             device="gpu" if gpu else "cpu",
         )
 

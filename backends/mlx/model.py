@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from runtime.model.formats.mlx import CONV_WEIGHTS, mlx_name
 from runtime.model.weights import WhisperModel
 
 _NOT_PARAMETERS = ("encoder.positional_embedding",)  # mlx-whisper computes it
-GROUP_SIZE = 64  # quantization group: 64 inputs share one scale and bias (mlx's default)
+GROUP_SIZE: Final = 64  # quantization group: 64 inputs share one scale and bias (mlx's default)
 
 # precision name -> (compute dtype name in mlx.core, quantized bits or None)
 PRECISIONS: dict[str, tuple[str | None, int | None]] = {

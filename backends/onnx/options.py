@@ -50,7 +50,8 @@ class ProviderEmulation(BaseModel):
         default_factory=dict, description="Provider options merged over the real ones."
     )
     device_types: list[DeviceType] | None = Field(
-        None, description="EP device types to attach instead of the provider's device_types."
+        default=None,
+        description="EP device types to attach instead of the provider's device_types.",
     )
 
     @field_validator("options")
@@ -69,7 +70,7 @@ class ProviderSpec(BaseModel):
         default_factory=dict, description="Provider options; strings expand ${VARS} and ~."
     )
     plugin: str | None = Field(
-        None,
+        default=None,
         description="Python package shipping this EP as a plugin library (get_library_path); "
         "None: the known package for this EP name, if any.",
     )
@@ -79,7 +80,8 @@ class ProviderSpec(BaseModel):
         "empty: every device it lists.",
     )
     emulation: ProviderEmulation | None = Field(
-        None, description="Options and device types on a stand-in for the hardware (--emulate)."
+        default=None,
+        description="Options and device types on a stand-in for the hardware (--emulate).",
     )
 
     @field_validator("options")
@@ -110,19 +112,19 @@ class GraphOptions(BaseModel):
         description="Execution providers in order of preference.",
     )
     precision: Literal["fp32", "fp16", "int8", "bf16"] | None = Field(
-        None, description="This graph's precision; None: the profile's precision."
+        default=None, description="This graph's precision; None: the profile's precision."
     )
     intra_op_num_threads: int | None = Field(
-        None, ge=0, description="0/None: ONNX Runtime's default."
+        default=None, ge=0, description="0/None: ONNX Runtime's default."
     )
-    inter_op_num_threads: int | None = Field(None, ge=0)
+    inter_op_num_threads: int | None = Field(default=None, ge=0)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     session_config: dict[str, str] = Field(
         default_factory=dict,
         description="SessionOptions config entries, e.g. ep.context_enable / ep.context_file_path.",
     )
     model: str | None = Field(
-        None,
+        default=None,
         description="Manifest (.json) of a graph exported beforehand, e.g. an EP-context "
         "model; None: export from the weights into the cache.",
     )
@@ -131,26 +133,28 @@ class GraphOptions(BaseModel):
 class OnnxOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    static_shapes: bool = Field(False, description="Export the encoder with a fixed batch.")
+    static_shapes: bool = Field(default=False, description="Export the encoder with a fixed batch.")
     encoder_batch_size: int | None = Field(
-        None, ge=1, description="The fixed encoder batch when static_shapes (default 1)."
+        default=None, ge=1, description="The fixed encoder batch when static_shapes (default 1)."
     )
     strict_placement: bool = Field(
-        False, description="Fail when a requested provider is missing or leaves nodes to the CPU."
+        default=False,
+        description="Fail when a requested provider is missing or leaves nodes to the CPU.",
     )
     check_placement: bool = Field(
-        True, description="Count nodes per provider from one profiled warm-up run per graph."
+        default=True,
+        description="Count nodes per provider from one profiled warm-up run per graph.",
     )
-    cache_dir: str | None = Field(None, description="Where exported graphs are cached.")
+    cache_dir: str | None = Field(default=None, description="Where exported graphs are cached.")
     fused_attention: bool = Field(
-        False,
+        default=False,
         description="Encoder self-attention as ONNX Runtime's MultiHeadAttention contrib "
         "op (CPU and CUDA providers; NPU compilers expect standard ops).",
     )
     encoder: GraphOptions = Field(default_factory=GraphOptions)
     decoder: GraphOptions = Field(default_factory=GraphOptions)
     emulate: bool = Field(
-        False,
+        default=False,
         description="Run providers as their ``emulation`` says (set by "
         "the runtime for --emulate, not in profiles).",
     )

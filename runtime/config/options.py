@@ -15,7 +15,7 @@ from runtime.config.settings import Settings
 from runtime.errors import RuntimeInputError, UnsupportedRequestError
 from runtime.model.tokenizer import normalize_language
 from runtime.model.weights import WhisperModel
-from runtime.pipeline.options import BatchOptions, TranscribeOptions
+from runtime.pipeline.options import BatchOptions, Chunking, TranscribeOptions
 from runtime.words.aligner import check_word_timestamps
 
 
@@ -73,7 +73,7 @@ def batch_options(
     settings: Settings,
     profile: BatchingConfig | None,
     batch_size: int | None = None,
-    chunking: str | None = None,
+    chunking: Chunking | None = None,
 ) -> BatchOptions:
     """How windows are grouped: the caller's arguments, then the settings, then the profile's,
     then ``BatchOptions``' defaults."""

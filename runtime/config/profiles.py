@@ -52,7 +52,9 @@ class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     probe: str = Field(description="Name of the probe whose finding is tested, e.g. 'amd_npu'.")
-    present: bool = Field(True, description="Whether the probe must have found its hardware.")
+    present: bool = Field(
+        default=True, description="Whether the probe must have found its hardware."
+    )
     where: dict[str, Any] = Field(
         default_factory=dict,
         description="Details that must equal these values (a list: any of them).",
@@ -61,7 +63,7 @@ class Rule(BaseModel):
         default_factory=dict, description="List details that must contain all of these items."
     )
     label: str | None = Field(
-        None, description="What the rule asks for, in words, e.g. 'AMD XDNA2 NPU'."
+        default=None, description="What the rule asks for, in words, e.g. 'AMD XDNA2 NPU'."
     )
 
     @property
@@ -88,9 +90,10 @@ class BatchingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    batch_size: int | None = Field(None, ge=1, description="Windows per batch.")
+    batch_size: int | None = Field(default=None, ge=1, description="Windows per batch.")
     decoder: Literal["batched", "sequential"] | None = Field(
-        None, description="'sequential' forces one window at a time even where a backend can batch."
+        default=None,
+        description="'sequential' forces one window at a time even where a backend can batch.",
     )
 
 
@@ -116,7 +119,7 @@ class Profile(BaseModel):
 
     name: str = Field(pattern=_NAME, description="Unique name, used with --profile.")
     description: str = Field(description="One line for `runtime detect`.")
-    priority: int = Field(0, description="Higher wins among matching profiles.")
+    priority: int = Field(default=0, description="Higher wins among matching profiles.")
     match: list[Rule] = Field(
         default_factory=list, description="Rules that must all hold; none = always."
     )
@@ -129,7 +132,9 @@ class Profile(BaseModel):
         default_factory=list, description="Profiles to try, in order, when the backend cannot run."
     )
     notes: list[str] = Field(default_factory=list, description="Shown when this profile is chosen.")
-    emulation: Emulation | None = Field(None, description="A stand-in for the hardware, if any.")
+    emulation: Emulation | None = Field(
+        default=None, description="A stand-in for the hardware, if any."
+    )
 
     _source: Path | None = PrivateAttr(default=None)
 

@@ -36,42 +36,44 @@ _BATCH = BatchOptions()
 
 class DecodingSettings(_Section):
     beam_size: int | None = Field(
-        _OPTIONS.beam_size, ge=1, description="Beam width at temperature 0; None = greedy."
+        default=_OPTIONS.beam_size, ge=1, description="Beam width at temperature 0; None = greedy."
     )
     best_of: int | None = Field(
-        _OPTIONS.best_of, ge=1, description="Samples per window when falling back to t > 0."
+        default=_OPTIONS.best_of, ge=1, description="Samples per window when falling back to t > 0."
     )
     temperatures: tuple[float, ...] = Field(
-        _OPTIONS.temperatures, description="Temperature fallback ladder."
+        default=_OPTIONS.temperatures, description="Temperature fallback ladder."
     )
     condition_on_previous_text: bool = Field(
-        _OPTIONS.condition_on_previous_text,
+        default=_OPTIONS.condition_on_previous_text,
         description="Prompt each window with the text before it.",
     )
 
 
 class BatchSettings(_Section):
     batch_size: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description=f"Windows per batch; None = the profile's, else {_BATCH.batch_size}.",
     )
     decoder: Literal["batched", "sequential"] | None = Field(
-        None, description="Force the decoder mode; None = the profile's and the backend's."
+        default=None, description="Force the decoder mode; None = the profile's and the backend's."
     )
     chunking: Literal["vad", "fixed"] = Field(
-        _BATCH.chunking,
+        default=_BATCH.chunking,
         description="Cut chunks at silences found by the VAD, or plain 30 s windows.",
     )
 
 
 class ServerSettings(_Section):
     host: str = Field(
-        "127.0.0.1", description="Address to bind; 0.0.0.0 exposes the server to the network."
+        default="127.0.0.1",
+        description="Address to bind; 0.0.0.0 exposes the server to the network.",
     )
-    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     api_key: SecretStr | None = Field(
-        None, description="Require 'Authorization: Bearer <key>' on /v1 and /stats; None = open."
+        default=None,
+        description="Require 'Authorization: Bearer <key>' on /v1 and /stats; None = open.",
     )
     models: list[str] = Field(
         default_factory=list,
@@ -81,19 +83,23 @@ class ServerSettings(_Section):
         ),
     )
     max_upload_mb: float = Field(
-        25.0, gt=0, description="Largest accepted upload (OpenAI's limit is 25 MB)."
+        default=25.0, gt=0, description="Largest accepted upload (OpenAI's limit is 25 MB)."
     )
-    max_queue: int = Field(64, ge=1, description="Requests in flight per model; more get 503.")
+    max_queue: int = Field(
+        default=64, ge=1, description="Requests in flight per model; more get 503."
+    )
     max_wait_ms: float = Field(
-        50.0, ge=0, description="A batch forms when its oldest chunk waited this long."
+        default=50.0, ge=0, description="A batch forms when its oldest chunk waited this long."
     )
     request_timeout_s: float = Field(
-        600.0, gt=0, description="A request unfinished after this gets 504."
+        default=600.0, gt=0, description="A request unfinished after this gets 504."
     )
     batch_size: int | None = Field(
-        None, ge=1, description="Chunks per batch; None = the profile's."
+        default=None, ge=1, description="Chunks per batch; None = the profile's."
     )
-    cross_request: bool = Field(True, description="Batch chunks of concurrent requests together.")
+    cross_request: bool = Field(
+        default=True, description="Batch chunks of concurrent requests together."
+    )
 
 
 class Settings(BaseSettings):
@@ -102,25 +108,29 @@ class Settings(BaseSettings):
     )
 
     model: str = Field(
-        DEFAULT_MODEL, description="Model short name (tiny.en, base) or folder path."
+        default=DEFAULT_MODEL, description="Model short name (tiny.en, base) or folder path."
     )
-    profile: str = Field("auto", description="Hardware profile name, or 'auto' to detect.")
-    backend: str | None = Field(None, description="Force a backend, bypassing profile selection.")
+    profile: str = Field(default="auto", description="Hardware profile name, or 'auto' to detect.")
+    backend: str | None = Field(
+        default=None, description="Force a backend, bypassing profile selection."
+    )
     precision: str | None = Field(
-        None, description="Override the profile's precision (fp32, fp16, int8...)."
+        default=None, description="Override the profile's precision (fp32, fp16, int8...)."
     )
     strict: bool = Field(
-        False, description="Fail instead of falling back when a profile cannot run."
+        default=False, description="Fail instead of falling back when a profile cannot run."
     )
     emulate: bool = Field(
-        False,
+        default=False,
         description=(
             "Run the profile on the stand-in its [emulation] names (QNN HTP simulator, OpenVINO's "
             "CPU device) where its hardware is absent."
         ),
     )
     profile_dirs: list[Path] = Field(default_factory=list, description="Extra profile folders.")
-    hardware_root: Path = Field(Path("/"), description="Where /sys, /proc, /dev are read (tests).")
+    hardware_root: Path = Field(
+        default=Path("/"), description="Where /sys, /proc, /dev are read (tests)."
+    )
     decoding: DecodingSettings = Field(default_factory=DecodingSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

@@ -18,7 +18,8 @@ DETECTION_MODES = ("file", "chunk")
 @dataclass(frozen=True)
 class LanguageGuess:
     language: str
-    probability: float  # mean probability of that language over the windows counted
+    # mean probability of that language over the windows counted; None: given, not detected
+    probability: float | None
 
 
 def _top(probs: dict[str, float]) -> tuple[str, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from runtime.audio.vad import VadOptions
 from runtime.decoding import DecodingOptions
@@ -89,11 +89,15 @@ class TranscribeOptions:
         )
 
 
+Chunking = Literal["vad", "fixed"]  # cut chunks at silences, or plain 30 s windows
+DecoderMode = Literal["batched", "sequential"]
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     batch_size: int = 8  # windows per batch (encoder call, decoder batch)
-    decoder: str = "batched"  # "sequential" decodes rows one by one through the same loop
-    chunking: str = "vad"  # "fixed": plain 30 s windows
+    decoder: DecoderMode = "batched"  # "sequential" decodes rows one by one through the same loop
+    chunking: Chunking = "vad"  # "fixed": plain 30 s windows
     block_s: float | None = None  # seconds per block (= stream); None: by duration and B
     context_tokens: int = 223  # previous-text tokens per row (0: none); 223 as Whisper's
     context_step: int = 32  # a shorter history prompts in multiples of this many tokens
