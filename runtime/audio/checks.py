@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
@@ -197,7 +198,7 @@ def _ogg_page_end(data: bytes, start: int) -> int | None:
 
 
 @contextlib.contextmanager
-def kept_position(file: BinaryIO):
+def kept_position(file: BinaryIO) -> Iterator[None]:
     """Seek freely in ``file``; its position is restored afterwards (PyAV may be reading it)."""
     position = file.tell()
     try:
@@ -240,8 +241,9 @@ def audio_stream(
 ) -> av.audio.stream.AudioStream:
     """The best audio stream, or AudioError saying why there is none FFmpeg can decode."""
     stream = container.streams.best("audio")
-    if stream is None:
-        audio = [s for s in container.streams if s.type == "audio"]
+    # PyAV's best("audio") gives an AudioStream or None (its stub says any Stream)
+    if not isinstance(stream, av.audio.stream.AudioStream):
+        audio = container.streams.audio  # the streams of type "audio", as AudioStreams
         if not audio:
             found = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
             raise AudioError(

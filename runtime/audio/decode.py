@@ -27,7 +27,8 @@ from runtime.audio import checks as audio_checks
 from runtime.audio.constants import SAMPLE_RATE
 from runtime.errors import AudioError, one_line
 
-AudioSource = str | os.PathLike | bytes | bytearray | BinaryIO | np.ndarray
+FileSource = str | os.PathLike | bytes | bytearray | BinaryIO  # what FFmpeg decodes
+AudioSource = FileSource | np.ndarray  # an array is taken as samples already
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _quiet_ffmpeg() -> None:
         av.logging.set_level(av.logging.PANIC)
 
 
-def _label(source: AudioSource) -> str:
+def _label(source: FileSource) -> str:
     """How error messages name the input (on one line, whatever the file name holds)."""
     if isinstance(source, (str, os.PathLike)):
         return one_line(str(source))
@@ -57,7 +58,7 @@ def _label(source: AudioSource) -> str:
     return one_line(str(getattr(source, "name", "<audio stream>")))
 
 
-def _source_size(source: AudioSource) -> int | None:
+def _source_size(source: FileSource) -> int | None:
     """Byte size of the input where it is cheap to know (for the bitrate-estimate check)."""
     if isinstance(source, (str, os.PathLike)):
         return os.path.getsize(source)
@@ -87,7 +88,7 @@ def _check_path(path: Path, label: str) -> None:
 
 @contextlib.contextmanager
 def _open_audio(
-    source: AudioSource,
+    source: FileSource,
 ) -> Iterator[tuple[av.container.InputContainer, av.audio.stream.AudioStream]]:
     """Open `source` with PyAV and pick its best audio stream, mapping failures to AudioError."""
     _quiet_ffmpeg()
@@ -183,7 +184,7 @@ def _frames(
 
 
 def _decode_native(
-    source: AudioSource, allow_truncated: bool = False
+    source: FileSource, allow_truncated: bool = False
 ) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 chunk, its sample rate) for the whole audio stream of `source`.
 
@@ -198,7 +199,8 @@ def _decode_native(
             container.format.name, source, stream
         ) or audio_checks.declared_seconds(container, stream)
         gain = _float_pcm_gain(source, start, stream, label)
-        decoded, errors = 0.0, []
+        decoded = 0.0
+        errors: list[Exception] = []
         for frame in _frames(container, stream, errors):
             samples = _frame_to_mono(frame, gain)
             if frame.format.name in _FLOAT_FORMATS and not np.isfinite(samples).all():
@@ -220,7 +222,7 @@ def _decode_native(
         )
 
 
-def _position(source: AudioSource) -> int | None:
+def _position(source: FileSource) -> int | None:
     """Where a file object's audio starts (a later pass rewinds to it); None for others."""
     if isinstance(source, (str, os.PathLike, bytes, bytearray)):
         return None
@@ -230,7 +232,7 @@ def _position(source: AudioSource) -> int | None:
 
 
 def _float_pcm_gain(
-    source: AudioSource, start: int | None, stream: av.audio.stream.AudioStream, label: str
+    source: FileSource, start: int | None, stream: av.audio.stream.AudioStream, label: str
 ) -> float:
     """1, or 1 / peak for raw float PCM beyond full scale (an unnormalized export).
 
@@ -264,10 +266,10 @@ def _float_pcm_gain(
 
 
 @contextlib.contextmanager
-def _rewound(source: AudioSource, start: int | None) -> Iterator[None]:
+def _rewound(source: FileSource, start: int | None) -> Iterator[None]:
     """A file object read again from `start`, and put back where it was (PyAV is reading it)."""
-    if start is None:
-        yield
+    if start is None or isinstance(source, (str, os.PathLike, bytes, bytearray)):
+        yield  # only a file object has a position (``_position``)
         return
     with audio_checks.kept_position(source):
         source.seek(start)
@@ -275,7 +277,7 @@ def _rewound(source: AudioSource, start: int | None) -> Iterator[None]:
 
 
 def _resampled(
-    source: AudioSource, sample_rate: int, allow_truncated: bool = False
+    source: FileSource, sample_rate: int, allow_truncated: bool = False
 ) -> Iterator[np.ndarray]:
     """Yield float32 mono chunks of `source` at `sample_rate`, resampled as a stream.
 

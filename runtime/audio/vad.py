@@ -106,7 +106,7 @@ def speech_regions(
     total = n_samples if n_samples is not None else len(probs) * FRAME
     pad = int(options.speech_pad_s * SAMPLE_RATE)
     min_len = int(options.min_speech_s * SAMPLE_RATE)
-    out = []
+    out: list[tuple[int, int]] = []
     for s, e in regions:
         s, e = max(0, s * FRAME - pad), min(total, e * FRAME + pad)
         if e - s - 2 * pad < min_len:
