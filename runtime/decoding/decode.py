@@ -111,10 +111,16 @@ def decode(
     ``prompts`` gives each window its own previous-text context (all of one length); without
     it every window gets ``options.prompt``."""
     n_windows = len(features)
-    previous = list(prompts) if prompts is not None else [options.prompt or ()] * n_windows
-    language, lang_probs = options.language, [None] * n_windows
-    if tokenizer.multilingual and language is None:
-        detected, lang_probs = detect_language(session, features, tokenizer)
+    previous: list[Sequence[int]] = (
+        list(prompts) if prompts is not None else [options.prompt or ()] * n_windows
+    )
+    language = options.language
+    lang_probs: list[dict[str, float] | None] = [None] * n_windows
+    if not tokenizer.multilingual:
+        language = "en"
+    elif language is None:
+        detected, probs = detect_language(session, features, tokenizer)
+        lang_probs = list(probs)
         if len(set(detected)) > 1:  # windows disagree: decode each with its own language
             return [
                 r
@@ -130,8 +136,6 @@ def decode(
                 )
             ]
         language = detected[0]
-    elif not tokenizer.multilingual:
-        language = "en"
     return _decode_one_language(
         session, features, tokenizer, options, language, lang_probs, previous
     )
@@ -143,7 +147,7 @@ def _decode_one_language(
     tokenizer: Tokenizer,
     options: DecodingOptions,
     language: str,
-    lang_probs: list,
+    lang_probs: list[dict[str, float] | None],
     previous: list[Sequence[int]],
 ) -> list[DecodingResult]:
     n_ctx = session.model.dims.n_text_ctx
@@ -252,6 +256,7 @@ def _beam_loop(
     max_steps: int,
 ) -> tuple[list[list[int]], list[float]]:
     beam = options.beam_size
+    assert beam, "the beam loop runs only when options.beam_size is set"
     n_windows = logits.shape[0]
     rows = np.repeat(np.arange(n_windows), beam)
     state.keep(rows)
