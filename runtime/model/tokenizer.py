@@ -190,15 +190,16 @@ class Tokenizer:
         missing = [k for k, v in ids.items() if v is None and k not in ("nospeech", "nocaptions")]
         if missing or no_speech is None:
             raise ModelFormatError(f"{self.path}: not a Whisper tokenizer (missing {missing})")
+        found = {name: i for name, i in ids.items() if i is not None}  # all but no_speech's
         return SpecialTokens(
-            eot=ids["endoftext"],
-            sot=ids["startoftranscript"],
-            translate=ids["translate"],
-            transcribe=ids["transcribe"],
-            sot_lm=ids["startoflm"],
-            sot_prev=ids["startofprev"],
+            eot=found["endoftext"],
+            sot=found["startoftranscript"],
+            translate=found["translate"],
+            transcribe=found["transcribe"],
+            sot_lm=found["startoflm"],
+            sot_prev=found["startofprev"],
             no_speech=no_speech,
-            no_timestamps=ids["notimestamps"],
+            no_timestamps=found["notimestamps"],
         )
 
     # -- text ---------------------------------------------------------------------------------

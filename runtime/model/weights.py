@@ -101,6 +101,6 @@ class WhisperModel:
                 arr = np.ascontiguousarray(self.weights[name])
                 h.update(name.encode())
                 h.update(str(arr.dtype).encode())
-                h.update(memoryview(arr).cast("B"))
+                h.update(arr.data.cast("B"))  # the buffer, uncopied
             self._digest = h.hexdigest()[:16]
         return self._digest

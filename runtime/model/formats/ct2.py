@@ -199,7 +199,7 @@ def to_openai(variables: dict[str, np.ndarray], source: Path) -> dict[str, np.nd
     if (
         projection is not None
         and projection is not embedding
-        and not np.array_equal(projection, embedding)
+        and (embedding is None or not np.array_equal(projection, embedding))
     ):
         raise ModelFormatError(f"{source}: output projection is not tied to the token embedding")
     _dequantize(remaining)
@@ -271,12 +271,13 @@ def read_ct2(
     variables = read_variables(files)
     _check_flags(variables, files[0])
     weights = to_openai(variables, files[0])
-    heads = {side: variables.get(f"{side}/num_heads") for side in ("encoder", "decoder")}
-    if any(h is None for h in heads.values()):
+    encoder_heads = variables.get("encoder/num_heads")
+    decoder_heads = variables.get("decoder/num_heads")
+    if encoder_heads is None or decoder_heads is None:
         raise ModelFormatError(
             f"{_describe(files)}: encoder/num_heads or decoder/num_heads is missing"
         )
-    dims = dims_from_weights(weights, int(heads["encoder"]), int(heads["decoder"]))
+    dims = dims_from_weights(weights, int(encoder_heads), int(decoder_heads))
     check_weights(weights, dims, files[0])
     config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     return WhisperModel(

@@ -127,7 +127,8 @@ def to_openai(state: dict[str, np.ndarray], source: Path) -> dict[str, np.ndarra
             f"{source}: weights that are not Whisper's: {', '.join(sorted(unknown)[:5])}"
         )
     proj = state.get("proj_out.weight")
-    if proj is not None and not np.array_equal(proj, weights.get("decoder.token_embedding.weight")):
+    embedding = weights.get("decoder.token_embedding.weight")
+    if proj is not None and (embedding is None or not np.array_equal(proj, embedding)):
         raise ModelFormatError(f"{source}: proj_out is not tied to the token embedding")
     return weights
 

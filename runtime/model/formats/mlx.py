@@ -15,6 +15,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,16 +82,17 @@ def dequantize(
     return (q * scales[..., None] + biases[..., None]).reshape(packed.shape[0], -1)
 
 
-def _dequantize_all(weights: dict[str, np.ndarray], quantization: dict, source: Path) -> None:
+def _dequantize_all(
+    weights: dict[str, np.ndarray], quantization: dict[str, Any], source: Path
+) -> None:
     if quantization.get("mode", "affine") != "affine":
         raise ModelFormatError(
             f"{source}: MLX quantization mode {quantization['mode']!r} is not readable yet"
         )
     for scales_name in [n for n in weights if n.endswith(".scales")]:
         module = scales_name[: -len(".scales")]
-        params = (
-            quantization.get(module) if isinstance(quantization.get(module), dict) else quantization
-        )
+        own = quantization.get(module)  # a module's own parameters, where it has them
+        params = own if isinstance(own, dict) else quantization
         try:
             scales, biases = weights.pop(scales_name), weights.pop(f"{module}.biases")
             group_size, bits = int(params["group_size"]), int(params["bits"])
@@ -162,7 +164,9 @@ def write_mlx(model: WhisperModel, folder: Path, weights_format: str = "safetens
     if model.alignment_heads:
         arrays["alignment_heads"] = np.asarray(model.alignment_heads, dtype=np.int64)
     if weights_format == "npz":
-        np.savez(folder / "weights.npz", **arrays)
+        # numeric arrays only (as np.load reads them back); given, so that mypy does not match
+        # ``**arrays`` against this keyword
+        np.savez(folder / "weights.npz", allow_pickle=False, **arrays)
     else:
         write_safetensors(folder / "weights.safetensors", arrays, {"format": "mlx"})
     config = {**dataclasses.asdict(model.dims), "model_type": "whisper"}

@@ -19,8 +19,9 @@ import dataclasses
 import io
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -181,11 +182,18 @@ def read_openai_pt(path: Path) -> WhisperModel:
 class _TorchPickler(pickle._Pickler):  # the pure-Python pickler: its dispatch table is extensible
     """Pickles numpy arrays the way torch.save pickles tensors (protocol 2)."""
 
-    dispatch = pickle._Pickler.dispatch.copy()
+    # typeshed types this table's functions as taking an Unpickler: they take the pickler
+    dispatch: ClassVar[dict[type, Callable[..., None]]] = pickle._Pickler.dispatch.copy()
 
     def __init__(self, file: io.BytesIO, storages: list[np.ndarray]):
         super().__init__(file, protocol=2)
         self._storages = storages
+
+    if TYPE_CHECKING:  # undocumented methods of pickle._Pickler, absent from typeshed's stub
+
+        def write(self, data: bytes) -> None: ...
+        def memoize(self, obj: Any) -> None: ...
+        def save_reduce(self, func: Any, args: tuple[Any, ...], obj: Any = None) -> None: ...
 
     def _save_global(self, obj: Any) -> None:
         module, name = (
@@ -204,7 +212,14 @@ class _TorchPickler(pickle._Pickler):  # the pure-Python pickler: its dispatch t
             ("storage", _StorageType(_DTYPE_STORAGES[arr.dtype]), key, "cpu", arr.size)
         )
         strides = tuple(int(np.prod(arr.shape[i + 1 :])) for i in range(arr.ndim))
-        args = (storage, 0, tuple(arr.shape), strides, False, collections.OrderedDict())
+        args: tuple[Any, ...] = (
+            storage,
+            0,
+            tuple(arr.shape),
+            strides,
+            False,
+            collections.OrderedDict(),
+        )
         self.save_reduce(_TorchGlobal("torch._utils", "_rebuild_tensor_v2"), args, obj=arr)
 
     dispatch[np.ndarray] = _save_array
@@ -217,7 +232,8 @@ def write_openai_pt(model: WhisperModel, path: Path) -> Path:
     """Write ``model`` as an OpenAI-style checkpoint that ``torch.load`` and openai-whisper read."""
     state = collections.OrderedDict(sorted(model.weights.items()))
     checkpoint = {"dims": dataclasses.asdict(model.dims), "model_state_dict": state}
-    buffer, storages = io.BytesIO(), []
+    buffer = io.BytesIO()
+    storages: list[np.ndarray] = []
     _TorchPickler(buffer, storages).dump(checkpoint)
     archive = path.stem
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
