@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.cpu.model import NumpyWhisper, layer_norm
+from backends.cpu.model import Block, NumpyWhisper, layer_norm
 from runtime.backend import check_tokens
 
 
@@ -35,8 +35,8 @@ class NumpyDecoderState:
         self.length = 0
 
     @staticmethod
-    def _cross_kv(block, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = block.cross_attn
+    def _cross_kv(block: Block, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, _ = block.cross()
         return a.split(a.key(features)), a.split(a.value(features))
 
     def keep(self, rows: np.ndarray) -> None:
@@ -75,8 +75,8 @@ class NumpyDecoderState:
             x = x + a.attend(
                 a.split(a.query(h)), self._k[i][:, :, :end], self._v[i][:, :, :end], mask
             )
-            h = layer_norm(x, *block.cross_attn_ln)
-            c = block.cross_attn
+            c, c_ln = block.cross()
+            h = layer_norm(x, *c_ln)
             ck, cv = self._cross[i]
             if i in wanted:
                 out, scores[i] = c.attend_with_scores(c.split(c.query(h)), ck, cv)

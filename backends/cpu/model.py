@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 from scipy.special import erf
 
 from runtime.model.weights import ModelDims, WhisperModel
@@ -98,6 +99,12 @@ class Block:
     def mlp(self, x: np.ndarray) -> np.ndarray:
         return self.mlp2(gelu(self.mlp1(layer_norm(x, *self.mlp_ln))))
 
+    def cross(self) -> tuple[Attention, tuple[np.ndarray, np.ndarray]]:
+        """The cross-attention and its layer norm, which every decoder block has."""
+        if self.cross_attn is None or self.cross_attn_ln is None:
+            raise ValueError("an encoder block has no cross-attention")
+        return self.cross_attn, self.cross_attn_ln
+
 
 def _ln(w: dict[str, np.ndarray], prefix: str, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return w[f"{prefix}.weight"].astype(dtype), w[f"{prefix}.bias"].astype(dtype)
@@ -113,7 +120,10 @@ def _linear(w: dict[str, np.ndarray], prefix: str, dtype: np.dtype) -> Linear:
 
 def _attention(w: dict[str, np.ndarray], prefix: str, n_head: int, dtype: np.dtype) -> Attention:
     return Attention(
-        *(_linear(w, f"{prefix}.{n}", dtype) for n in ("query", "key", "value", "out")),
+        query=_linear(w, f"{prefix}.query", dtype),
+        key=_linear(w, f"{prefix}.key", dtype),
+        value=_linear(w, f"{prefix}.value", dtype),
+        out=_linear(w, f"{prefix}.out", dtype),
         n_head=n_head,
     )
 
@@ -135,7 +145,7 @@ def _block(
 class NumpyWhisper:
     """Encoder and decoder weights prepared for numpy, in one compute dtype."""
 
-    def __init__(self, model: WhisperModel, dtype: np.dtype = np.float32) -> None:
+    def __init__(self, model: WhisperModel, dtype: DTypeLike = np.float32) -> None:
         w, dims = model.weights, model.dims
         self.dims: ModelDims = dims
         self.dtype = np.dtype(dtype)
