@@ -126,10 +126,8 @@ class PlacementReport:
     def lines(self) -> list[str]:
         """One line per graph, then each warning once."""
         out = [g.line() for g in self.graphs]
-        seen: set[str] = set()
-        for g in self.graphs:
-            out += [f"warning: {w}" for w in g.warnings if not (w in seen or seen.add(w))]
-        return out
+        warnings = dict.fromkeys(w for g in self.graphs for w in g.warnings)  # first seen order
+        return out + [f"warning: {w}" for w in warnings]
 
     def summary(self) -> str:
         return "; ".join(g.line() for g in self.graphs)

@@ -85,8 +85,10 @@ def classify_amd(pci: PciDevice, vbnv: str | None = None) -> dict[str, Detail]:
         return {"generation": "xdna", "chip": "Phoenix / Hawk Point"}
     if pci.device == AMD_XDNA2:
         rev = pci.revision
-        chip = AMD_XDNA2_CHIPS.get(
-            rev, f"unknown XDNA2 chip (revision 0x{rev:02x})" if rev is not None else "Strix family"
+        chip = (
+            "Strix family"
+            if rev is None
+            else AMD_XDNA2_CHIPS.get(rev, f"unknown XDNA2 chip (revision 0x{rev:02x})")
         )
         return {"generation": "xdna2", "chip": chip}
     return {"generation": "unknown", "chip": f"unknown AMD NPU ({pci.ids})"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from runtime.output.results import Segment
 
@@ -33,18 +34,25 @@ class SubtitleOptions:
                 raise ValueError(f"{name} must be at least 1, not {value}")
 
 
-def _subtitles(segments: Sequence[Segment], options: SubtitleOptions) -> Iterator[list[dict]]:
+class _Timing(TypedDict):
+    word: str  # with its leading space or line break
+    start: float
+    end: float
+
+
+def _subtitles(segments: Sequence[Segment], options: SubtitleOptions) -> Iterator[list[_Timing]]:
     """Cues as lists of words (dicts with ``word`` holding its leading space or line break)."""
     preserve_segments = options.max_line_count is None or options.max_line_width is None
     max_width = options.max_line_width or 1000
     per_line = options.max_words_per_line or 1000
-    line_len, line_count, subtitle = 0, 1, []
+    line_len, line_count = 0, 1
+    subtitle: list[_Timing] = []
     last = next((s.start for s in segments if s.words), 0.0)
     for segment in segments:
         words = segment.words or ()
         for first in range(0, len(words), per_line):
             for i, w in enumerate(words[first : first + per_line]):
-                timing = dict(word=w.word, start=w.start, end=w.end)
+                timing = _Timing(word=w.word, start=w.start, end=w.end)
                 long_pause = not preserve_segments and timing["start"] - last > LONG_PAUSE_S
                 has_room = line_len + len(timing["word"]) <= max_width
                 seg_break = i == 0 and len(subtitle) > 0 and preserve_segments

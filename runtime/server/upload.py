@@ -13,13 +13,16 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from runtime.server.errors import APIError, bad_request
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks  # defined for type checkers only
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024  # a prompt is at most a few hundred tokens; 64 KiB is plenty
@@ -66,7 +69,7 @@ class _FormCollector:
         self._value = bytearray()
         self._file: BinaryIO | None = None
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin,
             "on_part_data": self.on_part_data,
