@@ -55,6 +55,7 @@ class OnnxSession(BaseSession):
         self.placement = PlacementReport(
             tuple(g.placement for g in (self.encoder_graph, self.cross_graph, self.decoder_graph))
         )
+        self.capabilities = self._capabilities()
 
     def _open(self, graph: str, spec, batch: int | None):
         from backends.onnx.eps import cache_versions
@@ -80,7 +81,9 @@ class OnnxSession(BaseSession):
             f"-{cache_versions([p.name for p in spec.providers])}"
         )
         options = self.load_options
-        variables = (("ONNX_CACHE", str(cache_root(self.options.cache_dir))),)
+        variables: tuple[tuple[str, str], ...] = (
+            ("ONNX_CACHE", str(cache_root(self.options.cache_dir))),
+        )
         if options.profile_dir:
             variables += (("PROFILE_DIR", options.profile_dir),)
         request = OpenRequest(
@@ -92,8 +95,7 @@ class OnnxSession(BaseSession):
         )
         return open_graph(path.parent / manifest.file, manifest, graph, spec, request)
 
-    @property
-    def capabilities(self) -> Capabilities:
+    def _capabilities(self) -> Capabilities:
         """What this loaded session does: a static encoder batch narrows the batch sizes."""
         sizes = (self.static_batch,) if self.static_batch else None
         # word timestamps need the decoder graph's cross_qk output (pre-exported graphs may lack it)

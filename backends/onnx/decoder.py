@@ -84,10 +84,10 @@ class OnnxDecoderState:
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
         first = min(p % tokens.shape[1] for p in positions) if tokens.shape[1] else 0
         for start in range(0, first - PROMPT_PIECE + 1, PROMPT_PIECE):  # a long prompt in pieces
-            self._step(tokens[:, start : start + PROMPT_PIECE], (-1,), False)
+            self._step(tokens[:, start : start + PROMPT_PIECE], (-1,), None)
         done = first - first % PROMPT_PIECE
         return self._step(
-            tokens[:, done:], tuple(p % tokens.shape[1] - done for p in positions), False
+            tokens[:, done:], tuple(p % tokens.shape[1] - done for p in positions), None
         )[0]
 
     def logits_and_attention(
@@ -101,12 +101,13 @@ class OnnxDecoderState:
                 f"the decoder graph has no cross-attention output for heads "
                 f"{missing or list(heads)} (it has {self._heads}); re-export it"
             )
-        logits, qk = self._step(tokens, positions, True)
+        logits, qk = self._step(tokens, positions, self._qk)
         return logits, qk[:, [self._heads.index(tuple(h)) for h in heads]]
 
     def _step(
-        self, tokens: np.ndarray, positions: tuple[int, ...], attention: bool
+        self, tokens: np.ndarray, positions: tuple[int, ...], cross_qk: str | None
     ) -> list[np.ndarray]:
+        """Run the new tokens; the logits, and the ``cross_qk`` output too when it is named."""
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
         t = tokens.shape[1]
         if self._slot is not None:  # rows in slot order: slot p holds row order[p]
@@ -117,7 +118,7 @@ class OnnxDecoderState:
             feeds.update(zip(self._in[role], arrays))
         feeds.update(zip(self._in["cross_k"], (k for k, _ in self._cross)))
         feeds.update(zip(self._in["cross_v"], (v for _, v in self._cross)))
-        out = self.decoder.run(self._out + ([self._qk] if attention else []), feeds)
+        out = self.decoder.run(self._out + ([cross_qk] if cross_qk else []), feeds)
         n_layers = len(self._k)
         self._k, self._v = out[1 : 1 + n_layers], out[1 + n_layers : 1 + 2 * n_layers]
         self.length += t

@@ -23,6 +23,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ GRAPH_DTYPES = {"fp32": np.float32, "fp16": np.float16, "int8": np.float32, "bf1
 EXTERNAL_DATA_BYTES = 1 << 30  # protobuf files stop at 2 GiB: bigger weights go to a .data file
 # Per-channel weight scales: as fast as per-tensor here, and closer to fp32 (LibriSpeech subset,
 # tiny.en: +0.29 WER points over fp32 against +0.50 per-tensor; tools/bench_onnx.py).
-QUANTIZATION = {
+QUANTIZATION: dict[str, Any] = {  # a manifest detail (JSON)
     "method": "onnxruntime.quantization.quantize_dynamic",
     "op_types": ["MatMul"],
     "weight_type": "QInt8",
@@ -53,7 +54,7 @@ EXPORTER = "whisper-runtime onnx exporter 2"  # 2: outputs without Identity copi
 BLOCKWISE_GRAPHS = ("decoder",)
 
 
-def quantization_detail(graph: str, precision: str) -> dict | None:
+def quantization_detail(graph: str, precision: str) -> dict[str, Any] | None:
     """What a graph's manifest says of its quantization (checked when reusing a cache)."""
     if precision != "int8":
         return None
@@ -162,7 +163,7 @@ def export_graph(
     proto, inputs, outputs = BUILDERS[graph](model, GRAPH_DTYPES[precision], batch, **extra)
     onnx.checker.check_model(proto, full_check=False)
     target = folder / f"{stem}.onnx"
-    details: dict = {"exporter": EXPORTER, "graph_nodes": len(proto.graph.node)}
+    details: dict[str, Any] = {"exporter": EXPORTER, "graph_nodes": len(proto.graph.node)}
     if fused:
         details["attention"] = FUSED
     if _heads_detail(graph, model) is not None:

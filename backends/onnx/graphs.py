@@ -220,7 +220,7 @@ def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) ->
         TensorSpec("tokens", "tokens", "int64", (b, "tokens")),
         TensorSpec("positions", "positions", "int64", ("positions",)),
     ]
-    shapes = {
+    shapes: dict[str, tuple[int | str, ...]] = {
         "self_k": (b, n, dh, "past"),
         "self_v": (b, n, "past", dh),
         "cross_k": (b, n, dh, s),

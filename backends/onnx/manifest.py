@@ -81,13 +81,13 @@ class Manifest:
                 f"manifest format {data.get('format_version')!r} is not "
                 f"{FORMAT_VERSION}; re-export the graph"
             )
-        specs = {
-            k: tuple(TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in data[k])
+        inputs, outputs = (
+            tuple(TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in data[k])
             for k in ("inputs", "outputs")
-        }
-        rest = {k: v for k, v in data.items() if k not in specs}
+        )
+        rest = {k: v for k, v in data.items() if k not in ("inputs", "outputs")}
         rest["notes"] = tuple(rest.get("notes", ()))
-        return cls(**rest, **specs)
+        return cls(**rest, inputs=inputs, outputs=outputs)
 
     def write(self, path: Path) -> None:
         """Write atomically, so a reader never sees half a manifest (it marks a finished export)."""

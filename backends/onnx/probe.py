@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from importlib.metadata import distributions
 from pathlib import Path
+from typing import Any
 
-from runtime.hardware import Detail, Finding, HostInfo
+from runtime.hardware import Detail, Finding, HostInfo, set_probe_name
 
 ROOT = Path("/")
 INSTALL_HINT = "pip install 'whisper-accel-runtime[cpu]' (or [qnn], [openvino], [cuda])"
@@ -32,26 +33,28 @@ def probe_onnxruntime(root: Path = ROOT, host: HostInfo | None = None) -> Findin
     except Exception as exc:  # noqa: BLE001 - a broken wheel raises OSError, RuntimeError, ...
         reason = f"onnxruntime failed to import: {type(exc).__name__}: {exc}"
         return Finding("onnxruntime", False, {"providers": [], "providers_reason": reason}, reason)
+    build = str(facts.get("build", "onnxruntime"))
     details: dict[str, Detail] = {
         "version": str(facts.get("version", "unknown")),
-        "build": str(facts.get("build", "onnxruntime")),
+        "build": build,
         "providers": list(facts.get("providers", [])),
         "ep_devices": list(facts.get("ep_devices", [])),
     }
     for key in ("plugins", "distributions"):
         if facts.get(key):
             details[key] = list(facts[key])
-    conflict = conflict_reason(list(facts.get("distributions", [])), details["build"])
+    conflict = conflict_reason(list(facts.get("distributions", [])), build)
     if conflict:
         details["conflict"] = True
         details["conflict_reason"] = conflict
     return Finding("onnxruntime", True, details)
 
 
-probe_onnxruntime.probe_name = "onnxruntime"  # type: ignore[attr-defined]
+set_probe_name(probe_onnxruntime, "onnxruntime")
 
 
-def _real_onnxruntime() -> dict[str, object]:
+def _real_onnxruntime() -> dict[str, Any]:
+    """What onnxruntime reports, as a fake tree's ``onnxruntime.json`` holds it."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
