@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.hardware import Detail, Finding, HostInfo
+from runtime.hardware import Detail, Finding, HostInfo, set_probe_name
 
 ROOT = Path("/")
 
@@ -36,7 +36,7 @@ def probe_mlx(root: Path = ROOT, host: HostInfo | None = None) -> Finding:
     return Finding("mlx", True, details)
 
 
-probe_mlx.probe_name = "mlx"  # type: ignore[attr-defined]
+set_probe_name(probe_mlx, "mlx")
 
 
 def _real_mlx() -> dict[str, Detail]:

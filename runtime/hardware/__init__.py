@@ -21,7 +21,13 @@ from runtime.hardware.npu import (
     probe_intel_npu,
 )
 from runtime.hardware.nvidia import probe_nvidia
-from runtime.hardware.probes import BUILTIN_PROBES, Probe, probe_name, run_probes
+from runtime.hardware.probes import (
+    BUILTIN_PROBES,
+    Probe,
+    probe_name,
+    run_probes,
+    set_probe_name,
+)
 from runtime.hardware.qualcomm import probe_qualcomm_npu
 from runtime.hardware.sysfs import PciDevice, parse_windows_hwids
 
@@ -46,4 +52,5 @@ __all__ = [
     "probe_qualcomm_npu",
     "run_command",
     "run_probes",
+    "set_probe_name",
 ]

@@ -30,10 +30,19 @@ BUILTIN_PROBES: Mapping[str, Probe] = {
 }
 
 
+NAME_ATTRIBUTE = "probe_name"  # the function attribute a probe's name travels in
+
+
 def probe_name(probe: Probe) -> str:
     """A probe's name: its `probe_name` attribute, else its function name without "probe_"."""
-    name = getattr(probe, "probe_name", None) or getattr(probe, "__name__", "")
+    name = getattr(probe, NAME_ATTRIBUTE, None) or getattr(probe, "__name__", "")
     return str(name).removeprefix("probe_") or repr(probe)
+
+
+def set_probe_name(probe: Callable[..., Finding], name: str) -> None:
+    """Give ``probe`` (a function) the name profiles refer to it by, as its `probe_name`
+    attribute; AttributeError where it takes no attributes (a bound method, a builtin)."""
+    setattr(probe, NAME_ATTRIBUTE, name)
 
 
 def run_probes(

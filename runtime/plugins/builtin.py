@@ -5,9 +5,14 @@ Backends are not here: even the built-in ones come through entry points, as thir
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.plugins.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from runtime.hardware import Finding, Probe
 
 
 @hookimpl
@@ -38,16 +43,18 @@ def add_profile_dirs() -> list[Any]:
     return [builtin_profiles_dir()]
 
 
-def _named(name: str, probe):
+def _named(name: str, probe: Probe) -> Probe:
     """Probes are looked up by name; make sure the table's name travels with the function."""
+    from runtime.hardware import set_probe_name
+
     if getattr(probe, "probe_name", None) != name:
         try:
-            probe.probe_name = name
+            set_probe_name(probe, name)
         except AttributeError:  # a bound method or builtin: wrap it
 
-            def wrapped(root, _p=probe):
+            def wrapped(root: Path, _p: Probe = probe) -> Finding:
                 return _p(root)
 
-            wrapped.probe_name = name
+            set_probe_name(wrapped, name)
             return wrapped
     return probe

@@ -30,6 +30,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def register_backends() -> list[Backend]:
     """Return backend instances. Names must be unique (a second one is ignored, with a warning);
     an instance must be cheap to create: import heavy frameworks in ``available()``/``load()``."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
@@ -37,20 +38,24 @@ def register_probes() -> list[Probe]:
     """Return hardware probes: callables ``probe(root: Path) -> Finding`` with a ``probe_name``
     attribute (or a ``__name__`` starting with ``probe_``). Probes must be cheap and import
     nothing heavy at import time; they report why they found nothing instead of raising."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
 def add_profile_dirs() -> list[Path]:
     """Return directories of hardware-profile TOML files to load."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
 def register_model_readers() -> list[ModelReader]:
     """Return model-format readers (``name``, ``can_read(path)``, ``read(path) -> WhisperModel``),
     tried in order after the built-in ones."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
 def register_writers() -> list[type[Writer]]:
     """Return ``Writer`` subclasses (each with an ``extension``); an extension already taken
     replaces the earlier writer."""
+    raise NotImplementedError  # a specification: plugins implement it
