@@ -64,6 +64,7 @@ class DecoderState(Protocol):
         """Keep (and reorder, or repeat) the given rows of the cache: beam search, finished rows."""
 
 
+@runtime_checkable
 class AttentionState(DecoderState, Protocol):
     """A ``DecoderState`` that can also return cross-attention weights: what a backend declaring
     ``Capabilities.word_timestamps`` hands out (word alignment, ``runtime.words``)."""

@@ -145,7 +145,8 @@ class Engine:
                 raise QueueFullError(f"{self.max_queue} requests are in flight; retry later")
             self._incoming.append(req)
             req.prepared = self.scheduler.prefetch(run)
-            req.prepared.add_done_callback(self._wake)
+            if req.prepared is not None:  # None without prepare_ahead: nothing to wait for
+                req.prepared.add_done_callback(self._wake)
         self.start()
         return req.future
 
@@ -235,9 +236,9 @@ class Engine:
                     req.started = now
                     self._waits.append(now - req.submitted)
             for run in finished:
-                req = self._active.pop(id(run), None)
-                if req is not None:
-                    self._resolve(req, now)
+                done = self._active.pop(id(run), None)
+                if done is not None:
+                    self._resolve(done, now)
             self._cond.notify_all()
 
     def _resolve(self, req: _Request, now: float) -> None:

@@ -159,7 +159,7 @@ class BatchRunner:
 
     def decode(self, features: Any, rows: list[Row]) -> list[DecodingResult]:
         """Decode every row; re-decode only failing rows at their next temperature, batched."""
-        results: list[DecodingResult | None] = [None] * len(rows)
+        results: dict[int, DecodingResult] = {}  # by row; every row decodes at level 0
         todo, level = list(range(len(rows))), 0
         while todo:
             groups: dict[tuple[DecodingOptions, int], list[int]] = {}
@@ -188,8 +188,8 @@ class BatchRunner:
                 for r in todo
                 if level < len(rows[r].input.options.temperatures)
                 and needs_fallback(results[r], rows[r].input.options)
-            ]  # type: ignore[arg-type]
-        return results  # type: ignore[return-value]
+            ]
+        return [results[r] for r in range(len(rows))]
 
     @property
     def _sequential(self) -> bool:

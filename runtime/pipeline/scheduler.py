@@ -23,9 +23,10 @@ from runtime.pipeline.source import SourceRun, Stream
 
 @dataclass
 class Batch:
-    """The rows chosen for one step, and the stream each came from."""
+    """The rows chosen for one step, and the input and the stream each came from."""
 
     rows: list[Row] = field(default_factory=list)
+    runs: list[SourceRun] = field(default_factory=list)  # each row's ``input``, as a SourceRun
     streams: list[Stream] = field(default_factory=list)
 
 
@@ -94,13 +95,14 @@ class Scheduler:
         for run, stream in picked:
             window, prompt = run.take(stream)
             batch.rows.append(Row(window, prompt, run))
+            batch.runs.append(run)
             batch.streams.append(stream)
         return batch
 
     def update(self, batch: Batch, results: list[DecodingResult]) -> list[SourceRun]:
         """Hand each result to its input; return the inputs now finished (done or failed)."""
-        for row, stream, result in zip(batch.rows, batch.streams, results):
-            row.input.finish(stream, row.window, result)  # type: ignore[attr-defined]
+        for row, run, stream, result in zip(batch.rows, batch.runs, batch.streams, results):
+            run.finish(stream, row.window, result)
         finished = [r for r in self.runs if r.error is not None or r.done]
         for run in finished:
             self.runs.remove(run)

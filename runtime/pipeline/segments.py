@@ -72,7 +72,7 @@ def split_segments(
     tokens = np.array(result.tokens, dtype=np.int64)
     is_ts = tokens >= ts_begin
     single_ending = len(tokens) >= 2 and is_ts[-2:].tolist() == [False, True]
-    consecutive = list(np.flatnonzero(is_ts[:-1] & is_ts[1:]) + 1)
+    consecutive: list[int] = (np.flatnonzero(is_ts[:-1] & is_ts[1:]) + 1).tolist()
     pieces: list[dict] = []
     if consecutive:
         slices = consecutive + ([len(tokens)] if single_ending else [])

@@ -43,7 +43,8 @@ def transcribe_sequential(
     mel = log_mel_spectrogram(audio, n_mels=session.model.dims.n_mels, padding=N_SAMPLES)
     content_frames = mel.shape[-1] - N_FRAMES
     source = SequentialInput(options, language)
-    seek, segments, prompt_reset = 0, [], 0
+    seek, prompt_reset = 0, 0
+    segments: list[Segment] = []
     all_tokens = initial_prompt_tokens(
         tokenizer, options.initial_prompt, session.model.dims.n_text_ctx
     )

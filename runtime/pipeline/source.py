@@ -160,7 +160,10 @@ class SourceRun:
 
     def take(self, stream: Stream) -> tuple[Window, list[int]]:
         """The stream's next window and its prompt."""
-        return stream.next_window(), self.prompt(stream.history)
+        window = stream.next_window()
+        # ready() hands out only streams that have work, which is a next window
+        assert window is not None, "take() of a stream with no window left"
+        return window, self.prompt(stream.history)
 
     def prompt(self, history: list[int]) -> list[int]:
         """The last ``context_tokens`` of a stream's text (Whisper's 223); while it has fewer,

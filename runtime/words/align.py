@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from runtime.audio.constants import TOKENS_PER_SECOND
-from runtime.backend import Session
+from runtime.backend import AttentionState, Session
 from runtime.decoding.filters import log_softmax
 from runtime.model.tokenizer import Tokenizer
 from runtime.model.weights import WhisperModel
@@ -94,8 +94,8 @@ def find_alignments(
         matrices += m
         probs += p
     paths = dtw_batch([-m for m in matrices])
-    for i, path, p in zip(todo, paths, probs):
-        out[i] = _words(tokenizer, requests[i], path, p)
+    for i, path, row_probs in zip(todo, paths, probs):
+        out[i] = _words(tokenizer, requests[i], path, row_probs)
     return out
 
 
@@ -127,7 +127,10 @@ def _attention_matrices(
         tokens[b, : len(r)] = r
     n_text = max(len(r.text_tokens) for r in requests)
     positions = tuple(range(n_sot, n_sot + n_text))
-    logits, qk = session.decoder(features).logits_and_attention(tokens, positions, tuple(heads))
+    state = session.decoder(features)
+    # words are asked for only of backends declaring word_timestamps (checked with the options)
+    assert isinstance(state, AttentionState), "this backend's decoder gives no attention"
+    logits, qk = state.logits_and_attention(tokens, positions, tuple(heads))
     matrices, probs = [], []
     for b, (request, r) in enumerate(zip(requests, rows)):
         n = len(request.text_tokens)
