@@ -102,7 +102,7 @@ def _progress_bar(duration: float):
     return bar, update
 
 
-def _transcribe_one(rt, path: str, args: argparse.Namespace, show_bar: bool = True):
+def _transcribe_one(rt, path: str | Path, args: argparse.Namespace, show_bar: bool = True):
     from runtime.audio.decode import audio_duration
 
     duration = (audio_duration(path) or 0.0) if show_bar else 0.0

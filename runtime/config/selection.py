@@ -118,7 +118,8 @@ def _select_emulated(
     wanted = find_profile(profiles, requested)
     reason = why_not(wanted, report, check, emulate=True)
     if reason is None:
-        stand_in = f"emulating {wanted.name}: {wanted.emulation.description}"  # type: ignore[union-attr]
+        assert wanted.emulation is not None  # why_not(emulate=True) refuses a profile without one
+        stand_in = f"emulating {wanted.name}: {wanted.emulation.description}"
         return Selection(wanted, requested, None, list(wanted.notes), emulation=stand_in)
     reason = f"{reason} (profiles that can be emulated here: {here})"
     if strict:

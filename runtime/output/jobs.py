@@ -279,6 +279,8 @@ class Job:
         if error is not None:
             log.debug("%s failed", item.source, exc_info=error)
             return self._fail(str(item.source), failure_reason(item.source, error))
+        # each result holds a transcription or an error (transcribe_many's contract)
+        assert transcription is not None, f"{item.source}: neither a transcription nor an error"
         if self.echo:
             self.echo(item, transcription)
         try:

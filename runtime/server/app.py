@@ -92,6 +92,7 @@ async def _transcribe(
     request: Request, state: ServerState, upload: Upload, audio_request: AudioRequest
 ) -> Transcription:
     t0 = time.perf_counter()
+    assert upload.path is not None  # parse_audio_request refused a form without a file
     future = asyncio.wrap_future(_submit(state, upload.path, audio_request))
     disconnected = asyncio.ensure_future(_wait_disconnect(request))
     try:

@@ -77,7 +77,8 @@ def uvicorn_config(app, settings: Settings, log_level: str = "info"):
         log_level=log_level,
         lifespan="on",
         access_log=log_level == "debug",
-        timeout_graceful_shutdown=server.request_timeout_s + SHUTDOWN_GRACE_S,
+        # uvicorn annotates this int | None, but hands it to asyncio.timeout(): float seconds
+        timeout_graceful_shutdown=server.request_timeout_s + SHUTDOWN_GRACE_S,  # type: ignore[arg-type]
     )
 
 
