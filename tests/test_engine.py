@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
 import pytest
 
 from runtime.errors import AudioError, RuntimeInputError
-from runtime.pipeline.engine import QueueFullError
+from runtime.pipeline.engine import Engine, QueueFullError
 from runtime.pipeline.source import SourceRun
 from tests.conftest import EVAL_DIR
 from tools.eval_common import load_librispeech, wer
@@ -133,3 +134,12 @@ def test_alive_reports_the_worker(cpu_runtime):
     assert engine.alive
     engine.close()
     assert engine.alive  # closing on purpose is not a failure
+
+
+def test_engine_without_prepare_ahead(cpu_runtime):
+    """Blocks read in the worker instead (``prefetch`` gives no future to wait for)."""
+    template = cpu_runtime.engine()
+    batch = dataclasses.replace(template.batch, prepare_ahead=False)
+    with Engine(template.model, batch) as engine:
+        result = engine.submit(np.zeros(3 * 16000, np.float32)).result(timeout=120)
+    assert result.segments == ()
