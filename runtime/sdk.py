@@ -4,7 +4,8 @@ The names below are the plugin surface the runtime keeps stable; the modules the
 the runtime's own business. A backend plugin implements ``Backend`` (a name, ``Capabilities``,
 ``available()``, ``load()``) and returns a ``Session`` (subclass ``BaseSession`` for the optional
 parts) whose ``decoder()`` hands out a ``DecoderState`` (``AttentionState`` for word timestamps).
-Probes return ``Finding``s; writers subclass ``Writer``; model readers follow ``ModelReader``.
+Probes return ``Finding``s; writers subclass ``Writer``; model readers follow ``ModelReader``;
+a cluster (where jobs and the server run) follows ``Cluster`` and gets a ``ClusterJob``.
 The hooks and their contracts: ``runtime.plugins.hookspecs``.
 """
 
@@ -29,6 +30,7 @@ from runtime.backend import (
     Session,
     check_tokens,
 )
+from runtime.cluster import Cluster, ClusterJob, ClusterServe, Resources, WorkerInputError
 from runtime.errors import BackendUnavailableError, ModelFormatError, RuntimeInputError
 from runtime.hardware import Detail, Finding, HostInfo
 from runtime.model.formats import ModelReader
@@ -54,6 +56,11 @@ __all__ = [
     "LoadOptions",
     "Session",
     "check_tokens",
+    "Cluster",
+    "ClusterJob",
+    "ClusterServe",
+    "Resources",
+    "WorkerInputError",
     "BackendUnavailableError",
     "ModelFormatError",
     "RuntimeInputError",

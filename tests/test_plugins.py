@@ -66,6 +66,7 @@ def test_every_hook_is_documented():
     assert HOOKS == [
         "add_profile_dirs",
         "register_backends",
+        "register_clusters",
         "register_model_readers",
         "register_probes",
         "register_writers",
@@ -93,6 +94,26 @@ def test_third_party_contributions_reach_the_core(with_plugins, marker_root, tmp
     assert any(d.name == "profiles" and "example_backend" in str(d) for d in plugins.profile_dirs())
     assert "shout" in plugins.writers() and "srt" in plugins.writers()
     assert [r.name for r in plugins.model_readers()][-1] == "alias"
+
+
+def test_a_cluster_plugin_runs_the_local_job(with_plugins, tmp_path):
+    """``transcribe_job(cluster=...)``: a cluster replaces where transcriptions run; outputs,
+    resume and the summary stay the local job's."""
+    from runtime.job import transcribe_job
+
+    jfk = str(eval_file("jfk.flac"))
+    summary = transcribe_job([jfk], tmp_path, cluster="inline")
+    assert len(summary.done) == 1 and summary.failed == []
+    assert "ask not what your country" in (tmp_path / "jfk.txt").read_text().lower()
+    again = transcribe_job([jfk], tmp_path, cluster="inline")
+    assert (len(again.done), len(again.skipped)) == (0, 1)
+
+
+def test_a_missing_cluster_plugin_fails_in_one_line(with_plugins):
+    from runtime.cluster import ClusterUnavailableError, find_cluster
+
+    with pytest.raises(ClusterUnavailableError, match="no cluster plugin 'slurm'.*inline"):
+        find_cluster(Plugins().clusters(), "slurm")
 
 
 def test_broken_plugin_is_listed_with_its_error(with_plugins):

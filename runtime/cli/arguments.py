@@ -33,6 +33,28 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     _add_decoding(p)
     _add_words(p)
     _add_output(p)
+    _add_cluster(p, "transcribe the inputs on Ray workers")
+
+
+def _add_cluster(p: argparse.ArgumentParser, what: str) -> None:
+    """--ray [ADDRESS] and --ray-option: the cluster plugin's flags (``pip install '.[ray]'``)."""
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help=f"{what}: without ADDRESS on a new local Ray instance; 'auto' for the cluster this "
+        "machine belongs to (ray start), host:6379, or ray://host:10001 (pip install '.[ray]')",
+    )
+    p.add_argument(
+        "--ray-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Ray option (VALUE as JSON where it parses): for transcribe workers, cpus, gpus, "
+        "files_per_task; for serve, any Ray Serve deployment option (README)",
+    )
 
 
 def _add_decoding(p: argparse.ArgumentParser) -> None:
@@ -239,6 +261,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="one request at a time (the baseline for comparisons)",
     )
     p.add_argument("--verbose", "-v", action="store_true", help="log every request")
+    _add_cluster(p, "serve as Ray Serve replicas")
+    p.add_argument(
+        "--replicas",
+        default=None,
+        help="with --ray: replicas, each with its own engine (a number, or 'auto' to autoscale; "
+        "default 1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,11 +68,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"error: invalid server settings: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    settings = settings.model_copy(update={"server": server})
+    log_level = "debug" if args.verbose else "info"
     try:
-        serve(
-            settings.model_copy(update={"server": server}),
-            log_level="debug" if args.verbose else "info",
-        )
+        if args.ray is not None:
+            _serve_on_cluster(settings, args, log_level)
+        else:
+            serve(settings, log_level=log_level)
     except WhisperRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -80,3 +82,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("interrupted before the server started", file=sys.stderr)
         return 130
     return 0
+
+
+def _serve_on_cluster(settings, args: argparse.Namespace, log_level: str) -> None:
+    """``runtime serve --ray``: the same app as Ray Serve replicas, each with its own engines.
+    Missing Ray, a bad model or a bad option fails here, in one line, before any replica."""
+    from runtime.api import Runtime
+    from runtime.cluster import ClusterServe, Resources, find_cluster, parse_options
+    from runtime.errors import RuntimeInputError
+    from runtime.model.registry import resolve_model
+
+    rt = Runtime(settings=settings)
+    cluster = find_cluster(rt.plugins.clusters(), "ray")
+    options = parse_options(args.ray_option)
+    replicas = args.replicas
+    if replicas is not None and replicas != "auto":
+        if not replicas.isdigit() or int(replicas) < 1:
+            raise RuntimeInputError(f"--replicas {replicas!r}: a number of at least 1, or auto")
+        replicas = int(replicas)
+    for spec in settings.server.models or [settings.model]:
+        resolve_model(spec, readers=rt.plugins.model_readers())
+    profile = rt.selection.profile if rt.selection else None
+    if profile is not None:  # every replica runs the profile chosen here
+        settings = settings.model_copy(update={"profile": profile.name})
+    resources = profile.resources if profile else Resources()
+    cluster.serve(args.ray or None, ClusterServe(settings, resources, replicas, options), log_level)

@@ -70,19 +70,6 @@ def _subtitle_options(args: argparse.Namespace):
         raise RuntimeInputError(str(exc)) from exc
 
 
-def _bind_writers(writers: dict, args: argparse.Namespace) -> dict:
-    """Writer classes with the subtitle options bound (plugin writers built on ``Writer`` too)."""
-    from functools import partial
-
-    from runtime.output.writers import Writer
-
-    options = _subtitle_options(args)
-    return {
-        name: partial(w, options) if isinstance(w, type) and issubclass(w, Writer) else w
-        for name, w in writers.items()
-    }
-
-
 def _progress_bar(duration: float):
     from tqdm import tqdm
 
@@ -156,52 +143,48 @@ def _echo(args: argparse.Namespace, several: bool):
 
 
 def _run_job(rt, args: argparse.Namespace) -> int:
-    """Every input through a ``runtime.output.jobs.Job``: several together
-    (``transcribe_many``), one alone or ``--sequential`` one by one; outputs that exist are
+    """Every input through a job (``runtime.job``): several together (``transcribe_many``), one
+    alone or ``--sequential`` one by one, or on Ray workers (``--ray``); outputs that exist are
     skipped; a summary when files are written."""
-    from runtime.output.jobs import (
-        Job,
-        collect_inputs,
-        many_results,
-        one_by_one_results,
-        plan_outputs,
-    )
+    from runtime.job import choose_writers, cluster_results, local_results
+    from runtime.output.jobs import Job, collect_inputs, plan_outputs
 
     inputs, empty = collect_inputs(args.files, args.input_list)
     fmt = args.output_format or ("txt" if args.output_dir else None)
-    writers = rt.plugins.writers()
-    chosen = {} if not fmt else dict(writers) if fmt == "all" else {fmt: writers[fmt]}
-    items = plan_outputs(
-        inputs, args.output_dir or Path("."), [w.extension for w in chosen.values()]
-    )
-    chosen = _bind_writers(chosen, args)
+    writers = choose_writers(rt, [fmt] if fmt else [], _subtitle_options(args))
+    items = plan_outputs(inputs, args.output_dir or Path("."), list(writers))
     job = Job(
         items,
-        chosen,
+        writers,
         overwrite=args.overwrite,
         echo=_echo(args, len(items) > 1),
         verbose=args.verbose,
     )
-
-    def results(todo):
-        if len(todo) == 1 or args.sequential:
-            return one_by_one_results(lambda p: _transcribe_one(rt, p, args, len(todo) == 1), todo)
-        return many_results(
-            rt,
-            todo,
-            language=args.language,
-            task=args.task,
-            batch_size=args.batch_size,
-            chunking=args.chunking,
-            **_overrides(args),
-        )
-
+    kwargs = dict(
+        language=args.language,
+        task=args.task,
+        batch_size=args.batch_size,
+        chunking=args.chunking,
+        **_overrides(args),
+    )
+    if args.ray is not None:
+        results = cluster_results(rt, "ray", args.ray or None, kwargs, _ray_options(args))
+    else:
+        one = lambda p: _transcribe_one(rt, p, args, len(items) == 1)  # noqa: E731
+        results = local_results(rt, kwargs, args.sequential, one)
     summary = job.run(results, empty)
-    if chosen or args.verbose or summary.interrupted:
+    if writers or args.verbose or summary.interrupted:
         print(summary.render(), file=sys.stderr)
     if summary.interrupted:
         return 130
     return EXIT_BAD_INPUT if summary.failed else 0
+
+
+def _ray_options(args: argparse.Namespace) -> dict:
+    """--ray-option pairs (checked by the plugin, which knows its keys)."""
+    from runtime.cluster import parse_options
+
+    return parse_options(args.ray_option)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -219,6 +202,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 f"unknown output format {args.output_format!r}; "
                 f"choose from {', '.join(writers)} or all"
             )
+        if args.ray is not None:  # before loading: a missing Ray fails in one line, at once
+            from runtime.cluster import find_cluster
+
+            find_cluster(rt.plugins.clusters(), "ray")
+            _ray_options(args)
         rt.load()  # once, up front: a bad model or backend fails before any file
         if args.verbose:
             print(

@@ -112,6 +112,16 @@ class Emulation(BaseModel):
     )
 
 
+class Resources(BaseModel):
+    """A profile's ``[resources]``: what one worker running it asks a cluster for (a Ray actor
+    of a job, a replica of the server), each holding one loaded model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    cpus: float = Field(default=1, gt=0, description="CPUs per worker.")
+    gpus: float = Field(default=0, ge=0, description="GPUs per worker (0: none).")
+
+
 class Profile(BaseModel):
     """One hardware profile, as read from its TOML file."""
 
@@ -128,6 +138,7 @@ class Profile(BaseModel):
         default_factory=dict, description="Passed to the backend, which validates it."
     )
     batcher: BatchingConfig = Field(default_factory=BatchingConfig)
+    resources: Resources = Field(default_factory=Resources)  # per worker on a cluster (--ray)
     fallback: list[str] = Field(
         default_factory=list, description="Profiles to try, in order, when the backend cannot run."
     )

@@ -23,6 +23,7 @@ from runtime.plugins.hookspecs import PROJECT
 
 if TYPE_CHECKING:
     from runtime.backend import Backend
+    from runtime.cluster import Cluster
     from runtime.hardware.probes import Probe
     from runtime.model.formats import ModelReader
     from runtime.output.writers import Writer
@@ -113,3 +114,9 @@ class Plugins:
 
     def writers(self) -> dict[str, type[Writer]]:
         return {w.extension: w for w in self._collect("register_writers")}
+
+    def clusters(self) -> dict[str, Cluster]:
+        found: dict[str, Cluster] = {}
+        for cluster in self._collect("register_clusters"):
+            found.setdefault(cluster.name, cluster)  # the first registered wins, as for backends
+        return found

@@ -17,6 +17,7 @@ import pluggy
 
 if TYPE_CHECKING:  # the contracts, for type checkers; importing them here would cost every plugin
     from runtime.backend import Backend
+    from runtime.cluster import Cluster
     from runtime.hardware.probes import Probe
     from runtime.model.formats import ModelReader
     from runtime.output.writers import Writer
@@ -58,4 +59,13 @@ def register_model_readers() -> list[ModelReader]:
 def register_writers() -> list[type[Writer]]:
     """Return ``Writer`` subclasses (each with an ``extension``); an extension already taken
     replaces the earlier writer."""
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec
+def register_clusters() -> list[Cluster]:
+    """Return clusters (``runtime.cluster.Cluster``): a ``name`` that is also the command-line
+    flag (``ray`` is ``--ray``), ``available()`` with the reason when not, ``results()`` running a
+    batch job's transcriptions on the cluster and ``serve()`` running the server's app there.
+    Import the cluster framework only inside those methods: the core never imports it."""
     raise NotImplementedError  # a specification: plugins implement it

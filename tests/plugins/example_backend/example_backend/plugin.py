@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.sdk import Availability, Backend, Capabilities, Finding, Writer, hookimpl
+from runtime.sdk import (
+    Availability,
+    Backend,
+    Capabilities,
+    ClusterJob,
+    Finding,
+    Writer,
+    hookimpl,
+)
 
 
 class ExampleBackend:
@@ -48,6 +56,35 @@ class AliasReader:
         from runtime.model.registry import resolve_model  # the runtime's own model lookup
 
         return resolve_model(path.read_text().strip())
+
+
+class InlineCluster:
+    """A cluster of one: each input transcribed here by a worker-like Runtime of the job's own
+    (what a cluster plugin's workers do), results in reverse order (a cluster's are in any)."""
+
+    name = "inline"
+    install = "nothing"
+
+    def available(self) -> Availability:
+        return Availability(True, "this process")
+
+    def results(self, address, job: ClusterJob, items):
+        from runtime.api import Runtime
+
+        worker = Runtime(job.model, settings=job.settings).load()
+        for item in reversed(items):
+            try:
+                yield item, worker.transcribe(item.source, **job.transcribe_kwargs()), None
+            except Exception as exc:
+                yield item, None, exc
+
+    def serve(self, address, spec, log_level="info") -> None:
+        raise NotImplementedError("the inline cluster serves nothing")
+
+
+@hookimpl
+def register_clusters() -> list:
+    return [InlineCluster()]
 
 
 @hookimpl
