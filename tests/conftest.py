@@ -54,3 +54,13 @@ def cpu_runtime(tiny_model):
 @pytest.fixture(scope="session")
 def cpu_session(cpu_runtime):
     return cpu_runtime.session
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance (2 CPUs, as CI has) for every Ray test: ``ray.init`` costs ~6 s
+    and ~1 GiB, so it starts once, only when a Ray test runs, and stops at the end."""
+    ray = pytest.importorskip("ray", reason="Ray is the ray extra: pip install '.[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
