@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runtime.config.profiles import Resources
+from runtime.config.resources import Resources
 from runtime.errors import BackendUnavailableError, RuntimeInputError, WhisperRuntimeError
 
 if TYPE_CHECKING:

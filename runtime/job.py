@@ -59,6 +59,14 @@ def choose_writers(
     return chosen
 
 
+def worker_runtime(job: ClusterJob) -> Runtime:
+    """What a cluster's worker holds for its whole life: the job's model, settings and profile,
+    loaded (a bad model fails the worker at its start, before any input)."""
+    from runtime.api import Runtime
+
+    return Runtime(job.model, settings=job.settings).load()
+
+
 def local_results(
     rt: Runtime,
     kwargs: Mapping[str, Any],

@@ -33,6 +33,7 @@ from runtime.backend import (
 from runtime.cluster import Cluster, ClusterJob, ClusterServe, Resources, WorkerInputError
 from runtime.errors import BackendUnavailableError, ModelFormatError, RuntimeInputError
 from runtime.hardware import Detail, Finding, HostInfo
+from runtime.job import worker_runtime
 from runtime.model.formats import ModelReader
 from runtime.model.weights import ModelDims, WhisperModel
 from runtime.output.writers import Writer
@@ -61,6 +62,7 @@ __all__ = [
     "ClusterServe",
     "Resources",
     "WorkerInputError",
+    "worker_runtime",
     "BackendUnavailableError",
     "ModelFormatError",
     "RuntimeInputError",

@@ -42,9 +42,9 @@ class Transcriber:
     """One Ray Data actor: one ``Runtime`` and one ``Engine`` for its whole life."""
 
     def __init__(self, job: ClusterJob) -> None:
-        from runtime.api import Runtime
+        from runtime.job import worker_runtime
 
-        self.rt = Runtime(job.model, settings=job.settings).load()
+        self.rt = worker_runtime(job)
         kwargs = job.transcribe_kwargs()
         language, task = kwargs.pop("language"), kwargs.pop("task")
         self.options = self.rt.transcribe_options(None, language, task, kwargs)

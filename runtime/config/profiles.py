@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from runtime.config.resources import Resources
 from runtime.errors import ProfileError
 from runtime.hardware.finding import Finding, HardwareReport
 
@@ -110,16 +111,6 @@ class Emulation(BaseModel):
         min_length=1,
         description="Probes whose [[match]] rules the stand-in replaces, e.g. 'qualcomm_npu'.",
     )
-
-
-class Resources(BaseModel):
-    """A profile's ``[resources]``: what one worker running it asks a cluster for (a Ray actor
-    of a job, a replica of the server), each holding one loaded model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    cpus: float = Field(default=1, gt=0, description="CPUs per worker.")
-    gpus: float = Field(default=0, ge=0, description="GPUs per worker (0: none).")
 
 
 class Profile(BaseModel):

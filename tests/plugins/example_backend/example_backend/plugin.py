@@ -12,6 +12,7 @@ from runtime.sdk import (
     Finding,
     Writer,
     hookimpl,
+    worker_runtime,
 )
 
 
@@ -69,9 +70,7 @@ class InlineCluster:
         return Availability(True, "this process")
 
     def results(self, address, job: ClusterJob, items):
-        from runtime.api import Runtime
-
-        worker = Runtime(job.model, settings=job.settings).load()
+        worker = worker_runtime(job)
         for item in reversed(items):
             try:
                 yield item, worker.transcribe(item.source, **job.transcribe_kwargs()), None
