@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from runtime.cli.transcribe import EXIT_BAD_INPUT, _settings
 from runtime.errors import WhisperRuntimeError
+
+if TYPE_CHECKING:
+    from runtime.config.settings import Settings
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -84,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_on_cluster(settings, args: argparse.Namespace, log_level: str) -> None:
+def _serve_on_cluster(settings: Settings, args: argparse.Namespace, log_level: str) -> None:
     """``runtime serve --ray``: the same app as Ray Serve replicas, each with its own engines.
     Missing Ray, a bad model or a bad option fails here, in one line, before any replica."""
     from runtime.api import Runtime
