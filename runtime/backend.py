@@ -21,6 +21,8 @@ class Capabilities:
     # batching
     batched_encoder: bool = True  # encodes B windows in one call
     batched_decoder: bool = True  # advances B sequences in one step
+    # rows of different lengths decode side by side: its decoder states are ``JoinableState``s
+    joinable_decoder: bool = False
     # static shapes (NPUs): ``encode`` takes any whole number of batches of one size; None = any
     encoder_batch_sizes: tuple[int, ...] | None = None
     # features
@@ -62,6 +64,22 @@ class DecoderState(Protocol):
 
     def keep(self, rows: np.ndarray) -> None:
         """Keep (and reorder, or repeat) the given rows of the cache: beam search, finished rows."""
+
+
+@runtime_checkable
+class JoinableState(DecoderState, Protocol):
+    """A ``DecoderState`` whose rows each advance from their own length, so rows prefilled in
+    another state can ``join`` it while it decodes (iteration-level batching): what a backend
+    declaring ``Capabilities.joinable_decoder`` hands out. A row's logits must not depend on
+    the rows it decodes with."""
+
+    n_rows: int
+
+    def join(self, other: JoinableState) -> None:
+        """Append ``other``'s rows after this state's; ``other`` is spent."""
+
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` rows (a hint: joins up to it need not reallocate)."""
 
 
 @runtime_checkable

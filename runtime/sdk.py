@@ -21,6 +21,7 @@ from runtime.audio.constants import (
 )
 from runtime.backend import (
     AttentionState,
+    JoinableState,
     Availability,
     Backend,
     BaseSession,
@@ -49,6 +50,7 @@ __all__ = [
     "N_SAMPLES",
     "SAMPLE_RATE",
     "AttentionState",
+    "JoinableState",
     "Availability",
     "Backend",
     "BaseSession",

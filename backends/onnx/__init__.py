@@ -24,6 +24,7 @@ PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 CAPABILITIES = Capabilities(
     batched_encoder=True,
     batched_decoder=True,
+    joinable_decoder=True,  # rows of any lengths decode side by side (``lengths`` input)
     encoder_batch_sizes=None,  # a loaded session narrows this to its static batch, if any
     word_timestamps=True,  # the decoder graph outputs the alignment heads' cross-attention
     precisions=PRECISIONS,

@@ -1,18 +1,17 @@
 """``DecoderState`` over the ``cross_kv`` and ``decoder`` graphs (``runtime.backend.DecoderState``).
 
-Cross-attention keys and values are computed once per window by the ``cross_kv`` graph. Rows
-(beam hypotheses) of the same window share those arrays until a ``keep`` mixes windows, when
-they are gathered once, as the numpy backend does. Self-attention caches are the decoder graph's
-``present_*`` outputs fed back as the next step's ``self_*`` inputs: ONNX Runtime reads numpy
-inputs in place and hands its outputs over without a copy, so the only copy per step is the
-graph's own Concat of past and new entries, and ``keep`` costs one gather per cache array
-(skipped when the rows are unchanged).
+Cross-attention keys and values are computed once per window by the ``cross_kv`` graph. Each
+row's self-attention cache has ``n_text_ctx`` columns, of which the first ``length`` hold its
+tokens so far; the decoder graph masks the rest and returns only the new keys and values, which
+are written here in place, at each row's own length. Rows therefore need not have one length:
+rows of another state (a window prefilled on its own) ``join`` this one and decode on from their
+own positions (iteration-level batching), and a row's attention sums run over the same columns
+alone or batched, so its tokens never depend on its batch mates.
 
-Rows that finish leave the batch without a gather of the survivors: each row's arrays live in a
-physical slot, the survivors in slots past the new batch size move into the holes the finished
-rows left, and the arrays are cut to a prefix (a view). A batch of 8 then copies one row's
-18 MB of cross-attention keys and values per finished row (tiny.en) instead of every survivor's;
-tokens go in and logits come out in the caller's row order.
+Arrays hold up to ``capacity`` rows in physical slots, the first ``n_rows`` in use; ONNX Runtime
+reads that prefix in place. Rows that finish leave without a gather of the survivors: the
+survivors in slots past the new row count move into the holes the finished rows left. Tokens go
+in and logits come out in the caller's row order.
 """
 
 from __future__ import annotations
@@ -24,9 +23,8 @@ from backends.onnx.sessions import Graph
 from runtime.backend import check_tokens
 
 # Tokens per decoder call while reading a long prompt: ONNX Runtime's arena keeps the largest
-# buffers it ever handed out, and in one call a 223-token prompt's cross-attention scores at B=8
-# take 66 MB a layer (15.5-min chapter: peak RSS 1052 MB, against 763 MB with 32-token prompts).
-# In 48-token pieces: 790 MB, the same speed and text.
+# buffers it ever handed out, and in one call a 223-token prompt's attention scores at B=8
+# take tens of MB a layer. In 48-token pieces the arena stays small, at the same speed and text.
 PROMPT_PIECE = 48
 
 
@@ -42,34 +40,36 @@ class OnnxDecoderState:
         v_names = [t.name for t in cm.outputs_of("cross_v")]
         out = self._cross_kv(cross_kv, k_names + v_names, features)
         n_layers = len(k_names)
-        self._cross_base: list | None = list(zip(out[:n_layers], out[n_layers:]))  # (K_t, V)
-        self._cross = self._cross_base  # per physical slot; the base's rows are windows
-        self._shared = True  # self._cross holds the base's arrays (or views of them)
         self.n_rows = features.shape[0]
-        self._slot_windows = np.arange(self.n_rows)  # window of each physical slot
         self._slot: np.ndarray | None = None  # physical slot of each row; None: the same index
         # names in the decoder graph, by role and layer, from its manifest
-        self._tokens = dm.input("tokens").name
-        self._positions = dm.input("positions").name
+        self._names = {
+            role: dm.input(role).name for role in ("tokens", "lengths", "positions")
+        }
         self._in = {
             role: [t.name for t in dm.inputs_of(role)]
             for role in ("self_k", "self_v", "cross_k", "cross_v")
         }
         self._out = (
             [dm.output("logits").name]
-            + [t.name for t in dm.outputs_of("present_k")]
-            + [t.name for t in dm.outputs_of("present_v")]
+            + [t.name for t in dm.outputs_of("new_k")]
+            + [t.name for t in dm.outputs_of("new_v")]
         )
         qk = dm.outputs_of("cross_qk")  # graphs exported before word timestamps lack it
         self._qk = qk[0].name if qk else None
         self._heads = [tuple(h) for h in dm.details.get("alignment_heads", [])]
         k_spec, v_spec = dm.inputs_of("self_k")[0], dm.inputs_of("self_v")[0]
         dtype = np.dtype(k_spec.dtype)
-        k_shape = (self.n_rows, *[0 if d == "past" else d for d in k_spec.shape[1:]])
-        v_shape = (self.n_rows, *[0 if d == "past" else d for d in v_spec.shape[1:]])
-        self._k = [np.zeros(k_shape, dtype) for _ in range(n_layers)]  # (B, H, dh, past)
-        self._v = [np.zeros(v_shape, dtype) for _ in range(n_layers)]  # (B, H, past, dh)
-        self.length = 0
+        n = self.n_rows
+        # per layer, by physical slot: self keys (H, dh, C), self values (H, C, dh), cross K, V
+        self._arrays: dict[str, list[np.ndarray]] = {
+            "self_k": [np.zeros((n, *k_spec.shape[1:]), dtype) for _ in range(n_layers)],
+            "self_v": [np.zeros((n, *v_spec.shape[1:]), dtype) for _ in range(n_layers)],
+            "cross_k": list(out[:n_layers]),
+            "cross_v": list(out[n_layers:]),
+        }
+        self._lengths = np.zeros(n, np.int64)  # tokens in each slot's cache
+        self._windows = np.arange(n)  # the window of each slot: rows of one share cross arrays
 
     @staticmethod
     def _cross_kv(graph: Graph, names: list[str], features: np.ndarray) -> list[np.ndarray]:
@@ -79,6 +79,21 @@ class OnnxDecoderState:
         if not quantized_per_call(graph.manifest) or len(features) == 1:
             return graph.run(names, {feed: features})
         return graph.run_rows(names, feed, features)
+
+    @property
+    def capacity(self) -> int:
+        return len(self._lengths)
+
+    @property
+    def length(self) -> int:
+        """The longest row's tokens so far."""
+        return int(self._lengths[: self.n_rows].max()) if self.n_rows else 0
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Each row's tokens so far, in row order."""
+        used = self._lengths[: self.n_rows]
+        return used.copy() if self._slot is None else used[self._slot]
 
     def logits(self, tokens: np.ndarray, positions: tuple[int, ...] = (-1,)) -> np.ndarray:
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
@@ -109,21 +124,83 @@ class OnnxDecoderState:
     ) -> list[np.ndarray]:
         """Run the new tokens; the logits, and the ``cross_qk`` output too when it is named."""
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
-        t = tokens.shape[1]
+        n, t = self.n_rows, tokens.shape[1]
         if self._slot is not None:  # rows in slot order: slot p holds row order[p]
-            order = np.argsort(self._slot)
-            tokens = tokens[order]
-        feeds = {self._tokens: tokens, self._positions: np.asarray(positions, dtype=np.int64)}
-        for role, arrays in (("self_k", self._k), ("self_v", self._v)):
-            feeds.update(zip(self._in[role], arrays))
-        feeds.update(zip(self._in["cross_k"], (k for k, _ in self._cross)))
-        feeds.update(zip(self._in["cross_v"], (v for _, v in self._cross)))
+            tokens = tokens[np.argsort(self._slot)]
+        feeds = {
+            self._names["tokens"]: tokens,
+            self._names["lengths"]: self._lengths[:n],
+            self._names["positions"]: np.asarray(positions, dtype=np.int64),
+        }
+        for role, names in self._in.items():
+            feeds.update(zip(names, (a[:n] for a in self._arrays[role])))
         out = self.decoder.run(self._out + ([cross_qk] if cross_qk else []), feeds)
-        n_layers = len(self._k)
-        self._k, self._v = out[1 : 1 + n_layers], out[1 + n_layers : 1 + 2 * n_layers]
-        self.length += t
+        n_layers = len(self._in["self_k"])
+        self._write(out[1 : 1 + n_layers], out[1 + n_layers : 1 + 2 * n_layers], t)
         results = [out[0]] + out[1 + 2 * n_layers :]
         return results if self._slot is None else [r[self._slot] for r in results]
+
+    def _write(self, new_k: list[np.ndarray], new_v: list[np.ndarray], t: int) -> None:
+        """The new keys and values into each slot's cache at its length (in place)."""
+        n = self.n_rows
+        starts = self._lengths[:n]
+        if t == 1:  # a decoding step: one column per row, wherever each row is
+            slots = np.arange(n)
+            for k, new in zip(self._arrays["self_k"], new_k):
+                k[slots, :, :, starts] = new[:, :, :, 0]
+            for v, new in zip(self._arrays["self_v"], new_v):
+                v[slots, :, starts, :] = new[:, :, 0, :]
+        else:  # a prompt: rows of one length at once, else row by row
+            groups = [(0, n)] if np.all(starts == starts[0]) else [(s, s + 1) for s in range(n)]
+            for lo, hi in groups:
+                at = int(starts[lo])
+                for k, new in zip(self._arrays["self_k"], new_k):
+                    k[lo:hi, :, :, at : at + t] = new[lo:hi]
+                for v, new in zip(self._arrays["self_v"], new_v):
+                    v[lo:hi, :, at : at + t, :] = new[lo:hi]
+        self._lengths[:n] += t
+
+    # -- rows joining and leaving -----------------------------------------------------------
+    def join(self, other: OnnxDecoderState) -> None:
+        """Append ``other``'s rows (in its row order) after this state's rows, each with its
+        own length and cross-attention keys and values; ``other`` is spent."""
+        if other.n_rows == 0:
+            return
+        n, m = self.n_rows, other.n_rows
+        self._reserve(n + m)
+        order = other._physical()
+        for role, arrays in self._arrays.items():
+            for mine, theirs in zip(arrays, other._arrays[role]):
+                mine[n : n + m] = theirs[order]
+        self._lengths[n : n + m] = other._lengths[order]
+        first = int(self._windows[:n].max()) + 1 if n else 0
+        self._windows[n : n + m] = first + other._windows[order]
+        if self._slot is not None:
+            self._slot = np.concatenate([self._slot, np.arange(n, n + m)])
+        self.n_rows = n + m
+        other.n_rows = 0
+
+    def reserve(self, rows: int) -> None:
+        """Room for ``rows`` rows without reallocating when rows join."""
+        self._reserve(rows)
+
+    def _reserve(self, rows: int) -> None:
+        if rows <= self.capacity:
+            return
+        size = max(rows, 2 * self.capacity)
+        for arrays in self._arrays.values():
+            for i, a in enumerate(arrays):
+                grown = np.zeros((size, *a.shape[1:]), a.dtype)  # finite where masked
+                grown[: self.n_rows] = a[: self.n_rows]
+                arrays[i] = grown
+        for name in ("_lengths", "_windows"):
+            grown_ids = np.zeros(size, np.int64)
+            grown_ids[: self.n_rows] = getattr(self, name)[: self.n_rows]
+            setattr(self, name, grown_ids)
+
+    def _physical(self) -> np.ndarray:
+        """The slot of each row, in row order."""
+        return np.arange(self.n_rows) if self._slot is None else self._slot
 
     def keep(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)
@@ -136,38 +213,39 @@ class OnnxDecoderState:
         self.n_rows = len(rows)
 
     def _gather(self, rows: np.ndarray) -> None:
-        """Rows reordered or repeated (beam search): every array gathered, slots = rows."""
-        slots = rows if self._slot is None else self._slot[rows]
-        self._k = [k.take(slots, axis=0) for k in self._k]
-        self._v = [v.take(slots, axis=0) for v in self._v]
-        windows = self._slot_windows[slots]
-        if self._cross_base is not None:  # rows of one window share its arrays until mixed
-            if not np.array_equal(windows, self._slot_windows):
-                self._cross = [
-                    (k.take(windows, axis=0), v.take(windows, axis=0)) for k, v in self._cross_base
-                ]
-                self._shared = False
-        else:
-            self._cross = [(k.take(slots, axis=0), v.take(slots, axis=0)) for k, v in self._cross]
-            self._shared = False
-        self._slot_windows, self._slot = windows, None
+        """Rows reordered or repeated (beam search): the used columns of every cache gathered
+        into new arrays, slots = rows; the cross-attention arrays too, unless each new slot keeps
+        the window it had (beam search within its groups)."""
+        slots = self._physical()[rows]
+        used = max(int(self._lengths[slots].max()) if len(slots) else 0, 1)
+        windows = self._windows[slots]
+        same_windows = np.array_equal(windows, self._windows[: len(slots)])
+        for role, arrays in self._arrays.items():
+            if role.startswith("cross") and same_windows:
+                continue
+            for i, a in enumerate(arrays):
+                if role == "self_k":
+                    b = np.zeros((len(slots), *a.shape[1:]), a.dtype)
+                    b[..., :used] = a[slots, :, :, :used]
+                elif role == "self_v":
+                    b = np.zeros((len(slots), *a.shape[1:]), a.dtype)
+                    b[:, :, :used] = a[slots, :, :used]
+                else:
+                    b = a.take(slots, axis=0)
+                arrays[i] = b
+        self._lengths, self._windows = self._lengths[slots], windows
+        self._slot = None
 
     def _drop_rows(self, rows: np.ndarray) -> None:
-        """Keep a subset of the rows, in order: survivors in slots past the new size move into
-        the freed slots below it, and every array is cut to that prefix (no other copy)."""
-        slots = np.arange(self.n_rows) if self._slot is None else self._slot
-        kept, n = slots[rows], len(rows)
+        """Keep a subset of the rows, in order: survivors in slots past the new row count move
+        into the freed slots below it (no other copy)."""
+        kept, n = self._physical()[rows], len(rows)
         holes = np.setdiff1d(np.arange(n), kept)
         movers = np.flatnonzero(kept >= n)
-        if len(movers) and self._shared:
-            self._cross_base, self._shared = None, False  # its arrays are about to be moved in
-        arrays = self._k + self._v + [a for pair in self._cross for a in pair]
+        arrays = [a for group in self._arrays.values() for a in group]
+        arrays += [self._lengths, self._windows]
         for hole, mover in zip(holes, movers):
             for a in arrays:
                 a[hole] = a[kept[mover]]
-            self._slot_windows[hole] = self._slot_windows[kept[mover]]
             kept[mover] = hole
-        self._k, self._v = [k[:n] for k in self._k], [v[:n] for v in self._v]
-        self._cross = [(k[:n], v[:n]) for k, v in self._cross]
-        self._slot_windows = self._slot_windows[:n]
         self._slot = None if np.array_equal(kept, np.arange(n)) else kept

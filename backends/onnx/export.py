@@ -48,7 +48,7 @@ QUANTIZATION: dict[str, Any] = {  # a manifest detail (JSON)
 # The encoder variant whose self-attention is ONNX Runtime's fused contrib op (manifest detail).
 FUSED = "com.microsoft.MultiHeadAttention"
 # Bump when graphs change shape or meaning, so caches written by an older exporter are rebuilt.
-EXPORTER = "whisper-runtime onnx exporter 2"  # 2: outputs without Identity copies
+EXPORTER = "whisper-runtime onnx exporter 3"  # 3: rows of different lengths (lengths input)
 # int8 as MatMulNBits, rows independent of each other. Not cross_kv: MatMulNBits is 3x slower
 # than quantize_dynamic's kernel at its 1500 rows per window, so it runs one window per call.
 BLOCKWISE_GRAPHS = ("decoder",)

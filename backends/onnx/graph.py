@@ -54,7 +54,9 @@ class GraphBuilder:
         if array.dtype.kind == "f" and not keep_dtype:
             array = array.astype(self.dtype)
         name = self.fresh(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        if array.ndim:  # (np.ascontiguousarray would make a scalar a 1-element vector)
+            array = np.ascontiguousarray(array)
+        self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def const(self, hint: str, values, dtype: type = np.int64) -> str:

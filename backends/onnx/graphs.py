@@ -2,8 +2,10 @@
 
 The decoder is split in two so nothing is computed twice: ``cross_kv`` turns encoder features
 into every layer's cross-attention keys and values once per window, and ``decoder`` advances T
-tokens with self-attention caches that grow by T per call (``present = concat(past, new)``).
-Caches are per layer, so a step copies each layer's cache once (in its Concat) and nothing else.
+tokens of rows that may have different lengths (``lengths``): its self-attention caches have
+``n_text_ctx`` columns, masked past each row's length, and it returns only the new keys and
+values, which the caller writes in place. So no step copies a cache, rows that joined at
+different times decode side by side, and a row's sums run over the same columns alone or batched.
 Keys are kept transposed, ``(B, H, dh, S)``, so attention scores are a plain ``q @ k_t`` with no
 Transpose of the 1500-long cross keys at every step. The query projection has the attention
 scale (dh ** -0.5) folded into its weights. Logits are computed only at the requested positions.
@@ -141,30 +143,65 @@ def build_cross_kv(model: WhisperModel, dtype: type, batch: int | None = None) -
     return g.build("whisper_cross_kv"), inputs, tuple(outputs)
 
 
-def _causal_mask(g: GraphBuilder, offset: str, end: str) -> str:
-    """(T, past + T): -inf where a new token would see a later one; 0 elsewhere."""
-    off_s = g.op("Squeeze", [offset], "dec.offset_scalar")
-    end_s = g.op("Squeeze", [end], "dec.end_scalar")
+def _masks(g: GraphBuilder, tokens: str, lengths: str, cache: str) -> tuple[str, str, str]:
+    """Each row's positions (B, T) (its length + 0..T-1), and the additive masks of its cache
+    columns (B, 1, 1, C): -inf past the row's length, and of the new tokens (T, T): -inf where a
+    token would see a later one."""
     one, zero = g.const("dec.one", 1), g.const("dec.zero", 0)
-    rows = g.op("Range", [off_s, end_s, one], "dec.rows")
-    cols = g.op("Range", [zero, end_s, one], "dec.cols")
+    n_new = g.op("Squeeze", [g.op("Shape", [tokens], "dec.t", start=1, end=2)], "dec.t_scalar")
+    n_cache = g.op("Squeeze", [g.op("Shape", [cache], "dec.c", start=2, end=3)], "dec.c_scalar")
+    steps = g.op("Range", [zero, n_new, one], "dec.steps")
+    per_row = g.op("Unsqueeze", [lengths, g.const("dec.ax1", [1])], "dec.lengths2")
+    positions = g.op(
+        "Add", [per_row, g.op("Unsqueeze", [steps, g.const("dec.ax0", [0])], "dec.steps2")], "dec.pos_ids"
+    )
+    cols = g.op("Range", [zero, n_cache, one], "dec.cols")
+    valid = g.op(
+        "Less", [g.op("Unsqueeze", [cols, g.const("dec.ax0c", [0])], "dec.cols2"), per_row], "dec.valid"
+    )
+    neg_inf, zero_f = g.scalar("dec.neg_inf", -np.inf), g.scalar("dec.zero_f", 0.0)
+    cache_mask = g.op(
+        "Unsqueeze",
+        [g.op("Where", [valid, zero_f, neg_inf], "dec.cache_mask2"), g.const("dec.ax12", [1, 2])],
+        "dec.cache_mask",
+    )
     later = g.op(
         "Greater",
         [
-            g.op("Unsqueeze", [cols, g.const("dec.ax0", [0])], "dec.cols2"),
-            g.op("Unsqueeze", [rows, g.const("dec.ax1", [1])], "dec.rows2"),
+            g.op("Unsqueeze", [steps, g.const("dec.ax0s", [0])], "dec.cols_new"),
+            g.op("Unsqueeze", [steps, g.const("dec.ax1s", [1])], "dec.rows_new"),
         ],
         "dec.later",
     )
+    return positions, cache_mask, g.op("Where", [later, neg_inf, zero_f], "dec.causal")
+
+
+def _self_attend(
+    g: GraphBuilder, q: str, k_t: str, v: str, i: int, masks: tuple[str, str], hint: str
+) -> str:
+    """Attention over the row's cache (its first ``length`` columns; the rest masked) and the new
+    tokens, without writing the cache: the caller writes the new keys and values into it. The
+    cache always has ``n_text_ctx`` columns, so a row's sums never depend on its batch mates."""
+    cache_mask, causal = masks
+    past = g.op("Add", [g.op("MatMul", [q, f"self_k.{i}"], f"{hint}/past_scores"), cache_mask], f"{hint}/past_masked")
+    new = g.op("Add", [g.op("MatMul", [q, k_t], f"{hint}/new_scores"), causal], f"{hint}/new_masked")
+    weights = g.op("Softmax", [g.op("Concat", [past, new], f"{hint}/scores", axis=-1)], f"{hint}/softmax", axis=-1)
+    n_cache = g.op("Shape", [f"self_k.{i}"], f"{hint}/c", start=3, end=4)
+    big = g.const(f"{hint}/end", [1 << 30])
+    axis = g.const(f"{hint}/axis", [-1])
+    w_past = g.op("Slice", [weights, g.const(f"{hint}/zero", [0]), n_cache, axis], f"{hint}/w_past")
+    w_new = g.op("Slice", [weights, n_cache, big, axis], f"{hint}/w_new")
     return g.op(
-        "Where", [later, g.scalar("dec.neg_inf", -np.inf), g.scalar("dec.zero_f", 0.0)], "dec.mask"
+        "Add",
+        [g.op("MatMul", [w_past, f"self_v.{i}"], f"{hint}/ctx_past"), g.op("MatMul", [w_new, v], f"{hint}/ctx_new")],
+        f"{hint}/context",
     )
 
 
 def _decoder_layer(
-    g: GraphBuilder, x: str, mask: str, i: int, model: WhisperModel
+    g: GraphBuilder, x: str, masks: tuple[str, str], i: int, model: WhisperModel
 ) -> tuple[str, str, str, str]:
-    """One decoder block over the cache inputs of layer ``i``; returns (x, present_k, present_v,
+    """One decoder block over the cache inputs of layer ``i``; returns (x, new keys, new values,
     cross-attention scores (B, H, T, S))."""
     d, w = model.dims, model.weights
     p, dh, n = (
@@ -176,9 +213,7 @@ def _decoder_layer(
     q = g.split_heads(_scaled_query(g, h, w, f"{p}.attn.query", dh), n, dh, f"{p}.attn.q")
     k_t = g.split_heads(g.linear(h, w, f"{p}.attn.key"), n, dh, f"{p}.attn.k", perm=(0, 2, 3, 1))
     v = g.split_heads(g.linear(h, w, f"{p}.attn.value"), n, dh, f"{p}.attn.v")
-    k_all = g.op("Concat", [f"self_k.{i}", k_t], f"{p}.present_k", axis=3)
-    v_all = g.op("Concat", [f"self_v.{i}", v], f"{p}.present_v", axis=2)
-    a = g.merge_heads(g.attend(q, k_all, v_all, mask, f"{p}.attn"), d.n_text_state, f"{p}.attn")
+    a = g.merge_heads(_self_attend(g, q, k_t, v, i, masks, f"{p}.attn"), d.n_text_state, f"{p}.attn")
     x = g.op("Add", [x, g.linear(a, w, f"{p}.attn.out")], f"{p}/attn_res")
     h = g.layer_norm(x, w, f"{p}.cross_attn_ln")
     q = g.split_heads(
@@ -187,7 +222,7 @@ def _decoder_layer(
     c, scores = g.attend_with_scores(q, f"cross_k.{i}", f"cross_v.{i}", None, f"{p}.cross_attn")
     c = g.linear(g.merge_heads(c, d.n_text_state, f"{p}.cross_attn"), w, f"{p}.cross_attn.out")
     x = g.mlp(g.op("Add", [x, c], f"{p}/cross_res"), w, p)
-    return x, k_all, v_all, scores
+    return x, k_t, v, scores
 
 
 def _alignment_scores(
@@ -209,20 +244,25 @@ def _alignment_scores(
 
 
 def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) -> Built:
-    """tokens (B, T), positions (P,), caches -> logits (B, P, V) and caches grown by T."""
+    """tokens (B, T), each row's length (B,), positions (P,), caches of ``n_text_ctx`` columns
+    -> logits (B, P, V) and the T new keys and values (the caller writes them into the caches,
+    at each row's length: rows of different lengths decode side by side)."""
     d, w = model.dims, model.weights
     g = GraphBuilder(dtype)
     b, n, dh, s = batch or "batch", d.n_text_head, d.n_text_state // d.n_text_head, d.n_audio_ctx
     cdt = np.dtype(dtype).name
     tokens = g.add_input("tokens", np.int64, [b, "tokens"])
+    lengths = g.add_input("lengths", np.int64, [b])
     positions = g.add_input("positions", np.int64, ["positions"])
     inputs = [
         TensorSpec("tokens", "tokens", "int64", (b, "tokens")),
+        TensorSpec("lengths", "lengths", "int64", (b,)),
         TensorSpec("positions", "positions", "int64", ("positions",)),
     ]
+    c = d.n_text_ctx
     shapes: dict[str, tuple[int | str, ...]] = {
-        "self_k": (b, n, dh, "past"),
-        "self_v": (b, n, "past", dh),
+        "self_k": (b, n, dh, c),
+        "self_v": (b, n, c, dh),
         "cross_k": (b, n, dh, s),
         "cross_v": (b, n, s, dh),
     }
@@ -230,28 +270,17 @@ def build_decoder(model: WhisperModel, dtype: type, batch: int | None = None) ->
         for role, shape in shapes.items():
             g.add_input(f"{role}.{i}", dtype, shape)
             inputs.append(TensorSpec(f"{role}.{i}", role, cdt, shape, layer=i))
-    offset = g.op("Shape", ["self_v.0"], "dec.offset", start=2, end=3)  # past length, (1,)
-    length = g.op("Shape", [tokens], "dec.length", start=1, end=2)
-    end = g.op("Add", [offset, length], "dec.end")
-    pos = g.op(
-        "Slice",
-        [
-            g.weight("decoder.positional_embedding", w["decoder.positional_embedding"]),
-            offset,
-            end,
-            g.const("dec.axis0", [0]),
-        ],
-        "dec.pos",
-    )
+    pos_ids, cache_mask, causal = _masks(g, tokens, lengths, "self_v.0")
+    pos_table = g.weight("decoder.positional_embedding", w["decoder.positional_embedding"])
+    pos = g.op("Gather", [pos_table, pos_ids], "dec.pos")
     embedding = g.weight("decoder.token_embedding.weight", w["decoder.token_embedding.weight"])
     x = g.op("Add", [g.op("Gather", [embedding, tokens], "dec.embed"), pos], "dec.x")
-    mask = _causal_mask(g, offset, end)
     outputs, scores = [], {}
     for i in range(d.n_text_layer):
-        x, k_all, v_all, scores[i] = _decoder_layer(g, x, mask, i, model)
+        x, k_new, v_new, scores[i] = _decoder_layer(g, x, (cache_mask, causal), i, model)
         for role, value, shape in (
-            ("present_k", k_all, (b, n, dh, "total")),
-            ("present_v", v_all, (b, n, "total", dh)),
+            ("new_k", k_new, (b, n, dh, "tokens")),
+            ("new_v", v_new, (b, n, "tokens", dh)),
         ):
             g.add_output(value, f"{role}.{i}", dtype, shape)
             outputs.append(TensorSpec(f"{role}.{i}", role, cdt, shape, layer=i))

@@ -11,12 +11,15 @@ Roles by graph::
     encoder   in: mel (B, n_mels, 3000) float32          out: features (B, n_audio_ctx, D) float32
     cross_kv  in: features                                out: cross_k[layer] (B, H, dh, S),
                                                                cross_v[layer] (B, H, S, dh)
-    decoder   in: tokens (B, T) int64, positions (P,) int64, self_k[layer] (B, H, dh, past),
-                  self_v[layer] (B, H, past, dh), cross_k[layer], cross_v[layer]
-              out: logits (B, P, V) float32, present_k[layer] (B, H, dh, past + T),
-                   present_v[layer] (B, H, past + T, dh), and optionally cross_qk
-                   (B, n alignment heads, T, S) float32: cross-attention scores before the
-                   softmax of the (layer, head) pairs in ``details["alignment_heads"]``
+    decoder   in: tokens (B, T) int64, lengths (B,) int64 (each row's tokens so far),
+                  positions (P,) int64, self_k[layer] (B, H, dh, C), self_v[layer] (B, H, C, dh)
+                  (C = n_text_ctx; a row's columns past its length are masked),
+                  cross_k[layer], cross_v[layer]
+              out: logits (B, P, V) float32, new_k[layer] (B, H, dh, T), new_v[layer]
+                   (B, H, T, dh) (the caller writes them into the caches at each row's length),
+                   and optionally cross_qk (B, n alignment heads, T, S) float32:
+                   cross-attention scores before the softmax of the (layer, head) pairs in
+                   ``details["alignment_heads"]``
 """
 
 from __future__ import annotations
