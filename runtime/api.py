@@ -31,7 +31,8 @@ from runtime.output.results import RunInfo, Segment, Transcription
 from runtime.output.writers import segment_text
 from runtime.pipeline.engine import Engine, LoadedModel
 from runtime.pipeline.options import BatchOptions, Chunking, TranscribeOptions
-from runtime.pipeline.runner import BatchRunner, first_window_language
+from runtime.pipeline.continuous import make_runner
+from runtime.pipeline.runner import first_window_language
 from runtime.pipeline.scheduler import Scheduler, run_to_completion
 from runtime.pipeline.sequential import transcribe_sequential
 from runtime.pipeline.source import SourceRun
@@ -185,7 +186,7 @@ class Runtime:
         ``temperature=0.0`` for a single temperature, ``initial_prompt=...``)."""
         options = self.transcribe_options(options, language, task, overrides)
         batch = self.batch_options(batch_size, chunking)
-        runner = BatchRunner(self.session, self.tokenizer, self.capabilities, batch)
+        runner = make_runner(self.session, self.tokenizer, self.capabilities, batch)
         t0 = time.perf_counter()
         if sequential:
             samples = load_audio(audio, allow_truncated=options.allow_truncated)

@@ -92,7 +92,7 @@ class BatchingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     batch_size: int | None = Field(default=None, ge=1, description="Windows per batch.")
-    decoder: Literal["batched", "sequential"] | None = Field(
+    decoder: Literal["continuous", "batched", "sequential"] | None = Field(
         default=None,
         description="'sequential' forces one window at a time even where a backend can batch.",
     )

@@ -56,7 +56,7 @@ class BatchSettings(_Section):
         ge=1,
         description=f"Windows per batch; None = the profile's, else {_BATCH.batch_size}.",
     )
-    decoder: Literal["batched", "sequential"] | None = Field(
+    decoder: Literal["continuous", "batched", "sequential"] | None = Field(
         default=None, description="Force the decoder mode; None = the profile's and the backend's."
     )
     chunking: Literal["vad", "fixed"] = Field(

@@ -26,7 +26,7 @@ from runtime.errors import WhisperRuntimeError
 from runtime.model.tokenizer import Tokenizer
 from runtime.output.results import Segment, Transcription
 from runtime.pipeline.options import BatchOptions, TranscribeOptions
-from runtime.pipeline.runner import BatchRunner
+from runtime.pipeline.continuous import make_runner
 from runtime.pipeline.scheduler import Scheduler
 from runtime.pipeline.source import SourceRun
 
@@ -76,7 +76,7 @@ class Engine:
     ) -> None:
         self.model, self.batch = model, batch
         self.scheduler = Scheduler(batch)
-        self.runner = BatchRunner(model.session, model.tokenizer, model.capabilities, batch)
+        self.runner = make_runner(model.session, model.tokenizer, model.capabilities, batch)
         self.max_wait_s, self.cross_request = max_wait_s, cross_request
         self.max_queue = max_queue  # None: unbounded
         self._cond = threading.Condition()

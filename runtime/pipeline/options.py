@@ -90,13 +90,16 @@ class TranscribeOptions:
 
 
 Chunking = Literal["vad", "fixed"]  # cut chunks at silences, or plain 30 s windows
-DecoderMode = Literal["batched", "sequential"]
+DecoderMode = Literal["continuous", "batched", "sequential"]
 
 
 @dataclass(frozen=True)
 class BatchOptions:
     batch_size: int = 8  # windows per batch (encoder call, decoder batch)
-    decoder: DecoderMode = "batched"  # "sequential" decodes rows one by one through the same loop
+    # "continuous": rows join and leave the decoder batch at every step (where the backend's
+    # states are joinable; else "batched"); "batched": a batch decodes until its last row ends;
+    # "sequential": rows one by one through the same loop
+    decoder: DecoderMode = "continuous"
     chunking: Chunking = "vad"  # "fixed": plain 30 s windows
     block_s: float | None = None  # seconds per block (= stream); None: by duration and B
     context_tokens: int = 223  # previous-text tokens per row (0: none); 223 as Whisper's
@@ -107,8 +110,10 @@ class BatchOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        if self.decoder not in ("batched", "sequential"):
-            raise ValueError(f"decoder must be 'batched' or 'sequential', not {self.decoder!r}")
+        if self.decoder not in ("continuous", "batched", "sequential"):
+            raise ValueError(
+                f"decoder must be 'continuous', 'batched' or 'sequential', not {self.decoder!r}"
+            )
         if self.chunking not in ("vad", "fixed"):
             raise ValueError(f"chunking must be 'vad' or 'fixed', not {self.chunking!r}")
         if self.context_tokens < 0 or self.context_step < 1:

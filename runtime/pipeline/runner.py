@@ -157,10 +157,17 @@ class BatchRunner:
                 for (i, _), language in zip(members, chosen):
                     rows[i].language = language
 
-    def decode(self, features: Any, rows: list[Row]) -> list[DecodingResult]:
-        """Decode every row; re-decode only failing rows at their next temperature, batched."""
+    def decode(
+        self, features: Any, rows: list[Row], first: list[DecodingResult] | None = None
+    ) -> list[DecodingResult]:
+        """Decode every row; re-decode only failing rows at their next temperature, batched.
+        ``first``: the rows' results at the first temperature, decoded elsewhere (the
+        continuous runner), so only their fallback runs here."""
         results: dict[int, DecodingResult] = {}  # by row; every row decodes at level 0
         todo, level = list(range(len(rows))), 0
+        if first is not None:
+            results, level = dict(enumerate(first)), 1
+            todo = [r for r in todo if self._retry(rows[r], results[r], level)]
         while todo:
             groups: dict[tuple[DecodingOptions, int], list[int]] = {}
             for r in todo:  # rows decode together when the loop's settings are one
@@ -183,13 +190,19 @@ class BatchRunner:
                     for r, res in zip(part, out):
                         results[r] = res
             level += 1
-            todo = [
-                r
-                for r in todo
-                if level < len(rows[r].input.options.temperatures)
-                and needs_fallback(results[r], rows[r].input.options)
-            ]
+            todo = [r for r in todo if self._retry(rows[r], results[r], level)]
         return [results[r] for r in range(len(rows))]
+
+    @staticmethod
+    def _retry(row: Row, result: DecodingResult, level: int) -> bool:
+        """Whether a row's result fails the quality checks and a next temperature is left."""
+        options = row.input.options
+        return level < len(options.temperatures) and needs_fallback(result, options)
+
+    def step(self, scheduler: Any) -> list[Any]:
+        """One batch from the scheduler, run and handed back: the inputs now finished."""
+        batch = scheduler.schedule()
+        return scheduler.update(batch, self.run(batch.rows) if batch.rows else [])
 
     @property
     def _sequential(self) -> bool:

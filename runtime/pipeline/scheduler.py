@@ -14,11 +14,22 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from runtime.decoding import DecodingResult
 from runtime.pipeline.options import BatchOptions
-from runtime.pipeline.runner import BatchRunner, Row
+from runtime.pipeline.runner import Row
 from runtime.pipeline.source import SourceRun, Stream
+
+
+class Runner(Protocol):
+    """What steps the scheduler: ``BatchRunner`` (whole batches) or ``ContinuousRunner``
+    (``runtime.pipeline.continuous``: rows join and leave the decoder batch at every step)."""
+
+    batches: int
+    rows: int
+
+    def step(self, scheduler: Scheduler) -> list[SourceRun]: ...
 
 
 @dataclass
@@ -86,9 +97,10 @@ class Scheduler:
                 break
         return picked
 
-    def schedule(self) -> Batch:
-        """The next batch (possibly empty), and the next blocks of every input prepared ahead."""
-        picked = self.ready_rows()
+    def schedule(self, limit: int | None = None) -> Batch:
+        """The next batch of up to ``limit`` rows (the batch size; possibly empty), and the next
+        blocks of every input prepared ahead."""
+        picked = self.ready_rows(limit)
         for run in self.runs:
             self.prefetch(run)
         batch = Batch()
@@ -108,13 +120,13 @@ class Scheduler:
             self.runs.remove(run)
         return finished
 
-    def step(self, runner: BatchRunner) -> list[SourceRun]:
-        """Schedule one batch, run it, hand back its results: the inputs now finished."""
-        batch = self.schedule()
-        return self.update(batch, runner.run(batch.rows) if batch.rows else [])
+    def step(self, runner: Runner) -> list[SourceRun]:
+        """One step of the runner (a whole batch, or one decoder step with rows joining and
+        leaving): the inputs now finished."""
+        return runner.step(self)
 
 
-def run_to_completion(scheduler: Scheduler, runner: BatchRunner, run: SourceRun) -> None:
+def run_to_completion(scheduler: Scheduler, runner: Runner, run: SourceRun) -> None:
     """One input through the scheduler (``Runtime.transcribe``'s batched path); raises its
     error (unreadable audio) if it failed."""
     scheduler.add(run)

@@ -69,6 +69,7 @@ class Stream:
     block: Block
     history: list[int]
     cursor: int = 0  # samples of the block before it are done
+    busy: bool = False  # a window of it is being decoded: its next one depends on the result
 
     def next_window(self) -> Window | None:
         pieces = [
@@ -146,23 +147,28 @@ class SourceRun:
         return self.exhausted and not any(s.has_work for s in self.streams)
 
     def ready(self, limit: int) -> list[Stream]:
-        """Up to ``limit`` streams with a chunk to decode, opening the next blocks' streams
-        while fewer are open. Raises the input's error (unreadable audio)."""
+        """Up to ``limit`` streams with a chunk to decode and no window being decoded, opening
+        the next blocks' streams while fewer are idle and fewer than the batch size are open.
+        Raises the input's error (unreadable audio)."""
         if self.error is not None:
             raise self.error
         open_streams = len(self.streams)
         self.streams = [s for s in self.streams if s.has_work]
         if len(self.streams) < open_streams:  # a block is done: its arrays are free now
             release_free_memory()
-        while len(self.streams) < limit and not self.exhausted:
-            self._open_stream()
-        return self.streams[:limit]
+        idle = [s for s in self.streams if not s.busy]
+        while len(idle) < limit and len(self.streams) < self.batch.batch_size:
+            if self.exhausted or not self._open_stream():
+                break
+            idle.append(self.streams[-1])
+        return idle[:limit]
 
     def take(self, stream: Stream) -> tuple[Window, list[int]]:
         """The stream's next window and its prompt."""
         window = stream.next_window()
         # ready() hands out only streams that have work, which is a next window
         assert window is not None, "take() of a stream with no window left"
+        stream.busy = True
         return window, self.prompt(stream.history)
 
     def prompt(self, history: list[int]) -> list[int]:
@@ -183,6 +189,7 @@ class SourceRun:
     def finish(self, stream: Stream, window: Window, result: DecodingResult) -> None:
         """A decoded row: its segments kept, its stream's history extended, and what is left of
         the chunk (if its text stopped early) put back at the head of the stream."""
+        stream.busy = False
         continuation, kept = self.collect(window, result)
         conditioned = (
             self.options.condition_on_previous_text
@@ -222,19 +229,21 @@ class SourceRun:
             except Exception as exc:  # noqa: BLE001 - reported by ``ready`` to the scheduler
                 self.error = exc
 
-    def _open_stream(self) -> None:
+    def _open_stream(self) -> bool:
+        """Open the next block with speech as a stream; False when the input has no more."""
         with self._lock:
             block, self._prepared = self._prepared, None
             while (block is None or not block.pieces) and not self.exhausted:  # no speech
                 block = self._read_block()
         if block is None or not block.pieces:
-            return
+            return False
         previous = self._previous  # a stream that starts after the one before it finished
         history = (
             previous.history if previous is not None and not previous.has_work else self.initial
         )
         self._previous = Stream(block, list(history))
         self.streams.append(self._previous)
+        return True
 
     def _read_block(self) -> Block | None:
         """The next block (possibly without speech), or None at the end of the input."""
