@@ -29,9 +29,9 @@ from runtime.model.tokenizer import Tokenizer, load_tokenizer
 from runtime.model.weights import WhisperModel
 from runtime.output.results import RunInfo, Segment, Transcription
 from runtime.output.writers import segment_text
+from runtime.pipeline.continuous import make_runner
 from runtime.pipeline.engine import Engine, LoadedModel
 from runtime.pipeline.options import BatchOptions, Chunking, TranscribeOptions
-from runtime.pipeline.continuous import make_runner
 from runtime.pipeline.runner import first_window_language
 from runtime.pipeline.scheduler import Scheduler, run_to_completion
 from runtime.pipeline.sequential import transcribe_sequential

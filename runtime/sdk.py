@@ -21,12 +21,12 @@ from runtime.audio.constants import (
 )
 from runtime.backend import (
     AttentionState,
-    JoinableState,
     Availability,
     Backend,
     BaseSession,
     Capabilities,
     DecoderState,
+    JoinableState,
     LoadOptions,
     Session,
     check_tokens,

@@ -170,6 +170,8 @@ class ScriptedRunner:
         self.rounds.append([(id(r.input), r.window.start_frame // 3000, r.prompt) for r in rows])
         return [_fake_result() for _ in rows]
 
+    step = BatchRunner.step  # a whole batch per step
+
 
 def _windows(*ids):
     """A block whose speech is the 30 s windows numbered ``ids`` (each a window of its own)."""

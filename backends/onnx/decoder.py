@@ -43,9 +43,7 @@ class OnnxDecoderState:
         self.n_rows = features.shape[0]
         self._slot: np.ndarray | None = None  # physical slot of each row; None: the same index
         # names in the decoder graph, by role and layer, from its manifest
-        self._names = {
-            role: dm.input(role).name for role in ("tokens", "lengths", "positions")
-        }
+        self._names = {role: dm.input(role).name for role in ("tokens", "lengths", "positions")}
         self._in = {
             role: [t.name for t in dm.inputs_of(role)]
             for role in ("self_k", "self_v", "cross_k", "cross_v")
@@ -206,7 +204,9 @@ class OnnxDecoderState:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == self.n_rows and np.array_equal(rows, np.arange(self.n_rows)):
             return
-        if len(rows) and np.all(np.diff(rows) > 0):  # rows left, the rest in order
+        if len(rows) == 0:  # every row left: keep the arrays for the rows that join next
+            self._slot = None
+        elif np.all(np.diff(rows) > 0):  # rows left, the rest in order
             self._drop_rows(rows)
         else:
             self._gather(rows)

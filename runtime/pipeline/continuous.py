@@ -86,8 +86,7 @@ class ContinuousRunner(BatchRunner):
         ended = [
             i
             for i, (a, token) in enumerate(zip(self._active, picked))
-            if token == self.tokenizer.special.eot
-            or a.n_seq - a.prompt.sample_begin >= a.max_steps
+            if token == self.tokenizer.special.eot or a.n_seq - a.prompt.sample_begin >= a.max_steps
         ]
         self.batches += 1
         self.rows += len(self._active)
@@ -134,7 +133,9 @@ class ContinuousRunner(BatchRunner):
         return scheduler.update(batch, results)
 
     def _result(self, a: Active) -> DecodingResult:
-        tokens = a.tokens[:-1] if a.tokens and a.tokens[-1] == self.tokenizer.special.eot else a.tokens
+        tokens = (
+            a.tokens[:-1] if a.tokens and a.tokens[-1] == self.tokenizer.special.eot else a.tokens
+        )
         language = a.options.language or "en"
         return DecodingResult(
             tokens=tokens,
@@ -185,7 +186,9 @@ class ContinuousRunner(BatchRunner):
             row = batch.rows[i]
             language = options[i].language or "en"
             prompts[i] = build_prompt(self.tokenizer, options[i], language, n_ctx, [row.prompt])
-            groups.setdefault((options[i], (prompts[i].tokens.shape[1], prompts[i].sot_index)), []).append(i)
+            groups.setdefault(
+                (options[i], (prompts[i].tokens.shape[1], prompts[i].sot_index)), []
+            ).append(i)
         for (opts, _), members in groups.items():
             self._prefill(batch, features, opts, members, prompts)
         self.clock.add("decode", t)
@@ -251,9 +254,7 @@ def _apply(filters: list[LogitFilter], logits: np.ndarray, tokens: np.ndarray) -
     return logits
 
 
-def make_runner(
-    session: Any, tokenizer: Any, capabilities: Any, batch: Any
-) -> BatchRunner:
+def make_runner(session: Any, tokenizer: Any, capabilities: Any, batch: Any) -> BatchRunner:
     """The runner the batch options ask for: rows joining at every step where the backend's
     decoder states are joinable, else whole batches."""
     if batch.decoder == "continuous" and capabilities.joinable_decoder:

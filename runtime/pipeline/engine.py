@@ -25,8 +25,8 @@ from runtime.backend import Capabilities, Session
 from runtime.errors import WhisperRuntimeError
 from runtime.model.tokenizer import Tokenizer
 from runtime.output.results import Segment, Transcription
-from runtime.pipeline.options import BatchOptions, TranscribeOptions
 from runtime.pipeline.continuous import make_runner
+from runtime.pipeline.options import BatchOptions, TranscribeOptions
 from runtime.pipeline.scheduler import Scheduler
 from runtime.pipeline.source import SourceRun
 
