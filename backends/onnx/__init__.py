@@ -12,6 +12,7 @@ Registered through the ``whisper_runtime`` entry-point group like any third-part
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -204,11 +205,9 @@ class OnnxBackend:
                 False, f"onnxruntime is not installed ({exc}); pip install onnxruntime"
             )
         providers = ort.get_available_providers()
-        try:
-            import onnx  # noqa: F401
-
+        if importlib.util.find_spec("onnx") is not None:  # not imported: 0.6 s, only to export
             export = "onnx installed (exports graphs)"
-        except ImportError:
+        else:
             export = "onnx not installed: only pre-exported graphs (pip install onnx)"
         return Availability(
             True,

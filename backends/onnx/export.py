@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from backends.onnx import blockwise
-from backends.onnx.graphs import BUILDERS
 from backends.onnx.manifest import GRAPHS, Manifest
 from runtime.model.weights import WhisperModel
 
@@ -149,7 +148,9 @@ def export_graph(
 ) -> Manifest:
     """Build one graph from the in-memory weights, write ``<stem>.onnx`` and ``<stem>.json``;
     ``fused``: the encoder's self-attention as ONNX Runtime's MultiHeadAttention."""
-    import onnx
+    import onnx  # 0.6 s to import (ml_dtypes): only here, never on a cached model's path
+
+    from backends.onnx.graphs import BUILDERS
 
     if graph not in GRAPHS:
         raise ValueError(f"unknown graph {graph!r}; one of {', '.join(GRAPHS)}")

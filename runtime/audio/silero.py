@@ -14,7 +14,10 @@ the state carried between calls. Same probabilities as stepping the shipped grap
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 FRAME = 512  # samples per Silero frame at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous frame that Silero v5 prepends to each frame
 STATE_SIZE = 128
+SEQUENCE_GRAPH = "silero sequence graph 1"  # bump when build_sequence_graph changes
 FRAMES_PER_CALL = 256  # 8 s per call: temporaries stay in cache (2048: 2x slower, +80 MB RSS)
 _CONVS = (("0", 129, 1), ("1", 128, 2), ("2", 64, 2), ("3", 64, 1))  # name, in channels, stride
 _WEIGHTS = (
@@ -204,7 +208,7 @@ class SileroVad:
         opts.intra_op_num_threads = 1  # it runs beside the encoder and decoder: one core
         opts.inter_op_num_threads = 1
         try:
-            model = build_sequence_graph(read_weights(path)).SerializeToString()
+            model = sequence_graph_bytes(path)
             self.sequence = True
         except Exception as exc:  # noqa: BLE001 - any surprise in the layout: step the file as is
             log.warning("Silero VAD stepped frame by frame (slow): %s", exc)
@@ -222,6 +226,32 @@ class SileroVad:
             p, h, c = self.session.run(None, {"frames": part, "h0": h, "c0": c})
             out.append(p[:, 0])
         return np.concatenate(out)
+
+
+def sequence_graph_bytes(path: Path) -> bytes:
+    """The sequence graph of the shipped file, cached on disk by the file's hash: building it
+    needs ``onnx``, whose import alone (0.6 s) would double a short file's start-up."""
+    data = path.read_bytes()
+    key = hashlib.sha256(data + SEQUENCE_GRAPH.encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    cached = Path(base).expanduser() / "whisper-runtime" / "silero" / f"sequence-{key}.onnx"
+    try:
+        return cached.read_bytes()
+    except OSError:
+        pass
+    model: bytes = build_sequence_graph(read_weights(path)).SerializeToString()
+    part = None
+    try:  # a cache that cannot be written only costs the next start-up the build
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".part", delete=False) as f:
+            part = Path(f.name)
+            f.write(model)
+        os.replace(part, cached)
+    except OSError as exc:
+        log.debug("Silero sequence graph not cached at %s: %s", cached, exc)
+        if part is not None:
+            part.unlink(missing_ok=True)
+    return model
 
 
 def stepwise_probs(session, frames: np.ndarray) -> np.ndarray:
