@@ -84,3 +84,43 @@ def test_a_prepared_block_does_not_hold_its_audio(cpu_runtime, monkeypatch):
     assert first.mel.shape[0] == 80
     assert len(refs) == 2  # the reader looked one block ahead (is the first the last?)
     assert refs[0]() is None
+
+
+def test_a_loaded_onnx_session_does_not_keep_the_weights(tmp_path):
+    """Once its graphs are built the ONNX session keeps the model without its arrays, and the
+    registry holds a model only while something uses it: the 70 MB of tiny's weights leave
+    memory after loading; the token embedding, stored in fp16 by the model, stays fp16 in the
+    decoder graph (40 MB less than an fp32 table)."""
+    import gc
+    import weakref
+
+    import numpy as np
+    import onnx
+
+    from backends.onnx import OnnxBackend
+    from runtime.backend import LoadOptions
+    from runtime.model.registry import clear_model_cache, resolve_model
+
+    clear_model_cache()
+    model = resolve_model("tiny.en")
+    digest, alive = model.digest(), weakref.ref(model)
+    options = LoadOptions(precision="int8", options={"cache_dir": str(tmp_path)})
+    session = OnnxBackend().load(model, options)
+    del model
+    gc.collect()
+    assert alive() is None and session.model.weights == {}
+    assert session.model.digest() == digest
+    assert session.model.dims.n_vocab == 51864
+    graph = onnx.load(str(next(tmp_path.rglob("decoder-int8.onnx"))), load_external_data=False)
+    table = next(t for t in graph.graph.initializer if t.name == "decoder.token_embedding.weight")
+    assert onnx.helper.tensor_dtype_to_np_dtype(table.data_type) == np.float16
+
+
+def test_the_cpu_arena_can_be_turned_off_per_graph():
+    """A profile trades speed for resident memory per graph (measured in docs/benchmarks.md)."""
+    from backends.onnx.options import GraphOptions
+    from backends.onnx.sessions import _session_options
+
+    assert _session_options(GraphOptions(), False, None).enable_cpu_mem_arena is True
+    off = _session_options(GraphOptions(cpu_memory_arena=False), False, None)
+    assert off.enable_cpu_mem_arena is False

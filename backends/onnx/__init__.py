@@ -58,6 +58,7 @@ class OnnxSession(BaseSession):
             tuple(g.placement for g in (self.encoder_graph, self.cross_graph, self.decoder_graph))
         )
         self.capabilities = self._capabilities()
+        self.model = model.without_weights()  # the graphs hold them now
 
     def _open(self, graph: str, spec, batch: int | None):
         from backends.onnx.eps import cache_versions

@@ -161,6 +161,7 @@ def _session_options(
     so.graph_optimization_level = getattr(
         ort.GraphOptimizationLevel, OPT_LEVELS[spec.graph_optimization_level]
     )
+    so.enable_cpu_mem_arena = spec.cpu_memory_arena
     if spec.intra_op_num_threads:
         so.intra_op_num_threads = spec.intra_op_num_threads
     if spec.inter_op_num_threads:

@@ -23,6 +23,7 @@ backend written against openai-whisper or mlx-whisper's module tree can load the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,11 @@ class WhisperModel:
             for layer in range(d.n_text_layer // 2, d.n_text_layer)
             for head in range(d.n_text_head)
         )
+
+    def without_weights(self) -> WhisperModel:
+        """This model without its arrays (its digest kept): what a session keeps once its
+        backend holds the weights in its own form (graphs, device arrays)."""
+        return dataclasses.replace(self, weights={}, _digest=self.digest())
 
     def digest(self) -> str:
         """A stable hash of the weights: caches (exported graphs, compiled NPU models) key on it."""
