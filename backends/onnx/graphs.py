@@ -269,7 +269,8 @@ def _embed(g: GraphBuilder, table: np.ndarray, tokens: str) -> str:
     the largest initializer of the decoder)."""
     table = np.asarray(table)
     if table.dtype != np.float16 or g.dtype != np.float32:
-        return g.op("Gather", [g.weight("decoder.token_embedding.weight", table), tokens], "dec.embed")
+        embedding = g.weight("decoder.token_embedding.weight", table)
+        return g.op("Gather", [embedding, tokens], "dec.embed")
     half = g.weight("decoder.token_embedding.weight", table, keep_dtype=True)
     rows = g.op("Gather", [half, tokens], "dec.embed16")
     return g.op("Cast", [rows], "dec.embed", to=onnx.TensorProto.FLOAT)
