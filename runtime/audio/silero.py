@@ -207,6 +207,7 @@ class SileroVad:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1  # it runs beside the encoder and decoder: one core
         opts.inter_op_num_threads = 1
+        model: bytes | str
         try:
             model = sequence_graph_bytes(path)
             self.sequence = True
