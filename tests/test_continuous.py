@@ -181,3 +181,32 @@ def test_a_later_input_joins_the_running_batch(session, tiny_tokenizer, onnx_cap
     scheduler.close()
     assert runs[1] in finished and runs[1].ordered_segments()
     assert runs[2] not in finished
+
+
+def test_inputs_without_rows_finish_too(session, tiny_tokenizer, onnx_caps):
+    """An input with no speech (no row ever decodes) and one whose audio cannot be read are
+    reported finished at the next step, beside an input that decodes: nothing waits for a row
+    that will never finish."""
+    batch = BatchOptions(batch_size=4)
+    runner = ContinuousRunner(session, tiny_tokenizer, onnx_caps, batch)
+    scheduler = Scheduler(batch)
+    t = np.arange(3 * SR) / SR
+    tone = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    silence = SourceRun(
+        session, tiny_tokenizer, TranscribeOptions(), batch, np.zeros(SR * 40, np.float32), "en"
+    )
+    broken = SourceRun(
+        session, tiny_tokenizer, TranscribeOptions(), batch, b"not audio at all", "en"
+    )
+    other = SourceRun(session, tiny_tokenizer, TranscribeOptions(), batch, tone, "en")
+    for run in (silence, broken, other):
+        scheduler.add(run)
+    finished: list[SourceRun] = []
+    for _ in range(500):
+        if not scheduler.pending:
+            break
+        finished += scheduler.step(runner)
+    scheduler.close()
+    assert not scheduler.pending and set(map(id, finished)) == {id(silence), id(broken), id(other)}
+    assert broken.error is not None and silence.error is None
+    assert "".join(s.text for s in silence.ordered_segments()).strip() == ""

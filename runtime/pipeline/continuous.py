@@ -79,6 +79,9 @@ class ContinuousRunner(BatchRunner):
             self._reset()
         self._forget(scheduler)
         finished = self._admit(scheduler)
+        # inputs that failed (unreadable audio) or ended without a row (no speech) while
+        # being scheduled: no row of theirs will finish to report them
+        finished += scheduler.update(Batch(), [])
         if not self._active:
             return finished
         t = time.perf_counter()
