@@ -217,21 +217,7 @@ def open_graph(
     requested = tuple(p.name for p in spec.providers)
     accelerators = [p for p in requested if p != CPU]
     warnings: list[str] = []
-    providers: list[Provider] = []
-    for provider_spec in spec.providers:
-        provider, why_not = _resolve(provider_spec, request, warnings)
-        if provider is None:
-            if strict:
-                raise BackendUnavailableError(
-                    f"{label}: {why_not}; install the onnxruntime build or plugin package that "
-                    f"ships it, or turn strict placement off to run the {label} on the CPU"
-                )
-            warnings.append(str(why_not))
-        else:
-            providers.append(provider)
-    if strict and accelerators:
-        providers = [p for p in providers if p.name != CPU]  # the fallback entry forbids it
-    providers = providers or [Provider(CPU, {})]
+    providers = _providers(spec, request, label, warnings)
     workdir = Path(tempfile.mkdtemp(prefix="whisper-ort-"))
     try:
         providers = [
@@ -272,6 +258,28 @@ def open_graph(
     else:
         log.info("%s", placement.line())
     return Graph(session, manifest, placement)
+
+
+def _providers(
+    spec: GraphOptions, request: OpenRequest, label: str, warnings: list[str]
+) -> list[Provider]:
+    """The providers to attach, in order; why others cannot be goes to ``warnings`` (or raises
+    under strict placement)."""
+    providers: list[Provider] = []
+    for provider_spec in spec.providers:
+        provider, why_not = _resolve(provider_spec, request, warnings)
+        if provider is None:
+            if request.strict:
+                raise BackendUnavailableError(
+                    f"{label}: {why_not}; install the onnxruntime build or plugin package that "
+                    f"ships it, or turn strict placement off to run the {label} on the CPU"
+                )
+            warnings.append(str(why_not))
+        else:
+            providers.append(provider)
+    if request.strict and any(p.name != CPU for p in spec.providers):
+        providers = [p for p in providers if p.name != CPU]  # the fallback entry forbids it
+    return providers or [Provider(CPU, {})]
 
 
 def _cpu_nodes(manifest: Manifest) -> dict[str, int]:
