@@ -107,7 +107,7 @@ def test_npu_profiles_use_the_vendor_execution_providers(profiles: dict[str, Pro
         assert options["static_shapes"] is True and options["encoder_batch_size"] == 1
         # the static encoder runs a batch in several calls; the CPU decoder keeps it together
         assert profiles[name].batcher.batch_size == 8
-        assert profiles[name].batcher.decoder == "batched"
+        assert profiles[name].batcher.decoder == "continuous"
         assert options["decoder"]["providers"] == [{"name": "CPUExecutionProvider"}]
     assert (builtin_profiles_dir() / "vitisai" / "whisper_encoder_bf16.json").is_file()
 
@@ -370,7 +370,7 @@ def write_profile(folder: Path, filename: str, text: str) -> Path:
         ),
         (
             GOOD + '[batcher]\ndecoder = "parallel"\n',
-            "batcher.decoder: Input should be 'batched' or 'sequential'",
+            "batcher.decoder: Input should be 'continuous', 'batched' or 'sequential'",
         ),
         (GOOD + 'fallback = "cpu"\n', "fallback: Input should be a valid list (got 'cpu')"),
         (GOOD + 'fallback = ["fast"]\n', "fallback: profile 'fast' cannot fall back to itself"),

@@ -75,9 +75,11 @@ def test_sequence_graph_matches_silero_stepped_frame_by_frame(monkeypatch):
     np.testing.assert_allclose(model.probs(audio), stepped, atol=1e-5)
 
 
-def test_a_file_of_another_layout_is_stepped_frame_by_frame(monkeypatch, caplog):
+def test_a_file_of_another_layout_is_stepped_frame_by_frame(monkeypatch, caplog, tmp_path):
     import runtime.audio.silero as silero
     import runtime.audio.vad as vad
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no sequence graph cached
 
     def unreadable(path):
         raise ValueError("not the Silero v5 layout")
@@ -106,3 +108,22 @@ def test_a_short_clip_is_one_model_call(monkeypatch):
     monkeypatch.setattr(model, "session", Counting())
     probs = silero_probs(speech)
     assert len(calls) == 1 and len(probs) == -(-len(speech) // FRAME)
+
+
+def test_the_sequence_graph_is_built_once_and_cached(monkeypatch, tmp_path):
+    """Building the sequence graph needs onnx (0.6 s to import): the first start builds and
+    caches it, later ones read it back (onnx never imported) with the same probabilities."""
+    import runtime.audio.silero as silero
+    import runtime.audio.vad as vad
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = []
+    read = silero.read_weights
+    monkeypatch.setattr(silero, "read_weights", lambda path: built.append(path) or read(path))
+    first = silero.SileroVad(vad.silero_model_path())
+    again = silero.SileroVad(vad.silero_model_path())
+    assert len(built) == 1 and first.sequence and again.sequence
+    assert len(list((tmp_path / "whisper-runtime" / "silero").glob("sequence-*.onnx"))) == 1
+    assert not list((tmp_path / "whisper-runtime" / "silero").glob("*.part"))
+    speech = load_audio(eval_file("jfk.flac"))[: 3 * SR]
+    np.testing.assert_array_equal(again.probs(speech), first.probs(speech))
