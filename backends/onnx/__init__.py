@@ -51,6 +51,9 @@ class OnnxSession(BaseSession):
         self.encoder_graph = self._open("encoder", self.options.encoder, self.static_batch)
         self.cross_graph = self._open("cross_kv", self.options.decoder, None)
         self.decoder_graph = self._open("decoder", self.options.decoder, None)
+        from backends.onnx.binding import binding_device
+
+        self.decoder_device = binding_device(self.decoder_graph.session, self.options.io_binding)
         self.device = _device_of(self.encoder_graph.placement.main_provider, options.device)
         from backends.onnx.placement import PlacementReport
 
@@ -142,7 +145,11 @@ class OnnxSession(BaseSession):
         from backends.onnx.decoder import OnnxDecoderState
 
         return OnnxDecoderState(
-            self.cross_graph, self.decoder_graph, np.asarray(features), self.model.dims.n_text_ctx
+            self.cross_graph,
+            self.decoder_graph,
+            np.asarray(features),
+            self.model.dims.n_text_ctx,
+            self.decoder_device,
         )
 
     def report(self) -> list[str]:

@@ -12,12 +12,17 @@ Arrays hold up to ``capacity`` rows in physical slots, the first ``n_rows`` in u
 reads that prefix in place. Rows that finish leave without a gather of the survivors: the
 survivors in slots past the new row count move into the holes the finished rows left. Tokens go
 in and logits come out in the caller's row order.
+
+With a binding ``device`` (``backends.onnx.binding``; the onnx option ``io_binding``), steps run
+through ONNX Runtime's I/O binding and the cross-attention arrays of the rows in use are copied
+to the device once per change of the rows instead of at every step.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from backends.onnx.binding import BoundStep, Device
 from backends.onnx.export import quantized_per_call
 from backends.onnx.sessions import Graph
 from runtime.backend import check_tokens
@@ -30,9 +35,17 @@ PROMPT_PIECE = 48
 
 class OnnxDecoderState:
     def __init__(
-        self, cross_kv: Graph, decoder: Graph, features: np.ndarray, n_text_ctx: int
+        self,
+        cross_kv: Graph,
+        decoder: Graph,
+        features: np.ndarray,
+        n_text_ctx: int,
+        device: Device | None = None,
     ) -> None:
         self.decoder = decoder
+        # device: steps through I/O binding, cross K/V kept there while the rows stay the same
+        self._bound = BoundStep(decoder.session, device) if device is not None else None
+        self._resident = False  # whether the bound cross K/V are the current rows'
         self.n_text_ctx = n_text_ctx
         cm, dm = cross_kv.manifest, decoder.manifest
         features = np.ascontiguousarray(features, dtype=np.float32)
@@ -130,13 +143,28 @@ class OnnxDecoderState:
             self._names["lengths"]: self._lengths[:n],
             self._names["positions"]: np.asarray(positions, dtype=np.int64),
         }
-        for role, names in self._in.items():
-            feeds.update(zip(names, (a[:n] for a in self._arrays[role])))
-        out = self.decoder.run(self._out + ([cross_qk] if cross_qk else []), feeds)
+        out = self._run(self._out + ([cross_qk] if cross_qk else []), feeds)
         n_layers = len(self._in["self_k"])
         self._write(out[1 : 1 + n_layers], out[1 + n_layers : 1 + 2 * n_layers], t)
         results = [out[0]] + out[1 + 2 * n_layers :]
         return results if self._slot is None else [r[self._slot] for r in results]
+
+    def _run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The decoder graph on ``feeds`` and the caches of the rows in use; bound, the cross
+        K/V are bound once per change of the rows (``join``, ``keep``) rather than every step."""
+        n = self.n_rows
+        roles = ("self_k", "self_v") if self._bound else tuple(self._in)
+        for role in roles:
+            feeds.update(zip(self._in[role], (a[:n] for a in self._arrays[role])))
+        if self._bound is None:
+            return self.decoder.run(outputs, feeds)
+        if not self._resident:
+            cross: dict[str, np.ndarray] = {}
+            for role in ("cross_k", "cross_v"):
+                cross.update(zip(self._in[role], (a[:n] for a in self._arrays[role])))
+            self._bound.keep_resident(cross)
+            self._resident = True
+        return self._bound.run(outputs, feeds)
 
     def _write(self, new_k: list[np.ndarray], new_v: list[np.ndarray], t: int) -> None:
         """The new keys and values into each slot's cache at its length (in place)."""
@@ -164,6 +192,7 @@ class OnnxDecoderState:
         own length and cross-attention keys and values; ``other`` is spent."""
         if other.n_rows == 0:
             return
+        self._resident = False
         n, m = self.n_rows, other.n_rows
         self._reserve(n + m)
         order = other._physical()
@@ -185,6 +214,7 @@ class OnnxDecoderState:
     def _reserve(self, rows: int) -> None:
         if rows <= self.capacity:
             return
+        self._resident = False  # new arrays
         size = max(rows, 2 * self.capacity)
         for arrays in self._arrays.values():
             for i, a in enumerate(arrays):
@@ -204,6 +234,7 @@ class OnnxDecoderState:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == self.n_rows and np.array_equal(rows, np.arange(self.n_rows)):
             return
+        self._resident = False
         if len(rows) == 0:  # every row left: keep the arrays for the rows that join next
             self._slot = None
         elif np.all(np.diff(rows) > 0):  # rows left, the rest in order

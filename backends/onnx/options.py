@@ -156,6 +156,12 @@ class OnnxOptions(BaseModel):
         description="Encoder self-attention as ONNX Runtime's MultiHeadAttention contrib "
         "op (CPU and CUDA providers; NPU compilers expect standard ops).",
     )
+    io_binding: bool | None = Field(
+        default=None,
+        description="Decoder steps through ONNX Runtime's I/O binding, the cross-attention "
+        "keys and values kept on the session's device while the rows stay the same; None: "
+        "when the decoder runs on a device (CUDA), true: also on the CPU, false: never.",
+    )
     encoder: GraphOptions = Field(default_factory=GraphOptions)
     decoder: GraphOptions = Field(default_factory=GraphOptions)
     emulate: bool = Field(
