@@ -198,3 +198,72 @@ def test_openvino_says_which_device_and_whether_it_could_fall_back():
     assert adapter(ov).prepare(
         {"device_type": "NPU", "load_config": "{}"}, Path("."), plugin=True
     ) == {"load_config": "{}"}
+
+
+# --- a GPU provider keeps shape computations on the CPU by design ------------------------------
+CUDA = "CUDAExecutionProvider"
+
+
+def test_a_cuda_session_with_only_shape_ops_on_the_cpu_is_healthy():
+    p = GraphPlacement(
+        "decoder",
+        (CUDA, CPU),
+        (CUDA, CPU),
+        {CUDA: 180, CPU: 20},
+        cpu_ops={"Shape": 8, "Range": 2, "Squeeze": 4, "Gather": 4, "Less": 1, "Where": 1},
+    )
+    assert p.shape_work_on_cpu and not p.fell_back
+    assert p.line() == (
+        "decoder: 180/200 nodes on CUDAExecutionProvider, 20 on CPUExecutionProvider "
+        "(10%, shape computations only: not a fallback)"
+    )
+    assert not PlacementReport((p,)).fell_back
+
+
+def test_a_matmul_on_the_cpu_is_a_fallback():
+    p = GraphPlacement(
+        "decoder",
+        (CUDA, CPU),
+        (CUDA, CPU),
+        {CUDA: 178, CPU: 22},
+        cpu_ops={"Shape": 20, "MatMul": 2},
+    )
+    assert not p.shape_work_on_cpu and p.fell_back
+    assert "not a fallback" not in p.line()
+
+
+@pytest.mark.parametrize(
+    "nodes,cpu_ops",
+    [
+        ({CUDA: 180, CPU: 20}, {}),  # op types not measured: counts alone decide, as before
+        ({CUDA: 180, CPU: 20}, {"Shape": 15}),  # op types of some CPU nodes unknown
+        ({CPU: 200}, {"Shape": 200}),  # the GPU took nothing
+    ],
+)
+def test_shape_ops_excuse_nothing_they_do_not_account_for(nodes, cpu_ops):
+    p = GraphPlacement("decoder", (CUDA, CPU), (CUDA, CPU), nodes, cpu_ops=cpu_ops)
+    assert not p.shape_work_on_cpu and p.fell_back
+
+
+def test_profile_op_types_are_counted_per_provider(tmp_path: Path):
+    from backends.onnx.placement import node_ops
+
+    events = [
+        {"cat": "Node", "name": "mm_kernel_time", "args": {"provider": CUDA, "op_name": "MatMul"}},
+        {"cat": "Node", "name": "mm_kernel_time", "args": {"provider": CUDA, "op_name": "MatMul"}},
+        {"cat": "Node", "name": "s_kernel_time", "args": {"provider": CPU, "op_name": "Shape"}},
+        {"cat": "Node", "name": "r_kernel_time", "args": {"provider": CPU}},
+    ]
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(events))
+    assert node_ops(path) == {CUDA: {"MatMul": 1}, CPU: {"Shape": 1, "?": 1}}
+    assert nodes_per_provider(path) == {CUDA: 1, CPU: 2}
+
+
+def test_strict_cuda_sessions_keep_the_cpu_provider_for_shape_ops():
+    """session.disable_cpu_ep_fallback would refuse a healthy CUDA session (its shape nodes are
+    on the CPU): CUDA's adapter says so, and strict placement judges the measured op types."""
+    from backends.onnx.adapters import adapter
+
+    assert adapter(CUDA).shapes_on_cpu
+    assert not adapter(VITIS).shapes_on_cpu and not adapter(CPU).shapes_on_cpu

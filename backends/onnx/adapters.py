@@ -72,6 +72,9 @@ class EpAdapter:
     """No report: providers that run nodes one by one (CPU, CUDA) are counted by ORT's profiler."""
 
     name = ""
+    # ONNX Runtime places this EP's shape computations on the CPU on purpose: the session keeps
+    # the CPU provider even under strict placement, which then judges the measured op types
+    shapes_on_cpu = False
 
     def prepare(self, options: dict[str, str], workdir: Path, plugin: bool) -> dict[str, str]:
         """The options to attach the EP with (``plugin``: through its EP devices)."""
@@ -222,8 +225,16 @@ class OpenVinoAdapter(EpAdapter):
         )
 
 
+class CudaAdapter(EpAdapter):
+    """CUDA runs nodes one by one (ONNX Runtime's profiler counts them) and hands the nodes
+    that compute shapes (Shape, Range, Gather on shapes, the mask) to the CPU by design."""
+
+    name = "CUDAExecutionProvider"
+    shapes_on_cpu = True
+
+
 ADAPTERS: dict[str, EpAdapter] = {
-    a.name: a for a in (QnnAdapter(), VitisAiAdapter(), OpenVinoAdapter())
+    a.name: a for a in (QnnAdapter(), VitisAiAdapter(), OpenVinoAdapter(), CudaAdapter())
 }
 
 

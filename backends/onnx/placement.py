@@ -22,6 +22,30 @@ from pathlib import Path
 from backends.onnx.adapters import EpReport
 
 CPU = "CPUExecutionProvider"
+# Operators that carry a transformer's arithmetic. A GPU provider leaves shape computations
+# (Shape, Range, Squeeze, Gather on shapes, the decoder's mask) to the CPU on purpose (ONNX
+# Runtime's CUDA EP: "CPU-preferred nodes"); only one of these on the CPU is a real fallback.
+COMPUTE_OPS = frozenset(
+    {
+        "Attention",
+        "BiasGelu",
+        "Conv",
+        "FastGelu",
+        "Gelu",
+        "Gemm",
+        "GroupQueryAttention",
+        "LayerNormalization",
+        "MatMul",
+        "MatMulInteger",
+        "MatMulNBits",
+        "MultiHeadAttention",
+        "QLinearMatMul",
+        "SkipLayerNormalization",
+        "Softmax",
+        "DynamicQuantizeMatMul",
+        "FusedMatMul",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +59,21 @@ class GraphPlacement:
     warnings: tuple[str, ...] = ()  # missing providers, failed registrations, unset variables
     reports: tuple[EpReport, ...] = ()  # what compiling EPs say they took
     failed: str = ""  # why the requested providers failed to start (the graph then runs on CPU)
+    cpu_ops: dict[str, int] = field(default_factory=dict)  # op type -> nodes run on the CPU
+
+    @property
+    def shape_work_on_cpu(self) -> bool:
+        """True when the first requested accelerator ran nodes and the CPU's nodes (measured
+        op types) carry no arithmetic of the model (``COMPUTE_OPS``): a healthy GPU session."""
+        wanted = [p for p in self.requested if p != CPU]
+        on_cpu = self.nodes.get(CPU, 0)
+        return bool(
+            wanted
+            and self.nodes.get(wanted[0], 0)
+            and on_cpu
+            and sum(self.cpu_ops.values()) == on_cpu
+            and not COMPUTE_OPS & set(self.cpu_ops)
+        )
 
     @property
     def total_nodes(self) -> int:
@@ -57,7 +96,9 @@ class GraphPlacement:
         if any(r.complete is False for r in self.reports if r.provider == first):
             return True
         return first not in self.active or (
-            bool(self.nodes) and self.nodes.get(first, 0) < self.total_nodes
+            bool(self.nodes)
+            and self.nodes.get(first, 0) < self.total_nodes
+            and not self.shape_work_on_cpu
         )
 
     def line(self) -> str:
@@ -85,6 +126,9 @@ class GraphPlacement:
             )
         if counts:
             idle = [p for p in self.requested if p != CPU and not self.nodes.get(p)]
+            if self.shape_work_on_cpu:
+                share = self.nodes[CPU] / self.total_nodes
+                counts += f" ({share:.0%}, shape computations only: not a fallback)"
             return f"{self.graph}: {counts}" + (f" ({', '.join(idle)} took none)" if idle else "")
         return f"{self.graph}: on {', '.join(self.active)} (placement not measured)"
 
@@ -148,12 +192,21 @@ class PlacementReport:
 
 def nodes_per_provider(profile_file: str | Path) -> dict[str, int]:
     """Distinct nodes per provider among the node events of an ONNX Runtime profile (JSON)."""
+    return {p: sum(ops.values()) for p, ops in node_ops(profile_file).items()}
+
+
+def node_ops(profile_file: str | Path) -> dict[str, dict[str, int]]:
+    """Distinct nodes per provider and op type (``args.op_name``; "?" when absent) among the
+    node events of an ONNX Runtime profile (JSON)."""
     events = json.loads(Path(profile_file).read_text(encoding="utf-8"))
-    where: dict[str, str] = {}
+    where: dict[str, tuple[str, str]] = {}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
-        provider = event.get("args", {}).get("provider")
-        if provider:
-            where[event["name"]] = provider
-    return dict(Counter(where.values()))
+        args = event.get("args", {})
+        if args.get("provider"):
+            where[event["name"]] = (args["provider"], str(args.get("op_name", "?")))
+    out: dict[str, dict[str, int]] = {}
+    for (provider, op), n in Counter(where.values()).items():
+        out.setdefault(provider, {})[op] = n
+    return out

@@ -16,6 +16,7 @@ accelerator does not take every node. Compiling EPs also say themselves what the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shutil
@@ -30,7 +31,7 @@ from backends.onnx import eps
 from backends.onnx.adapters import NO_CPU_FALLBACK, EpReport, adapter
 from backends.onnx.manifest import Manifest
 from backends.onnx.options import GraphOptions, ProviderSpec, expand, unset_variables
-from backends.onnx.placement import CPU, GraphPlacement, nodes_per_provider
+from backends.onnx.placement import CPU, GraphPlacement, node_ops
 from runtime.errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
@@ -194,15 +195,15 @@ def _dummy_feeds(manifest: Manifest) -> dict[str, np.ndarray]:
     return {t.name: np.zeros([size(d) for d in t.shape], dtype=t.dtype) for t in manifest.inputs}
 
 
-def _measure(session, manifest: Manifest, skip: bool = False) -> dict[str, int]:
-    """One profiled run (the warm-up); node counts per provider; profiling ends with it
-    (also when the run is skipped, so later runs are never profiled)."""
+def _measure(session, manifest: Manifest, skip: bool = False) -> dict[str, dict[str, int]]:
+    """One profiled run (the warm-up); node counts per provider and op type; profiling ends
+    with it (also when the run is skipped, so later runs are never profiled)."""
     if skip:
         session.end_profiling()
         return {}
     with eps.native_stdout_to_log():
         session.run(None, _dummy_feeds(manifest))
-    return nodes_per_provider(session.end_profiling())
+    return node_ops(session.end_profiling())
 
 
 def open_graph(
@@ -235,8 +236,9 @@ def open_graph(
             path, spec, request, str(workdir) if measured else None, providers, label
         )
         reports = _ep_reports(session, providers, workdir, spec) if request.check else ()
+        ops = _measure(session, manifest, skip=_reported(reports, session)) if measured else {}
         nodes = (
-            _measure(session, manifest, skip=_reported(reports, session))
+            {p: sum(counts.values()) for p, counts in ops.items()}
             if measured
             else _cpu_nodes(manifest)
             if request.check
@@ -247,6 +249,7 @@ def open_graph(
     placement = GraphPlacement(
         label, requested, tuple(session.get_providers()), nodes, tuple(warnings), reports, failed
     )
+    placement = dataclasses.replace(placement, cpu_ops=ops.get(CPU, {}))
     if strict and placement.fell_back:
         raise BackendUnavailableError(
             f"{placement.line()}; strict placement wants every {label} node on "
@@ -277,9 +280,21 @@ def _providers(
             warnings.append(str(why_not))
         else:
             providers.append(provider)
-    if request.strict and any(p.name != CPU for p in spec.providers):
+    if _no_cpu_fallback(request, [p.name for p in spec.providers]):
         providers = [p for p in providers if p.name != CPU]  # the fallback entry forbids it
     return providers or [Provider(CPU, {})]
+
+
+def _no_cpu_fallback(request: OpenRequest, providers: list[str]) -> bool:
+    """Whether the session is built without the CPU (strict placement, an accelerator asked
+    for). Not for a provider that leaves shape computations to the CPU by design (CUDA):
+    that session keeps the CPU, and strict placement judges its measured op types."""
+    accelerators = [p for p in providers if p != CPU]
+    return (
+        request.strict
+        and bool(accelerators)
+        and not any(adapter(p).shapes_on_cpu for p in accelerators)
+    )
 
 
 def _cpu_nodes(manifest: Manifest) -> dict[str, int]:
@@ -322,7 +337,7 @@ def _create(
 ) -> tuple[Any, str]:
     """Create the session, and say why its providers failed to start when it had to retry on
     the CPU (under strict placement that is an error instead)."""
-    strict = request.strict and any(p.name != CPU for p in providers)
+    strict = _no_cpu_fallback(request, [p.name for p in providers])
     cpu_only = all(p.name == CPU for p in providers)  # every accelerator missing: no EP entries
     so = _session_options(spec, strict, profile_dir, cpu_only)
     try:
