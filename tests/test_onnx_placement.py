@@ -267,3 +267,9 @@ def test_strict_cuda_sessions_keep_the_cpu_provider_for_shape_ops():
 
     assert adapter(CUDA).shapes_on_cpu
     assert not adapter(VITIS).shapes_on_cpu and not adapter(CPU).shapes_on_cpu
+    from backends.onnx.sessions import OpenRequest, _no_cpu_fallback
+
+    strict = OpenRequest(strict=True)
+    assert not _no_cpu_fallback(strict, [CUDA, CPU])
+    assert _no_cpu_fallback(strict, [VITIS, CPU])
+    assert not _no_cpu_fallback(OpenRequest(), [VITIS, CPU])
