@@ -126,3 +126,13 @@ def test_bound_greedy_tokens_are_run_tokens(plain, bound, tiny_tokenizer, parts)
     want = decode(plain, features, tiny_tokenizer, options)[0]
     got = decode(bound, features, tiny_tokenizer, options)[0]
     assert got.tokens == want.tokens and got.text == want.text
+
+
+def test_bound_cross_attention_scores_are_run_scores(plain, bound, features, tiny_tokenizer):
+    """Word timestamps' ``cross_qk`` output comes back bound too, bit for bit."""
+    prompt = np.array([[tiny_tokenizer.special.sot, *tiny_tokenizer.encode(" ask not")]] * 2)
+    states = [s.decoder(features[:2]) for s in (plain, bound)]
+    heads = states[0]._heads[:2]
+    got = [s.logits_and_attention(prompt, (-1,), heads) for s in states]
+    np.testing.assert_array_equal(got[1][0], got[0][0])
+    np.testing.assert_array_equal(got[1][1], got[0][1])

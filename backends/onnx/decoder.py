@@ -44,7 +44,11 @@ class OnnxDecoderState:
     ) -> None:
         self.decoder = decoder
         # device: steps through I/O binding, cross K/V kept there while the rows stay the same
-        self._bound = BoundStep(decoder.session, device) if device is not None else None
+        self._bound = (
+            BoundStep(decoder.session, device, decoder.manifest.outputs)
+            if device is not None
+            else None
+        )
         self._resident = False  # whether the bound cross K/V are the current rows'
         self.n_text_ctx = n_text_ctx
         cm, dm = cross_kv.manifest, decoder.manifest
@@ -143,28 +147,37 @@ class OnnxDecoderState:
             self._names["lengths"]: self._lengths[:n],
             self._names["positions"]: np.asarray(positions, dtype=np.int64),
         }
-        out = self._run(self._out + ([cross_qk] if cross_qk else []), feeds)
+        dims = {"batch": n, "tokens": t, "positions": len(positions)}
+        out = self._run(self._out + ([cross_qk] if cross_qk else []), feeds, dims)
         n_layers = len(self._in["self_k"])
         self._write(out[1 : 1 + n_layers], out[1 + n_layers : 1 + 2 * n_layers], t)
         results = [out[0]] + out[1 + 2 * n_layers :]
         return results if self._slot is None else [r[self._slot] for r in results]
 
-    def _run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """The decoder graph on ``feeds`` and the caches of the rows in use; bound, the cross
-        K/V are bound once per change of the rows (``join``, ``keep``) rather than every step."""
+    def _run(
+        self, outputs: list[str], feeds: dict[str, np.ndarray], dims: dict[str, int]
+    ) -> list[np.ndarray]:
+        """The decoder graph on ``feeds`` and the caches of the rows in use. Bound, the cross
+        K/V are bound once per change of the rows (``join``, ``keep``) rather than every step,
+        and so are the self caches where the device reads host memory (the CPU: ``_write``
+        updates them in place)."""
         n = self.n_rows
-        roles = ("self_k", "self_v") if self._bound else tuple(self._in)
-        for role in roles:
-            feeds.update(zip(self._in[role], (a[:n] for a in self._arrays[role])))
-        if self._bound is None:
+        bound = self._bound
+        resident = ("cross_k", "cross_v") if bound else ()
+        if bound and bound.device.kind == "cpu":
+            resident = tuple(self._in)
+        for role in self._in:
+            if role not in resident:
+                feeds.update(zip(self._in[role], (a[:n] for a in self._arrays[role])))
+        if bound is None:
             return self.decoder.run(outputs, feeds)
         if not self._resident:
-            cross: dict[str, np.ndarray] = {}
-            for role in ("cross_k", "cross_v"):
-                cross.update(zip(self._in[role], (a[:n] for a in self._arrays[role])))
-            self._bound.keep_resident(cross)
+            arrays: dict[str, np.ndarray] = {}
+            for role in resident:
+                arrays.update(zip(self._in[role], (a[:n] for a in self._arrays[role])))
+            bound.keep_resident(arrays)
             self._resident = True
-        return self._bound.run(outputs, feeds)
+        return bound.run(outputs, feeds, dims)
 
     def _write(self, new_k: list[np.ndarray], new_v: list[np.ndarray], t: int) -> None:
         """The new keys and values into each slot's cache at its length (in place)."""
