@@ -96,8 +96,8 @@ class BoundStep:
         arrays: list[np.ndarray | None] = []
         for name in outputs:
             spec = self.specs[name]
-            shape = [d if isinstance(d, int) else dims.get(d) for d in spec.shape]
-            if None in shape:
+            shape = [d if isinstance(d, int) else dims.get(d, -1) for d in spec.shape]
+            if -1 in shape:
                 self.binding.bind_output(name, "cpu")
                 arrays.append(None)
                 continue

@@ -163,7 +163,7 @@ class OnnxDecoderState:
         updates them in place)."""
         n = self.n_rows
         bound = self._bound
-        resident = ("cross_k", "cross_v") if bound else ()
+        resident: tuple[str, ...] = ("cross_k", "cross_v") if bound else ()
         if bound and bound.device.kind == "cpu":
             resident = tuple(self._in)
         for role in self._in:
