@@ -66,15 +66,26 @@ def bench_steps(model: str, precision: str, batches: list[int], rounds: int, n_s
     for r in range(rounds):
         for batch in batches:
             for name, session in sessions.items():
+                cpu = time.process_time()
                 rate = steps_per_s(session, batch, n_steps)
+                cpu_ms = (time.process_time() - cpu) * 1000 / n_steps  # prompt included
                 results.setdefault((name, batch), []).append(rate)
-                print(f"round {r + 1} batch {batch:2d} {name:5s} {rate:8.1f} steps/s", flush=True)
+                results.setdefault((name + "-cpu", batch), []).append(cpu_ms)
+                print(
+                    f"round {r + 1} batch {batch:2d} {name:5s} {rate:8.1f} steps/s "
+                    f"{cpu_ms:7.2f} CPU ms/step",
+                    flush=True,
+                )
     print(f"\n{model} {precision}, median of {rounds} rounds, {n_steps} steps each")
-    print("batch | run steps/s | bound steps/s | bound/run")
+    print("batch | run steps/s | bound steps/s | bound/run | CPU ms/step run | bound")
     for batch in batches:
         plain = statistics.median(results[("run", batch)])
         bound = statistics.median(results[("bound", batch)])
-        print(f"{batch:5d} | {plain:11.1f} | {bound:13.1f} | {bound / plain:9.3f}")
+        cpu = [statistics.median(results[(n, batch)]) for n in ("run-cpu", "bound-cpu")]
+        print(
+            f"{batch:5d} | {plain:11.1f} | {bound:13.1f} | {bound / plain:9.3f} "
+            f"| {cpu[0]:15.2f} | {cpu[1]:5.2f}"
+        )
 
 
 def bench_chapter(rounds: int) -> None:
