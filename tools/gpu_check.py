@@ -26,6 +26,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -204,16 +205,17 @@ def run_json(cmd: list[str], log: Path, timeout: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def ct2_folder(model: str, out: Path) -> Path:
+def ct2_folder(model: str, cache: Path) -> Path:
     """The CTranslate2 folder of a packaged model for faster-whisper; a model shipped in parts
-    (``model.bin.part1`` in one package, ``part2`` in the next) is joined once under ``out``."""
+    (``model.bin.part1`` in one package, ``part2`` in the next) is joined once under ``cache``
+    (not the results folder, which should stay small enough to send back)."""
     from runtime.model.packaged import PACKAGED_MODELS
 
     packaged = next(m for m in PACKAGED_MODELS if m.name == model)
     folders = packaged.folders() or []
     if not folders or (folders[0] / "model.bin").exists():
         return folders[0] if folders else Path(model)
-    joined = out / f"ct2-{model}"
+    joined = cache / f"ct2-{model}"
     if not (joined / "model.bin").exists():
         joined.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json"):
@@ -233,7 +235,7 @@ def worker(system: str, model: str, task: str, files: list[Path], args, python: 
     """The command that measures ``system`` on ``files`` (or its decoder steps)."""
     if system == "faster":
         spec = {
-            "folder": str(ct2_folder(model, args.out)),
+            "folder": str(ct2_folder(model, Path(tempfile.gettempdir()) / "gpu-check")),
             "device": "cpu" if args.cpu else "cuda",
             "compute": "int8" if args.cpu else "float16",
             "batched": len(files) == 1,
