@@ -7,7 +7,9 @@ every input in flight share encoder and decoder batches. The engine works on a `
 (a session, its tokenizer and two callables), never on the ``Runtime`` that built it. A batch
 forms when it is full, or when inputs still being prepared could not fill it within
 ``max_wait_s``. ``cross_request=False`` runs one input at a time
-(the baseline the load tool compares against).
+(the baseline the load tool compares against). Inputs carry a ``Priority``: live turns are
+admitted and scheduled before files, and do not count against ``max_queue`` (the live-session
+limit bounds them); ``on_segments`` streams an input's segments in order as they are decoded.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from runtime.errors import WhisperRuntimeError
 from runtime.model.tokenizer import Tokenizer
 from runtime.output.results import Segment, Transcription
 from runtime.pipeline.continuous import make_runner
-from runtime.pipeline.options import BatchOptions, TranscribeOptions
+from runtime.pipeline.options import BatchOptions, Priority, TranscribeOptions
 from runtime.pipeline.scheduler import Scheduler
 from runtime.pipeline.source import SourceRun
 
@@ -126,20 +128,31 @@ class Engine:
         language: str | None = None,
         task: str = "transcribe",
         options: TranscribeOptions | None = None,
+        priority: int = Priority.NORMAL,
+        on_segments: Callable[[list[Segment]], None] | None = None,
         **overrides: Any,
     ) -> Future:
         """Queue one input (path, bytes or 16 kHz float32 array). Bad options raise here; audio
-        that cannot be read fails only its own future (``AudioError``)."""
+        that cannot be read fails only its own future (``AudioError``). ``on_segments`` is
+        called from the worker thread with each run of segments that is final, in order."""
         opts = self.model.options(options, language, task, overrides)
         run = SourceRun(
-            self.model.session, self.model.tokenizer, opts, self.batch, audio, opts.language
+            self.model.session,
+            self.model.tokenizer,
+            opts,
+            self.batch,
+            audio,
+            opts.language,
+            priority=priority,
+            on_segments=on_segments,
         )
         req = _Request(run, Future(), time.perf_counter())
         with self._cond:
             if self._closing:
                 raise QueueFullError("the engine is shutting down; no new requests are taken")
             if (
-                self.max_queue is not None
+                priority >= Priority.NORMAL
+                and self.max_queue is not None
                 and len(self._incoming) + len(self._active) >= self.max_queue
             ):
                 raise QueueFullError(f"{self.max_queue} requests are in flight; retry later")
@@ -209,12 +222,12 @@ class Engine:
                 self.scheduler.drop(req.run)
                 del self._active[key]
                 self._counts["cancelled"] += 1
-        while self._incoming and (
-            self._incoming[0].prepared is None or self._incoming[0].prepared.done()
-        ):
+        for req in sorted(self._incoming, key=lambda r: r.run.priority):  # stable: oldest first
+            if not (req.prepared is None or req.prepared.done()):
+                continue  # being prepared; a live turn need not wait for a file ahead of it
             if not self.cross_request and self._active:
                 break
-            req = self._incoming.popleft()
+            self._incoming.remove(req)
             self._active[id(req.run)] = req
             self.scheduler.add(req.run)
 
@@ -222,6 +235,8 @@ class Engine:
         """Wait for inputs still being prepared while the batch is short and young."""
         if not self._incoming or not self.cross_request or self._closing:
             return False
+        if any(r.run.priority < Priority.NORMAL for r in self._active.values()):
+            return False  # a live turn's batch takes no file rows: nothing to wait for
         ready = sum(1 for r in self._active.values() for st in r.run.streams if st.has_work)
         if ready >= self.batch.batch_size:
             return False

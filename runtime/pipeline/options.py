@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import TYPE_CHECKING, Literal
 
 from runtime.audio.vad import VadOptions
@@ -87,6 +88,17 @@ class TranscribeOptions:
             without_timestamps=self.without_timestamps,
             max_initial_timestamp=self.max_initial_timestamp,
         )
+
+
+class Priority(IntEnum):
+    """Which inputs' rows run first: lower first, then the oldest input (the engine's and the
+    scheduler's ordering key). Live turns come before files so that a server under batch load
+    keeps live latency; a request may lower its own, never raise it above NORMAL."""
+
+    LIVE = 0  # a live turn's final text
+    PARTIAL = 1  # a live turn's partial text, re-decoded as the turn grows
+    NORMAL = 2  # files and uploads
+    LOW = 3  # batch work that yields to everything else
 
 
 Chunking = Literal["vad", "fixed"]  # cut chunks at silences, or plain 30 s windows

@@ -1,7 +1,9 @@
 """Which rows run next, from every input in flight: the scheduler of the batched path.
 
-Each step takes up to B rows (the next window of a stream) from the inputs in order of arrival,
-so the oldest input finishes first (``schedule``); a ``BatchRunner`` runs them
+Each step takes up to B rows (the next window of a stream) from the inputs in order of priority
+and then of arrival, so live turns go first and the oldest input finishes first (``schedule``);
+with a ``ContinuousRunner`` a live row joins the running batch at the next decoder step, beside
+file rows; a ``BatchRunner`` runs them
 (``runtime.pipeline.runner``); each result goes back to its input (``update``), which cuts it
 into segments and moves its stream on. A preparing thread decodes audio, runs the VAD and
 computes the log-mel of each input's next block while the runner works. ``Runtime.transcribe``
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from runtime.decoding import DecodingResult
-from runtime.pipeline.options import BatchOptions
+from runtime.pipeline.options import BatchOptions, Priority
 from runtime.pipeline.runner import Row
 from runtime.pipeline.source import SourceRun, Stream
 
@@ -46,6 +48,7 @@ class Scheduler:
         self.batch = batch
         self.runs: list[SourceRun] = []
         self._prep: ThreadPoolExecutor | None = None
+        self._prep_live: ThreadPoolExecutor | None = None  # live turns never queue behind files
         self._lock = threading.Lock()
 
     def prefetch(self, run: SourceRun) -> Future | None:
@@ -56,16 +59,26 @@ class Scheduler:
         with self._lock:
             if not run.needs_preparing:
                 return run.preparing
-            if self._prep is None:
-                self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
-            run.preparing = self._prep.submit(run.prepare)
+            run.preparing = self._preparer(run.priority < Priority.NORMAL).submit(run.prepare)
             return run.preparing
 
+    def _preparer(self, live: bool) -> ThreadPoolExecutor:
+        """The preparing thread: one for files, one for live turns (a turn's few seconds must
+        not wait behind a file's 4-minute block)."""
+        if live:
+            if self._prep_live is None:
+                self._prep_live = ThreadPoolExecutor(1, thread_name_prefix="prepare-live")
+            return self._prep_live
+        if self._prep is None:
+            self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        return self._prep
+
     def close(self) -> None:
-        """Stop the preparing thread (after the block it is on)."""
-        if self._prep is not None:
-            self._prep.shutdown(wait=True)
-            self._prep = None
+        """Stop the preparing threads (after the block each is on)."""
+        for prep in (self._prep, self._prep_live):
+            if prep is not None:
+                prep.shutdown(wait=True)
+        self._prep = self._prep_live = None
 
     def add(self, run: SourceRun) -> None:
         self.runs.append(run)
@@ -80,11 +93,12 @@ class Scheduler:
         return bool(self.runs)
 
     def ready_rows(self, limit: int | None = None) -> list[tuple[SourceRun, Stream]]:
-        """(input, stream) pairs with a window to decode, oldest input first; an input whose
-        audio cannot be read is marked failed and returned by the next ``update``."""
+        """(input, stream) pairs with a window to decode, by priority then oldest input first
+        (live turns first); an input whose audio cannot be read is
+        marked failed and returned by the next ``update``."""
         limit = limit or self.batch.batch_size
         picked: list[tuple[SourceRun, Stream]] = []
-        for run in list(self.runs):
+        for run in sorted(self.runs, key=lambda r: r.priority):  # stable: oldest first
             if run.error is not None:
                 continue
             try:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,12 @@ from runtime.decoding import DecodingResult
 from runtime.model.tokenizer import Tokenizer
 from runtime.output.results import Segment
 from runtime.pipeline.memory import release_free_memory
-from runtime.pipeline.options import BatchOptions, TranscribeOptions, initial_prompt_tokens
+from runtime.pipeline.options import (
+    BatchOptions,
+    Priority,
+    TranscribeOptions,
+    initial_prompt_tokens,
+)
 from runtime.pipeline.segments import (
     attach_words,
     emit_segments,
@@ -70,6 +76,8 @@ class Stream:
     history: list[int]
     cursor: int = 0  # samples of the block before it are done
     busy: bool = False  # a window of it is being decoded: its next one depends on the result
+    segments: list[Segment] = field(default_factory=list)  # its text so far, in order
+    released: int = 0  # of ``segments``, how many were handed to ``on_segments``
 
     def next_window(self) -> Window | None:
         pieces = [
@@ -118,8 +126,15 @@ class SourceRun:
         source: Any,
         language: str | None = None,
         progress: Callable[[float], None] | None = None,
+        *,
+        priority: int = Priority.NORMAL,
+        on_segments: Callable[[list[Segment]], None] | None = None,
     ) -> None:
         self.session, self.tokenizer = session, tokenizer
+        self.priority = priority  # the scheduler's ordering key (``Priority``)
+        # segments in the order of the audio, as soon as no earlier one can still come
+        self.on_segments = on_segments
+        self._unreleased: deque[Stream] = deque()  # opened streams not yet wholly handed on
         self.options, self.batch, self.source = options, batch, source
         self.language = language if tokenizer.multilingual else "en"
         self.language_probability: float | None = None  # when the language was detected
@@ -190,7 +205,9 @@ class SourceRun:
         """A decoded row: its segments kept, its stream's history extended, and what is left of
         the chunk (if its text stopped early) put back at the head of the stream."""
         stream.busy = False
+        before = len(self.segments)
         continuation, kept = self.collect(window, result)
+        stream.segments += self.segments[before:]
         conditioned = (
             self.options.condition_on_previous_text
             and result.temperature <= self.options.prompt_reset_on_temperature
@@ -201,6 +218,24 @@ class SourceRun:
         if self.progress:  # audio seconds: blocks read before, and this block's cursor
             self._done_s = max(self._done_s, window.offset_s + end / FRAMES_PER_SECOND)
             self.progress(min(self._done_s, self.duration))
+        if self.on_segments is not None:
+            self._release()
+
+    def _release(self) -> None:
+        """Hand on the segments that no later result can precede: streams decode side by side,
+        so a stream's segments wait until every stream before it is done (a stream's own come
+        in order, and later blocks start after earlier ones end)."""
+        assert self.on_segments is not None
+        ready: list[Segment] = []
+        while self._unreleased:
+            stream = self._unreleased[0]
+            ready += stream.segments[stream.released :]
+            stream.released = len(stream.segments)
+            if stream.has_work:
+                break
+            self._unreleased.popleft()  # done: its block is no longer held here
+        if ready:
+            self.on_segments(ready)
 
     def ordered_segments(self) -> list[Segment]:
         ordered = sorted(self.segments, key=lambda s: (s.start, s.end))
@@ -243,6 +278,8 @@ class SourceRun:
         )
         self._previous = Stream(block, list(history))
         self.streams.append(self._previous)
+        if self.on_segments is not None:
+            self._unreleased.append(self._previous)
         return True
 
     def _read_block(self) -> Block | None:
