@@ -255,6 +255,45 @@ def sequence_graph_bytes(path: Path) -> bytes:
     return model
 
 
+class SileroStream:
+    """Silero over audio that arrives in pieces (a live stream): the recurrent state and the
+    samples of an unfinished frame are carried, so each frame's probability is the one the whole
+    signal would give at once (``SileroVad.probs``)."""
+
+    def __init__(self, vad: SileroVad) -> None:
+        self.vad = vad
+        self._pending = np.zeros(CONTEXT, np.float32)  # context before the next frame, and it
+        self._state: tuple[np.ndarray, ...] = (
+            (np.zeros((1, 1, STATE_SIZE), np.float32),) * 2
+            if vad.sequence
+            else (np.zeros((2, 1, STATE_SIZE), np.float32),)
+        )
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        """Probabilities of the frames this audio completes (none until 512 samples are in)."""
+        buf = np.concatenate([self._pending, np.asarray(audio, np.float32)])
+        n = (len(buf) - CONTEXT) // FRAME
+        if n == 0:
+            self._pending = buf
+            return np.zeros(0, np.float32)
+        view = np.lib.stride_tricks.sliding_window_view(buf, CONTEXT + FRAME)[::FRAME][:n]
+        self._pending = buf[n * FRAME :].copy()
+        frames = np.ascontiguousarray(view)
+        if not self.vad.sequence:
+            sr = np.array(16000, dtype=np.int64)
+            out = np.zeros(n, np.float32)
+            for i, frame in enumerate(frames):
+                p, state = self.vad.session.run(
+                    None, {"input": frame[None], "state": self._state[0], "sr": sr}
+                )
+                self._state, out[i] = (state,), p[0, 0]
+            return out
+        h, c = self._state
+        p, h, c = self.vad.session.run(None, {"frames": frames, "h0": h, "c0": c})
+        self._state = (h, c)
+        return p[:, 0].astype(np.float32)
+
+
 def stepwise_probs(session, frames: np.ndarray) -> np.ndarray:
     """The shipped graph one frame per call, its state carried: Silero's own streaming loop."""
     state = np.zeros((2, 1, STATE_SIZE), dtype=np.float32)

@@ -43,6 +43,12 @@ def _silero() -> SileroVad:
     return SileroVad(silero_model_path())
 
 
+def shared_silero() -> SileroVad:
+    """The process's one Silero session (its runs are thread-safe; live streams each carry
+    their own state in a ``SileroStream``)."""
+    return _silero()
+
+
 def silero_model_path() -> Path:
     from importlib.util import find_spec
 
