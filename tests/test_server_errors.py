@@ -167,7 +167,7 @@ MALFORMED: dict[str, tuple[int, Case]] = {
     "two files": (400, lambda j: form(audio(j), audio(j), M)),
     "file under another name": (400, lambda j: form(("audio", j, "a.flac"), M)),
     "model sent as a file": (400, lambda j: form(audio(j), ("model", "whisper-1", "m.txt"))),
-    "stream requested": (400, lambda j: form(audio(j), M, ("stream", "true", None))),
+    "stream not a boolean": (400, lambda j: form(audio(j), M, ("stream", "maybe", None))),
     "json body": (
         400,
         lambda j: raw(json.dumps({"model": "whisper-1"}).encode(), "application/json"),

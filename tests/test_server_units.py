@@ -101,7 +101,8 @@ def test_fields_become_engine_overrides(tmp_path):
         ({"model": "whisper-1", "response_format": "JSON"}, "response_format"),
         ({"model": ["whisper-1", "tiny.en"]}, "model"),
         ({"model": "  "}, "model"),
-        ({"model": "whisper-1", "stream": "true"}, "stream"),
+        ({"model": "whisper-1", "stream": "maybe"}, "stream"),
+        ({"model": "whisper-1", "priority": "high"}, "priority"),
         ({"model": "whisper-1", "timestamp_granularities": "word"}, "timestamp_granularities"),
     ],
 )

@@ -64,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "request_timeout_s",
         "batch_size",
         "cross_request",
+        "max_live_sessions",
     )
     flags = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
     try:

@@ -100,6 +100,17 @@ class ServerSettings(_Section):
     cross_request: bool = Field(
         default=True, description="Batch chunks of concurrent requests together."
     )
+    max_live_sessions: int = Field(
+        default=16, ge=1, description="Realtime WebSocket sessions open at once; more are refused."
+    )
+    live_session_max_s: float = Field(
+        default=3600.0, gt=0, description="A Realtime session ends after this (OpenAI: 60 min)."
+    )
+    live_max_speed: float = Field(
+        default=4.0,
+        gt=0,
+        description="Audio a Realtime client may send per second of wall time (beyond 30 s).",
+    )
 
 
 class Settings(BaseSettings):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,10 +22,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from runtime.errors import AudioError, RuntimeInputError, TruncatedAudioError
-from runtime.output.results import Transcription
+from runtime.output.results import Segment, Transcription
 from runtime.pipeline.engine import QueueFullError
 from runtime.server.errors import (
     SERVER_ERROR,
@@ -34,9 +35,11 @@ from runtime.server.errors import (
     http_exception_handler,
 )
 from runtime.server.middleware import AuthMiddleware, CountingMiddleware
+from runtime.server.realtime import realtime
 from runtime.server.request import AudioRequest, parse_audio_request
 from runtime.server.responses import render
 from runtime.server.state import ServerState
+from runtime.server.streaming import streamed
 from runtime.server.upload import FILE_FIELD, Upload, read_upload
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,15 @@ async def _audio(request: Request, task: str) -> Response:
         upload = await read_upload(request, state.max_upload_bytes)
         state.counters.upload_bytes += upload.size
         audio_request = parse_audio_request(upload, task, state.resolve_model)
+        if audio_request.stream:  # the upload is removed when the stream ends
+            path, name, remove, upload = upload.path, upload.filename or "", upload.remove, None
+            assert path is not None  # parse_audio_request refused a form without a file
+            return await streamed(
+                lambda on_segments: _submit(state, path, audio_request, on_segments),
+                lambda future: _outcome(state, future, path, name),
+                state.request_timeout_s,
+                remove,
+            )
         result = await _transcribe(request, state, upload, audio_request)
         return render(result, audio_request)
     except ClientDisconnect:
@@ -69,11 +81,21 @@ async def _audio(request: Request, task: str) -> Response:
             upload.remove()
 
 
-def _submit(state: ServerState, path: Path, request: AudioRequest) -> Future:
+def _submit(
+    state: ServerState,
+    path: Path,
+    request: AudioRequest,
+    on_segments: Callable[[list[Segment]], None] | None = None,
+) -> Future:
     engine = state.models[request.model].engine
     try:
         return engine.submit(
-            str(path), language=request.language, task=request.task, **request.engine_overrides()
+            str(path),
+            language=request.language,
+            task=request.task,
+            on_segments=on_segments,
+            priority=request.priority,
+            **request.engine_overrides(),
         )
     except QueueFullError as exc:
         state.counters.queue_full += 1
@@ -115,6 +137,15 @@ async def _transcribe(
             type=SERVER_ERROR,
             code="timeout",
         )
+    result = _outcome(state, future, upload.path, upload.filename or "")
+    state.counters.record_latency(time.perf_counter() - t0)
+    return result
+
+
+def _outcome(
+    state: ServerState, future: asyncio.Future, path: Path, filename: str
+) -> Transcription:
+    """The finished request's transcription, or its error as the client should see it."""
     if future.cancelled():
         raise APIError(
             503,
@@ -130,13 +161,12 @@ async def _transcribe(
             if isinstance(exc, TruncatedAudioError)
             else str(exc)
         )
-        message = message.replace(str(upload.path), f"uploaded file {upload.filename or ''!r}")
+        message = message.replace(str(path), f"uploaded file {filename!r}")
         raise bad_request(message, param=FILE_FIELD, code="invalid_audio") from exc
     if isinstance(exc, RuntimeInputError):
         raise bad_request(str(exc)) from exc
     if exc is not None:
         raise exc
-    state.counters.record_latency(time.perf_counter() - t0)
     return future.result()
 
 
@@ -196,6 +226,7 @@ def create_app(state: ServerState) -> Starlette:
     routes = [
         Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
         Route("/v1/audio/translations", translations, methods=["POST"]),
+        WebSocketRoute("/v1/realtime", realtime),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

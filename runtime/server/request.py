@@ -2,8 +2,9 @@
 
 Every wrong value is a 400 naming the field (``param``), as OpenAI answers it; fields OpenAI's
 clients may send that this server does not use (``include``, ``chunking_strategy``...) are
-ignored rather than refused, so newer clients keep working. One field is this server's own:
-``allow_truncated=true`` transcribes what a truncated upload holds instead of refusing it.
+ignored rather than refused, so newer clients keep working. Two fields are this server's own:
+``allow_truncated=true`` transcribes what a truncated upload holds instead of refusing it, and
+``priority=low`` lets a batch job yield to other requests and live sessions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.model.tokenizer import normalize_language
+from runtime.pipeline.options import Priority
 from runtime.server.errors import bad_request
 from runtime.server.upload import FILE_FIELD, Upload
 
@@ -32,6 +34,8 @@ class AudioRequest:
     temperature: float | None = None  # None (or 0 from the client) = Whisper's fallback ladder
     granularities: frozenset[str] = frozenset({"segment"})
     allow_truncated: bool = False  # this server's own field: transcribe a truncated file's start
+    stream: bool = False  # Server-Sent Events, segment by segment (``runtime.server.streaming``)
+    priority: int = Priority.NORMAL  # this server's own field: "low" yields to other requests
 
     def engine_overrides(self) -> dict[str, Any]:
         """Keywords for ``Engine.submit``: only what the client asked for."""
@@ -120,8 +124,13 @@ def parse_audio_request(
     model = _one(fields, "model")
     if not model or not model.strip():
         raise bad_request("field 'model' is required (for example 'whisper-1')", param="model")
-    if _flag(_one(fields, "stream"), "stream"):
-        raise bad_request("streaming responses are not supported; omit 'stream'", param="stream")
+    stream = _flag(_one(fields, "stream"), "stream")
+    priority = (_one(fields, "priority") or "normal").strip().lower()
+    if priority not in ("normal", "low"):
+        raise bad_request(
+            f"priority must be 'normal' or 'low' (a request may lower its own), not {priority!r}",
+            param="priority",
+        )
     response_format = (_one(fields, "response_format") or "json").strip()
     if response_format not in RESPONSE_FORMATS:
         raise bad_request(
@@ -138,4 +147,6 @@ def parse_audio_request(
         temperature=_temperature(_one(fields, "temperature")),
         granularities=_granularities(fields, response_format),
         allow_truncated=_flag(_one(fields, "allow_truncated"), "allow_truncated"),
+        stream=stream,
+        priority=Priority.LOW if priority == "low" else Priority.NORMAL,
     )

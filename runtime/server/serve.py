@@ -55,10 +55,16 @@ def load_models(settings: Settings) -> dict:
 
 def build_state(settings: Settings):
     """The server's state over freshly loaded models."""
-    from runtime.server.state import ServerState
+    from runtime.server.state import LiveLimits, ServerState
 
     server = settings.server
+    live = LiveLimits(
+        max_sessions=server.max_live_sessions,
+        max_session_s=server.live_session_max_s,
+        max_speed=server.live_max_speed,
+    )
     return ServerState(
+        live=live,
         models=load_models(settings),
         max_upload_bytes=int(server.max_upload_mb * 1_000_000),
         request_timeout_s=server.request_timeout_s,
@@ -76,6 +82,7 @@ def uvicorn_config(app, settings: Settings, log_level: str = "info"):
         port=server.port,
         log_level=log_level,
         lifespan="on",
+        ws_max_size=24 * 1024 * 1024,  # one append may carry 15 MiB of audio (20 MiB as base64)
         access_log=log_level == "debug",
         # uvicorn annotates this int | None, but hands it to asyncio.timeout(): float seconds
         timeout_graceful_shutdown=server.request_timeout_s + SHUTDOWN_GRACE_S,  # type: ignore[arg-type]

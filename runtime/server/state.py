@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runtime.live.options import LiveOptions
 from runtime.server.errors import APIError
 
 if TYPE_CHECKING:
     from runtime.api import Runtime
+    from runtime.audio.silero import SileroVad
     from runtime.pipeline.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,18 @@ class HttpCounters:
         }
 
 
+@dataclass(frozen=True)
+class LiveLimits:
+    """Realtime sessions: how many at once, how long each, how much faster than real time a
+    client may send audio (beyond a burst), and the live transcriber's options."""
+
+    max_sessions: int = 16
+    max_session_s: float = 3600.0  # OpenAI's 60 minutes
+    max_speed: float = 4.0
+    burst_s: float = 30.0
+    options: LiveOptions = field(default_factory=LiveOptions)
+
+
 @dataclass
 class ServerState:
     models: dict[str, ServedModel]  # by id; the first is the default ("whisper-1")
@@ -77,6 +91,8 @@ class ServerState:
     retry_after_s: int = 1
     counters: HttpCounters = field(default_factory=HttpCounters)
     started: float = field(default_factory=time.time)
+    live: LiveLimits = field(default_factory=LiveLimits)
+    live_sessions: int = 0  # Realtime WebSockets open
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -97,6 +113,16 @@ class ServerState:
             param="model",
             code="model_not_found",
         )
+
+    def resolve_realtime_model(self, name: str | None) -> str:
+        """A Realtime session's model: a served one by name, else the default (clients send
+        OpenAI's names, gpt-4o-transcribe and the like, which are labels here)."""
+        return self.aliases.get(name or "", next(iter(self.models)))
+
+    def live_vad(self) -> SileroVad:
+        from runtime.audio.vad import shared_silero
+
+        return shared_silero()
 
     def model_names(self) -> list[str]:
         return [OPENAI_ALIAS, *self.models]
@@ -128,6 +154,7 @@ class ServerState:
         return {
             "uptime_s": time.time() - self.started,
             "http": self.counters.snapshot(),
+            "live_sessions": self.live_sessions,
             "models": {
                 m.id: {"engine": m.engine.stats(), "backend": m.runtime.backend_name}
                 for m in self.models.values()
