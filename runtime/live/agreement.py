@@ -6,19 +6,30 @@ simply adds nothing until it agrees again."""
 
 from __future__ import annotations
 
+import string
+
+_EDGES = string.punctuation + "\u2026"
+
+
+def key(word: str) -> str:
+    """What two partials must agree on: the word, not its case or trailing punctuation (which
+    Whisper revises as the sentence grows: "country" then "country,")."""
+    return word.strip(_EDGES).lower()
+
 
 def common_prefix(a: list[str], b: list[str]) -> list[str]:
+    """The words of ``b`` (the newer) that agree with ``a`` from the start."""
     n = 0
     for x, y in zip(a, b):
-        if x != y:
+        if key(x) != key(y):
             break
         n += 1
-    return a[:n]
+    return b[:n]
 
 
 class LocalAgreement:
-    """Stable words of one turn. Words compare exactly, punctuation included, so a word whose
-    punctuation is still changing ("country," then "country.") waits."""
+    """Stable words of one turn. Words compare by ``key``; what was sent keeps the form it was
+    sent in, and the final transcript (``Completed``) has the final punctuation."""
 
     def __init__(self) -> None:
         self.previous: list[str] = []  # the last partial's words
@@ -28,20 +39,20 @@ class LocalAgreement:
         """A new partial's words; returns the words that became stable (to send now)."""
         agreed = common_prefix(self.previous, words)
         self.previous = words
-        if len(agreed) <= len(self.sent) or agreed[: len(self.sent)] != self.sent:
+        if len(agreed) <= len(self.sent) or len(common_prefix(self.sent, agreed)) < len(self.sent):
             return []
         new = agreed[len(self.sent) :]
-        self.sent = agreed
+        self.sent = self.sent + new  # the words as sent, whatever form they take later
         return new
 
     def rest_of(self, final: list[str]) -> list[str] | None:
         """The final's words after those sent, or None when the final revised a sent word."""
-        if final[: len(self.sent)] != self.sent:
+        if len(common_prefix(self.sent, final)) < len(self.sent):
             return None
         return final[len(self.sent) :]
 
     def unstable(self) -> list[str]:
         """The last partial's words after the stable ones (for a display)."""
-        if self.previous[: len(self.sent)] != self.sent:
+        if len(common_prefix(self.sent, self.previous)) < len(self.sent):
             return []
         return self.previous[len(self.sent) :]

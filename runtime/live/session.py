@@ -45,7 +45,7 @@ class Turn:
     start: int  # sample of the stream where its audio begins (prefix padding included)
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     partial: Future | None = None  # the partial decode in flight
-    partial_at: int = 0  # the turn's end when the last partial was submitted
+    partial_at: int = 0  # the turn's end when the last partial was submitted (or its onset)
     final: Future | None = None  # the final decode (submitted at a pause or at the end)
     final_end: int = 0  # where the final decode's audio ends
     committed: bool = False
@@ -138,6 +138,12 @@ class LiveSession:
             self._turn, self._order = None, []
 
     @property
+    def speaking(self) -> bool:
+        """Whether a turn is open (speech not yet ended by silence or a commit)."""
+        with self._lock:
+            return self._turn is not None
+
+    @property
     def pending(self) -> int:
         """Committed turns whose final is not out yet."""
         with self._lock:
@@ -149,11 +155,14 @@ class LiveSession:
         if b.kind == "start":
             pad = self.options.turn_detection.prefix_padding_ms * SAMPLE_RATE // 1000
             start = max(b.at - pad, self._committed_at, self.buffer.start)
-            self._turn = Turn(ev.new_id("item"), start)
+            self._turn = Turn(ev.new_id("item"), start, partial_at=b.at)
             self._emit(ev.SpeechStarted(self._turn.item_id, ms(start)))
         elif self._turn is None:
             return
         elif b.kind == "pause":  # decode the final now; kept if the silence lasts
+            if self._turn.partial is not None:  # the final needs the engine more
+                self._turn.partial.cancel()
+                self._turn.partial = None
             self._submit_final(self._turn, b.at)
         elif b.kind == "resume":
             self._drop_final(self._turn)
@@ -212,6 +221,8 @@ class LiveSession:
     def _maybe_partial(self) -> None:
         turn = self._turn
         if turn is None or not self.options.partials or turn.partial is not None:
+            return
+        if turn.final is not None:  # paused: the final is being decoded
             return
         end = self.buffer.end
         interval = self.options.partial_interval_ms * SAMPLE_RATE // 1000
