@@ -29,6 +29,13 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="model short name (tiny.en, base) or a model folder (default: tiny.en)",
     )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="a live stream: '-' reads raw s16le 16 kHz mono from stdin (e.g. from ffmpeg), no "
+        "file reads the microphone ([mic] extra); partials on one line, finals as lines, and "
+        "appended to -o FILE as they come",
+    )
     _add_selection(p)
     _add_decoding(p)
     _add_words(p)

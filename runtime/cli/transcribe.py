@@ -208,6 +208,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             find_cluster(rt.plugins.clusters(), "ray")
             _ray_options(args)
         rt.load()  # once, up front: a bad model or backend fails before any file
+        if args.live:
+            from runtime.cli.live import run_live
+
+            return run_live(rt, args)
         if args.verbose:
             print(
                 f"profile {rt.selection.profile.name if rt.selection else '(none)'}: "
