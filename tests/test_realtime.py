@@ -187,6 +187,11 @@ def test_realtime_bad_input_errors_and_socket_stays(server):
         assert event["error"]["event_id"] == "c1"
         ws.send(json.dumps({"type": "session.update", "session": _session(None)}))
         assert _next(ws)["type"] == "session.updated"  # still serving
+        second = base64.b64encode(bytes(2 * 24000)).decode()
+        for _ in range(35):  # 35 s of audio at once: beyond the 30 s burst at 4x real time
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": second}))
+        event = _next(ws)
+        assert event["type"] == "error" and event["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_realtime_refusals_close(server):

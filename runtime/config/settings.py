@@ -111,6 +111,11 @@ class ServerSettings(_Section):
         gt=0,
         description="Audio a Realtime client may send per second of wall time (beyond 30 s).",
     )
+    live_partials_in_flight: int = Field(
+        default=1,
+        ge=0,
+        description="Partial re-decodes in flight per model across live sessions (finals first).",
+    )
 
 
 class Settings(BaseSettings):

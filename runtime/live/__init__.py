@@ -17,6 +17,6 @@ OpenAI's Realtime events, ``runtime transcribe --live`` into lines.
 
 from runtime.live.events import LiveError
 from runtime.live.options import LiveOptions, TurnDetection
-from runtime.live.session import LiveSession
+from runtime.live.session import LiveSession, PartialBudget
 
-__all__ = ["LiveError", "LiveOptions", "LiveSession", "TurnDetection"]
+__all__ = ["LiveError", "LiveOptions", "LiveSession", "PartialBudget", "TurnDetection"]

@@ -33,6 +33,42 @@ Emit = Callable[[ev.Event], None]
 _RESULTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-results")
 
 
+class PartialBudget:
+    """Partial decodes in flight on one engine, across its live sessions: partials are a
+    convenience and finals are not, so beyond ``max_in_flight`` a session skips its partial
+    (and tries again with its next audio) rather than queue work that would delay finals."""
+
+    def __init__(self, max_in_flight: int = 1) -> None:
+        self.max_in_flight = max_in_flight
+        self._futures: set[Future] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._futures)
+
+    def acquire(self) -> bool:
+        with self._lock:
+            return len(self._futures) < self.max_in_flight
+
+    def track(self, future: Future) -> None:
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._release)
+
+    def _release(self, future: Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def preempt(self) -> None:
+        """A final was submitted: the partials in flight give way (a continuous runner drops
+        their rows at its next step; a session re-decodes later)."""
+        with self._lock:
+            futures = list(self._futures)
+        for future in futures:
+            future.cancel()
+
+
 def ms(samples: int) -> int:
     return samples * 1000 // SAMPLE_RATE
 
@@ -63,8 +99,10 @@ class LiveSession:
         emit: Emit,
         vad: SileroVad | None = None,
         priority: int = Priority.LIVE,
+        budget: PartialBudget | None = None,
     ) -> None:
         self.engine, self.options, self._emit = engine, options, emit
+        self.budget = budget  # shared by the engine's sessions; None: no limit but one each
         self.priority = priority  # finals; partials run one level lower
         self.buffer = AudioBuffer()
         self._lock = threading.RLock()
@@ -196,12 +234,16 @@ class LiveSession:
         prompt = " ".join(self._context[-self.options.context_words :]) if self._context else None
         prompt = " ".join(p for p in (self.options.prompt, prompt) if p) or None
         overrides: dict[str, Any] = {"initial_prompt": prompt} if prompt else {}
+        if priority != self.priority:  # a partial: greedy only (a cut-off word fails the
+            overrides["temperature"] = 0.0  # quality checks, and fallback would sample 5 ways)
         return self.engine.submit(
             audio, language=self.options.language, priority=priority, **overrides
         )
 
     def _submit_final(self, turn: Turn, end: int) -> None:
         turn.final_end = end
+        if self.budget is not None:
+            self.budget.preempt()
         future = self._decode(self._audio(turn, end), self.priority)
         turn.final = future
         future.add_done_callback(lambda f: _RESULTS.submit(self._final_done, turn, f))
@@ -228,9 +270,13 @@ class LiveSession:
         interval = self.options.partial_interval_ms * SAMPLE_RATE // 1000
         if end - max(turn.partial_at, turn.start) < interval:
             return
+        if self.budget is not None and not self.budget.acquire():
+            return
         turn.partial_at = end
         priority = min(self.priority + 1, Priority.NORMAL)
         turn.partial = self._decode(self._audio(turn, end), priority)
+        if self.budget is not None:
+            self.budget.track(turn.partial)
         turn.partial.add_done_callback(lambda f: _RESULTS.submit(self._partial_done, turn, f))
 
     def _partial_done(self, turn: Turn, future: Future) -> None:

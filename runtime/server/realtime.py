@@ -161,7 +161,8 @@ class RealtimeConnection:
             model = self.state.resolve_realtime_model(transcription.get("model"))
             options = live_options(self.session, self.limits.options)
             vad = self.state.live_vad() if options.turn_detection is not None else None
-            self.live = LiveSession(self.state.models[model].engine, options, self._emit, vad)
+            engine, budget = self.state.models[model].engine, self.state.partial_budgets[model]
+            self.live = LiveSession(engine, options, self._emit, vad, budget=budget)
         return self.live
 
     # -- client events --------------------------------------------------------------------------

@@ -62,6 +62,7 @@ def build_state(settings: Settings):
         max_sessions=server.max_live_sessions,
         max_session_s=server.live_session_max_s,
         max_speed=server.live_max_speed,
+        partials_in_flight=server.live_partials_in_flight,
     )
     return ServerState(
         live=live,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runtime.live import PartialBudget
 from runtime.live.options import LiveOptions
 from runtime.server.errors import APIError
 
@@ -79,6 +80,7 @@ class LiveLimits:
     max_session_s: float = 3600.0  # OpenAI's 60 minutes
     max_speed: float = 4.0
     burst_s: float = 30.0
+    partials_in_flight: int = 1  # per model, across its sessions (``PartialBudget``)
     options: LiveOptions = field(default_factory=LiveOptions)
 
 
@@ -95,6 +97,7 @@ class ServerState:
     live_sessions: int = 0  # Realtime WebSockets open
 
     def __post_init__(self) -> None:
+        self.partial_budgets = {m: PartialBudget(self.live.partials_in_flight) for m in self.models}
         if not self.models:
             raise ValueError("a server needs at least one model")
         default = next(iter(self.models))
