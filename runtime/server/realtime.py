@@ -61,72 +61,59 @@ def error_event(message: str, code: str | None, param: str | None = None, event_
     }
 
 
+def _item(event: ev.Committed) -> dict[str, Any]:
+    return {
+        "id": event.item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": "completed",
+        "role": "user",
+        "content": [{"type": "input_audio", "transcript": None}],
+    }
+
+
+def _committed(event: ev.Committed) -> list[dict[str, Any]]:
+    prev = event.previous_item_id
+    return [
+        {"type": "input_audio_buffer.committed", "item_id": event.item_id,
+         "previous_item_id": prev},
+        {"type": "conversation.item.added", "item": _item(event), "previous_item_id": prev},
+        {"type": "conversation.item.done", "item": _item(event), "previous_item_id": prev},
+    ]  # fmt: skip
+
+
+TRANSCRIPTION = "conversation.item.input_audio_transcription"
+_EVENTS: dict[type, Any] = {
+    ev.SpeechStarted: lambda e: [
+        {"type": "input_audio_buffer.speech_started", "audio_start_ms": e.audio_start_ms,
+         "item_id": e.item_id}
+    ],
+    ev.SpeechStopped: lambda e: [
+        {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": e.audio_end_ms,
+         "item_id": e.item_id}
+    ],
+    ev.Committed: _committed,
+    ev.Cleared: lambda e: [{"type": "input_audio_buffer.cleared"}],
+    ev.Delta: lambda e: [
+        {"type": f"{TRANSCRIPTION}.delta", "item_id": e.item_id, "content_index": 0,
+         "delta": e.delta}
+    ],
+    ev.Completed: lambda e: [
+        {"type": f"{TRANSCRIPTION}.completed", "item_id": e.item_id, "content_index": 0,
+         "transcript": e.transcript,
+         "usage": {"type": "duration", "seconds": round(e.audio_seconds, 3)}}
+    ],
+    ev.Failed: lambda e: [
+        {"type": f"{TRANSCRIPTION}.failed", "item_id": e.item_id, "content_index": 0,
+         "error": {"type": "server_error", "code": None, "message": e.message}}
+    ],
+}  # fmt: skip
+
+
 def openai_event(event: ev.Event) -> list[dict[str, Any]]:
-    """A live session's event as OpenAI's server events."""
-    if isinstance(event, ev.SpeechStarted):
-        out = [
-            {
-                "type": "input_audio_buffer.speech_started",
-                "audio_start_ms": event.audio_start_ms,
-                "item_id": event.item_id,
-            }
-        ]
-    elif isinstance(event, ev.SpeechStopped):
-        out = [
-            {
-                "type": "input_audio_buffer.speech_stopped",
-                "audio_end_ms": event.audio_end_ms,
-                "item_id": event.item_id,
-            }
-        ]
-    elif isinstance(event, ev.Committed):
-        item = {
-            "id": event.item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
-        prev = event.previous_item_id
-        out = [
-            {"type": "input_audio_buffer.committed", "item_id": event.item_id,
-             "previous_item_id": prev},
-            {"type": "conversation.item.added", "item": item, "previous_item_id": prev},
-            {"type": "conversation.item.done", "item": item, "previous_item_id": prev},
-        ]  # fmt: skip
-    elif isinstance(event, ev.Cleared):
-        out = [{"type": "input_audio_buffer.cleared"}]
-    elif isinstance(event, ev.Delta):
-        out = [
-            {
-                "type": "conversation.item.input_audio_transcription.delta",
-                "item_id": event.item_id,
-                "content_index": 0,
-                "delta": event.delta,
-            }
-        ]
-    elif isinstance(event, ev.Completed):
-        out = [
-            {
-                "type": "conversation.item.input_audio_transcription.completed",
-                "item_id": event.item_id,
-                "content_index": 0,
-                "transcript": event.transcript,
-                "usage": {"type": "duration", "seconds": round(event.audio_seconds, 3)},
-            }
-        ]
-    elif isinstance(event, ev.Failed):
-        out = [
-            {
-                "type": "conversation.item.input_audio_transcription.failed",
-                "item_id": event.item_id,
-                "content_index": 0,
-                "error": {"type": "server_error", "code": None, "message": event.message},
-            }
-        ]
-    else:  # Partial: whole-hypothesis updates have no OpenAI event (deltas carry the text)
-        out = []
+    """A live session's event as OpenAI's server events (a ``Partial`` has none: OpenAI's
+    deltas only append, and they carry the agreed words)."""
+    out = _EVENTS.get(type(event), lambda e: [])(event)
     for e in out:
         e["event_id"] = ev.new_id("event")
     return out
