@@ -55,6 +55,7 @@ def load_models(settings: Settings) -> dict:
 
 def build_state(settings: Settings):
     """The server's state over freshly loaded models."""
+    from runtime.live import LiveOptions
     from runtime.server.state import LiveLimits, ServerState
 
     server = settings.server
@@ -63,6 +64,7 @@ def build_state(settings: Settings):
         max_session_s=server.live_session_max_s,
         max_speed=server.live_max_speed,
         partials_in_flight=server.live_partials_in_flight,
+        options=LiveOptions(partial_interval_ms=server.live_partial_interval_ms),
     )
     return ServerState(
         live=live,
