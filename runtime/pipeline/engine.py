@@ -236,7 +236,7 @@ class Engine:
         if not self._incoming or not self.cross_request or self._closing:
             return False
         if any(r.run.priority < Priority.NORMAL for r in self._active.values()):
-            return False  # a live turn's batch takes no file rows: nothing to wait for
+            return False  # live work waits for no one: run what is ready now
         ready = sum(1 for r in self._active.values() for st in r.run.streams if st.has_work)
         if ready >= self.batch.batch_size:
             return False
