@@ -84,6 +84,10 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.calls: list[tuple[np.ndarray, dict, Future]] = []
+        self.live = 0
+
+    def open_live(self, opened: bool = True) -> None:
+        self.live += 1 if opened else -1
 
     def submit(self, audio, **kw) -> Future:
         f: Future = Future()
@@ -142,7 +146,8 @@ def test_session_clear_and_close_cancel_decodes():
     s.append(np.zeros(3200, np.float32))
     s.commit()
     s.close()
-    assert all(f.cancelled() for _, _, f in engine.calls)
+    s.close()
+    assert all(f.cancelled() for _, _, f in engine.calls) and engine.live == 0
 
 
 def test_scheduler_takes_live_rows_first():
@@ -157,6 +162,10 @@ def test_scheduler_takes_live_rows_first():
         sched.add(r)  # type: ignore[arg-type]
     picked = [s.name for _, s in sched.ready_rows(6)]
     assert picked == ["live0", "live1", "live2", "live3", "file0", "file1"]
+    sched.live_reserve = 1  # a live session is open: file rows leave one row free
+    sched.runs = [r for r in sched.runs if r.priority >= Priority.NORMAL]
+    assert [s.name for _, s in sched.ready_rows(3)] == ["file0", "file1"]
+    assert sched.ready_rows(1) == []
 
 
 @pytest.fixture(scope="module")

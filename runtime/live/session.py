@@ -112,6 +112,7 @@ class LiveSession:
         self._context: list[str] = []  # words of the finals so far (the next turns' prompt)
         self._committed_at = 0  # sample where the audio not yet committed begins
         self.closed = False
+        engine.open_live()
         self.detector: TurnDetector | None = None
         self._vad: SileroStream | None = None
         if options.turn_detection is not None:
@@ -169,6 +170,8 @@ class LiveSession:
     def close(self) -> None:
         """Stop: decodes in flight are cancelled, nothing more is emitted."""
         with self._lock:
+            if not self.closed:
+                self.engine.open_live(False)
             self.closed = True
             for turn in [self._turn, *self._order]:
                 if turn is not None:

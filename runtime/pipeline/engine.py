@@ -86,6 +86,7 @@ class Engine:
         self._active: dict[int, _Request] = {}
         self._worker: threading.Thread | None = None
         self._closing = False
+        self._live_sessions = 0
         self._counts = dict(requests_done=0, errors=0, cancelled=0)
         self._waits: list[float] = []
         self._audio_s = self._busy_s = 0.0
@@ -162,6 +163,13 @@ class Engine:
                 req.prepared.add_done_callback(self._wake)
         self.start()
         return req.future
+
+    def open_live(self, opened: bool = True) -> None:
+        """A live session opened (or, ``opened=False``, closed): while any is open, one row of
+        each batch is kept for live turns, so a final never waits for a file row to end."""
+        with self._cond:
+            self._live_sessions += 1 if opened else -1
+            self.scheduler.live_reserve = 1 if self._live_sessions > 0 else 0
 
     def _wake(self, _: Future) -> None:
         with self._cond:

@@ -49,6 +49,7 @@ class Scheduler:
         self.runs: list[SourceRun] = []
         self._prep: ThreadPoolExecutor | None = None
         self._prep_live: ThreadPoolExecutor | None = None  # live turns never queue behind files
+        self.live_reserve = 0  # rows kept free for live turns (while live sessions are open)
         self._lock = threading.Lock()
 
     def prefetch(self, run: SourceRun) -> Future | None:
@@ -94,15 +95,17 @@ class Scheduler:
 
     def ready_rows(self, limit: int | None = None) -> list[tuple[SourceRun, Stream]]:
         """(input, stream) pairs with a window to decode, by priority then oldest input first
-        (live turns first); an input whose audio cannot be read is
-        marked failed and returned by the next ``update``."""
+        (live turns first); rows of other inputs leave ``live_reserve`` of the ``limit`` free
+        (a continuous runner's free rows: a live turn then joins at once). An input whose
+        audio cannot be read is marked failed and returned by the next ``update``."""
         limit = limit or self.batch.batch_size
         picked: list[tuple[SourceRun, Stream]] = []
         for run in sorted(self.runs, key=lambda r: r.priority):  # stable: oldest first
-            if run.error is not None:
+            cap = limit if run.priority < Priority.NORMAL else limit - self.live_reserve
+            if run.error is not None or len(picked) >= cap:
                 continue
             try:
-                streams = run.ready(limit - len(picked))
+                streams = run.ready(cap - len(picked))
             except Exception as exc:  # noqa: BLE001 - one input's failure fails only that input
                 run.error = exc
                 continue
