@@ -267,12 +267,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         dest="cross_request",
         help="one request at a time (the baseline for comparisons)",
     )
-    p.add_argument(
-        "--max-live-sessions",
-        type=int,
-        default=None,
-        help="Realtime WebSocket sessions at once (default: 16)",
-    )
+    p.add_argument("--max-live-sessions", type=int, help="Realtime sessions at once (default: 16)")
     p.add_argument("--verbose", "-v", action="store_true", help="log every request")
     _add_cluster(p, "serve as Ray Serve replicas")
     p.add_argument(
