@@ -141,10 +141,13 @@ def test_session_clear_and_close_cancel_decodes():
     )
     s.append(np.zeros(3200, np.float32))  # 200 ms: a partial is submitted
     assert engine.calls and engine.calls[0][1]["priority"] == Priority.PARTIAL
+    # a partial skips the engine's VAD (the turn is speech already); a final keeps it
+    assert engine.calls[0][1]["chunking"] == "fixed"
     s.clear()
     assert isinstance(events[-1], ev.Cleared) and engine.calls[0][2].cancelled()
     s.append(np.zeros(3200, np.float32))
     s.commit()
+    assert "chunking" not in engine.calls[-1][1] and engine.calls[-1][1]["priority"] == 0
     s.close()
     s.close()
     assert all(f.cancelled() for _, _, f in engine.calls) and engine.live == 0
@@ -191,3 +194,18 @@ def test_live_row_text_does_not_depend_on_batch_mates(live_runtime):
             f.result(timeout=300)
     assert text == alone
     assert segment_text(got) == text
+
+
+def test_engine_chunking_override_decodes_a_turn_onset_the_vad_drops(live_runtime):
+    """The first 0.4 s of a turn's speech (after 0.3 s of prefix padding): the offline VAD drops
+    it as too short a region, so a partial that went through it came back empty; with
+    ``chunking="fixed"`` (what a live partial asks for) the same audio is decoded."""
+    jfk = load_audio(str(eval_file("jfk.flac")))
+    onset = next(i for i in range(0, len(jfk), 160) if abs(jfk[i : i + 160]).max() > 0.1)
+    clip = jfk[max(0, onset - 4800) : onset + 6400]
+    with live_runtime.engine(batch_size=4) as engine:
+        dropped = engine.submit(clip, priority=Priority.PARTIAL).result(timeout=120).text
+        fixed = engine.submit(clip, priority=Priority.PARTIAL, chunking="fixed")
+        text = fixed.result(timeout=120).text
+    assert dropped.strip() == ""
+    assert text.strip().lower().startswith("and so")

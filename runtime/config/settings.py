@@ -112,7 +112,7 @@ class ServerSettings(_Section):
         description="Audio a Realtime client may send per second of wall time (beyond 30 s).",
     )
     live_partial_interval_ms: int = Field(
-        default=300, ge=50, description="A live turn's partial re-decode at most this often."
+        default=200, ge=50, description="A live turn's partial re-decode at most this often."
     )
     live_partials_in_flight: int = Field(
         default=1,

@@ -33,7 +33,7 @@ class LiveOptions:
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
     # partials: a re-decode of the growing turn at most every this much new speech (ms of audio)
     partials: bool = True
-    partial_interval_ms: int = 300
+    partial_interval_ms: int = 200
     # finals: the turn's audio up to this much silence after its speech is decoded as soon as
     # the silence reaches it (before the turn is known to be over), so the final is ready
     # about when silence_duration_ms confirms the end

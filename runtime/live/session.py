@@ -239,6 +239,9 @@ class LiveSession:
         overrides: dict[str, Any] = {"initial_prompt": prompt} if prompt else {}
         if priority != self.priority:  # a partial: greedy only (a cut-off word fails the
             overrides["temperature"] = 0.0  # quality checks, and fallback would sample 5 ways)
+            # and no second VAD: the turn is speech by this session's VAD, and the offline one
+            # drops its first half second (too short a region), which cost a partial or two
+            overrides["chunking"] = "fixed"
         return self.engine.submit(
             audio, language=self.options.language, priority=priority, **overrides
         )

@@ -14,6 +14,7 @@ limit bounds them); ``on_segments`` streams an input's segments in order as they
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from runtime.errors import WhisperRuntimeError
 from runtime.model.tokenizer import Tokenizer
 from runtime.output.results import Segment, Transcription
 from runtime.pipeline.continuous import make_runner
-from runtime.pipeline.options import BatchOptions, Priority, TranscribeOptions
+from runtime.pipeline.options import BatchOptions, Chunking, Priority, TranscribeOptions
 from runtime.pipeline.scheduler import Scheduler
 from runtime.pipeline.source import SourceRun
 
@@ -131,17 +132,23 @@ class Engine:
         options: TranscribeOptions | None = None,
         priority: int = Priority.NORMAL,
         on_segments: Callable[[list[Segment]], None] | None = None,
+        chunking: Chunking | None = None,
         **overrides: Any,
     ) -> Future:
         """Queue one input (path, bytes or 16 kHz float32 array). Bad options raise here; audio
         that cannot be read fails only its own future (``AudioError``). ``on_segments`` is
-        called from the worker thread with each run of segments that is final, in order."""
+        called from the worker thread with each run of segments that is final, in order.
+        ``chunking`` overrides the engine's for this input: "fixed" for audio already known to
+        be speech (a live turn's partial), which the VAD would cut or drop while it is short."""
         opts = self.model.options(options, language, task, overrides)
+        batch = self.batch
+        if chunking is not None:
+            batch = dataclasses.replace(batch, chunking=chunking)
         run = SourceRun(
             self.model.session,
             self.model.tokenizer,
             opts,
-            self.batch,
+            batch,
             audio,
             opts.language,
             priority=priority,
