@@ -205,7 +205,8 @@ def test_blocks_are_streams_that_carry_their_context(cpu_runtime):
 
 
 def test_rows_of_many_inputs_share_batches_oldest_first(cpu_runtime):
-    """Chunks of several inputs fill one batch; the oldest input's rows go first."""
+    """Chunks of several inputs fill one batch; the oldest input's rows go first. With every
+    block open and rows free, b's last stream splits: 12 decodes beside 11, unprompted."""
     a = ScriptedRun(cpu_runtime, [_windows(0), _windows(1), _windows(2)], batch_size=4)
     b = ScriptedRun(cpu_runtime, [_windows(10), _windows(11, 12)], batch_size=4)
     runner = ScriptedRunner()
@@ -215,8 +216,46 @@ def test_rows_of_many_inputs_share_batches_oldest_first(cpu_runtime):
     done_order = []
     while scheduler.pending:
         done_order += scheduler.step(runner)
-    assert [[f for _, f, _ in r] for r in runner.rounds] == [[0, 1, 2, 10], [11], [12]]
+    assert [[f for _, f, _ in r] for r in runner.rounds] == [[0, 1, 2, 10], [11, 12]]
+    assert [p for _, _, p in runner.rounds[1]] == [[110, 210], []]
     assert done_order == [a, b]
+
+
+def test_a_file_end_splits_its_streams_over_free_rows(cpu_runtime):
+    """Every block open and rows free: the stream with the most speech left gives its later
+    half (cut at a window's start) to a new, unprompted stream, which carries its own context
+    from there; each window is decoded once."""
+    run = ScriptedRun(cpu_runtime, [_windows(0, 1, 2, 3)], batch_size=2, context_tokens=2)
+    runner = ScriptedRunner()
+    scheduler = Scheduler(BatchOptions(batch_size=2))
+    scheduler.add(run)
+    while scheduler.pending:
+        scheduler.step(runner)
+    assert [[(f, p) for _, f, p in r] for r in runner.rounds] == [
+        [(0, []), (2, [])],
+        [(1, [100, 200]), (3, [102, 202])],
+    ]
+    assert run.done
+
+
+def test_stream_split_halves_the_speech_after_its_next_window():
+    """Pieces of 20 s at 0, 25, 50 and 75 s: the next window holds the first alone (the second
+    would pass 30 s), so the split is at 50 s (40 s of speech each side); the parent's windows
+    stop there, the child's begin there; too little speech left splits nothing."""
+    pieces = [(k * 25 * SR, (k * 25 + 20) * SR) for k in range(4)]
+    block = Block(mel=None, offset_s=0.0, pieces=pieces, regions=[])
+    parent = Stream(block, [1, 2])
+    assert parent.later_speech() == 60 * SR
+    child = parent.split([7])
+    assert child is not None and child.history == [7] and parent.history == [1, 2]
+    assert parent.stop == child.cursor == 50 * SR
+    assert parent.pieces() == pieces[:2] and child.pieces() == pieces[2:]
+    parent.cursor = 25 * SR  # after the first window: the next one stops at the split
+    window = parent.next_window()
+    assert window is not None and (window.start_frame, window.n_frames) == (2500, 2000)
+    assert child.split([]) is not None  # 20 s after its next window
+    small = Stream(Block(None, 0.0, [(0, 20 * SR), (21 * SR, 30 * SR), (31 * SR, 40 * SR)], []), [])
+    assert small.later_speech() == 9 * SR and small.split([]) is None
 
 
 def test_stream_windows_resume_at_the_seek_and_merge_what_follows():

@@ -112,6 +112,10 @@ class Scheduler:
             picked += [(run, s) for s in streams]
             if len(picked) >= limit:
                 break
+        for run in sorted(self.runs, key=lambda r: r.priority):  # still free: split the ends
+            cap = limit if run.priority < Priority.NORMAL else limit - self.live_reserve
+            if run.error is None and len(picked) < cap:
+                picked += [(run, s) for s in run.split_tail(cap - len(picked))]
         return picked
 
     def schedule(self, limit: int | None = None) -> Batch:

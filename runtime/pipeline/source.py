@@ -19,7 +19,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,67 +46,11 @@ from runtime.pipeline.segments import (
     split_segments,
     tag_language,
 )
+from runtime.pipeline.streams import Block, Stream
 from runtime.pipeline.window import Stopwatch, Window
 
 MIN_CONTINUATION_FRAMES = 100  # less than 1 s left after the last complete segment: done
 MIN_UNCOVERED_SPEECH_FRAMES = 100  # VAD speech this long after the last segment: decode it
-MIN_WINDOW_SAMPLES = 1600  # speech left after a seek shorter than 0.1 s holds no word
-
-
-@dataclass
-class Block:
-    """A block of audio, prepared: its log-mel, and the speech in it as pieces of at most 30 s
-    (VAD regions split at their least likely frame; the block's last chunk is left to the next
-    block, so no window is cut at a block's edge)."""
-
-    mel: Any
-    offset_s: float  # absolute time of the mel's frame 0
-    pieces: list[tuple[int, int]]  # samples within the block, in order
-    regions: list[tuple[int, int]]  # VAD speech regions (samples), for coverage checks
-
-
-@dataclass
-class Stream:
-    """One block decoded as the sequential path decodes a file: a window from ``cursor`` to the
-    last silence that keeps it within 30 s, then the next window from where the text ended
-    (Whisper's seek), each prompted with the text the stream decoded so far."""
-
-    block: Block
-    history: list[int]
-    cursor: int = 0  # samples of the block before it are done
-    busy: bool = False  # a window of it is being decoded: its next one depends on the result
-    segments: list[Segment] = field(default_factory=list)  # its text so far, in order
-    released: int = 0  # of ``segments``, how many were handed to ``on_segments``
-
-    def next_window(self) -> Window | None:
-        pieces = [
-            (max(s, self.cursor), e)
-            for s, e in self.block.pieces
-            if e - max(s, self.cursor) >= MIN_WINDOW_SAMPLES
-        ]
-        if not pieces:
-            return None
-        start, end = pieces[0]
-        for _, e in pieces[1:]:
-            if e - start > N_SAMPLES:
-                break
-            end = e
-        speech = [
-            (max(s, start) // HOP_LENGTH, min(e, end) // HOP_LENGTH)
-            for s, e in self.block.regions
-            if s < end and e > start
-        ]
-        return Window(
-            self.block.mel,
-            start // HOP_LENGTH,
-            -(-(end - start) // HOP_LENGTH),
-            self.block.offset_s,
-            speech,
-        )
-
-    @property
-    def has_work(self) -> bool:
-        return any(e - max(s, self.cursor) >= MIN_WINDOW_SAMPLES for s, e in self.block.pieces)
 
 
 class SourceRun:
@@ -177,6 +120,25 @@ class SourceRun:
                 break
             idle.append(self.streams[-1])
         return idle[:limit]
+
+    def split_tail(self, limit: int) -> list[Stream]:
+        """Rows that would sit idle at the input's end (every block is open): up to ``limit``
+        new streams, each the later half of the stream with the most speech left, so a file
+        does not end on one or two rows decoding alone. A new stream is prompted with the
+        initial prompt only, as a block's stream is when the one before it is unfinished."""
+        new: list[Stream] = []
+        while self.exhausted and len(new) < limit and len(self.streams) < self.batch.batch_size:
+            if not self.streams:
+                break
+            parent = max(self.streams, key=Stream.later_speech)
+            child = parent.split(list(self.initial))
+            if child is None:
+                break
+            self.streams.insert(self.streams.index(parent) + 1, child)
+            if parent in self._unreleased:  # its segments come before the child's
+                self._unreleased.insert(self._unreleased.index(parent) + 1, child)
+            new.append(child)
+        return new
 
     def take(self, stream: Stream) -> tuple[Window, list[int]]:
         """The stream's next window and its prompt."""
