@@ -21,6 +21,7 @@ from runtime.audio.constants import SAMPLE_RATE
 from runtime.audio.decode import load_audio
 from runtime.backend import Backend, Capabilities, LoadOptions, Session, check_precision
 from runtime.config import options as config_options
+from runtime.config.batchsize import row_bytes
 from runtime.config.selection import Selection, select_profile
 from runtime.config.settings import Settings
 from runtime.decoding.language import LanguageGuess
@@ -323,7 +324,8 @@ class Runtime:
     ) -> BatchOptions:
         """How windows are grouped: explicit arguments, then settings, then the profile's."""
         profile = self.selection.profile.batcher if self.selection else None
-        return config_options.batch_options(self.settings, profile, batch_size, chunking)
+        row = row_bytes(self.session.model.dims) if self.capabilities.host_decoder_state else None
+        return config_options.batch_options(self.settings, profile, batch_size, chunking, row)
 
     def _language(self, samples: np.ndarray, options: TranscribeOptions) -> LanguageGuess:
         """The forced language (probability None), English for English-only models, else

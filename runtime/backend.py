@@ -29,6 +29,9 @@ class Capabilities:
     word_timestamps: bool = False  # can return cross-attention weights
     precisions: tuple[str, ...] = ("fp32",)
     devices: tuple[str, ...] = ("cpu",)
+    # the rows' decoder state lives in host memory (which then caps the batch size); False on
+    # a device with memory of its own (CUDA)
+    host_decoder_state: bool = True
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,7 @@ class OnnxSession(BaseSession):
             encoder_batch_sizes=sizes,
             precisions=(self.precision,),
             word_timestamps=words,
+            host_decoder_state=self.decoder_device is None or self.decoder_device.kind == "cpu",
         )
 
     def encode(self, mel: np.ndarray) -> np.ndarray:

@@ -7,9 +7,11 @@ the settings (TOML, ``RUNTIME_*``), whose defaults are ``TranscribeOptions``' an
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from runtime.backend import Capabilities
+from runtime.config.batchsize import available_memory, fit_batch
 from runtime.config.profiles import BatchingConfig
 from runtime.config.settings import Settings
 from runtime.errors import RuntimeInputError, UnsupportedRequestError
@@ -17,6 +19,8 @@ from runtime.model.tokenizer import normalize_language
 from runtime.model.weights import WhisperModel
 from runtime.pipeline.options import BatchOptions, Chunking, TranscribeOptions
 from runtime.words.aligner import check_word_timestamps
+
+log = logging.getLogger(__name__)
 
 
 def settings_options(settings: Settings) -> TranscribeOptions:
@@ -74,16 +78,26 @@ def batch_options(
     profile: BatchingConfig | None,
     batch_size: int | None = None,
     chunking: Chunking | None = None,
+    row: int | None = None,
 ) -> BatchOptions:
     """How windows are grouped: the caller's arguments, then the settings, then the profile's,
-    then ``BatchOptions``' defaults."""
+    then ``BatchOptions``' defaults. A size from the profile or the defaults is kept within the
+    profile's floor and ceiling and to the rows of ``row`` bytes that memory holds
+    (``runtime.config.batchsize``); one the caller or the settings ask for is taken as is."""
     default = BatchOptions()
-    size = (
-        batch_size
-        or settings.batch.batch_size
-        or (profile.batch_size if profile else None)
-        or default.batch_size
-    )
+    size = batch_size or settings.batch.batch_size
+    if not size:
+        size = (profile.batch_size if profile else None) or default.batch_size
+        fit = fit_batch(
+            size,
+            row or 0,
+            available_memory() if row else None,
+            profile.min_batch_size if profile else None,
+            profile.max_batch_size if profile else None,
+        )
+        if fit.reason:
+            log.info("batch size %d, not %d: %s", fit.size, size, fit.reason)
+        size = fit.size
     decoder = settings.batch.decoder or (profile.decoder if profile else None) or default.decoder
     try:
         return BatchOptions(

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from runtime.config.batchsize import BatchingConfig
 from runtime.config.resources import Resources
 from runtime.errors import ProfileError
 from runtime.hardware.finding import Finding, HardwareReport
@@ -83,19 +84,6 @@ class Rule(BaseModel):
                     f"(got {value!r})"
                 )
         return where
-
-
-class BatchingConfig(BaseModel):
-    """A profile's ``[batcher]`` table: windows per batch, decoder steps batched or not (unset:
-    the runtime's defaults, ``runtime.pipeline.options.BatchOptions``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    batch_size: int | None = Field(default=None, ge=1, description="Windows per batch.")
-    decoder: Literal["continuous", "batched", "sequential"] | None = Field(
-        default=None,
-        description="'sequential' forces one window at a time even where a backend can batch.",
-    )
 
 
 class Emulation(BaseModel):
