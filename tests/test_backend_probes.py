@@ -64,6 +64,22 @@ def test_onnxruntime_on_this_machine_sees_the_cpu_provider_and_one_build() -> No
     assert len(module_owners()) == 1 and "conflict" not in finding.details
 
 
+def test_module_owners_finds_two_builds_on_the_path(tmp_path: Path, monkeypatch) -> None:
+    """Two distributions that both install the onnxruntime module (and a plugin that does not)
+    in a folder on sys.path: both owners are named, the plugin is not."""
+    for name, version, module in (
+        ("onnxruntime", "1.32.0", "onnxruntime"),
+        ("onnxruntime-openvino", "1.24.1", "onnxruntime"),
+        ("onnxruntime-qnn", "2.0.0", "onnxruntime_qnn"),
+    ):
+        info = tmp_path / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (info / "RECORD").write_text(f"{module}/__init__.py,,\n")
+    monkeypatch.setattr("sys.path", [str(tmp_path)])
+    assert module_owners() == ["onnxruntime 1.32.0", "onnxruntime-openvino 1.24.1"]
+
+
 def test_mlx_reports_metal(tmp_path: Path) -> None:
     finding = probe_mlx(fakehw.apple_m3(tmp_path))
     assert finding.present and finding.details["metal"] is True

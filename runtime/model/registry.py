@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.errors import ModelNotFoundError
+from runtime.model import digests
 from runtime.model.formats import ModelReader, read_model
 from runtime.model.formats.ct2 import model_files_in, read_ct2
 from runtime.model.packaged import (  # noqa: F401 - re-exported: the registry's public names
@@ -57,19 +58,30 @@ def _load(kind: str, where: str, readers: tuple[ModelReader, ...] | None) -> Whi
     key = (kind, where, readers)
     model = _models.get(key)
     if model is None:
-        model = _models[key] = _read(kind, where, readers)
+        model, files = _read(kind, where, readers)
+        stat = digests.stat_key(files)
+        model._digest = digests.remembered(stat)
+        if model._digest is None:
+            digests.remember(stat, model.digest())
+        _models[key] = model
     return model
 
 
-def _read(kind: str, where: str, readers: tuple[ModelReader, ...] | None) -> WhisperModel:
+def _read(
+    kind: str, where: str, readers: tuple[ModelReader, ...] | None
+) -> tuple[WhisperModel, list[Path]]:
+    """The model and the files it was read from."""
     if kind == "path":
-        return read_model(Path(where), readers)
+        path = Path(where)
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        return read_model(path, readers), files
     model = _packaged(where)
     folders = model.folders() if model else None
     if model is None or folders is None:
         raise ModelNotFoundError(f"packaged model {where!r} is not installed")
     files = [f for folder in folders for f in model_files_in(folder)]
-    return read_ct2(folders[0], files, name=model.name)
+    every = [p for folder in folders for p in Path(folder).iterdir() if p.is_file()]
+    return read_ct2(folders[0], files, name=model.name), every
 
 
 def clear_model_cache() -> None:

@@ -38,6 +38,7 @@ key bias only shifts each query's scores by a constant, which softmax ignores.
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 from collections.abc import Sequence
@@ -97,8 +98,23 @@ class _Stream:
         self.offset = 0
         self._index = 0
         self._handle = open(self.files[0], "rb")  # noqa: SIM115 - held across reads, closed in close()
+        # one file is mapped, not read: its arrays are views of the page cache, read from disk
+        # only when used (with exported graphs cached, the weights are not needed at all)
+        self._map: mmap.mmap | None = None
+        if len(self.files) == 1 and self.total:
+            self._map = mmap.mmap(self._handle.fileno(), 0, access=mmap.ACCESS_READ)
 
-    def read(self, n: int) -> bytearray:
+    def read(self, n: int) -> bytearray | memoryview:
+        if self._map is not None:
+            if self.offset + n > self.total:
+                raise ModelFormatError(
+                    f"{self.files[0]} is truncated: needed {n} bytes at offset {self.offset}, "
+                    f"but the file holds {self.total} bytes; if the model is split into parts, "
+                    "pass them all"
+                )
+            view = memoryview(self._map)[self.offset : self.offset + n]
+            self.offset += n
+            return view
         out = bytearray(n)
         view, filled = memoryview(out), 0
         while filled < n:
@@ -126,7 +142,7 @@ class _Stream:
         return struct.unpack("<" + fmt, self.read(struct.calcsize("<" + fmt)))[0]
 
     def string(self) -> str:
-        raw = self.read(self.unpack("H"))
+        raw = bytes(self.read(self.unpack("H")))
         return raw.rstrip(b"\0").decode("utf-8", errors="replace")
 
     def close(self) -> None:
