@@ -165,6 +165,10 @@ def test_scheduler_takes_live_rows_first():
         sched.add(r)  # type: ignore[arg-type]
     picked = [s.name for _, s in sched.ready_rows(6)]
     assert picked == ["live0", "live1", "live2", "live3", "file0", "file1"]
+    # a continuous runner's joiners: live rows join alone, the files' windows a step later
+    assert [s.name for _, s in sched.ready_rows(6, live_alone=True)] == [
+        f"live{i}" for i in range(4)
+    ]
     sched.live_reserve = 1  # a live session is open: file rows leave one row free
     sched.runs = [r for r in sched.runs if r.priority >= Priority.NORMAL]
     assert [s.name for _, s in sched.ready_rows(3)] == ["file0", "file1"]

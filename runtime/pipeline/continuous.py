@@ -172,7 +172,7 @@ class ContinuousRunner(BatchRunner):
         free = self.batch.batch_size - len(self._active)
         if free <= 0:
             return []
-        batch = scheduler.schedule(free)
+        batch = scheduler.schedule(free, live_alone=True)
         if not batch.rows:
             return []
         t = time.perf_counter()

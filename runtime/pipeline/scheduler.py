@@ -93,7 +93,9 @@ class Scheduler:
     def pending(self) -> bool:
         return bool(self.runs)
 
-    def ready_rows(self, limit: int | None = None) -> list[tuple[SourceRun, Stream]]:
+    def ready_rows(
+        self, limit: int | None = None, live_alone: bool = False
+    ) -> list[tuple[SourceRun, Stream]]:
         """(input, stream) pairs with a window to decode, by priority then oldest input first
         (live turns first); rows of other inputs leave ``live_reserve`` of the ``limit`` free
         (a continuous runner's free rows: a live turn then joins at once). An input whose
@@ -112,16 +114,21 @@ class Scheduler:
             picked += [(run, s) for s in streams]
             if len(picked) >= limit:
                 break
+        live = [(run, s) for run, s in picked if run.priority < Priority.NORMAL]
+        if live_alone and live:  # encoded and joined alone: file windows wait one step
+            return live
         for run in sorted(self.runs, key=lambda r: r.priority):  # still free: split the ends
             cap = limit if run.priority < Priority.NORMAL else limit - self.live_reserve
             if run.error is None and len(picked) < cap:
                 picked += [(run, s) for s in run.split_tail(cap - len(picked))]
         return picked
 
-    def schedule(self, limit: int | None = None) -> Batch:
+    def schedule(self, limit: int | None = None, live_alone: bool = False) -> Batch:
         """The next batch of up to ``limit`` rows (the batch size; possibly empty), and the next
-        blocks of every input prepared ahead."""
-        picked = self.ready_rows(limit)
+        blocks of every input prepared ahead. ``live_alone``: live rows, when there are any, make
+        the batch by themselves (a continuous runner's joiners: a live turn then waits for the
+        encoding of its own window only, not of the file windows joining beside it)."""
+        picked = self.ready_rows(limit, live_alone)
         for run in self.runs:
             self.prefetch(run)
         batch = Batch()
