@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ from runtime.pipeline.options import BatchOptions, TranscribeOptions  # noqa: E4
 from runtime.pipeline.runner import BatchRunner  # noqa: E402
 from runtime.pipeline.scheduler import Scheduler, run_to_completion  # noqa: E402
 from runtime.pipeline.source import SourceRun  # noqa: E402
-from tests.conftest import EVAL_DIR  # noqa: E402
+from tests.conftest import EVAL_DIR, eval_file  # noqa: E402
 from tools.eval_common import load_librispeech, wer  # noqa: E402
 
 SR = 16000
@@ -210,3 +212,22 @@ def test_inputs_without_rows_finish_too(session, tiny_tokenizer, onnx_caps):
     assert not scheduler.pending and set(map(id, finished)) == {id(silence), id(broken), id(other)}
     assert broken.error is not None and silence.error is None
     assert "".join(s.text for s in silence.ordered_segments()).strip() == ""
+
+
+def test_busy_rows_tool_counts_the_steps_of_a_file():
+    """``tools/busy_rows.py`` (the speed issue's busy-rows figure) on jfk: one row, so every
+    step has one busy row, and the WER against jfk.txt."""
+    import re
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "tools/busy_rows.py", str(eval_file("jfk.flac"))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    steps = re.search(r"(\d+) steps, ([\d.]+) busy rows of (\d+)", done.stdout)
+    assert steps is not None and int(steps[1]) > 10 and float(steps[2]) == 1.0
+    assert re.search(r"steps by rows: \{1: (\d+)\}", done.stdout)[1] == steps[1]  # type: ignore[index]
+    assert "WER 0.00%" in done.stdout
