@@ -283,3 +283,21 @@ def plain_linux(root: Path) -> Path:
     (root / "sys/bus/pci/devices").mkdir(parents=True)
     onnxruntime(root)
     return root
+
+
+def zen4_server_openvino(root: Path) -> Path:
+    """An AMD EPYC (Zen 4: AVX-512 BF16) with onnxruntime-openvino and no accelerator."""
+    host(root, cpu_count=2)
+    cpuinfo(root, "AuthenticAMD", "AMD EPYC 9R14", 2, ZEN5_FLAGS)
+    (root / "sys/bus/pci/devices").mkdir(parents=True)
+    onnxruntime(root, "OpenVINOExecutionProvider", version="1.24.1")
+    return root
+
+
+def old_xeon_openvino(root: Path) -> Path:
+    """A Xeon without AVX-512 BF16, with onnxruntime-openvino: bf16 would be emulated, slow."""
+    host(root, cpu_count=8)
+    cpuinfo(root, "GenuineIntel", "Intel(R) Xeon(R) Gold 6148", 8, X86_FLAGS + " avx512f avx512bw")
+    (root / "sys/bus/pci/devices").mkdir(parents=True)
+    onnxruntime(root, "OpenVINOExecutionProvider", version="1.24.1")
+    return root

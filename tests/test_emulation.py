@@ -288,6 +288,30 @@ def test_qnn_that_fails_to_start_is_one_line_and_strict_exits_2(tmp_path: Path) 
     assert "Traceback" not in strict.stderr
 
 
+def _cpu_has(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+@pytest.mark.emulated
+@needs_openvino
+@pytest.mark.skipif(not _cpu_has("avx512_bf16"), reason="this CPU has no AVX-512 BF16")
+def test_cpu_bf16_is_chosen_and_runs_the_encoder_on_openvinos_cpu_plugin() -> None:
+    """On a CPU with AVX-512 BF16 and onnxruntime-openvino, detection picks cpu-bf16 by itself:
+    the encoder compiled by OpenVINO for the CPU (bf16), the decoder on ONNX Runtime's CPU."""
+    done = _transcribe("--strict", "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert JFK in done.stdout.lower()
+    assert all(line.startswith("[") for line in done.stdout.splitlines()), done.stdout
+    assert "profile cpu-bf16:" in done.stderr
+    assert "encoder: OpenVINOExecutionProvider on CPU: 1 compiled partition" in done.stderr
+    decoder = re.search(r"decoder: (\d+)/(\d+) nodes on CPUExecutionProvider", done.stderr)
+    assert decoder and decoder[1] == decoder[2], done.stderr
+    assert "[W:onnxruntime" not in done.stderr  # nothing from ONNX Runtime's own logger
+
+
 @pytest.mark.emulated
 @needs_openvino
 def test_intel_npu_on_openvinos_cpu_device() -> None:

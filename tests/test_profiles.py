@@ -23,7 +23,17 @@ from runtime.hardware import run_probes as run_core_probes
 from runtime.plugins import Plugins
 from tests import fakehw
 
-BUILTIN = {"cpu", "apple-silicon", "xdna2", "xdna", "intel-npu", "qualcomm-npu", "nvidia", "numpy"}
+BUILTIN = {
+    "cpu",
+    "cpu-bf16",
+    "apple-silicon",
+    "xdna2",
+    "xdna",
+    "intel-npu",
+    "qualcomm-npu",
+    "nvidia",
+    "numpy",
+}
 
 
 # the core's hardware probes and the onnx and mlx plugins' library probes, as a Runtime runs them
@@ -159,6 +169,8 @@ def test_xdna_profile_never_claims_the_npu(profiles: dict[str, Profile]) -> None
         (fakehw.snapdragon_windows, "qualcomm-npu"),
         (fakehw.snapdragon_linux, "qualcomm-npu"),
         (fakehw.plain_linux, "cpu"),
+        (fakehw.zen4_server_openvino, "cpu-bf16"),
+        (fakehw.old_xeon_openvino, "cpu"),
     ],
 )
 def test_each_machine_gets_its_profile(
