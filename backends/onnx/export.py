@@ -29,6 +29,7 @@ import numpy as np
 
 from backends.onnx import blockwise
 from backends.onnx.manifest import GRAPHS, Manifest
+from runtime.cache import cache_dir
 from runtime.model.weights import WhisperModel
 
 CACHE_ENV = "WHISPER_RUNTIME_ONNX_CACHE"
@@ -75,8 +76,7 @@ def cache_root(override: str | os.PathLike | None = None) -> Path:
         return Path(os.path.expandvars(os.fspath(override))).expanduser()
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "whisper-runtime" / "onnx"
+    return cache_dir("onnx")
 
 
 def model_folder(root: Path, model: WhisperModel) -> Path:

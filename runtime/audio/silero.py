@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from runtime.cache import cache_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -234,24 +234,16 @@ def sequence_graph_bytes(path: Path) -> bytes:
     needs ``onnx``, whose import alone (0.6 s) would double a short file's start-up."""
     data = path.read_bytes()
     key = hashlib.sha256(data + SEQUENCE_GRAPH.encode()).hexdigest()[:16]
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    cached = Path(base).expanduser() / "whisper-runtime" / "silero" / f"sequence-{key}.onnx"
+    cached = cache_dir("silero") / f"sequence-{key}.onnx"
     try:
         return cached.read_bytes()
     except OSError:
         pass
     model: bytes = build_sequence_graph(read_weights(path)).SerializeToString()
-    part = None
     try:  # a cache that cannot be written only costs the next start-up the build
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".part", delete=False) as f:
-            part = Path(f.name)
-            f.write(model)
-        os.replace(part, cached)
+        write_atomic(cached, model)
     except OSError as exc:
         log.debug("Silero sequence graph not cached at %s: %s", cached, exc)
-        if part is not None:
-            part.unlink(missing_ok=True)
     return model
 
 

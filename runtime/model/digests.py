@@ -5,16 +5,12 @@ modification time (rewriting a file changes the time); anything else hashes agai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-
-def _folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "whisper-runtime" / "digests"
+from runtime.cache import cache_dir, write_atomic
 
 
 def stat_key(files: Sequence[Path]) -> str | None:
@@ -33,7 +29,7 @@ def remembered(key: str | None) -> str | None:
     if key is None:
         return None
     try:
-        digest = (_folder() / key).read_text().strip()
+        digest = (cache_dir("digests") / key).read_text().strip()
     except OSError:
         return None
     return digest if len(digest) == 16 and all(c in "0123456789abcdef" for c in digest) else None
@@ -43,13 +39,5 @@ def remember(key: str | None, digest: str) -> None:
     """Store ``digest`` for ``key``; a cache that cannot be written only costs a hash later."""
     if key is None:
         return
-    folder, part = _folder(), None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".part", delete=False) as f:
-            part = Path(f.name)
-            f.write(digest)
-        os.replace(part, folder / key)
-    except OSError:
-        if part is not None:
-            part.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        write_atomic(cache_dir("digests") / key, digest.encode())
