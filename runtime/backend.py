@@ -84,6 +84,10 @@ class JoinableState(DecoderState, Protocol):
     def reserve(self, rows: int) -> None:
         """Make room for ``rows`` rows (a hint: joins up to it need not reallocate)."""
 
+    def incoming(self, features: Any) -> JoinableState:
+        """A new state for rows of ``features`` (encoder output) to prefill and then ``join``
+        this one; a backend may build it in this state's free rows, so joining copies nothing."""
+
 
 @runtime_checkable
 class AttentionState(DecoderState, Protocol):
@@ -160,7 +164,11 @@ class BaseSession:
         return out
 
     def take(self, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return features[np.asarray(rows)]
+        """Consecutive rows as a view (no copy of the batch's features), others gathered."""
+        rows = np.asarray(rows)
+        if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+            return features[int(rows[0]) : int(rows[0]) + len(rows)]
+        return features[rows]
 
 
 @runtime_checkable

@@ -94,6 +94,35 @@ def test_rows_joining_at_other_lengths_get_the_logits_they_get_alone(
     assert state.capacity == capacity
 
 
+def test_rows_prefilled_in_free_slots_join_without_a_copy(session, features, tiny_tokenizer):
+    """``incoming`` builds the new rows in the running state's free slots: their cross K/V are
+    written where they stay (joining copies nothing), and a slot a longer row left, its stale
+    keys and values masked, gives the new row the logits it gets alone, bit for bit."""
+    prompts = [_prompt(tiny_tokenizer, t) for t in (" and so my fellow", " so", " ask")]
+    steps = [[300, 301, 302], [310, 311], [320, 321]]
+    want = [_alone(session, features[i], prompts[i], steps[i]) for i in range(3)]
+    state = session.decoder(features[:1])
+    state.reserve(2)
+    got = {0: [state.logits(prompts[0])[0, -1]]}
+    got[0] += [state.logits(np.array([[t]]))[0, -1] for t in steps[0][:2]]  # 7 tokens cached
+    state.keep(np.array([], dtype=np.int64))  # row 0 leaves its slot with stale values
+    for row in (1, 2):
+        joining = state.incoming(features[row : row + 1])
+        slot = state.n_rows
+        cross = joining._arrays["cross_k"][0]
+        assert np.shares_memory(cross, state._arrays["cross_k"][0][slot])
+        got[row] = [joining.logits(prompts[row])[0, -1]]
+        state.join(joining)
+        assert state._arrays["cross_k"][0][slot].ctypes.data == cross.ctypes.data
+    assert list(state.lengths) == [2, 2]
+    out = state.logits(np.array([[steps[1][0]], [steps[2][0]]]))
+    got[1].append(out[0, -1])
+    got[2].append(out[1, -1])
+    for row in (1, 2):
+        for k, logits in enumerate(got[row]):
+            np.testing.assert_array_equal(logits, want[row][k], err_msg=f"row {row} step {k}")
+
+
 @pytest.fixture(scope="module")
 def speech_minute():
     """Six LibriSpeech utterances with 1 s pauses (50 s), three times over (several streams of
@@ -149,6 +178,33 @@ def test_continuous_rows_keep_the_batch_busier_with_the_same_tokens(
     assert sum(cont_steps) == sum(batched_steps)  # the same row-steps ...
     assert len(cont_steps) < len(batched_steps)  # ... in fewer steps
     assert max(cont_steps) == 3
+
+
+@pytest.mark.parametrize("words", [False, True])
+def test_a_fallback_row_is_encoded_again_unless_its_words_keep_the_features(
+    session, tiny_tokenizer, onnx_caps, speech_minute, words
+):
+    """Rows do not hold their window's features while they decode: a row that falls back to
+    the next temperature has its window encoded again (every row here: no result passes a
+    log-probability threshold of 0), while rows whose words are aligned keep theirs."""
+    audio, _ = speech_minute
+    batch = BatchOptions(batch_size=3, block_s=30)
+    options = TranscribeOptions(
+        logprob_threshold=0.0, temperatures=(0.0, 0.4), word_timestamps=words
+    )
+    run = SourceRun(session, tiny_tokenizer, options, batch, audio[: 40 * SR], "en")
+    runner = ContinuousRunner(session, tiny_tokenizer, onnx_caps, batch)
+    encoded: list[int] = []  # windows per encoder call
+    finished: list[int] = []  # rows that ended (each decodes its fallback once)
+    encode, decode = runner.encode, runner.decode
+    runner.encode = lambda rows: encoded.append(len(rows)) or encode(rows)  # type: ignore
+    runner.decode = lambda f, rows, first=None: finished.append(len(rows)) or decode(f, rows, first)  # type: ignore
+    run_to_completion(Scheduler(batch), runner, run)
+    segments = run.ordered_segments()
+    assert segments and {s.temperature for s in segments} == {0.4}
+    rows = sum(finished)
+    assert rows >= 2
+    assert sum(encoded) == (rows if words else 2 * rows)
 
 
 def test_a_later_input_joins_the_running_batch(session, tiny_tokenizer, onnx_caps, speech_minute):

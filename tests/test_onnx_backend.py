@@ -475,3 +475,53 @@ def test_blockwise_int8_matmul_is_close_to_float():
     x = rng.normal(size=(5, 64)).astype(np.float32)
     got = session.run(None, {"x": x})[0]
     assert rel_err(got, x @ w) < 0.02
+
+
+def test_tied_embedding_rows_come_from_the_int8_projection():
+    """``gather_tied``: an fp16 embedding table's Gather + Cast becomes a GatherBlockQuantized of
+    the output projection's int8 blocks; the rows are within int8 rounding of the table and
+    are exactly the projection's dequantized weights, and the float table is gone."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from backends.onnx.blockwise import gather_tied, quantize_matmuls, quantize_weight
+
+    rng = np.random.default_rng(1)
+    table = (rng.normal(size=(50, 64)) * 0.1).astype(np.float16)
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["rows16"], name="g"),
+        helper.make_node("Cast", ["rows16"], ["rows"], to=TensorProto.FLOAT, name="c"),
+        helper.make_node("MatMul", ["rows", "emb_t"], ["logits"], name="mm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "t"])],
+        [
+            helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["b", "t", 64]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "t", 50]),
+        ],
+        [
+            numpy_helper.from_array(table, "emb"),
+            numpy_helper.from_array(table.astype(np.float32).T.copy(), "emb_t"),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    assert not gather_tied(proto, "emb", "emb_t")  # nothing quantized yet
+    assert quantize_matmuls(proto) == 1 and gather_tied(proto, "emb", "emb_t")
+    assert "emb" not in {t.name for t in proto.graph.initializer}
+    assert [n.op_type for n in proto.graph.node] == [
+        "GatherBlockQuantized",
+        "Reshape",
+        "MatMulNBits",
+    ]
+    onnx.checker.check_model(proto)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = np.array([[3, 0, 49], [7, 7, 1]], np.int64)
+    rows = session.run(["rows"], {"ids": ids})[0]
+    packed, scales = quantize_weight(table.astype(np.float32).T)
+    dequantized = (packed.astype(np.float32) - 128) * scales.reshape(50, -1, 1)
+    np.testing.assert_allclose(rows, dequantized.reshape(50, 64)[ids], rtol=1e-6)
+    assert rel_err(rows, table.astype(np.float32)[ids]) < 0.02

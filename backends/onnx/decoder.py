@@ -41,8 +41,10 @@ class OnnxDecoderState:
         features: np.ndarray,
         n_text_ctx: int,
         device: Device | None = None,
+        host: OnnxDecoderState | None = None,
     ) -> None:
         self.decoder = decoder
+        self.device = device
         # device: steps through I/O binding, cross K/V kept there while the rows stay the same
         self._bound = (
             BoundStep(decoder.session, device, decoder.manifest.outputs)
@@ -51,13 +53,10 @@ class OnnxDecoderState:
         )
         self._resident = False  # whether the bound cross K/V are the current rows'
         self.n_text_ctx = n_text_ctx
+        self.cross_graph = cross_kv
         cm, dm = cross_kv.manifest, decoder.manifest
         features = np.ascontiguousarray(features, dtype=np.float32)
-        k_names = [t.name for t in cm.outputs_of("cross_k")]
-        v_names = [t.name for t in cm.outputs_of("cross_v")]
-        out = self._cross_kv(cross_kv, k_names + v_names, features)
-        n_layers = len(k_names)
-        self.n_rows = features.shape[0]
+        self.n_rows = n = features.shape[0]
         self._slot: np.ndarray | None = None  # physical slot of each row; None: the same index
         # names in the decoder graph, by role and layer, from its manifest
         self._names = {role: dm.input(role).name for role in ("tokens", "lengths", "positions")}
@@ -73,27 +72,61 @@ class OnnxDecoderState:
         qk = dm.outputs_of("cross_qk")  # graphs exported before word timestamps lack it
         self._qk = qk[0].name if qk else None
         self._heads = [tuple(h) for h in dm.details.get("alignment_heads", [])]
-        k_spec, v_spec = dm.inputs_of("self_k")[0], dm.inputs_of("self_v")[0]
-        dtype = np.dtype(k_spec.dtype)
-        n = self.n_rows
+        names = [t.name for t in cm.outputs_of("cross_k")] + [
+            t.name for t in cm.outputs_of("cross_v")
+        ]
         # per layer, by physical slot: self keys (H, dh, C), self values (H, C, dh), cross K, V
-        self._arrays: dict[str, list[np.ndarray]] = {
-            "self_k": [np.zeros((n, *k_spec.shape[1:]), dtype) for _ in range(n_layers)],
-            "self_v": [np.zeros((n, *v_spec.shape[1:]), dtype) for _ in range(n_layers)],
-            "cross_k": list(out[:n_layers]),
-            "cross_v": list(out[n_layers:]),
-        }
+        self._arrays = self._host_slots(host, n) if host else self._new_self_caches(n)
+        into = (self._arrays["cross_k"] + self._arrays["cross_v"]) if host else None
+        out = self._cross_kv(cross_kv, names, features, into)
+        self._arrays["cross_k"], self._arrays["cross_v"] = (
+            out[: len(out) // 2],
+            out[len(out) // 2 :],
+        )
         self._lengths = np.zeros(n, np.int64)  # tokens in each slot's cache
         self._windows = np.arange(n)  # the window of each slot: rows of one share cross arrays
 
+    def _new_self_caches(self, n: int) -> dict[str, list[np.ndarray]]:
+        """Zeroed self-attention caches for ``n`` rows (the cross K/V come from the graph)."""
+        dm = self.decoder.manifest
+        arrays: dict[str, list[np.ndarray]] = {}
+        for role in ("self_k", "self_v"):
+            specs = dm.inputs_of(role)
+            shapes = [(n, *(int(d) for d in t.shape[1:])) for t in specs]
+            arrays[role] = [np.zeros(shape, np.dtype(t.dtype)) for shape, t in zip(shapes, specs)]
+        return arrays
+
     @staticmethod
-    def _cross_kv(graph: Graph, names: list[str], features: np.ndarray) -> list[np.ndarray]:
-        """Keys and values of every window. A graph quantized per call (one activation scale
-        for the whole input) runs one window at a time, so windows cannot change each other."""
+    def _host_slots(host: OnnxDecoderState, n: int) -> dict[str, list[np.ndarray]]:
+        """Views of ``host``'s ``n`` slots after its rows (made room for): rows prefilled there
+        join it without a copy. Masked columns of a slot a row left hold that row's finite
+        values, which weigh exactly 0 in the new row's attention."""
+        host._reserve(host.n_rows + n)
+        at = host.n_rows
+        return {role: [a[at : at + n] for a in arrays] for role, arrays in host._arrays.items()}
+
+    def incoming(self, features: np.ndarray) -> OnnxDecoderState:
+        """A state for new rows of ``features`` to prefill, then ``join`` this one: it lives in
+        this state's free slots, so their cross-attention keys and values are written once, where
+        they stay (18 MB a row for tiny), rather than computed aside and copied in."""
+        return OnnxDecoderState(
+            self.cross_graph, self.decoder, features, self.n_text_ctx, self.device, host=self
+        )
+
+    @staticmethod
+    def _cross_kv(
+        graph: Graph, names: list[str], features: np.ndarray, into: list[np.ndarray] | None
+    ) -> list[np.ndarray]:
+        """Keys and values of every window, written ``into`` arrays when given. A graph
+        quantized per call (one activation scale for the whole input) runs one window at a
+        time, so windows cannot change each other."""
         feed = graph.manifest.input("features").name
-        if not quantized_per_call(graph.manifest) or len(features) == 1:
+        if quantized_per_call(graph.manifest) and len(features) > 1:
+            return graph.run_rows(names, feed, features, into)
+        if into is None:
             return graph.run(names, {feed: features})
-        return graph.run_rows(names, feed, features)
+        graph.run_into(names, {feed: features}, into)
+        return into
 
     @property
     def capacity(self) -> int:
@@ -211,7 +244,8 @@ class OnnxDecoderState:
         order = other._physical()
         for role, arrays in self._arrays.items():
             for mine, theirs in zip(arrays, other._arrays[role]):
-                mine[n : n + m] = theirs[order]
+                if not _in_place(theirs, mine[n : n + m], order):  # made by ``incoming``
+                    mine[n : n + m] = theirs[order]
         self._lengths[n : n + m] = other._lengths[order]
         first = int(self._windows[:n].max()) + 1 if n else 0
         self._windows[n : n + m] = first + other._windows[order]
@@ -293,3 +327,12 @@ class OnnxDecoderState:
                 a[hole] = a[kept[mover]]
             kept[mover] = hole
         self._slot = None if np.array_equal(kept, np.arange(n)) else kept
+
+
+def _in_place(theirs: np.ndarray, slots: np.ndarray, order: np.ndarray) -> bool:
+    """Whether ``theirs`` in ``order`` already is ``slots`` (the same memory, rows in order)."""
+    return (
+        theirs.shape == slots.shape
+        and theirs.ctypes.data == slots.ctypes.data
+        and bool(np.array_equal(order, np.arange(len(order))))
+    )

@@ -52,6 +52,8 @@ EXPORTER = "whisper-runtime onnx exporter 3"  # 3: rows of different lengths (le
 # int8 as MatMulNBits, rows independent of each other. Not cross_kv: MatMulNBits is 3x slower
 # than quantize_dynamic's kernel at its 1500 rows per window, so it runs one window per call.
 BLOCKWISE_GRAPHS = ("decoder",)
+# The decoder's token embedding (gathered) and its transpose, the output projection (a MatMul)
+TIED_EMBEDDING = ("decoder.token_embedding.weight", "decoder.token_embedding.weight_t")
 
 
 def quantization_detail(graph: str, precision: str) -> dict[str, Any] | None:
@@ -175,6 +177,8 @@ def export_graph(
     else:
         if quantization == blockwise.DETAIL:
             blockwise.quantize_matmuls(proto)
+            if graph == "decoder" and not blockwise.gather_tied(proto, *TIED_EMBEDDING):
+                raise RuntimeError("the decoder graph has no tied token embedding to quantize")
         save_graph(proto, target)
     if quantization is not None:
         details["quantization"] = quantization

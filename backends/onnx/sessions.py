@@ -54,25 +54,39 @@ class Graph:
     def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(outputs, feeds)
 
-    def run_rows(self, outputs: list[str], feed: str, rows: np.ndarray) -> list[np.ndarray]:
-        """``run`` one row of ``rows`` at a time, each writing straight into its slice of the
-        batched outputs (I/O binding): no concatenation of the parts afterwards."""
-        first = self.session.run(outputs, {feed: rows[:1]})
-        batched = [np.empty((len(rows), *a.shape[1:]), a.dtype) for a in first]
-        for out, a in zip(batched, first):
-            out[0] = a[0]
+    def run_into(
+        self, outputs: list[str], feeds: dict[str, np.ndarray], into: list[np.ndarray]
+    ) -> None:
+        """``run``, each output written straight into its array of ``into`` (contiguous, of the
+        output's shape and dtype) through I/O binding."""
         binding = self.session.io_binding()
-        for i in range(1, len(rows)):
-            row = np.ascontiguousarray(rows[i : i + 1])
-            binding.bind_cpu_input(feed, row)
-            for name, out in zip(outputs, batched):
-                binding.bind_output(
-                    name, "cpu", 0, out.dtype, out[i : i + 1].shape, out[i : i + 1].ctypes.data
-                )
-            self.session.run_with_iobinding(binding)
-            binding.clear_binding_inputs()
-            binding.clear_binding_outputs()
-        return batched
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name, out in zip(outputs, into, strict=True):
+            assert out.flags.c_contiguous, f"{name}: output arrays must be contiguous"
+            binding.bind_output(name, "cpu", 0, out.dtype, out.shape, out.ctypes.data)
+        self.session.run_with_iobinding(binding)
+
+    def run_rows(
+        self,
+        outputs: list[str],
+        feed: str,
+        rows: np.ndarray,
+        into: list[np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
+        """``run`` one row of ``rows`` at a time, each writing straight into its slice of the
+        batched outputs (I/O binding): no concatenation of the parts afterwards. ``into``: the
+        arrays to write (of len(rows) rows), else new ones."""
+        start = 0
+        if into is None:
+            first = self.session.run(outputs, {feed: rows[:1]})
+            into = [np.empty((len(rows), *a.shape[1:]), a.dtype) for a in first]
+            for out, a in zip(into, first):
+                out[0] = a[0]
+            start = 1
+        for i in range(start, len(rows)):
+            self.run_into(outputs, {feed: rows[i : i + 1]}, [out[i : i + 1] for out in into])
+        return into
 
 
 @dataclass

@@ -9,8 +9,10 @@ are encoded, their prompts prefilled, and their rows join the running batch befo
 
 Rows decode here greedily at their first temperature (the default). Beam search rows, and rows
 whose result fails the quality checks (temperature fallback), decode through ``BatchRunner``'s
-loop with their window's features, kept until the row ends. A row's tokens never depend on its
-batch mates: the state's rows are independent, and each row has its own filters and prompt.
+loop with their window's features: encoded again when a row needs them (fallback is rare, and 8
+rows' features are 18 MB for tiny), kept only for rows whose words are aligned. A row's tokens
+never depend on its batch mates: the state's rows are independent, and each row has its own
+filters and prompt.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Active:
     row: Row
     run: SourceRun
     stream: Stream
-    features: Any  # its window's encoder output, for fallback and word timestamps
+    features: Any  # its window's encoder output when its words are aligned, else None
     options: DecodingOptions
     prompt: Prompt
     filters: list[LogitFilter]
@@ -125,7 +127,10 @@ class ContinuousRunner(BatchRunner):
         results = []
         for a in rows:
             t = time.perf_counter()
-            result = self.decode(a.features, [a.row], first=[self._result(a)])
+            first, features = self._result(a), a.features
+            if features is None and self._retry(a.row, first, 1):
+                features = self.encode([a.row])  # the same features as when it joined
+            result = self.decode(features, [a.row], first=[first])
             t = self.clock.add("decode", t)
             if a.run.options.word_timestamps:
                 n_frames = [a.row.window.n_frames]
@@ -216,7 +221,7 @@ class ContinuousRunner(BatchRunner):
     ) -> None:
         """Rows with one prompt shape read their prompts in one state, which then joins."""
         feats = self.session.take(features, np.array(members))
-        state = self.session.decoder(feats)
+        state = self.session.decoder(feats) if self._state is None else self._state.incoming(feats)
         assert isinstance(state, JoinableState), "joinable_decoder promises JoinableState"
         tokens = np.concatenate([prompts[i].tokens for i in members])
         sot = prompts[members[0]].sot_index
@@ -225,7 +230,7 @@ class ContinuousRunner(BatchRunner):
         n_ctx = self.session.model.dims.n_text_ctx
         sample_len = options.sample_len or n_ctx // 2
         for k, i in enumerate(members):
-            prompt = prompts[i]
+            prompt, words = prompts[i], batch.runs[i].options.word_timestamps
             seq = np.zeros((1, n_ctx), np.int64)
             seq[0, : prompt.sample_begin] = prompt.tokens[0]
             self._active.append(
@@ -233,7 +238,7 @@ class ContinuousRunner(BatchRunner):
                     row=batch.rows[i],
                     run=batch.runs[i],
                     stream=batch.streams[i],
-                    features=self.session.take(feats, np.array([k])),
+                    features=self.session.take(feats, np.array([k])) if words else None,
                     options=options,
                     prompt=prompt,
                     filters=build_filters(self.tokenizer, options, prompt.sample_begin),
