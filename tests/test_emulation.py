@@ -202,6 +202,29 @@ def test_native_stdout_goes_to_the_log() -> None:
     assert "native output: # LIBNATIVE: banner" in out.stderr
 
 
+def test_native_stdout_stays_redirected_while_any_thread_needs_it() -> None:
+    """Graphs open side by side: a thread leaving its redirection while another is still
+    inside must not restore stdout under it, and the last to leave restores it."""
+    code = (
+        "import logging, os, threading; logging.basicConfig(level=logging.INFO); "
+        "from backends.onnx.eps import native_stdout_to_log\n"
+        "inside, done = threading.Event(), threading.Event()\n"
+        "def other():\n"
+        "    with native_stdout_to_log():\n"
+        "        inside.set(); done.wait(); os.write(1, b'# second banner\\n')\n"
+        "t = threading.Thread(target=other); t.start(); inside.wait()\n"
+        "with native_stdout_to_log():\n    os.write(1, b'# first banner\\n')\n"
+        "os.write(1, b'# while the other is inside\\n'); done.set(); t.join()\n"
+        "print('transcript')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout == "transcript\n"
+    for line in ("# first banner", "# second banner", "# while the other is inside"):
+        assert f"native output: {line}" in out.stderr
+
+
 # --- the vendor stacks for real (.ci/run's QNN and OpenVINO environments) ---------------------
 
 needs_qnn = pytest.mark.skipif(

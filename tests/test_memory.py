@@ -94,7 +94,6 @@ def test_a_loaded_onnx_session_does_not_keep_the_weights(tmp_path):
     import gc
     import weakref
 
-    import numpy as np
     import onnx
 
     from backends.onnx import OnnxBackend

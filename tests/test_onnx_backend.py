@@ -525,3 +525,41 @@ def test_tied_embedding_rows_come_from_the_int8_projection():
     dequantized = (packed.astype(np.float32) - 128) * scales.reshape(50, -1, 1)
     np.testing.assert_allclose(rows, dequantized.reshape(50, 64)[ids], rtol=1e-6)
     assert rel_err(rows, table.astype(np.float32)[ids]) < 0.02
+
+
+def test_graphs_are_exported_one_at_a_time_and_opened_side_by_side(
+    tiny_model, cache_dir, monkeypatch
+):
+    """Exports (which hold the weights) run in the loading thread, one after another; the
+    three sessions are then created at once, each in its own thread."""
+    import threading
+    import time
+
+    import backends.onnx.export as export
+    import backends.onnx.sessions as sessions
+
+    events: list[tuple[str, str, float]] = []
+    ensure, open_graph = export.ensure_graph, sessions.open_graph
+
+    def ensuring(model, graph, *args, **kwargs):
+        events.append(("export", threading.current_thread().name, time.perf_counter()))
+        return ensure(model, graph, *args, **kwargs)
+
+    def opening(path, manifest, graph, *args):
+        events.append(("open", threading.current_thread().name, time.perf_counter()))
+        time.sleep(0.3)
+        return open_graph(path, manifest, graph, *args)
+
+    monkeypatch.setattr(export, "ensure_graph", ensuring)
+    monkeypatch.setattr(sessions, "open_graph", opening)
+    session = OnnxBackend().load(
+        tiny_model, LoadOptions(precision="int8", options={"cache_dir": str(cache_dir)})
+    )
+    assert session.decoder_graph.manifest.graph == "decoder"
+    exports = [e for e in events if e[0] == "export"]
+    opens = [e for e in events if e[0] == "open"]
+    assert len(exports) == 3 and {name for _, name, _ in exports} == {"MainThread"}
+    assert len(opens) == 3 and len({name for _, name, _ in opens}) == 3
+    assert "MainThread" not in {name for _, name, _ in opens}
+    assert max(at for *_, at in opens) - min(at for *_, at in opens) < 0.3  # none waited
+    assert min(at for *_, at in opens) > max(at for *_, at in exports)

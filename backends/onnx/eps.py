@@ -146,6 +146,45 @@ def _dist_version(module: str) -> str:
         return ""
 
 
+class _Redirect:
+    """File descriptor 1 pointed at a temporary file while any thread needs it (graphs open
+    side by side): the first to enter redirects, the last to leave restores and logs."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved = -1
+        self.sink: Any = None
+
+    def enter(self, fd: int) -> None:
+        with self.lock:
+            if self.users == 0:
+                sys.stdout.flush()
+                self.saved = os.dup(fd)
+                self.sink = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed by leave
+                os.dup2(self.sink.fileno(), fd)
+            self.users += 1
+
+    def leave(self, fd: int, logger: logging.Logger) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users:
+                return
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+            os.dup2(self.saved, fd)
+            os.close(self.saved)
+            with self.sink:
+                self.sink.seek(0)
+                lines = self.sink.read().decode("utf-8", "replace").splitlines()
+        for line in lines:
+            if line.strip():
+                logger.info("native output: %s", line.strip())
+
+
+_redirect = _Redirect()
+
+
 @contextlib.contextmanager
 def native_stdout_to_log(logger: logging.Logger = log) -> Iterator[None]:
     """Send what native code prints on file descriptor 1 to the log instead of stdout.
@@ -158,21 +197,11 @@ def native_stdout_to_log(logger: logging.Logger = log) -> Iterator[None]:
     except (AttributeError, OSError, ValueError):  # no real stdout (pytest capture, a GUI)
         yield
         return
-    sys.stdout.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), fd)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stdout.flush()
-            os.dup2(saved, fd)
-            os.close(saved)
-            sink.seek(0)
-            for line in sink.read().decode("utf-8", "replace").splitlines():
-                if line.strip():
-                    logger.info("native output: %s", line.strip())
+    _redirect.enter(fd)
+    try:
+        yield
+    finally:
+        _redirect.leave(fd, logger)
 
 
 def cache_versions(providers: list[str]) -> str:
