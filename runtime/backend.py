@@ -82,7 +82,8 @@ class JoinableState(DecoderState, Protocol):
         """Append ``other``'s rows after this state's; ``other`` is spent."""
 
     def reserve(self, rows: int) -> None:
-        """Make room for ``rows`` rows (a hint: joins up to it need not reallocate)."""
+        """At most ``rows`` rows will decode here at once (a hint: a backend may allocate for
+        them as they join, up to it, rather than at once)."""
 
     def incoming(self, features: Any) -> JoinableState:
         """A new state for rows of ``features`` (encoder output) to prefill and then ``join``

@@ -64,13 +64,15 @@ def test_rows_joining_at_other_lengths_get_the_logits_they_get_alone(
     state = session.decoder(features[:1])
     assert isinstance(state, JoinableState)
     state.reserve(4)
-    capacity = state.capacity
+    assert state.capacity == 1  # grown as rows join
     got = {0: [state.logits(prompts[0])[0, -1]]}
     got[0].append(state.logits(np.array([[steps[0][0]]]))[0, -1])
     joining = session.decoder(features[1:2])
     got[1] = [joining.logits(prompts[1])[0, -1]]
     state.join(joining)  # row 1 joins with 4 cached tokens beside row 0's 3
     assert state.n_rows == 2 and list(state.lengths) == [3, 4]
+    capacity = state.capacity
+    assert capacity == 2
     out = state.logits(np.array([[steps[0][1]], [steps[1][0]]]))
     got[0].append(out[0, -1])
     got[1].append(out[1, -1])

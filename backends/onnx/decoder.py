@@ -58,6 +58,7 @@ class OnnxDecoderState:
         features = np.ascontiguousarray(features, dtype=np.float32)
         self.n_rows = n = features.shape[0]
         self._slot: np.ndarray | None = None  # physical slot of each row; None: the same index
+        self._most: int | None = None  # the most rows ``reserve`` said will be here at once
         # names in the decoder graph, by role and layer, from its manifest
         self._names = {role: dm.input(role).name for role in ("tokens", "lengths", "positions")}
         self._in = {
@@ -255,14 +256,16 @@ class OnnxDecoderState:
         other.n_rows = 0
 
     def reserve(self, rows: int) -> None:
-        """Room for ``rows`` rows without reallocating when rows join."""
-        self._reserve(rows)
+        """At most ``rows`` rows will be here at once: the arrays grow (doubling) up to that as
+        rows join, not at once (a one-window file needs 1 row's 24 MB, not a batch's)."""
+        self._most = max(rows, self.capacity)
 
     def _reserve(self, rows: int) -> None:
         if rows <= self.capacity:
             return
         self._resident = False  # new arrays
-        size = max(rows, 2 * self.capacity)
+        doubled = 2 * self.capacity if self._most is None else min(2 * self.capacity, self._most)
+        size = max(rows, doubled)
         for arrays in self._arrays.values():
             for i, a in enumerate(arrays):
                 grown = np.zeros((size, *a.shape[1:]), a.dtype)  # finite where masked
