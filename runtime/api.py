@@ -32,6 +32,7 @@ from runtime.output.results import RunInfo, Segment, Transcription
 from runtime.output.writers import segment_text
 from runtime.pipeline.continuous import make_runner
 from runtime.pipeline.engine import Engine, LoadedModel
+from runtime.pipeline.memory import release_free_memory
 from runtime.pipeline.options import BatchOptions, Chunking, TranscribeOptions
 from runtime.pipeline.runner import first_window_language
 from runtime.pipeline.scheduler import Scheduler, run_to_completion
@@ -146,6 +147,8 @@ class Runtime:
             options = self._load_options()
             check_precision(backend.capabilities, backend.name, options.precision)
             self._session = backend.load(self._read_model(), options)
+            # what loading freed (a model's file read, graphs built in threads) goes back now
+            release_free_memory()
         return self._session
 
     def load(self) -> Runtime:

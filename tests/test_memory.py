@@ -126,3 +126,19 @@ def test_the_cpu_arena_can_be_turned_off_per_graph():
     assert _session_options(GraphOptions(), False, None).enable_cpu_mem_arena is True
     off = _session_options(GraphOptions(cpu_memory_arena=False), False, None)
     assert off.enable_cpu_mem_arena is False
+
+
+def test_loading_gives_back_what_it_freed(monkeypatch):
+    """The heap memory freed while a backend loads (a model file read, graphs built in threads)
+    goes back to the system once it has loaded, not at the first finished block."""
+    import runtime.api as api
+    from runtime import Runtime
+
+    calls: list[int] = []
+    monkeypatch.setattr(api, "release_free_memory", lambda: calls.append(1) or True)
+    rt = Runtime("tiny.en", backend="cpu")
+    assert calls == []
+    rt.load()
+    assert calls == [1]
+    rt.load()  # loaded once
+    assert calls == [1]
