@@ -117,6 +117,11 @@ def test_rows_prefilled_in_free_slots_join_without_a_copy(session, features, tin
         state.join(joining)
         assert state._arrays["cross_k"][0][slot].ctypes.data == cross.ctypes.data
     assert list(state.lengths) == [2, 2]
+    first = state.incoming(features[:1])
+    with pytest.raises(RuntimeError, match="join the rows"):  # its slots would overlap
+        state.incoming(features[1:2])
+    first.n_rows = 0  # let go unjoined: the next may take its slots
+    state.incoming(features[1:2]).n_rows = 0
     out = state.logits(np.array([[steps[1][0]], [steps[2][0]]]))
     got[1].append(out[0, -1])
     got[2].append(out[1, -1])

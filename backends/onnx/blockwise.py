@@ -117,7 +117,7 @@ def gather_tied(proto, table: str, projection: str) -> bool:
     packed, scales = inits.get(f"{projection}_q8"), inits.get(f"{projection}_scales")
     nodes = list(proto.graph.node)
     gathers = [n for n in nodes if n.op_type == "Gather" and n.input[0] == table]
-    if packed is None or scales is None or len(gathers) != 1:
+    if packed is None or scales is None or table not in inits or len(gathers) != 1:
         return False
     gather = gathers[0]
     rows, blocks, block = packed.dims

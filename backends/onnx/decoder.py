@@ -59,6 +59,7 @@ class OnnxDecoderState:
         self.n_rows = n = features.shape[0]
         self._slot: np.ndarray | None = None  # physical slot of each row; None: the same index
         self._most: int | None = None  # the most rows ``reserve`` said will be here at once
+        self._lent: OnnxDecoderState | None = None  # ``incoming``'s state, until it joins
         # names in the decoder graph, by role and layer, from its manifest
         self._names = {role: dm.input(role).name for role in ("tokens", "lengths", "positions")}
         self._in = {
@@ -110,9 +111,12 @@ class OnnxDecoderState:
         """A state for new rows of ``features`` to prefill, then ``join`` this one: it lives in
         this state's free slots, so their cross-attention keys and values are written once, where
         they stay (18 MB a row for tiny), rather than computed aside and copied in."""
-        return OnnxDecoderState(
+        if self._lent is not None and self._lent.n_rows:
+            raise RuntimeError("join the rows of the last incoming() state before asking another")
+        self._lent = OnnxDecoderState(
             self.cross_graph, self.decoder, features, self.n_text_ctx, self.device, host=self
         )
+        return self._lent
 
     @staticmethod
     def _cross_kv(
@@ -254,6 +258,8 @@ class OnnxDecoderState:
             self._slot = np.concatenate([self._slot, np.arange(n, n + m)])
         self.n_rows = n + m
         other.n_rows = 0
+        if other is self._lent:
+            self._lent = None
 
     def reserve(self, rows: int) -> None:
         """At most ``rows`` rows will be here at once: the arrays grow (doubling) up to that as
