@@ -10,7 +10,13 @@ import av
 import numpy as np
 import pytest
 
-from runtime.audio.decode import SAMPLE_RATE, audio_duration, iter_audio_blocks, load_audio
+from runtime.audio.decode import (
+    SAMPLE_RATE,
+    audio_duration,
+    iter_audio_blocks,
+    iter_audio_blocks_flagged,
+    load_audio,
+)
 from runtime.errors import AudioError
 from tests.fuzz_audio import video_only
 
@@ -310,3 +316,14 @@ def test_a_stream_pyav_cannot_follow_ends_the_decode_as_damage() -> None:
     errors: list[Exception] = []
     assert list(_frames(Container(), None, errors)) == ["frame"]
     assert "a stream appears part-way through the file" in str(errors[0])
+
+
+def test_blocks_know_the_last_one_without_reading_ahead(flac_4s: Path) -> None:
+    """The flag for the last block, at a block boundary or not: only the last is flagged, and
+    the blocks are those of ``iter_audio_blocks``."""
+    for seconds in (1.5, 2.0, 4.0, 5.0):
+        flagged = list(iter_audio_blocks_flagged(flac_4s, block_seconds=seconds))
+        plain = list(iter_audio_blocks(flac_4s, block_seconds=seconds))
+        assert [last for _, last in flagged] == [False] * (len(plain) - 1) + [True]
+        for (block, _), same in zip(flagged, plain):
+            np.testing.assert_array_equal(block, same)

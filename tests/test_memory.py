@@ -49,8 +49,9 @@ def test_audio_blocks_cost_about_one_block_of_memory():
 
 
 def test_a_prepared_block_does_not_hold_its_audio(cpu_runtime, monkeypatch):
-    """Once a block's VAD and mel are made, its audio is free: only the deferred last chunk and
-    the reader's one block of look-ahead stay (each stream keeps a mel, not the audio)."""
+    """Once a block's VAD and mel are made, its audio is free: only the deferred last chunk
+    stays (each stream keeps a mel, not the audio), and the reader holds no block ahead: it
+    knows the last block by one more decoded chunk, not by reading the next block."""
     import gc
     import weakref
 
@@ -67,10 +68,11 @@ def test_a_prepared_block_does_not_hold_its_audio(cpu_runtime, monkeypatch):
         for i in range(3):
             audio = np.random.default_rng(i).normal(0, 0.1, 30 * SAMPLE_RATE).astype(np.float32)
             refs.append(weakref.ref(audio))
-            yield audio
+            held = [audio]
             del audio
+            yield held.pop(), i == 2
 
-    monkeypatch.setattr(batcher_module, "iter_audio_blocks", fake_blocks)
+    monkeypatch.setattr(batcher_module, "iter_audio_blocks_flagged", fake_blocks)
     run = SourceRun(
         cpu_runtime.session,
         cpu_runtime.tokenizer,
@@ -82,8 +84,11 @@ def test_a_prepared_block_does_not_hold_its_audio(cpu_runtime, monkeypatch):
     first = next(blocks)
     gc.collect()
     assert first.mel.shape[0] == 80
-    assert len(refs) == 2  # the reader looked one block ahead (is the first the last?)
+    assert len(refs) == 1  # no block read ahead
     assert refs[0]() is None
+    second = next(blocks)
+    gc.collect()
+    assert second.mel.shape[0] == 80 and len(refs) == 2 and refs[1]() is None
 
 
 def test_a_loaded_onnx_session_does_not_keep_the_weights(tmp_path):

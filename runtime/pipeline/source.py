@@ -25,7 +25,7 @@ import numpy as np
 
 from runtime.audio.chunking import Chunk, fixed_chunks, split_long, vad_chunks
 from runtime.audio.constants import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
-from runtime.audio.decode import audio_duration, iter_audio_blocks
+from runtime.audio.decode import audio_duration, iter_audio_blocks_flagged
 from runtime.audio.vad import speech_probs, speech_regions
 from runtime.backend import Session
 from runtime.decoding import DecodingResult
@@ -265,17 +265,16 @@ class SourceRun:
         return max(30.0, -(-seconds // 30.0) * 30.0)
 
     def _blocks(self, source: Any) -> Iterator[tuple[np.ndarray, bool]]:
-        """Audio blocks with a flag for the last one (one block of look-ahead)."""
+        """Audio blocks with a flag for the last one, each timed as decoding."""
         t = time.perf_counter()
-        it = iter_audio_blocks(
+        blocks = iter_audio_blocks_flagged(
             source, block_seconds=self.block_seconds(), allow_truncated=self.options.allow_truncated
         )
-        current = next(it, None)
-        while current is not None:
-            following = next(it, None)
+        for block, last in blocks:
             t = self.clock.add("decode_audio", t)
-            held, current = [current], following  # the caller's reference is the only one
-            yield held.pop(), following is None
+            held = [block]  # the caller's reference is the only one while suspended
+            del block
+            yield held.pop(), last
             t = time.perf_counter()
 
     def _prepared_blocks_of(self, source: Any) -> Iterator[Block]:
