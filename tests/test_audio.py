@@ -10,13 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from runtime.audio.decode import (
-    SAMPLE_RATE,
-    audio_duration,
-    iter_audio_blocks,
-    iter_audio_blocks_flagged,
-    load_audio,
-)
+from runtime.audio.blocks import iter_audio_blocks, iter_audio_blocks_flagged
+from runtime.audio.decode import SAMPLE_RATE, audio_duration, load_audio
 from runtime.errors import AudioError
 from tests.fuzz_audio import video_only
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.audio.blocks import iter_audio_blocks
 from runtime.audio.checks import caf_declared_seconds, ogg_end_problem, parse_wav_header
-from runtime.audio.decode import SAMPLE_RATE, iter_audio_blocks, load_audio
+from runtime.audio.decode import SAMPLE_RATE, load_audio
 from runtime.errors import AudioError, TruncatedAudioError
 from tests.fuzz_audio import encode, wav_bytes
 

@@ -31,7 +31,8 @@ def test_audio_blocks_cost_about_one_block_of_memory():
 
     import numpy as np
 
-    from runtime.audio.decode import SAMPLE_RATE, iter_audio_blocks
+    from runtime.audio.blocks import iter_audio_blocks
+    from runtime.audio.decode import SAMPLE_RATE
 
     audio = np.random.default_rng(0).normal(0, 0.1, 600 * SAMPLE_RATE).astype(np.float32)
     block_bytes = 30 * SAMPLE_RATE * 4

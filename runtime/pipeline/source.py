@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from runtime.audio.blocks import iter_audio_blocks_flagged
 from runtime.audio.chunking import Chunk, fixed_chunks, split_long, vad_chunks
 from runtime.audio.constants import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
-from runtime.audio.decode import audio_duration, iter_audio_blocks_flagged
+from runtime.audio.decode import audio_duration
 from runtime.audio.vad import speech_probs, speech_regions
 from runtime.backend import Session
 from runtime.decoding import DecodingResult
