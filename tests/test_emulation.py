@@ -187,6 +187,13 @@ def test_ort_errors_are_cut_to_the_eps_own_words() -> None:
     assert ep_error(ValueError("plain words")) == "plain words"
 
 
+def _run_child(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh Python at the repository root, its stdout and stderr captured."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+
+
 def test_native_stdout_goes_to_the_log() -> None:
     """What a vendor library prints on file descriptor 1 never reaches stdout (the transcript)."""
     code = (
@@ -195,9 +202,7 @@ def test_native_stdout_goes_to_the_log() -> None:
         "with native_stdout_to_log():\n    os.write(1, b'# LIBNATIVE: banner\\n')\n"
         "print('transcript')"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
-    )
+    out = _run_child(code)
     assert out.stdout == "transcript\n"
     assert "native output: # LIBNATIVE: banner" in out.stderr
 
@@ -217,9 +222,7 @@ def test_native_stdout_stays_redirected_while_any_thread_needs_it() -> None:
         "os.write(1, b'# while the other is inside\\n'); done.set(); t.join()\n"
         "print('transcript')"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
-    )
+    out = _run_child(code)
     assert out.stdout == "transcript\n"
     for line in ("# first banner", "# second banner", "# while the other is inside"):
         assert f"native output: {line}" in out.stderr
