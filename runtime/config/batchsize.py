@@ -31,7 +31,8 @@ class BatchFit:
 
 def row_bytes(dims) -> int:
     """Host memory one decoding row holds in float32: per decoder layer the keys and values of
-    the window (n_audio_ctx columns) and of its text (n_text_ctx), and the window's features."""
+    the window (n_audio_ctx columns) and of its text (n_text_ctx), and the window's features
+    (held while the row joins, and while it decodes when its words are aligned)."""
     per_layer = 2 * (dims.n_audio_ctx + dims.n_text_ctx) * dims.n_text_state
     return FLOAT_BYTES * (dims.n_text_layer * per_layer + dims.n_audio_ctx * dims.n_audio_state)
 
