@@ -9,6 +9,8 @@ from runtime.decoding import DecodingOptions, decode
 from runtime.decoding.filters import (
     ApplyTimestampRules,
     SuppressBlank,
+    SuppressTokens,
+    apply_filters,
     log_softmax,
     logsumexp,
     suppress_list,
@@ -181,6 +183,33 @@ def test_suppress_blank_and_list(tiny_tokenizer):
     assert {sp.sot, sp.no_speech, sp.sot_prev}.issubset(ids)
     assert set(tiny_tokenizer.non_speech_tokens).issubset(ids)
     assert suppress_list(tiny_tokenizer, "13,-1") == sorted(set(ids) | {13})
+
+
+def test_filters_mask_one_copy_and_leave_the_logits_alone(tiny_tokenizer):
+    """``apply_filters`` runs the filters in order on a single copy: the caller's logits keep
+    their values, and a row masked in place (as the continuous runner does, row by row of one
+    stacked copy) gets what the copying ``apply`` chain gives."""
+    ts = tiny_tokenizer.special.timestamp_begin
+    filters = [
+        SuppressBlank(tiny_tokenizer, sample_begin=2),
+        SuppressTokens(suppress_list(tiny_tokenizer, "-1")),
+        ApplyTimestampRules(tiny_tokenizer, sample_begin=2, max_initial_timestamp_index=50),
+    ]
+    logits = np.random.default_rng(3).normal(0, 3, (3, 51864)).astype(np.float32)
+    before = logits.copy()
+    tokens = np.array([[1, 2], [1, 2], [1, 2]])
+    out = apply_filters(filters, logits, tokens)
+    np.testing.assert_array_equal(logits, before)
+    chained = logits
+    for f in filters:
+        chained = f.apply(chained, tokens)
+    np.testing.assert_array_equal(out, chained)
+    assert np.isneginf(out[:, :ts]).all() and np.isneginf(out[:, ts + 51 :]).all()
+    stacked = logits.copy()
+    for k in range(len(stacked)):
+        for f in filters:
+            f.mask(stacked[k : k + 1], tokens[k : k + 1])
+    np.testing.assert_array_equal(stacked, out)
 
 
 def test_sampling_is_seeded_and_follows_the_distribution():

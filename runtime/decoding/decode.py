@@ -20,6 +20,7 @@ from runtime.decoding.filters import (
     LogitFilter,
     SuppressBlank,
     SuppressTokens,
+    apply_filters,
     log_softmax,
     logsumexp,
     suppress_list,
@@ -183,12 +184,6 @@ def _decode_one_language(
     return results
 
 
-def _apply(filters: list[LogitFilter], logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    for f in filters:
-        logits = f.apply(logits, tokens)
-    return logits
-
-
 def _sampling_loop(
     state: DecoderState,
     logits: np.ndarray,
@@ -213,7 +208,7 @@ def _sampling_loop(
     sums = np.zeros(n_rows)
     out: list[list[int] | None] = [None] * n_rows
     for step in range(max_steps):
-        filtered = _apply(filters, logits, tokens)
+        filtered = apply_filters(filters, logits, tokens)
         next_tokens = sample_tokens(filtered, options.temperature, rng)
         sums[active] += filtered[np.arange(len(active)), next_tokens] - logsumexp(filtered)
         tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
@@ -266,7 +261,7 @@ def _beam_loop(
     tokens = prompt.tokens[rows]
     sums = np.zeros(len(rows))
     for _ in range(max_steps):
-        step = search.update(tokens, _apply(filters, logits, tokens), sums)
+        step = search.update(tokens, apply_filters(filters, logits, tokens), sums)
         tokens, sums = step.next_tokens, step.sum_logprobs
         if step.completed:
             break

@@ -1,8 +1,10 @@
 """Logit filters: Whisper's rules on which token may come next, over numpy logits.
 
-Each filter *returns* new logits (B, V) given the tokens so far (B, T), so the rules are written
-once for every backend. The rules and their order are openai-whisper's: blank suppression at the
-first sampled position, the suppress list, then the timestamp grammar.
+Each filter masks logits (B, V) in place given the tokens so far (B, T) (``mask``: the rules
+only ever forbid tokens, setting their logits to -inf), so the rules are written once for every
+backend; ``apply_filters`` runs a list of them on one copy. The rules and their order are
+openai-whisper's: blank suppression at the first sampled position, the suppress list, then the
+timestamp grammar.
 """
 
 from __future__ import annotations
@@ -34,33 +36,42 @@ def logsumexp(logits: np.ndarray) -> np.ndarray:
 
 
 class LogitFilter:
-    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """logits (B, V) for the next token of each row of ``tokens`` (B, T) -> filtered logits."""
+    def mask(self, logits: np.ndarray, tokens: np.ndarray) -> None:
+        """Set to -inf, in place, the logits (B, V) of the tokens that may not come next after
+        each row of ``tokens`` (B, T)."""
         raise NotImplementedError
+
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """``mask`` on a copy: the filtered logits, ``logits`` untouched."""
+        return apply_filters([self], logits, tokens)
+
+
+def apply_filters(filters: list[LogitFilter], logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """The logits after every filter in order, on one copy (``logits`` untouched)."""
+    out = np.array(logits, dtype=np.float32, copy=True)
+    for f in filters:
+        f.mask(out, tokens)
+    return out
 
 
 class SuppressBlank(LogitFilter):
     """No segment may start with a space or end-of-text: that would be an empty transcript."""
 
     def __init__(self, tokenizer: Tokenizer, sample_begin: int) -> None:
-        self.banned = tokenizer.encode(" ") + [tokenizer.special.eot]
+        self.banned = np.array(tokenizer.encode(" ") + [tokenizer.special.eot], dtype=np.int64)
         self.sample_begin = sample_begin
 
-    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    def mask(self, logits: np.ndarray, tokens: np.ndarray) -> None:
         if tokens.shape[1] == self.sample_begin:
-            logits = logits.copy()
             logits[:, self.banned] = NEG_INF
-        return logits
 
 
 class SuppressTokens(LogitFilter):
     def __init__(self, suppress: list[int]) -> None:
-        self.suppress = list(suppress)
+        self.suppress = np.array(list(suppress), dtype=np.int64)
 
-    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        logits = logits.copy()
+    def mask(self, logits: np.ndarray, tokens: np.ndarray) -> None:
         logits[:, self.suppress] = NEG_INF
-        return logits
 
 
 class ApplyTimestampRules(LogitFilter):
@@ -76,8 +87,7 @@ class ApplyTimestampRules(LogitFilter):
         self.sample_begin = sample_begin
         self.max_initial_timestamp_index = max_initial_timestamp_index
 
-    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        logits = logits.copy()
+    def mask(self, logits: np.ndarray, tokens: np.ndarray) -> None:
         logits[:, self.no_timestamps] = NEG_INF
         for k in range(tokens.shape[0]):
             self._pair_and_order(logits[k], tokens[k, self.sample_begin :])
@@ -90,7 +100,6 @@ class ApplyTimestampRules(LogitFilter):
         ts_mass = logsumexp(logits[:, self.ts_begin :])
         text_best = logits[:, : self.ts_begin].max(-1)
         logits[ts_mass > text_best, : self.ts_begin] = NEG_INF
-        return logits
 
     def _pair_and_order(self, row: np.ndarray, sampled: np.ndarray) -> None:
         last_was_ts = len(sampled) >= 1 and sampled[-1] >= self.ts_begin

@@ -159,9 +159,10 @@ class ContinuousRunner(BatchRunner):
     # -- the next token of every row ------------------------------------------------------------
     def _pick(self) -> list[int]:
         """Each row's next token, greedy (temperature 0), after its own filters."""
-        filtered = np.stack(
-            [_apply(a.filters, a.logits[None], a.seq[:, : a.n_seq])[0] for a in self._active]
-        )
+        filtered = np.stack([a.logits for a in self._active])  # the one copy the filters mask
+        for k, a in enumerate(self._active):
+            for f in a.filters:
+                f.mask(filtered[k : k + 1], a.seq[:, : a.n_seq])
         picked = filtered.argmax(-1)
         logprobs = filtered[np.arange(len(picked)), picked] - logsumexp(filtered)
         for a, token, lp in zip(self._active, picked.tolist(), logprobs.tolist()):
@@ -254,12 +255,6 @@ class ContinuousRunner(BatchRunner):
             self._state = state
         else:
             self._state.join(state)
-
-
-def _apply(filters: list[LogitFilter], logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    for f in filters:
-        logits = f.apply(logits, tokens)
-    return logits
 
 
 def make_runner(session: Any, tokenizer: Any, capabilities: Any, batch: Any) -> BatchRunner:
