@@ -1,4 +1,4 @@
-"""int8 weights of the decoder-side graphs as ONNX Runtime's ``MatMulNBits`` (8 bits, blocks of 64).
+"""int8 weights of the decoder-side graphs as ONNX Runtime's ``MatMulNBits`` (8 bits, blocks of 32).
 
 ``quantize_dynamic``'s ``DynamicQuantizeMatMul`` quantizes its activations with one scale per
 call: the rows decoded together share it, so a row's tokens depended on which other rows (other
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BLOCK = 64
+BLOCK = 32
 BITS = 8
 ACCURACY_LEVEL = 4  # int8 activations (per row and block) on int8 weights: the VNNI/AMX kernels
 DETAIL = {
