@@ -2,15 +2,19 @@
 
     python tools/memory_check.py                    # 15.5 min chapter, then both chapters x5 (~2 h)
     python tools/memory_check.py --repeat 2 --backend cpu --batch-size 8
+    python tools/memory_check.py --preload /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 
 The long file is written once to a temporary FLAC (the two long-form chapters concatenated,
 repeated). Each transcription runs in a fresh subprocess so its peak RSS is its own.
+``--preload`` runs those subprocesses with another malloc (``LD_PRELOAD``): glibc's keeps
+the heap that ONNX Runtime's per-run buffers fragment, jemalloc returns it (see the README).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -58,8 +62,9 @@ def write_long_file(path: Path, repeat: int) -> float:
 
 def measure(path: Path, args: argparse.Namespace) -> dict:
     code = CHILD.format(model=args.model, backend=args.backend, batch_size=args.batch_size)
+    env = {**os.environ, "LD_PRELOAD": args.preload} if args.preload else None
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True, env=env
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -70,7 +75,10 @@ def main() -> None:
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--backend", default=None, help="default: the profile detect chooses")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--preload", default=None, help="a malloc library to LD_PRELOAD (jemalloc)")
     args = ap.parse_args()
+    if args.preload and not Path(args.preload).is_file():
+        ap.error(f"--preload {args.preload}: no such library (Debian: apt install libjemalloc2)")
     short = max(load_longform(), key=lambda c: c.duration_s).audio
     with tempfile.TemporaryDirectory() as tmp:
         long_path = Path(tmp) / "long.flac"
