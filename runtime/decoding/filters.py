@@ -47,8 +47,9 @@ class LogitFilter:
 
 
 def apply_filters(filters: list[LogitFilter], logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """The logits after every filter in order, on one copy (``logits`` untouched)."""
-    out = np.array(logits, dtype=np.float32, copy=True)
+    """The logits after every filter in order, on one copy of their dtype (``logits``
+    untouched)."""
+    out = np.array(logits, copy=True)
     for f in filters:
         f.mask(out, tokens)
     return out
