@@ -6,8 +6,8 @@
 
 The long file is written once to a temporary FLAC (the two long-form chapters concatenated,
 repeated). Each transcription runs in a fresh subprocess so its peak RSS is its own.
-``--preload`` runs those subprocesses with another malloc (``LD_PRELOAD``): glibc's keeps
-the heap that ONNX Runtime's per-run buffers fragment, jemalloc returns it (see the README).
+``--preload`` runs those subprocesses with another malloc (``LD_PRELOAD``): glibc's holds on
+to heap that ONNX Runtime's per-run buffers fragment, jemalloc gives more of it back (README).
 """
 
 from __future__ import annotations
