@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
 from runtime.errors import AudioError, RuntimeInputError
+from runtime.pipeline import engine as engine_module
 from runtime.pipeline.engine import Engine, QueueFullError
 from runtime.pipeline.source import SourceRun
-from tests.conftest import EVAL_DIR
+from tests.conftest import EVAL_DIR, eval_file
 from tools.eval_common import load_librispeech, wer
 
 
@@ -143,3 +146,34 @@ def test_engine_without_prepare_ahead(cpu_runtime):
     with Engine(template.model, batch) as engine:
         result = engine.submit(np.zeros(3 * 16000, np.float32)).result(timeout=120)
     assert result.segments == ()
+
+
+def test_engines_left_running_are_closed_at_exit(cpu_runtime, utterances):
+    """The hook ``atexit`` runs: an engine nobody closed (a ``transcribe_many`` generator its
+    consumer abandoned) is cancelled and its worker joined, so no thread is inside the backend
+    when the process exits."""
+    engine = cpu_runtime.engine(batch_size=2)
+    futures = [engine.submit(u.audio) for u in utterances[:4]]
+    assert engine in engine_module._RUNNING
+    engine_module.close_running_engines()
+    assert engine not in engine_module._RUNNING
+    assert engine._worker is not None and not engine._worker.is_alive()
+    assert all(f.done() for f in futures) and any(f.cancelled() for f in futures)
+
+
+def test_a_consumer_that_stops_on_an_exception_exits_with_its_own_status():
+    """Before the exit hook, a script whose loop over ``transcribe_many`` raised left the worker
+    inside ONNX Runtime as the process ended: it aborted (status 134, "terminate called")."""
+    jfk = eval_file("jfk.flac")
+    script = (
+        "from runtime import Runtime\n"
+        f"results = Runtime('tiny.en').transcribe_many([{str(jfk)!r}] * 60)\n"
+        "next(results)\n"
+        "raise RuntimeError('stopped after the first result')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "stopped after the first result" in proc.stderr
+    assert "terminate called" not in proc.stderr

@@ -14,10 +14,12 @@ limit bounds them); ``on_segments`` streams an input's segments in order as they
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -56,6 +58,21 @@ class LoadedModel:
     transcription: Callable[
         [list[Segment], str | None, float, dict[str, float], float | None], Transcription
     ]
+
+
+# Engines whose worker runs. The worker is a daemon thread: a process that exits while it is
+# inside ONNX Runtime aborts ("terminate called without an active exception", status 134), as
+# when a consumer of ``transcribe_many`` stops on an exception and its generator is never closed.
+_RUNNING: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def close_running_engines() -> None:
+    """Cancel and join every engine still running (at interpreter exit, before teardown)."""
+    for engine in list(_RUNNING):
+        engine.close(wait=False)
+
+
+atexit.register(close_running_engines)
 
 
 @dataclass
@@ -97,6 +114,7 @@ class Engine:
         if self._worker is None:
             self._worker = threading.Thread(target=self._loop, name="engine", daemon=True)
             self._worker.start()
+            _RUNNING.add(self)
         return self
 
     @property
@@ -120,6 +138,7 @@ class Engine:
             self._cond.notify_all()
         if self._worker is not None:
             self._worker.join()
+        _RUNNING.discard(self)
         self.scheduler.close()
 
     # -- submitting -----------------------------------------------------------------------------
