@@ -46,12 +46,17 @@ class LogitFilter:
         return apply_filters([self], logits, tokens)
 
 
+def mask_filters(filters: list[LogitFilter], logits: np.ndarray, tokens: np.ndarray) -> None:
+    """Every filter's ``mask`` in order, on ``logits`` in place."""
+    for f in filters:
+        f.mask(logits, tokens)
+
+
 def apply_filters(filters: list[LogitFilter], logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     """The logits after every filter in order, on one copy of their dtype (``logits``
     untouched)."""
     out = np.array(logits, copy=True)
-    for f in filters:
-        f.mask(out, tokens)
+    mask_filters(filters, out, tokens)
     return out
 
 

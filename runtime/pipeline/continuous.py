@@ -26,7 +26,7 @@ import numpy as np
 from runtime.backend import JoinableState
 from runtime.decoding import DecodingOptions, DecodingResult
 from runtime.decoding.decode import Prompt, build_filters, build_prompt
-from runtime.decoding.filters import LogitFilter, log_softmax, logsumexp
+from runtime.decoding.filters import LogitFilter, log_softmax, logsumexp, mask_filters
 from runtime.pipeline.runner import BatchRunner, Row
 from runtime.pipeline.scheduler import Batch, Scheduler
 from runtime.pipeline.segments import align_windows
@@ -161,8 +161,7 @@ class ContinuousRunner(BatchRunner):
         """Each row's next token, greedy (temperature 0), after its own filters."""
         filtered = np.stack([a.logits for a in self._active])  # the one copy the filters mask
         for k, a in enumerate(self._active):
-            for f in a.filters:
-                f.mask(filtered[k : k + 1], a.seq[:, : a.n_seq])
+            mask_filters(a.filters, filtered[k : k + 1], a.seq[:, : a.n_seq])
         picked = filtered.argmax(-1)
         logprobs = filtered[np.arange(len(picked)), picked] - logsumexp(filtered)
         for a, token, lp in zip(self._active, picked.tolist(), logprobs.tolist()):
