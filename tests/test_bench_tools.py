@@ -35,3 +35,29 @@ def test_bench_encoder_options_times_a_window_and_refuses_a_missing_provider():
         assert re.search(r"round 1 ov-bf16: [\d.]+ ms per window", done.stdout)
     else:
         assert "round 1 ov-bf16: failed: no OpenVINO execution provider here" in done.stdout
+
+
+CROSS_SHAPE = dict(rows=2, heads=3, dh=80, keys=37, layers=2, tokens=5)  # the kernel's edges
+
+
+@pytest.mark.parametrize("variant", ["ort-fp32", "ort-fp16", "ort-attention-fp16", "ort-mha-fp16"])
+def test_bench_cross_attention_variants_match_a_float64_reference(variant):
+    """softmax(q K^T) V on keys not a multiple of 16, heads wider than 64, several query tokens:
+    float32 exactly, float16 keys and values within their rounding."""
+    from tools import bench_cross_attention as bench
+
+    result = bench.measure_one(variant, CROSS_SHAPE, calls=2)
+    assert result["max_error"] < (1e-5 if variant == "ort-fp32" else 2e-3), result
+    assert result["ms"] > 0
+
+
+def test_bench_cross_attention_kernel_matches_a_float64_reference(tmp_path):
+    """The float16 kernel, where this machine can build and run it (cc, AVX-512)."""
+    from tools import bench_cross_attention as bench
+
+    try:
+        bench.build_kernel(tmp_path)
+    except SystemExit as why:
+        pytest.skip(str(why))
+    result = bench.measure_one("kernel-fp16", CROSS_SHAPE, calls=2)
+    assert result["max_error"] < 2e-3, result
