@@ -1,5 +1,5 @@
 """The decoder's cross-attention, one step of every layer, in ways ONNX Runtime's CPU provider
-can run it, against a float16 kernel it does not have (``tools/cross_attention_fp16.c``).
+can run it, against this project's float16 kernel (``backends/onnx/kernels/``).
 
     python tools/bench_cross_attention.py --rows 1,4,8 --rounds 3
 
@@ -13,22 +13,19 @@ measures, with tiny.en's shapes by default (6 heads of 64, 1500 keys, 4 layers):
 - ``ort-fp16``: the same on float16 keys and values (query and result cast);
 - ``ort-attention-fp16``: ONNX's ``Attention`` (opset 23) on float16;
 - ``ort-mha-fp16``: ``com.microsoft.MultiHeadAttention`` on float16;
-- ``kernel-fp16``: the C kernel, built here with ``cc`` (AVX-512), called through ctypes with
-  OpenMP on as many threads as ONNX Runtime gets.
+- ``kernel-fp16``: the runtime's C kernel (``backends.onnx.kernel``, built here with ``cc``;
+  AVX-512), on as many threads as ONNX Runtime gets.
 
 Each variant runs in its own process, rounds interleaved, every round printed, with its largest
-difference from a float64 reference. Using such a kernel in the runtime needs ONNX Runtime's C
-API headers to build a custom operator; none of the package registries this project builds
-from ships them (docs/benchmarks.md, fifth pass).
+difference from a float64 reference. The ``cpu`` profile decodes with the kernel
+(``cross_attention_kernel``; docs/benchmarks.md, fifth pass).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,11 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "cross_attention_fp16.c"
+REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("ort-fp32", "ort-fp16", "ort-attention-fp16", "ort-mha-fp16", "kernel-fp16")
 THREADS = 2
-CFLAGS = ["-O3", "-ffast-math", "-fopenmp", "-shared", "-fPIC"]
 SHAPE_ARGS = ("tokens", "heads", "head_dim", "keys", "layers")
 
 
@@ -128,23 +123,21 @@ def ort_runner(variant: str, data: dict):
     return run
 
 
-def build_kernel(folder: Path) -> ctypes.CDLL:
-    """The C kernel as a shared library (``cc``, OpenMP); SystemExit where it cannot run."""
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if cc is None:
-        raise SystemExit(f"kernel-fp16 needs a C compiler (cc) to build {SOURCE.name}")
-    lib = folder / "xattn.so"
-    subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", str(lib), "-lm"], check=True)
-    kernel = ctypes.CDLL(str(lib))
-    if not kernel.xattn_supported():
-        raise SystemExit("kernel-fp16 needs a CPU with AVX-512 (BW, VL)")
+def build_kernel(folder: Path):
+    """The runtime's kernel (``backends.onnx.kernel``), built into ``folder``; SystemExit where
+    it cannot run here."""
+    from backends.onnx.kernel import load_kernel
+
+    kernel = load_kernel(folder, THREADS)
+    if isinstance(kernel, str):
+        raise SystemExit(kernel)
     return kernel
 
 
-def kernel_runner(kernel: ctypes.CDLL, data: dict):
+def kernel_runner(kernel, data: dict):
     """The kernel over every layer: keys repacked as panels of 16, values as they are."""
     q = np.ascontiguousarray(data["q"])
-    b, h, t, dh = q.shape
+    b, h, _, dh = q.shape
     s = data["v"][0].shape[2]
     panels = -(-s // 16)
     keys, values = [], []
@@ -153,24 +146,10 @@ def kernel_runner(kernel: ctypes.CDLL, data: dict):
         panel = padded.reshape(b, h, dh, panels, 16).transpose(0, 1, 3, 2, 4)
         keys.append(np.ascontiguousarray(panel, np.float16))
         values.append(np.ascontiguousarray(v, np.float16))
-    out = np.empty((b, h, t, dh), np.float32)
-    scores, work = (np.empty((b, h, t, s), np.float32) for _ in range(2))
-    ptr = ctypes.c_void_p
 
     def run() -> np.ndarray:
         for k, v in zip(keys, values):
-            kernel.xattn(
-                ptr(q.ctypes.data),
-                ptr(k.ctypes.data),
-                ptr(v.ctypes.data),
-                ptr(out.ctypes.data),
-                ptr(scores.ctypes.data),
-                ptr(work.ctypes.data),
-                b * h,
-                t,
-                dh,
-                s,
-            )
+            out = kernel(q, k, v)[0]
         return out
 
     return run

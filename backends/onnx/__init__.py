@@ -71,13 +71,50 @@ class OnnxSession(BaseSession):
         """Each (graph, spec, batch) exported if needed, one at a time (an export holds the
         weights), then their sessions created side by side: ONNX Runtime builds a session
         without the GIL, so three take about as long as the largest (0.25 s against 0.35-0.45
-        s for tiny on 2 cores)."""
+        s for tiny on 2 cores). With the cross-attention kernel, the float16 ``cross_kv`` and
+        the decoder's parts stand in for the two decoder graphs (``split``)."""
         from concurrent.futures import ThreadPoolExecutor
 
         located = [(graph, spec, self._locate(graph, spec, batch)) for graph, spec, batch in graphs]
+        kernel = self._kernel()
+        if kernel is not None:
+            from backends.onnx.split import derive
+
+            encoder, (name, spec, cross), (dec_name, dec_spec, decoder) = located
+            fp16_cross, parts = derive(cross, decoder)
+            located = [encoder, (name, spec, fp16_cross)]
+            located += [(dec_name, dec_spec, part) for part in parts]
         with ThreadPoolExecutor(len(located)) as pool:
             futures = [pool.submit(self._open, *item) for item in located]
-            return [f.result() for f in futures]
+            opened = [f.result() for f in futures]
+        if kernel is None:
+            return opened
+        from backends.onnx.split import KernelDecoder, kernel_manifest
+
+        return [*opened[:2], KernelDecoder(opened[2:], kernel_manifest(decoder[1]), kernel)]
+
+    def _kernel(self) -> Any:
+        """The float16 cross-attention kernel where the profile asks for it and the decoder
+        runs exported graphs on the CPU alone without I/O binding; None otherwise, or where
+        it cannot run here (said once, at INFO: the decoder graph attends by itself)."""
+        spec = self.options.decoder
+        if not self.options.cross_attention_kernel or spec.model or self.options.io_binding:
+            return None
+        if any(p.name != "CPUExecutionProvider" for p in spec.providers):
+            return None
+        import os
+
+        from backends.onnx.export import cache_root
+        from backends.onnx.kernel import load_kernel
+
+        threads = spec.intra_op_num_threads or os.cpu_count() or 1
+        kernel = load_kernel(cache_root(self.options.cache_dir) / "kernels", threads)
+        if isinstance(kernel, str):
+            import logging
+
+            logging.getLogger(__name__).info("%s; the decoder graph attends by itself", kernel)
+            return None
+        return kernel
 
     def _locate(self, graph: str, spec, batch: int | None) -> tuple[Path, Any]:
         """The graph's manifest path and manifest: a pre-exported one the options name, or the

@@ -239,6 +239,7 @@ def _decoder_layer(
     q = g.split_heads(
         _scaled_query(g, h, w, f"{p}.cross_attn.query", dh), n, dh, f"{p}.cross_attn.q"
     )
+    # backends.onnx.split cuts the graph at these names (attn_res, cross_attn.q/heads, /context)
     c, scores = g.attend_with_scores(q, f"cross_k.{i}", f"cross_v.{i}", None, f"{p}.cross_attn")
     c = g.linear(g.merge_heads(c, d.n_text_state, f"{p}.cross_attn"), w, f"{p}.cross_attn.out")
     x = g.mlp(g.op("Add", [x, c], f"{p}/cross_res"), w, p)

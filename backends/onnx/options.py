@@ -156,6 +156,12 @@ class OnnxOptions(BaseModel):
         description="Encoder self-attention as ONNX Runtime's MultiHeadAttention contrib "
         "op (CPU and CUDA providers; NPU compilers expect standard ops).",
     )
+    cross_attention_kernel: bool = Field(
+        default=False,
+        description="Decoder cross-attention over float16 keys and values by this project's "
+        "CPU kernel (built with the system's C compiler on first use; AVX-512), the decoder "
+        "graph cut around it; falls back to the graph's own attention where it cannot run.",
+    )
     io_binding: bool | None = Field(
         default=None,
         description="Decoder steps through ONNX Runtime's I/O binding, the cross-attention "

@@ -1,13 +1,15 @@
-/* Whisper's decoder cross-attention over float16 keys and values, for tools/bench_cross_attention.py.
+/* Whisper's decoder cross-attention over float16 keys and values (backends/onnx/kernel.py).
 
    softmax(q K^T) V for every (row, head): q (BH, T, D) float32, already scaled; keys as panels of
    16 (BH, ceil(S/16), D, 16) float16 so a block of 16 scores reads 2 KB in order; values
    (BH, S, D) float16. Scores (BH, T, S) are written too (word timestamps read them). Keys and
    values are read once per (row, head) and widened to float32 in registers (F16C), so the step
-   reads half the bytes of ONNX Runtime's float32 MatMul + Softmax + MatMul. AVX-512 only: a
-   prototype to measure, not a kernel the runtime uses (see docs/benchmarks.md, fifth pass).
+   reads half the bytes of ONNX Runtime's float32 MatMul + Softmax + MatMul, whose float16 paths
+   widen to float32 in memory first (tools/bench_cross_attention.py). AVX-512 only; elsewhere
+   xattn_supported() says 0 and the decoder graph computes the attention itself.
 
-   cc -O3 -ffast-math -fopenmp -shared -fPIC cross_attention_fp16.c -o xattn.so -lm */
+   cc -O3 -ffast-math -fopenmp -shared -fPIC cross_attention_fp16.c -o xattn.so -lm
+   (OMP_WAIT_POLICY=PASSIVE: idle workers must not spin on the cores ONNX Runtime needs next) */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -63,9 +65,9 @@ AVX512 static void context(const float* w, const uint16_t* v, float* out, int D,
 
 /* work: (BH, T, S) floats of scratch for the softmax's weights */
 void xattn(const float* q, const uint16_t* k, const uint16_t* v, float* out, float* s, float* work,
-           int BH, int T, int D, int S) {
+           int BH, int T, int D, int S, int threads) {
     size_t kstride = (size_t)((S + 15) / 16) * 16 * D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int u = 0; u < BH; u++) {
         const float* qu = q + (size_t)u * T * D;
         float* su = s + (size_t)u * T * S;
@@ -80,7 +82,8 @@ void xattn(const float* q, const uint16_t* k, const uint16_t* v, float* out, flo
 #else
 int xattn_supported(void) { return 0; }
 void xattn(const float* q, const uint16_t* k, const uint16_t* v, float* out, float* s, float* work,
-           int BH, int T, int D, int S) {
+           int BH, int T, int D, int S, int threads) {
     (void)q; (void)k; (void)v; (void)out; (void)s; (void)work; (void)BH; (void)T; (void)D; (void)S;
+    (void)threads;
 }
 #endif
