@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -95,23 +97,21 @@ class OnnxSession(BaseSession):
 
     def _kernel(self) -> Any:
         """The float16 cross-attention kernel where the profile asks for it and the decoder
-        runs exported graphs on the CPU alone without I/O binding; None otherwise, or where
-        it cannot run here (said once, at INFO: the decoder graph attends by itself)."""
+        runs exported float32 or int8 graphs on the CPU alone without I/O binding; None
+        otherwise, or where it cannot run here (said at INFO: the decoder graph attends by
+        itself)."""
         spec = self.options.decoder
         if not self.options.cross_attention_kernel or spec.model or self.options.io_binding:
             return None
-        if any(p.name != "CPUExecutionProvider" for p in spec.providers):
-            return None
-        import os
-
+        cpu_only = all(p.name == "CPUExecutionProvider" for p in spec.providers)
+        if not cpu_only or (spec.precision or self.precision) not in ("fp32", "int8"):
+            return None  # the kernel reads float32 queries and writes float32 contexts
         from backends.onnx.export import cache_root
         from backends.onnx.kernel import load_kernel
 
         threads = spec.intra_op_num_threads or os.cpu_count() or 1
         kernel = load_kernel(cache_root(self.options.cache_dir) / "kernels", threads)
         if isinstance(kernel, str):
-            import logging
-
             logging.getLogger(__name__).info("%s; the decoder graph attends by itself", kernel)
             return None
         return kernel

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from backends.onnx.export import save_graph
 from backends.onnx.kernel import PANEL, CrossAttentionKernel
 from backends.onnx.manifest import Manifest, TensorSpec
 from backends.onnx.sessions import Graph
@@ -39,7 +40,8 @@ def derive(cross: Located, decoder: Located) -> tuple[Located, list[Located]]:
     n_layers = len(dec_m.inputs_of("cross_k"))
     fp16_file = f"{Path(cross_m.file).stem}.fp16.onnx"
     part_files = [f"{Path(dec_m.file).stem}.part{i}.onnx" for i in range(n_layers + 1)]
-    if not (_read(stamp_path) == stamp and (folder / fp16_file).exists()):
+    made = [folder / f for f in (fp16_file, *part_files)]
+    if not (_read(stamp_path) == stamp and all(p.exists() for p in made)):
         _write_fp16_cross(sources[0], folder / fp16_file)
         _write_parts(sources[1], n_layers, [folder / f for f in part_files])
         stamp_path.write_text(json.dumps(stamp))
@@ -121,7 +123,7 @@ def _write_fp16_cross(source: Path, target: Path) -> None:
                 ]
             )
         out.CopyFrom(helper.make_tensor_value_info(name, TensorProto.FLOAT16, None))
-    onnx.save(model, str(target))
+    save_graph(model, target)
 
 
 def _write_parts(source: Path, n_layers: int, targets: list[Path]) -> None:
@@ -147,7 +149,7 @@ def _write_parts(source: Path, n_layers: int, targets: list[Path]) -> None:
         else:
             inputs = [*masks, *before, f"self_k.{i}", f"self_v.{i}"]
             outputs = [*cross_attention_cut(i)[:2], f"new_k.{i}", f"new_v.{i}"]
-        onnx.save(extractor.extract_model(list(dict.fromkeys(inputs)), outputs), str(target))
+        save_graph(extractor.extract_model(list(dict.fromkeys(inputs)), outputs), target)
 
 
 class KernelDecoder:
