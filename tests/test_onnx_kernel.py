@@ -144,3 +144,16 @@ def test_without_a_compiler_the_graph_attends_and_says_why(
     assert session.cross_graph.manifest.outputs_of("cross_k")[0].dtype == "float32"
     assert any("no C compiler (cc)" in r.getMessage() for r in caplog.records)
     assert not list(tmp_path.rglob("*.so"))
+
+
+def test_placement_reports_the_parts_as_one_decoder(sessions):
+    """``runtime detect`` and ``--verbose`` see one decoder: the parts' nodes counted
+    together, each part's own count (not the whole graph's) from when it was cut."""
+    plain, cut = sessions
+    parts = cut.decoder_graph.parts
+    counts = [p.placement.nodes["CPUExecutionProvider"] for p in parts]
+    whole = plain.decoder_graph.placement.nodes["CPUExecutionProvider"]
+    assert [p.placement.graph for p in parts] == [f"decoder part {i}" for i in range(len(parts))]
+    assert all(0 < n < whole for n in counts)
+    assert cut.decoder_graph.placement.graph == "decoder"
+    assert cut.decoder_graph.placement.nodes == {"CPUExecutionProvider": sum(counts)}

@@ -85,7 +85,7 @@ class OnnxSession(BaseSession):
             encoder, (name, spec, cross), (dec_name, dec_spec, decoder) = located
             fp16_cross, parts = derive(cross, decoder)
             located = [encoder, (name, spec, fp16_cross)]
-            located += [(dec_name, dec_spec, part) for part in parts]
+            located += [(f"{dec_name} part {i}", dec_spec, part) for i, part in enumerate(parts)]
         with ThreadPoolExecutor(len(located)) as pool:
             futures = [pool.submit(self._open, *item) for item in located]
             opened = [f.result() for f in futures]
@@ -111,9 +111,11 @@ class OnnxSession(BaseSession):
 
         threads = spec.intra_op_num_threads or os.cpu_count() or 1
         kernel = load_kernel(cache_root(self.options.cache_dir) / "kernels", threads)
+        log = logging.getLogger(__name__)
         if isinstance(kernel, str):
-            logging.getLogger(__name__).info("%s; the decoder graph attends by itself", kernel)
+            log.info("%s; the decoder graph attends by itself", kernel)
             return None
+        log.info("decoder cross-attention: float16 kernel, %d threads", threads)
         return kernel
 
     def _locate(self, graph: str, spec, batch: int | None) -> tuple[Path, Any]:

@@ -25,7 +25,7 @@ from backends.onnx.kernel import PANEL, CrossAttentionKernel
 from backends.onnx.manifest import Manifest, TensorSpec
 from backends.onnx.sessions import Graph
 
-VERSION = 1  # of the derived graphs: a change here exports them again
+VERSION = 2  # of the derived graphs: a change here makes them again
 Located = tuple[Path, Manifest]  # a manifest's path and the manifest
 
 
@@ -38,21 +38,29 @@ def derive(cross: Located, decoder: Located) -> tuple[Located, list[Located]]:
     stamp_path = folder / f"{Path(dec_m.file).stem}.split.json"
     stamp = {"version": VERSION, "sources": [_identity(p) for p in sources]}
     n_layers = len(dec_m.inputs_of("cross_k"))
-    fp16_file = f"{Path(cross_m.file).stem}.fp16.onnx"
-    part_files = [f"{Path(dec_m.file).stem}.part{i}.onnx" for i in range(n_layers + 1)]
-    made = [folder / f for f in (fp16_file, *part_files)]
-    if not (_read(stamp_path) == stamp and all(p.exists() for p in made)):
-        _write_fp16_cross(sources[0], folder / fp16_file)
-        _write_parts(sources[1], n_layers, [folder / f for f in part_files])
-        stamp_path.write_text(json.dumps(stamp))
-    fp16_cross = dataclasses.replace(
-        cross_m, file=fp16_file, outputs=tuple(_fp16(t) for t in cross_m.outputs)
-    )
+    files = [f"{Path(cross_m.file).stem}.fp16.onnx"]
+    files += [f"{Path(dec_m.file).stem}.part{i}.onnx" for i in range(n_layers + 1)]
+    made = _read(stamp_path) or {}
+    if {k: made.get(k) for k in stamp} != stamp or not all((folder / f).exists() for f in files):
+        nodes = [_write_fp16_cross(sources[0], folder / files[0])]
+        nodes += _write_parts(sources[1], n_layers, [folder / f for f in files[1:]])
+        made = {**stamp, "nodes": nodes}
+        stamp_path.write_text(json.dumps(made))
+    nodes = made["nodes"]
+    fp16_cross = _derived(cross_m, files[0], nodes[0], fp16_outputs=True)
     parts = [
-        (dec_path.with_name(f"{Path(f).stem}.json"), dataclasses.replace(dec_m, file=f))
-        for f in part_files
+        (dec_path.with_name(f"{Path(f).stem}.json"), _derived(dec_m, f, n))
+        for f, n in zip(files[1:], nodes[1:])
     ]
-    return (cross_path.with_name(f"{Path(fp16_file).stem}.json"), fp16_cross), parts
+    return (cross_path.with_name(f"{Path(files[0]).stem}.json"), fp16_cross), parts
+
+
+def _derived(manifest: Manifest, file: str, nodes: int, fp16_outputs: bool = False) -> Manifest:
+    """``manifest`` for a derived graph: its file, its node count (placement), and float16
+    cross-attention outputs for the float16 ``cross_kv``."""
+    outputs = tuple(_fp16(t) for t in manifest.outputs) if fp16_outputs else manifest.outputs
+    details = {**manifest.details, "graph_nodes": nodes}
+    return dataclasses.replace(manifest, file=file, details=details, outputs=outputs)
 
 
 def cross_attention_cut(i: int) -> tuple[str, str, str]:
@@ -91,8 +99,9 @@ def _read(path: Path) -> Any:
         return None
 
 
-def _write_fp16_cross(source: Path, target: Path) -> None:
-    """``cross_kv`` with each output cast to float16 in the graph, the keys as panels."""
+def _write_fp16_cross(source: Path, target: Path) -> int:
+    """``cross_kv`` with each output cast to float16 in the graph, the keys as panels; its
+    node count."""
     import onnx  # export time only
     from onnx import TensorProto, helper, numpy_helper
 
@@ -124,10 +133,12 @@ def _write_fp16_cross(source: Path, target: Path) -> None:
             )
         out.CopyFrom(helper.make_tensor_value_info(name, TensorProto.FLOAT16, None))
     save_graph(model, target)
+    return len(graph.node)
 
 
-def _write_parts(source: Path, n_layers: int, targets: list[Path]) -> None:
-    """The decoder cut at every layer's cross-attention (see the module's docstring)."""
+def _write_parts(source: Path, n_layers: int, targets: list[Path]) -> list[int]:
+    """The decoder cut at every layer's cross-attention (see the module's docstring); each
+    part's node count."""
     import onnx  # export time only
     from onnx import TensorProto, helper
 
@@ -142,6 +153,7 @@ def _write_parts(source: Path, n_layers: int, targets: list[Path]) -> None:
         raise ValueError(f"{source.name} has no {missing[0]}: export the decoder again")
     extractor = onnx.utils.Extractor(model)
     masks = ["tokens", "lengths", "self_v.0"]  # every layer's masks are made from these
+    nodes = []
     for i, target in enumerate(targets):
         before = list(cross_attention_cut(i - 1)[::2]) if i else []  # residual, context
         if i == n_layers:
@@ -149,7 +161,10 @@ def _write_parts(source: Path, n_layers: int, targets: list[Path]) -> None:
         else:
             inputs = [*masks, *before, f"self_k.{i}", f"self_v.{i}"]
             outputs = [*cross_attention_cut(i)[:2], f"new_k.{i}", f"new_v.{i}"]
-        save_graph(extractor.extract_model(list(dict.fromkeys(inputs)), outputs), target)
+        part = extractor.extract_model(list(dict.fromkeys(inputs)), outputs)
+        save_graph(part, target)
+        nodes.append(len(part.graph.node))
+    return nodes
 
 
 class KernelDecoder:
@@ -160,7 +175,11 @@ class KernelDecoder:
         self.manifest = manifest
         self.kernel = kernel
         self.session = parts[0].session  # where steps run (the CPU): for ``binding_device``
-        self.placement = parts[0].placement
+        counts: dict[str, int] = {}
+        for part in parts:
+            for provider, n in part.placement.nodes.items():
+                counts[provider] = counts.get(provider, 0) + n
+        self.placement = dataclasses.replace(parts[0].placement, graph="decoder", nodes=counts)
         self._inputs = [[i.name for i in p.session.get_inputs()] for p in parts]
         self._outputs = [[o.name for o in p.session.get_outputs()] for p in parts]
         self._heads = [tuple(h) for h in manifest.details.get("alignment_heads", [])]
