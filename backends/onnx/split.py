@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -175,11 +176,12 @@ class KernelDecoder:
         self.manifest = manifest
         self.kernel = kernel
         self.session = parts[0].session  # where steps run (the CPU): for ``binding_device``
-        counts: dict[str, int] = {}
+        counts: Counter[str] = Counter()
         for part in parts:
-            for provider, n in part.placement.nodes.items():
-                counts[provider] = counts.get(provider, 0) + n
-        self.placement = dataclasses.replace(parts[0].placement, graph="decoder", nodes=counts)
+            counts.update(part.placement.nodes)
+        self.placement = dataclasses.replace(
+            parts[0].placement, graph="decoder", nodes=dict(counts)
+        )
         self._inputs = [[i.name for i in p.session.get_inputs()] for p in parts]
         self._outputs = [[o.name for o in p.session.get_outputs()] for p in parts]
         self._heads = [tuple(h) for h in manifest.details.get("alignment_heads", [])]
