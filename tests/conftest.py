@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DIR = REPO.parent / "shared" / "eval"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def rel_err(got, want) -> float:
+    """Largest absolute difference relative to the largest magnitude of ``want``."""
+    return float(np.abs(got - want).max() / np.abs(want).max())
 
 
 def eval_file(*parts: str) -> Path:

@@ -17,11 +17,7 @@ pytest.importorskip("onnx")
 from backends.onnx import OnnxBackend, eps  # noqa: E402
 from runtime.backend import LoadOptions  # noqa: E402
 from runtime.errors import BackendUnavailableError  # noqa: E402
-from tests.conftest import FIXTURES, REPO, eval_file  # noqa: E402
-
-
-def rel_err(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got - want).max() / np.abs(want).max())
+from tests.conftest import FIXTURES, REPO, eval_file, rel_err  # noqa: E402
 
 
 @pytest.fixture(scope="module")

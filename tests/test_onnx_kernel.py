@@ -15,14 +15,11 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from backends.onnx import OnnxBackend  # noqa: E402
-from backends.onnx.kernel import load_kernel  # noqa: E402
+from backends.onnx.kernel import load_kernel, to_panels  # noqa: E402
 from backends.onnx.sessions import Graph  # noqa: E402
 from backends.onnx.split import KernelDecoder  # noqa: E402
 from runtime.backend import LoadOptions  # noqa: E402
-
-
-def rel_err(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got - want).max() / np.abs(want).max())
+from tests.conftest import rel_err  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +46,6 @@ def sessions(tiny_model, cache_dir, kernel):
     return load(tiny_model, cache_dir, False), load(tiny_model, cache_dir, True)
 
 
-def panels(keys: np.ndarray) -> np.ndarray:
-    """(B, H, dh, S) float32 keys as the kernel reads them: (B, H, ceil(S/16), dh, 16) float16."""
-    b, h, dh, s = keys.shape
-    p = -(-s // 16)
-    padded = np.pad(keys, ((0, 0), (0, 0), (0, 0), (0, 16 * p - s)))
-    return np.ascontiguousarray(
-        padded.reshape(b, h, dh, p, 16).transpose(0, 1, 3, 2, 4), np.float16
-    )
-
-
 @pytest.mark.parametrize("shape", [(2, 3, 5, 80, 37), (1, 6, 1, 64, 1500), (3, 2, 9, 64, 16)])
 def test_kernel_is_softmax_attention_over_its_float16_inputs(kernel, shape):
     """Context and scores of every row, head and query token, against float64 over the same
@@ -68,7 +55,7 @@ def test_kernel_is_softmax_attention_over_its_float16_inputs(kernel, shape):
     q = (rng.standard_normal((b, h, t, dh)) / 8).astype(np.float32)
     keys = rng.standard_normal((b, h, dh, s)).astype(np.float32)
     values = rng.standard_normal((b, h, s, dh)).astype(np.float16)
-    context, scores = kernel(q, panels(keys), values)
+    context, scores = kernel(q, to_panels(keys), values)
     want_scores = q.astype(np.float64) @ keys.astype(np.float16).astype(np.float64)
     weights = np.exp(want_scores - want_scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)

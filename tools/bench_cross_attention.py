@@ -136,16 +136,11 @@ def build_kernel(folder: Path):
 
 def kernel_runner(kernel, data: dict):
     """The kernel over every layer: keys repacked as panels of 16, values as they are."""
+    from backends.onnx.kernel import to_panels
+
     q = np.ascontiguousarray(data["q"])
-    b, h, _, dh = q.shape
-    s = data["v"][0].shape[2]
-    panels = -(-s // 16)
-    keys, values = [], []
-    for k, v in zip(data["k"], data["v"]):
-        padded = np.pad(k, ((0, 0), (0, 0), (0, 0), (0, panels * 16 - s)))
-        panel = padded.reshape(b, h, dh, panels, 16).transpose(0, 1, 3, 2, 4)
-        keys.append(np.ascontiguousarray(panel, np.float16))
-        values.append(np.ascontiguousarray(v, np.float16))
+    keys = [to_panels(k) for k in data["k"]]
+    values = [np.ascontiguousarray(v, np.float16) for v in data["v"]]
 
     def run() -> np.ndarray:
         for k, v in zip(keys, values):

@@ -56,6 +56,16 @@ class CrossAttentionKernel:
         return context, scores
 
 
+def to_panels(keys: np.ndarray) -> np.ndarray:
+    """Keys (B, H, dh, S) as the kernel reads them: (B, H, ceil(S/16), dh, 16) float16, zero
+    past S (the ``cross_kv`` graph of ``split`` makes the same layout in the graph)."""
+    b, h, dh, s = keys.shape
+    panels = -(-s // PANEL)
+    padded = np.pad(keys, ((0, 0), (0, 0), (0, 0), (0, panels * PANEL - s)))
+    grouped = padded.reshape(b, h, dh, panels, PANEL).transpose(0, 1, 3, 2, 4)
+    return np.ascontiguousarray(grouped, np.float16)
+
+
 def load_kernel(cache: Path, threads: int) -> CrossAttentionKernel | str:
     """The kernel, built into ``cache`` when not there yet; or why it cannot run here."""
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
