@@ -73,49 +73,87 @@ class OnnxSession(BaseSession):
         """Each (graph, spec, batch) exported if needed, one at a time (an export holds the
         weights), then their sessions created side by side: ONNX Runtime builds a session
         without the GIL, so three take about as long as the largest (0.25 s against 0.35-0.45
-        s for tiny on 2 cores). With the cross-attention kernel, the float16 ``cross_kv`` and
-        the decoder's parts stand in for the two decoder graphs (``split``)."""
+        s for tiny on 2 cores). With this project's kernels, the encoder's parts stand in for
+        the encoder (``split_encoder``), and the float16 ``cross_kv`` and the decoder's parts
+        for the two decoder graphs (``split``)."""
         from concurrent.futures import ThreadPoolExecutor
 
         located = [(graph, spec, self._locate(graph, spec, batch)) for graph, spec, batch in graphs]
-        kernel = self._kernel()
-        if kernel is not None:
+        groups = [[item] for item in located]
+        encoder_kernel, decoder_kernel = self._encoder_kernel(), self._kernel()
+        if encoder_kernel is not None:
+            from backends.onnx.split_encoder import derive_encoder
+
+            name, spec, encoder = located[0]
+            parts = derive_encoder(encoder)
+            groups[0] = [(f"{name} part {i}", spec, part) for i, part in enumerate(parts)]
+        if decoder_kernel is not None:
             from backends.onnx.split import derive
 
-            encoder, (name, spec, cross), (dec_name, dec_spec, decoder) = located
+            (name, spec, cross), (dec_name, dec_spec, decoder) = located[1:]
             fp16_cross, parts = derive(cross, decoder)
-            located = [encoder, (name, spec, fp16_cross)]
-            located += [(f"{dec_name} part {i}", dec_spec, part) for i, part in enumerate(parts)]
-        with ThreadPoolExecutor(len(located)) as pool:
-            futures = [pool.submit(self._open, *item) for item in located]
-            opened = [f.result() for f in futures]
-        if kernel is None:
-            return opened
-        from backends.onnx.split import KernelDecoder, kernel_manifest
+            groups[1] = [(name, spec, fp16_cross)]
+            groups[2] = [(f"{dec_name} part {i}", dec_spec, p) for i, p in enumerate(parts)]
+        flat = [item for group in groups for item in group]
+        with ThreadPoolExecutor(len(flat)) as pool:
+            futures = iter([pool.submit(self._open, *item) for item in flat])
+            opened = [[next(futures).result() for _ in group] for group in groups]
+        if encoder_kernel is not None:
+            from backends.onnx.split_encoder import KernelEncoder
 
-        return [*opened[:2], KernelDecoder(opened[2:], kernel_manifest(decoder[1]), kernel)]
+            opened[0] = [KernelEncoder(opened[0], located[0][2][1], encoder_kernel)]
+        if decoder_kernel is not None:
+            from backends.onnx.split import KernelDecoder, kernel_manifest
+
+            manifest = kernel_manifest(located[2][2][1])
+            opened[2] = [KernelDecoder(opened[2], manifest, decoder_kernel)]
+        return [group[0] for group in opened]
+
+    def _kernel_fits(self, spec: Any) -> bool:
+        """Whether a graph's spec lets this project's kernels stand in for its attention: an
+        exported (not pre-exported) float32 or int8 graph on the CPU alone."""
+        cpu_only = all(p.name == "CPUExecutionProvider" for p in spec.providers)
+        precise = (spec.precision or self.precision) in ("fp32", "int8")
+        return cpu_only and precise and not spec.model
+
+    def _encoder_kernel(self) -> Any:
+        """The bfloat16 self-attention kernel where the profile asks for it and the encoder is
+        an exported graph with fused attention that fits (``_kernel_fits``); None otherwise, or
+        where it cannot run here (said at INFO: the encoder graph attends by itself)."""
+        spec = self.options.encoder
+        if not self.options.encoder_attention_kernel or not self.options.fused_attention:
+            return None
+        if not self._kernel_fits(spec):
+            return None
+        from backends.onnx.kernel import load_self_attention
+
+        return self._load_kernel(load_self_attention, spec, "encoder self-attention")
 
     def _kernel(self) -> Any:
         """The float16 cross-attention kernel where the profile asks for it and the decoder
-        runs exported float32 or int8 graphs on the CPU alone without I/O binding; None
-        otherwise, or where it cannot run here (said at INFO: the decoder graph attends by
-        itself)."""
+        fits (``_kernel_fits``) without I/O binding; None otherwise, or where it cannot run
+        here (said at INFO: the decoder graph attends by itself)."""
         spec = self.options.decoder
-        if not self.options.cross_attention_kernel or spec.model or self.options.io_binding:
+        if not self.options.cross_attention_kernel or self.options.io_binding:
             return None
-        cpu_only = all(p.name == "CPUExecutionProvider" for p in spec.providers)
-        if not cpu_only or (spec.precision or self.precision) not in ("fp32", "int8"):
+        if not self._kernel_fits(spec):
             return None  # the kernel reads float32 queries and writes float32 contexts
-        from backends.onnx.export import cache_root
         from backends.onnx.kernel import load_kernel
 
+        return self._load_kernel(load_kernel, spec, "decoder cross-attention")
+
+    def _load_kernel(self, loader: Any, spec: Any, attention: str) -> Any:
+        """``loader``'s kernel with the graph's threads, or None where it says it cannot run
+        (INFO says which attention runs where, and why)."""
+        from backends.onnx.export import cache_root
+
         threads = spec.intra_op_num_threads or os.cpu_count() or 1
-        kernel = load_kernel(cache_root(self.options.cache_dir) / "kernels", threads)
+        kernel = loader(cache_root(self.options.cache_dir) / "kernels", threads)
         log = logging.getLogger(__name__)
         if isinstance(kernel, str):
-            log.info("%s; the decoder graph attends by itself", kernel)
+            log.info("%s; the graph computes the %s itself", kernel, attention)
             return None
-        log.info("decoder cross-attention: float16 kernel, %d threads", threads)
+        log.info("%s: this project's kernel, %d threads", attention, threads)
         return kernel
 
     def _locate(self, graph: str, spec, batch: int | None) -> tuple[Path, Any]:

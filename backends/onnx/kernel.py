@@ -1,18 +1,22 @@
-"""The float16 cross-attention kernel (``kernels/cross_attention_fp16.c``), built on first use.
+"""This project's CPU attention kernels (``kernels/*.c``), built on first use.
 
-ONNX Runtime's CPU kernels have no attention that reads float16 keys and values as they are:
-their float16 paths widen to float32 in memory first and are slower than float32
+``cross_attention_fp16.c``: the decoder's cross-attention over float16 keys and values. ONNX
+Runtime's CPU kernels have no attention that reads float16 keys and values as they are: their
+float16 paths widen to float32 in memory first and are slower than float32
 (``tools/bench_cross_attention.py``). A decoder step is bound by reading every row's
 cross-attention keys and values (147 MB at 8 rows for tiny.en), so this kernel, which widens
-in registers, halves that read and the memory that holds them. It cannot be an ONNX Runtime
-custom operator here (that needs ONNX Runtime's C headers, which no package registry this
-project installs from ships), so the decoder runs as graphs cut around it (``split``).
+in registers, halves that read and the memory that holds them.
 
-The shared library is compiled with the system's C compiler the first time and kept in the
-ONNX cache folder, keyed by the source's digest. Without a compiler, on a CPU without
-AVX-512, or where the build fails, ``load_kernel`` says why and the decoder graph computes the
-attention itself.
-"""
+``self_attention_bf16.c``: the encoder's self-attention with bfloat16 products (AVX512_BF16),
+twice the arithmetic per instruction of ONNX Runtime's float32 MultiHeadAttention, which is
+most of an encoder window's time on a CPU.
+
+Neither can be an ONNX Runtime custom operator here (that needs ONNX Runtime's C headers,
+which no package registry this project installs from ships), so the graphs run cut around
+them (``split``, ``split_encoder``). A shared library is compiled with the system's C compiler
+the first time and kept in the ONNX cache folder, keyed by the source's digest. Without a
+compiler, on a CPU without the instructions, or where the build fails, the loaders say why
+and the graphs compute the attention themselves."""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().parent / "kernels" / "cross_attention_fp16.c"
+SELF_SOURCE = SOURCE.with_name("self_attention_bf16.c")
 CFLAGS = ("-O3", "-ffast-math", "-fopenmp", "-shared", "-fPIC")
 PANEL = 16  # keys per panel: the kernel reads keys as (rows*heads, ceil(S/16), dh, 16)
 
@@ -56,6 +61,23 @@ class CrossAttentionKernel:
         return context, scores
 
 
+class SelfAttentionKernel:
+    """The encoder's softmax(q k^T) v per window and head in bfloat16 (see the C source)."""
+
+    def __init__(self, library: ctypes.CDLL, threads: int) -> None:
+        self._sattn = library.sattn
+        self.threads = threads
+
+    def __call__(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
+        """q, k, v (B, T, H*dh) float32, q and k scaled -> the context (B, T, H*dh)."""
+        b, t, width = q.shape
+        q, k, v = (np.ascontiguousarray(a, np.float32) for a in (q, k, v))
+        context = np.empty((b, t, width), np.float32)
+        pointers = [ctypes.c_void_p(a.ctypes.data) for a in (q, k, v, context)]
+        self._sattn(*pointers, b, t, heads, width // heads, self.threads)
+        return context
+
+
 def to_panels(keys: np.ndarray) -> np.ndarray:
     """Keys (B, H, dh, S) as the kernel reads them: (B, H, ceil(S/16), dh, 16) float16, zero
     past S (the ``cross_kv`` graph of ``split`` makes the same layout in the graph)."""
@@ -67,37 +89,56 @@ def to_panels(keys: np.ndarray) -> np.ndarray:
 
 
 def load_kernel(cache: Path, threads: int) -> CrossAttentionKernel | str:
-    """The kernel, built into ``cache`` when not there yet; or why it cannot run here."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    library = cache / f"cross_attention_fp16-{digest}.so"
-    if not library.exists():
-        built = _build(library)
-        if built:
-            return built
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when libgomp loads
-    try:
-        loaded = ctypes.CDLL(str(library))
-    except OSError as exc:
-        return f"the float16 cross-attention kernel did not load ({exc})"
+    """The cross-attention kernel, built into ``cache`` when not there yet; or why it cannot
+    run here."""
+    loaded = _library(SOURCE, cache, "float16 cross-attention")
+    if isinstance(loaded, str):
+        return loaded
     if not loaded.xattn_supported():
         return "the float16 cross-attention kernel needs a CPU with AVX-512 (BW, VL)"
     loaded.xattn.restype = None
     return CrossAttentionKernel(loaded, threads)
 
 
-def _build(library: Path) -> str | None:
-    """Compile the kernel to ``library`` (written whole or not at all); None, or why not."""
+def load_self_attention(cache: Path, threads: int) -> SelfAttentionKernel | str:
+    """The encoder's bfloat16 self-attention kernel, built into ``cache`` when not there yet;
+    or why it cannot run here."""
+    loaded = _library(SELF_SOURCE, cache, "bfloat16 self-attention")
+    if isinstance(loaded, str):
+        return loaded
+    if not loaded.sattn_supported():
+        return "the bfloat16 self-attention kernel needs a CPU with AVX-512 BF16"
+    loaded.sattn.restype = None
+    return SelfAttentionKernel(loaded, threads)
+
+
+def _library(source: Path, cache: Path, what: str) -> ctypes.CDLL | str:
+    """``source`` compiled into ``cache`` (keyed by its digest) and loaded; or why not."""
+    digest = hashlib.sha256(source.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    library = cache / f"{source.stem}-{digest}.so"
+    if not library.exists():
+        built = _build(source, library)
+        if built:
+            return f"the {what} kernel did not build: {built}"
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when libgomp loads
+    try:
+        return ctypes.CDLL(str(library))
+    except OSError as exc:
+        return f"the {what} kernel did not load ({exc})"
+
+
+def _build(source: Path, library: Path) -> str | None:
+    """Compile ``source`` to ``library`` (written whole or not at all); None, or why not."""
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
-        return "no C compiler (cc) to build the float16 cross-attention kernel"
+        return "no C compiler (cc)"
     library.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
         out = Path(tmp) / library.name
-        cmd = [compiler, *CFLAGS, str(SOURCE), "-o", str(out), "-lm"]
+        cmd = [compiler, *CFLAGS, str(source), "-o", str(out), "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return f"the float16 cross-attention kernel did not build: {last}"
+            return (done.stderr.strip().splitlines() or ["no output"])[-1]
         os.replace(out, library)
     log.info("built %s", library)
     return None

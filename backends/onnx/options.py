@@ -162,6 +162,12 @@ class OnnxOptions(BaseModel):
         "CPU kernel (built with the system's C compiler on first use; AVX-512), the decoder "
         "graph cut around it; falls back to the graph's own attention where it cannot run.",
     )
+    encoder_attention_kernel: bool = Field(
+        default=False,
+        description="Encoder self-attention in bfloat16 by this project's CPU kernel (built "
+        "with the system's C compiler on first use; AVX512_BF16), the fused encoder graph cut "
+        "around it; falls back to the graph's own attention where it cannot run.",
+    )
     io_binding: bool | None = Field(
         default=None,
         description="Decoder steps through ONNX Runtime's I/O binding, the cross-attention "
