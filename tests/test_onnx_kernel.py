@@ -14,8 +14,11 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from backends.onnx import OnnxBackend  # noqa: E402
-from backends.onnx.kernel import load_kernel, to_panels  # noqa: E402
+from backends.onnx import (
+    OnnxBackend,  # noqa: E402
+    blockwise,  # noqa: E402
+)
+from backends.onnx.kernel import load_kernel, load_logits, to_logit_panels, to_panels  # noqa: E402
 from backends.onnx.sessions import Graph  # noqa: E402
 from backends.onnx.split import KernelDecoder  # noqa: E402
 from runtime.backend import LoadOptions  # noqa: E402
@@ -144,3 +147,81 @@ def test_placement_reports_the_parts_as_one_decoder(sessions):
     assert all(0 < n < whole for n in counts)
     assert cut.decoder_graph.placement.graph == "decoder"
     assert cut.decoder_graph.placement.nodes == {"CPUExecutionProvider": sum(counts)}
+
+
+@pytest.fixture(scope="module")
+def logits_kernel(cache_dir):
+    built = load_logits(cache_dir / "kernels", 2)
+    if isinstance(built, str):
+        pytest.skip(built)
+    return built
+
+
+def nbits_session(weight: np.ndarray):
+    """ONNX Runtime's ``MatMulNBits`` (8 bits, blocks of 32, accuracy level 4) on ``weight``, as
+    the int8 decoder's logits run."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="logits")],
+        "logits",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert blockwise.quantize_matmuls(model) == 1
+    onnx.checker.check_model(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return session, inits["w_q8"], inits["w_scales"]
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 11])
+def test_logits_kernel_is_onnx_runtimes_int8_arithmetic(logits_kernel, rows):
+    """The same logits as ``MatMulNBits`` at accuracy level 4 (activations int8 per row and
+    block of 32), for 1, a few, 8 and more than 8 rows and outputs not a multiple of 16."""
+    rng = np.random.default_rng(4)
+    k, n = 96, 1000
+    session, q8, scales = nbits_session((rng.standard_normal((k, n)) / 10).astype(np.float32))
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    x[0, :32] *= 50.0  # one block of one row much louder: its scale must be its own
+    want = session.run(["y"], {"x": x})[0]
+    weights, block_scales = to_logit_panels(q8, scales)
+    got = logits_kernel(x, weights, block_scales, n)
+    assert got.shape == (rows, n)
+    assert rel_err(got, want) < 1e-5
+    assert np.array_equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_logits_kernel_ends_the_int8_decoder(tiny_model, cache_dir, kernel, logits_kernel):
+    """With the logits kernel the last part stops at the final layer norm and the kernel
+    projects: the same logits as the part's own projection, rows still independent; the two
+    sets of parts are cached side by side."""
+    options = {"cache_dir": str(cache_dir), "cross_attention_kernel": True}
+    plain, cut = (
+        OnnxBackend().load(
+            tiny_model,
+            LoadOptions(precision="int8", options={**options, "logits_kernel": on}),
+        )
+        for on in (False, True)
+    )
+    assert cut.decoder_graph._logits is not None and plain.decoder_graph._logits is None
+    features = np.random.default_rng(5).normal(size=(3, 1500, 384)).astype(np.float32)
+    features[1] *= 8.0
+    prompt = np.array([[50257, 50362, 843, 523]] * 3)
+    want = plain.decoder(features).logits(prompt, (0, -1))
+    got = cut.decoder(features).logits(prompt, (0, -1))
+    assert got.shape == want.shape == (3, 2, 51864)
+    assert rel_err(got, want) < 1e-5 and np.array_equal(got.argmax(-1), want.argmax(-1))
+    alone = cut.decoder(features[2:]).logits(prompt[2:], (0, -1))
+    np.testing.assert_array_equal(got[2], alone[0])
+    folder = next(cache_dir.rglob("decoder-int8.onnx")).parent
+    assert (folder / "decoder-int8.part4.onnx").exists()
+    assert (folder / "decoder-int8.part4.hidden.onnx").exists()

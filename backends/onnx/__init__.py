@@ -46,6 +46,9 @@ class OnnxSession(BaseSession):
 
         self.options = OnnxOptions(**options.options)
         _quiet_default_logger()
+        from runtime.pipeline.memory import limit_heap_arenas
+
+        limit_heap_arenas()  # before the sessions' thread pools start (one heap each otherwise)
         self.model = model
         self.precision = options.precision
         self.static_batch = self.options.static_batch
@@ -79,7 +82,7 @@ class OnnxSession(BaseSession):
         from concurrent.futures import ThreadPoolExecutor
 
         located = [(graph, spec, self._locate(graph, spec, batch)) for graph, spec, batch in graphs]
-        groups = [[item] for item in located]
+        groups, logits = [[item] for item in located], None
         encoder_kernel, decoder_kernel = self._encoder_kernel(), self._kernel()
         if encoder_kernel is not None:
             from backends.onnx.split_encoder import derive_encoder
@@ -90,10 +93,12 @@ class OnnxSession(BaseSession):
         if decoder_kernel is not None:
             from backends.onnx.split import derive
 
+            logits_kernel = self._logits_kernel()
             (name, spec, cross), (dec_name, dec_spec, decoder) = located[1:]
-            fp16_cross, parts = derive(cross, decoder)
+            fp16_cross, parts = derive(cross, decoder, logits=logits_kernel is not None)
             groups[1] = [(name, spec, fp16_cross)]
             groups[2] = [(f"{dec_name} part {i}", dec_spec, p) for i, p in enumerate(parts)]
+            logits = _bind_logits(logits_kernel, parts[-1])
         flat = [item for group in groups for item in group]
         with ThreadPoolExecutor(len(flat)) as pool:
             futures = iter([pool.submit(self._open, *item) for item in flat])
@@ -106,7 +111,7 @@ class OnnxSession(BaseSession):
             from backends.onnx.split import KernelDecoder, kernel_manifest
 
             manifest = kernel_manifest(located[2][2][1])
-            opened[2] = [KernelDecoder(opened[2], manifest, decoder_kernel)]
+            opened[2] = [KernelDecoder(opened[2], manifest, decoder_kernel, logits)]
         return [group[0] for group in opened]
 
     def _kernel_fits(self, spec: Any) -> bool:
@@ -141,6 +146,15 @@ class OnnxSession(BaseSession):
         from backends.onnx.kernel import load_kernel
 
         return self._load_kernel(load_kernel, spec, "decoder cross-attention")
+
+    def _logits_kernel(self) -> Any:
+        """The int8 logits kernel where the profile asks for it (with the cross-attention
+        kernel, whose decoder parts it ends), or None."""
+        if not self.options.logits_kernel:
+            return None
+        from backends.onnx.kernel import load_logits
+
+        return self._load_kernel(load_logits, self.options.decoder, "decoder logits")
 
     def _load_kernel(self, loader: Any, spec: Any, attention: str) -> Any:
         """``loader``'s kernel with the graph's threads, or None where it says it cannot run
@@ -267,6 +281,17 @@ class OnnxSession(BaseSession):
             f"onnx backend: onnxruntime {ort.__version__}, {'/'.join(sorted(precisions))} "
             f"({self.precision} requested), encoder {batch}; {self.placement.summary()}"
         )
+
+
+def _bind_logits(kernel: Any, last: tuple[Path, Any]) -> Any:
+    """The logits kernel with the panels saved beside the decoder's last part, where that part
+    stops before the projection; else None (the part computes the logits itself)."""
+    path, manifest = last
+    files = manifest.details.get("logit_panels")
+    if kernel is None or not files:
+        return None
+    weights, scales = (np.load(path.parent / f) for f in files)
+    return kernel, weights, scales
 
 
 def _quiet_default_logger() -> None:

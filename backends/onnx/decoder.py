@@ -152,7 +152,8 @@ class OnnxDecoderState:
         tokens = check_tokens(tokens, self.n_rows, self.length, self.n_text_ctx)
         first = min(p % tokens.shape[1] for p in positions) if tokens.shape[1] else 0
         for start in range(0, first - PROMPT_PIECE + 1, PROMPT_PIECE):  # a long prompt in pieces
-            self._step(tokens[:, start : start + PROMPT_PIECE], (-1,), None)
+            # no logits for a piece (none are read): about 0.7 ms of projection each
+            self._step(tokens[:, start : start + PROMPT_PIECE], (), None)
         done = first - first % PROMPT_PIECE
         return self._step(
             tokens[:, done:], tuple(p % tokens.shape[1] - done for p in positions), None

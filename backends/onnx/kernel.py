@@ -11,6 +11,9 @@ in registers, halves that read and the memory that holds them.
 twice the arithmetic per instruction of ONNX Runtime's float32 MultiHeadAttention, which is
 most of an encoder window's time on a CPU.
 
+``logits_int8.c``: the decoder's logits over the int8 token embedding, the same arithmetic as
+ONNX Runtime's ``MatMulNBits`` at accuracy level 4 in about half its time for a batch of rows.
+
 Neither can be an ONNX Runtime custom operator here (that needs ONNX Runtime's C headers,
 which no package registry this project installs from ships), so the graphs run cut around
 them (``split``, ``split_encoder``). A shared library is compiled with the system's C compiler
@@ -27,6 +30,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().parent / "kernels" / "cross_attention_fp16.c"
 SELF_SOURCE = SOURCE.with_name("self_attention_bf16.c")
+LOGITS_SOURCE = SOURCE.with_name("logits_int8.c")
 CFLAGS = ("-O3", "-ffast-math", "-fopenmp", "-shared", "-fPIC")
 PANEL = 16  # keys per panel: the kernel reads keys as (rows*heads, ceil(S/16), dh, 16)
 
@@ -44,21 +49,34 @@ class CrossAttentionKernel:
     def __init__(self, library: ctypes.CDLL, threads: int) -> None:
         self._xattn = library.xattn
         self.threads = threads
+        self._local = threading.local()  # each decoding thread's scratch for the weights
 
     def __call__(
-        self, q: np.ndarray, keys: np.ndarray, values: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, q: np.ndarray, keys: np.ndarray, values: np.ndarray, scores: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """q (B, H, T, dh) float32, scaled; keys (B, H, P, dh, 16) and values (B, H, S, dh)
-        float16 -> the context (B, H, T, dh) and the scores before the softmax (B, H, T, S)."""
+        float16 -> the context (B, H, T, dh) and, when ``scores``, the scores before the
+        softmax (B, H, T, S); else None, and the softmax is computed in reused scratch memory
+        (a prompt's piece of 48 tokens paid ~0.5 ms a layer in page faults for fresh arrays)."""
         b, h, t, dh = q.shape
+        if dh % 16 or dh > 256:
+            raise ValueError(f"the kernel takes heads of a multiple of 16 up to 256 wide, not {dh}")
         s = values.shape[2]
         q = np.ascontiguousarray(q, np.float32)
         context = np.empty((b, h, t, dh), np.float32)
-        scores, work = np.empty((b, h, t, s), np.float32), np.empty((b, h, t, s), np.float32)
-        arrays = (q, keys, values, context, scores, work)
+        work = self._scratch(b * h * t * s).reshape(b, h, t, s)
+        kept = np.empty((b, h, t, s), np.float32) if scores else work  # softmax in place
+        arrays = (q, keys, values, context, kept, work)
         pointers = [ctypes.c_void_p(a.ctypes.data) for a in arrays]
         self._xattn(*pointers, b * h, t, dh, s, self.threads)
-        return context, scores
+        return context, kept if scores else None
+
+    def _scratch(self, n: int) -> np.ndarray:
+        """This thread's scratch of at least ``n`` floats (kept between calls)."""
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or buffer.size < n:
+            buffer = self._local.buffer = np.empty(n, np.float32)
+        return buffer[:n]
 
 
 class SelfAttentionKernel:
@@ -71,11 +89,45 @@ class SelfAttentionKernel:
     def __call__(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
         """q, k, v (B, T, H*dh) float32, q and k scaled -> the context (B, T, H*dh)."""
         b, t, width = q.shape
+        if width % heads or (width // heads) % 32 or width // heads > 128:
+            raise ValueError(f"the kernel takes heads of 32, 64, 96 or 128, not {width}/{heads}")
         q, k, v = (np.ascontiguousarray(a, np.float32) for a in (q, k, v))
         context = np.empty((b, t, width), np.float32)
         pointers = [ctypes.c_void_p(a.ctypes.data) for a in (q, k, v, context)]
         self._sattn(*pointers, b, t, heads, width // heads, self.threads)
         return context
+
+
+class LogitsKernel:
+    """x times int8 weights in ``MatMulNBits``'s blocks of 32, as its accuracy level 4 computes
+    it (see the C source), the weights in ``to_logit_panels``' layout."""
+
+    def __init__(self, library: ctypes.CDLL, threads: int) -> None:
+        self._logits = library.logits
+        self.threads = threads
+
+    def __call__(self, x: np.ndarray, panels: np.ndarray, scales: np.ndarray, n: int) -> np.ndarray:
+        """x (..., K) float32 -> (..., n) float32."""
+        k = x.shape[-1]
+        rows = np.ascontiguousarray(x, np.float32).reshape(-1, k)
+        out = np.empty((len(rows), n), np.float32)
+        pointers = [ctypes.c_void_p(a.ctypes.data) for a in (rows, panels, scales, out)]
+        x_p, w_p, s_p, out_p = pointers
+        self._logits(x_p, len(rows), k, w_p, s_p, out_p, n, self.threads)
+        return out.reshape(*x.shape[:-1], n)
+
+
+def to_logit_panels(q8: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``MatMulNBits``' weights (N, K/32, 32) uint8 and scales (N * K/32,) as the logits kernel
+    reads them: (ceil(N/16), K/32, 8, 16, 4) uint8 (zero weights past N) and (ceil(N/16),
+    K/32, 16) float32."""
+    n, blocks, _ = q8.shape
+    panels = -(-n // 16)
+    padded = np.pad(q8, ((0, panels * 16 - n), (0, 0), (0, 0)), constant_values=128)
+    weights = padded.reshape(panels, 16, blocks, 8, 4).transpose(0, 2, 3, 1, 4)
+    wide = np.pad(scales.reshape(n, blocks), ((0, panels * 16 - n), (0, 0)))
+    scale = wide.reshape(panels, 16, blocks).transpose(0, 2, 1)
+    return np.ascontiguousarray(weights, np.uint8), np.ascontiguousarray(scale, np.float32)
 
 
 def to_panels(keys: np.ndarray) -> np.ndarray:
@@ -112,9 +164,23 @@ def load_self_attention(cache: Path, threads: int) -> SelfAttentionKernel | str:
     return SelfAttentionKernel(loaded, threads)
 
 
+def load_logits(cache: Path, threads: int) -> LogitsKernel | str:
+    """The decoder's int8 logits kernel, built into ``cache`` when not there yet; or why it
+    cannot run here."""
+    loaded = _library(LOGITS_SOURCE, cache, "int8 logits")
+    if isinstance(loaded, str):
+        return loaded
+    if not loaded.logits_supported():
+        return "the int8 logits kernel needs a CPU with AVX-512 VNNI"
+    loaded.logits.restype = None
+    return LogitsKernel(loaded, threads)
+
+
 def _library(source: Path, cache: Path, what: str) -> ctypes.CDLL | str:
     """``source`` compiled into ``cache`` (keyed by its digest) and loaded; or why not."""
-    digest = hashlib.sha256(source.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    headers = b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))
+    text = source.read_bytes() + headers + " ".join(CFLAGS).encode()
+    digest = hashlib.sha256(text).hexdigest()[:16]
     library = cache / f"{source.stem}-{digest}.so"
     if not library.exists():
         built = _build(source, library)

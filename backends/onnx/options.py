@@ -168,6 +168,12 @@ class OnnxOptions(BaseModel):
         "with the system's C compiler on first use; AVX512_BF16), the fused encoder graph cut "
         "around it; falls back to the graph's own attention where it cannot run.",
     )
+    logits_kernel: bool = Field(
+        default=False,
+        description="The decoder's logits over its int8 weights by this project's CPU kernel "
+        "(AVX512_VNNI; the same arithmetic as ONNX Runtime's MatMulNBits at accuracy level 4), "
+        "with cross_attention_kernel, whose decoder parts it ends; else the graph's.",
+    )
     io_binding: bool | None = Field(
         default=None,
         description="Decoder steps through ONNX Runtime's I/O binding, the cross-attention "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,38 +23,47 @@ from typing import Any
 import numpy as np
 
 from backends.onnx.export import save_graph
-from backends.onnx.kernel import PANEL, CrossAttentionKernel
+from backends.onnx.kernel import PANEL, CrossAttentionKernel, LogitsKernel, to_logit_panels
 from backends.onnx.manifest import Manifest, TensorSpec
 from backends.onnx.sessions import Graph
 
-VERSION = 2  # of the derived graphs: a change here makes them again
+VERSION = 3  # of the derived graphs: a change here makes them again
 Located = tuple[Path, Manifest]  # a manifest's path and the manifest
 
 
-def derive(cross: Located, decoder: Located) -> tuple[Located, list[Located]]:
+def derive(cross: Located, decoder: Located, logits: bool = False) -> tuple[Located, list[Located]]:
     """The float16 ``cross_kv`` and the decoder's parts, made from the located graphs unless
-    already made from these very files."""
+    already made from these very files. ``logits``: the last part stops before an int8
+    ``MatMulNBits`` logits projection, whose weights are saved as the logits kernel's panels
+    (its manifest's ``logits_from`` and ``logit_panels`` say so; a float graph keeps its own)."""
     (cross_path, cross_m), (dec_path, dec_m) = cross, decoder
     folder = cross_path.parent
     sources = [folder / cross_m.file, dec_path.parent / dec_m.file]
-    stamp_path = folder / f"{Path(dec_m.file).stem}.split.json"
-    stamp = {"version": VERSION, "sources": [_identity(p) for p in sources]}
+    stem, tag = Path(dec_m.file).stem, ".hidden" if logits else ""  # both can be cached
+    stamp_path = folder / f"{stem}{tag}.split.json"
+    stamp = {"version": VERSION, "sources": [_identity(p) for p in sources], "logits": logits}
     n_layers = len(dec_m.inputs_of("cross_k"))
     files = [f"{Path(cross_m.file).stem}.fp16.onnx"]
-    files += [f"{Path(dec_m.file).stem}.part{i}.onnx" for i in range(n_layers + 1)]
+    files += [f"{stem}.part{i}.onnx" for i in range(n_layers)] + [
+        f"{stem}.part{n_layers}{tag}.onnx"
+    ]
+    panels = [f"{stem}.logits-weights.npy", f"{stem}.logits-scales.npy"]
     made = _read(stamp_path) or {}
-    if {k: made.get(k) for k in stamp} != stamp or not all((folder / f).exists() for f in files):
+    wanted = files + (panels if made.get("hidden") else [])
+    if {k: made.get(k) for k in stamp} != stamp or not all((folder / f).exists() for f in wanted):
         nodes = [_write_fp16_cross(sources[0], folder / files[0])]
-        nodes += _write_parts(sources[1], n_layers, [folder / f for f in files[1:]])
-        made = {**stamp, "nodes": nodes}
+        targets = [folder / f for f in files[1:]]
+        part_nodes, hidden = _write_parts(sources[1], n_layers, targets, logits)
+        made = {**stamp, "nodes": nodes + part_nodes, "hidden": hidden}
         stamp_path.write_text(json.dumps(made))
     nodes = made["nodes"]
     fp16_cross = _derived(cross_m, files[0], nodes[0], fp16_outputs=True)
-    parts = [
-        (dec_path.with_name(f"{Path(f).stem}.json"), _derived(dec_m, f, n))
-        for f, n in zip(files[1:], nodes[1:])
-    ]
-    return (cross_path.with_name(f"{Path(files[0]).stem}.json"), fp16_cross), parts
+    parts = [_derived(dec_m, f, n) for f, n in zip(files[1:], nodes[1:])]
+    if made.get("hidden"):
+        details = {**parts[-1].details, "logits_from": made["hidden"], "logit_panels": panels}
+        parts[-1] = dataclasses.replace(parts[-1], details=details)
+    located = [(dec_path.with_name(f"{Path(p.file).stem}.json"), p) for p in parts]
+    return (cross_path.with_name(f"{Path(files[0]).stem}.json"), fp16_cross), located
 
 
 def _derived(manifest: Manifest, file: str, nodes: int, fp16_outputs: bool = False) -> Manifest:
@@ -137,9 +147,12 @@ def _write_fp16_cross(source: Path, target: Path) -> int:
     return len(graph.node)
 
 
-def _write_parts(source: Path, n_layers: int, targets: list[Path]) -> list[int]:
+def _write_parts(
+    source: Path, n_layers: int, targets: list[Path], logits: bool
+) -> tuple[list[int], str | None]:
     """The decoder cut at every layer's cross-attention (see the module's docstring); each
-    part's node count."""
+    part's node count, and the logits projection's input where the last part stops before it
+    (``logits`` and an 8-bit ``MatMulNBits`` in blocks of 32: its panels are saved beside)."""
     import onnx  # export time only
     from onnx import TensorProto, helper
 
@@ -152,26 +165,61 @@ def _write_parts(source: Path, n_layers: int, targets: list[Path]) -> list[int]:
     missing = [name for name in cuts if name not in produced]
     if missing:
         raise ValueError(f"{source.name} has no {missing[0]}: export the decoder again")
+    hidden = _save_logit_panels(model, targets[-1]) if logits else None
     extractor = onnx.utils.Extractor(model)
     masks = ["tokens", "lengths", "self_v.0"]  # every layer's masks are made from these
     nodes = []
     for i, target in enumerate(targets):
         before = list(cross_attention_cut(i - 1)[::2]) if i else []  # residual, context
         if i == n_layers:
-            inputs, outputs = ["positions", *before], ["logits"]
+            inputs, outputs = ["positions", *before], [hidden or "logits"]
         else:
             inputs = [*masks, *before, f"self_k.{i}", f"self_v.{i}"]
             outputs = [*cross_attention_cut(i)[:2], f"new_k.{i}", f"new_v.{i}"]
         part = extractor.extract_model(list(dict.fromkeys(inputs)), outputs)
         save_graph(part, target)
         nodes.append(len(part.graph.node))
-    return nodes
+    return nodes, hidden
+
+
+def _save_logit_panels(model: Any, last: Path) -> str | None:
+    """The logits projection's weights as the logits kernel's panels, saved beside ``last``
+    (``<stem>.logits-weights.npy`` and ``-scales.npy`` of the decoder); its input's name. None
+    where the projection is not an 8-bit ``MatMulNBits`` in blocks of 32 without zero points."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = next((n for n in model.graph.node if "logits" in n.output), None)
+    if node is None or node.op_type != "MatMulNBits" or len(node.input) != 3:
+        return None
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attributes.get("bits") != 8 or attributes.get("block_size") != 32:
+        return None
+    weights = {i.name: i for i in model.graph.initializer if i.name in node.input[1:]}
+    q8, scales = (numpy_helper.to_array(weights[name]) for name in node.input[1:])
+    stem = last.name.split(".part")[0]
+    for suffix, array in zip(("weights", "scales"), to_logit_panels(q8, scales)):
+        target = last.with_name(f"{stem}.logits-{suffix}.npy")
+        with open(target.with_suffix(".tmp"), "wb") as f:
+            np.save(f, array)
+        os.replace(target.with_suffix(".tmp"), target)  # whole or not at all
+    model.graph.value_info.append(
+        helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None)
+    )
+    return str(node.input[0])
 
 
 class KernelDecoder:
     """The decoder's parts and the kernel between them, run as one decoder graph."""
 
-    def __init__(self, parts: list[Graph], manifest: Manifest, kernel: CrossAttentionKernel):
+    def __init__(
+        self,
+        parts: list[Graph],
+        manifest: Manifest,
+        kernel: CrossAttentionKernel,
+        logits: tuple[LogitsKernel, np.ndarray, np.ndarray] | None = None,
+    ):
+        """``logits``: the logits kernel and its panels, where the last part stops before the
+        projection (its manifest's ``logits_from``)."""
         self.parts = parts
         self.manifest = manifest
         self.kernel = kernel
@@ -185,11 +233,14 @@ class KernelDecoder:
         self._inputs = [[i.name for i in p.session.get_inputs()] for p in parts]
         self._outputs = [[o.name for o in p.session.get_outputs()] for p in parts]
         self._heads = [tuple(h) for h in manifest.details.get("alignment_heads", [])]
+        self._logits = logits
+        self._vocab = int(manifest.output("logits").shape[-1])
 
     def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """``Graph.run`` of the decoder graph: logits, new keys and values, ``cross_qk``."""
         values: dict[str, np.ndarray] = {}
         scores: list[np.ndarray] = []
+        want_scores = "cross_qk" in outputs  # word timestamps: else the softmax in scratch
         carried: dict[str, np.ndarray] = {}
         last = len(self.parts) - 1
         for i, part in enumerate(self.parts):
@@ -197,18 +248,27 @@ class KernelDecoder:
             part_feeds = {n: carried[n] if n in carried else feeds[n] for n in names}
             results = dict(zip(self._outputs[i], part.run(self._outputs[i], part_feeds)))
             if i == last:
-                values["logits"] = results["logits"]
+                values["logits"] = self._project(results)
                 break
             residual, query, context = cross_attention_cut(i)
             for role in ("new_k", "new_v"):
                 values[f"{role}.{i}"] = results[f"{role}.{i}"]
             ctx, layer_scores = self.kernel(
-                results[query], feeds[f"cross_k.{i}"], feeds[f"cross_v.{i}"]
+                results[query], feeds[f"cross_k.{i}"], feeds[f"cross_v.{i}"], want_scores
             )
             carried = {residual: results[residual], context: ctx}
-            scores.append(layer_scores)
+            if layer_scores is not None:
+                scores.append(layer_scores)
         if "cross_qk" in outputs:
             values["cross_qk"] = np.concatenate(
                 [scores[layer][:, head : head + 1] for layer, head in self._heads], axis=1
             )
         return [values[name] for name in outputs]
+
+    def _project(self, results: dict[str, np.ndarray]) -> np.ndarray:
+        """The logits: the last part's, or the kernel's from the hidden state it stops at."""
+        if self._logits is None:
+            return results["logits"]
+        kernel, panels, scales = self._logits
+        (hidden,) = results.values()
+        return kernel(hidden, panels, scales, self._vocab)

@@ -16,54 +16,94 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "exp512.h"
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 
 int xattn_supported(void) { return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"); }
 
-/* scores[t, j] = sum_d q[t, d] k[j, d], four query rows at a time over each panel of 16 keys */
+/* scores[t, j] = sum_d q[t, d] k[j, d], up to 8 query rows per pass over each panel of 16 keys
+   (a step has one; a prompt's piece 48: each panel widened once per 8 rows) */
+#define SCORES(NAME, R)                                                                             \
+    AVX512 static void NAME(const float* q, const uint16_t* panel, float* s, int D, int S, int p,  \
+                            int nt) {                                                               \
+        __m512 acc[R];                                                                              \
+        for (int t = 0; t < R; t++) acc[t] = _mm512_setzero_ps();                                   \
+        for (int d = 0; d < D; d++) {                                                               \
+            __m512 kd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(panel + d * 16)));      \
+            for (int t = 0; t < R; t++)                                                             \
+                acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)t * D + d]), kd, acc[t]);         \
+        }                                                                                           \
+        int left = S - p * 16;                                                                      \
+        __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);               \
+        for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(s + (size_t)t * S + p * 16, m, acc[t]);  \
+    }
+SCORES(scores8, 8)
+SCORES(scores1, 1)
+
 AVX512 static void scores(const float* q, const uint16_t* k, float* s, int T, int D, int S) {
     int panels = (S + 15) / 16;
-    for (int t0 = 0; t0 < T; t0 += 4) {
-        int nt = T - t0 < 4 ? T - t0 : 4;
+    float padded[8 * 256]; /* the last rows of a prompt's piece, zeros after (D <= 256) */
+    for (int t0 = 0; t0 < T; t0 += 8) {
+        int nt = T - t0 < 8 ? T - t0 : 8;
+        const float* qt = q + (size_t)t0 * D;
+        if (nt > 1 && nt < 8) {
+            memset(padded, 0, sizeof(float) * 8 * D);
+            memcpy(padded, qt, sizeof(float) * nt * D);
+            qt = padded;
+        }
+        float* st = s + (size_t)t0 * S;
         for (int p = 0; p < panels; p++) {
             const uint16_t* panel = k + (size_t)p * D * 16;
-            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-            for (int d = 0; d < D; d++) {
-                __m512 kd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(panel + d * 16)));
-                for (int t = 0; t < nt; t++)
-                    acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)(t0 + t) * D + d]), kd, acc[t]);
-            }
-            int left = S - p * 16;
-            __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-            for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(s + (size_t)(t0 + t) * S + p * 16, m, acc[t]);
+            if (nt == 1) scores1(qt, panel, st, D, S, p, 1);
+            else scores8(qt, panel, st, D, S, p, nt);
         }
     }
 }
 
-static void softmax(const float* s, float* w, int S) {
-    float top = -INFINITY, sum = 0.f;
-    for (int j = 0; j < S; j++) top = s[j] > top ? s[j] : top;
-    for (int j = 0; j < S; j++) { w[j] = expf(s[j] - top); sum += w[j]; }
-    float r = 1.f / sum;
-    for (int j = 0; j < S; j++) w[j] *= r;
+/* a row of scores -> its softmax weights */
+AVX512 static void softmax(const float* s, float* w, int S) {
+    __m512 top = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+    for (int j = 0; j < S; j += 16) {
+        __mmask16 m = S - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (S - j)) - 1);
+        top = _mm512_mask_max_ps(top, m, top, _mm512_maskz_loadu_ps(m, s + j));
+    }
+    __m512 peak = _mm512_set1_ps(_mm512_reduce_max_ps(top));
+    for (int j = 0; j < S; j += 16) {
+        __mmask16 m = S - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (S - j)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), peak)));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_mask_storeu_ps(w + j, m, e);
+    }
+    __m512 r = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sum));
+    for (int j = 0; j < S; j += 16) {
+        __mmask16 m = S - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (S - j)) - 1);
+        _mm512_mask_storeu_ps(w + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + j), r));
+    }
 }
 
-/* out[t, :] = sum_j w[t, j] v[j, :], D a multiple of 16 (64 for every Whisper size) */
-AVX512 static void context(const float* w, const uint16_t* v, float* out, int D, int S) {
+/* out[t, :] = sum_j w[t, j] v[j, :] for nt <= 4 rows (each value row widened once for all),
+   D a multiple of 16 (64 for every Whisper size) */
+AVX512 static void context(const float* w, const uint16_t* v, float* out, int D, int S, int nt) {
     for (int d0 = 0; d0 < D; d0 += 64) {
         int nd = D - d0 < 64 ? (D - d0) / 16 : 4;
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        __m512 acc[4][4];
+        for (int t = 0; t < 4; t++)
+            for (int c = 0; c < 4; c++) acc[t][c] = _mm512_setzero_ps();
         for (int j = 0; j < S; j++) {
-            __m512 wj = _mm512_set1_ps(w[j]);
             const uint16_t* row = v + (size_t)j * D + d0;
-            for (int c = 0; c < nd; c++)
-                acc[c] = _mm512_fmadd_ps(wj, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + 16 * c))), acc[c]);
+            for (int c = 0; c < nd; c++) {
+                __m512 vj = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + 16 * c)));
+                for (int t = 0; t < nt; t++)
+                    acc[t][c] = _mm512_fmadd_ps(_mm512_set1_ps(w[(size_t)t * S + j]), vj, acc[t][c]);
+            }
         }
-        for (int c = 0; c < nd; c++) _mm512_storeu_ps(out + d0 + 16 * c, acc[c]);
+        for (int t = 0; t < nt; t++)
+            for (int c = 0; c < nd; c++) _mm512_storeu_ps(out + (size_t)t * D + d0 + 16 * c, acc[t][c]);
     }
 }
 
-/* work: (BH, T, S) floats of scratch for the softmax's weights */
+/* work: (BH, T, S) floats of scratch for the softmax's weights; it may be s itself (the scores are
+   then overwritten by the weights, when no one reads them) */
 void xattn(const float* q, const uint16_t* k, const uint16_t* v, float* out, float* s, float* work,
            int BH, int T, int D, int S, int threads) {
     size_t kstride = (size_t)((S + 15) / 16) * 16 * D;
@@ -73,10 +113,10 @@ void xattn(const float* q, const uint16_t* k, const uint16_t* v, float* out, flo
         float* su = s + (size_t)u * T * S;
         float* wu = work + (size_t)u * T * S;
         scores(qu, k + u * kstride, su, T, D, S);
-        for (int t = 0; t < T; t++) {
-            softmax(su + (size_t)t * S, wu + (size_t)t * S, S);
-            context(wu + (size_t)t * S, v + (size_t)u * S * D, out + ((size_t)u * T + t) * D, D, S);
-        }
+        for (int t = 0; t < T; t++) softmax(su + (size_t)t * S, wu + (size_t)t * S, S);
+        for (int t = 0; t < T; t += 4)
+            context(wu + (size_t)t * S, v + (size_t)u * S * D, out + ((size_t)u * T + t) * D, D, S,
+                    T - t < 4 ? T - t : 4);
     }
 }
 #else

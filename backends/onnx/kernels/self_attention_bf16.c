@@ -20,6 +20,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "exp512.h"
 #define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 int sattn_supported(void) {
@@ -67,22 +68,6 @@ BF16 static void pack_values(const float* v, int ld, uint32_t* pairs, int T, int
             _mm512_storeu_si512(pairs + ((size_t)j * (D / 16) + c) * 16, _mm512_or_si512(lo, hi));
         }
     }
-}
-
-/* e^x for x <= 0 (Cephes-style: 2^n e^r, r in [-ln2/2, ln2/2], degree 6) */
-BF16 static inline __m512 exp512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
 }
 
 /* s[r][16p..] = q_r . keys of panel p, ROWS query rows (as pairs) by two panels at a time */
