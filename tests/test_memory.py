@@ -16,6 +16,41 @@ def test_free_memory_is_given_back_on_glibc():
     assert release_free_memory() is True  # cached lookup, callable again
 
 
+def test_heap_arenas_are_limited_unless_the_user_chose(monkeypatch):
+    """The ONNX backend asks glibc for two heap arenas before its sessions start their thread
+    pools; a ``MALLOC_ARENA_MAX`` of the user's is left alone, and without glibc nothing is
+    asked."""
+    import runtime.pipeline.memory as memory
+
+    asked: list[tuple[int, int]] = []
+
+    class Libc:
+        def mallopt(self, param: int, value: int) -> int:
+            asked.append((param, value))
+            return 1
+
+    monkeypatch.setattr(memory, "_libc", lambda: Libc())
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert memory.limit_heap_arenas() is True and asked == [(memory.M_ARENA_MAX, 2)]
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert memory.limit_heap_arenas() is False and len(asked) == 1
+    monkeypatch.setattr(memory, "_libc", lambda: None)
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert memory.limit_heap_arenas() is False
+
+
+def test_the_onnx_backend_limits_heap_arenas_before_its_sessions(monkeypatch, tmp_path):
+    import runtime.pipeline.memory as memory
+    from backends.onnx import OnnxBackend
+    from runtime.backend import LoadOptions
+    from runtime.model.registry import resolve_model
+
+    calls: list[int] = []
+    monkeypatch.setattr(memory, "limit_heap_arenas", lambda count=2: calls.append(count) or True)
+    OnnxBackend().load(resolve_model("tiny.en"), LoadOptions(options={"cache_dir": str(tmp_path)}))
+    assert calls == [2]
+
+
 def test_release_never_raises_elsewhere(monkeypatch):
     import runtime.pipeline.memory as memory
 
