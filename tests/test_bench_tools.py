@@ -22,7 +22,7 @@ def test_bench_encoder_options_times_a_window_and_refuses_a_missing_provider():
             "--rounds",
             "1",
             "--options",
-            "ort-int8,ov-bf16",
+            "ort-int8,kernel-int8,ov-bf16",
         ],
         capture_output=True,
         text=True,
@@ -31,6 +31,8 @@ def test_bench_encoder_options_times_a_window_and_refuses_a_missing_provider():
     )
     timed = re.search(r"round 1 ort-int8: ([\d.]+) ms per window", done.stdout)
     assert timed and float(timed[1]) > 1.0, done.stdout + done.stderr
+    kernel = r"round 1 kernel-int8: (?:[\d.]+ ms per window|failed: .*kernel cannot run here)"
+    assert re.search(kernel, done.stdout), done.stdout + done.stderr
     if "OpenVINOExecutionProvider" in onnxruntime.get_available_providers():
         assert re.search(r"round 1 ov-bf16: [\d.]+ ms per window", done.stdout)
     else:

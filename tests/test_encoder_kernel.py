@@ -146,3 +146,14 @@ def test_placement_reports_the_parts_as_one_encoder(sessions):
     assert all(n > 0 for n in counts)
     assert cut.encoder_graph.placement.graph == "encoder"
     assert cut.encoder_graph.placement.nodes == {"CPUExecutionProvider": sum(counts)}
+
+
+def test_the_encoder_parts_share_one_arena():
+    """The parts' sessions allocate from one shared ONNX Runtime arena (kept between windows),
+    not each their own, nor glibc's heap between the decoder's buffers."""
+    from backends.onnx import _on_shared_arena
+    from backends.onnx.options import GraphOptions
+
+    spec = _on_shared_arena(GraphOptions(cpu_memory_arena=False, session_config={"a": "1"}))
+    assert spec.cpu_memory_arena is True
+    assert spec.session_config == {"a": "1", "session.use_env_allocators": "1"}

@@ -223,5 +223,31 @@ def test_logits_kernel_ends_the_int8_decoder(tiny_model, cache_dir, kernel, logi
     alone = cut.decoder(features[2:]).logits(prompt[2:], (0, -1))
     np.testing.assert_array_equal(got[2], alone[0])
     folder = next(cache_dir.rglob("decoder-int8.onnx")).parent
-    assert (folder / "decoder-int8.part4.onnx").exists()
-    assert (folder / "decoder-int8.part4.hidden.onnx").exists()
+    for n in (0, 4):
+        assert (folder / f"decoder-int8.part{n}.onnx").exists()
+        assert (folder / f"decoder-int8.part{n}.hidden.onnx").exists()
+
+
+def test_the_logits_kernels_panels_are_the_only_token_table(tiny_model, cache_dir, logits_kernel):
+    """With the logits kernel, part 0 takes the embedded tokens, read from the kernel's panels
+    exactly as ``GatherBlockQuantized`` reads the tied table, so the int8 table is held once."""
+    import onnx
+    from onnx import numpy_helper
+
+    from backends.onnx.split import embed_tokens
+
+    options = {"cache_dir": str(cache_dir), "cross_attention_kernel": True, "logits_kernel": True}
+    OnnxBackend().load(tiny_model, LoadOptions(precision="int8", options=options))
+    folder = next(cache_dir.rglob("decoder-int8.onnx")).parent
+    part0 = onnx.load(str(folder / "decoder-int8.part0.hidden.onnx"))
+    assert not [t.name for t in part0.graph.initializer if "token_embedding" in t.name]
+    assert "dec.embed" in [i.name for i in part0.graph.input]
+    whole = onnx.load(str(folder / "decoder-int8.onnx"))
+    arrays = {t.name: numpy_helper.to_array(t) for t in whole.graph.initializer}
+    q8 = arrays["decoder.token_embedding.weight_t_q8"]
+    scales = arrays["decoder.token_embedding.weight_gather_scales"]
+    tokens = np.array([[0, 15, 16, 50256], [220, 51863, 7, 7]])
+    want = (q8[tokens].astype(np.float32) - 128.0) * scales[tokens]
+    panels = (np.load(folder / f"decoder-int8.logits-{n}.npy") for n in ("weights", "scales"))
+    got = embed_tokens(tokens, *panels)
+    np.testing.assert_array_equal(got, want.reshape(2, 4, -1))

@@ -84,18 +84,40 @@ class SelfAttentionKernel:
 
     def __init__(self, library: ctypes.CDLL, threads: int) -> None:
         self._sattn = library.sattn
+        self._size = library.sattn_scratch
+        self._size.restype = ctypes.c_size_t
         self.threads = threads
+        self._local = threading.local()  # each encoding thread's scratch, kept between calls
 
-    def __call__(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
-        """q, k, v (B, T, H*dh) float32, q and k scaled -> the context (B, T, H*dh)."""
+    def __call__(
+        self,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        heads: int,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """q, k, v (B, T, H*dh) float32, q and k scaled -> the context (B, T, H*dh), written
+        into ``out`` when given (contiguous float32 of that shape)."""
         b, t, width = q.shape
         if width % heads or (width // heads) % 32 or width // heads > 128:
             raise ValueError(f"the kernel takes heads of 32, 64, 96 or 128, not {width}/{heads}")
         q, k, v = (np.ascontiguousarray(a, np.float32) for a in (q, k, v))
-        context = np.empty((b, t, width), np.float32)
+        context = np.empty((b, t, width), np.float32) if out is None else out
+        assert context.shape == q.shape and context.flags.c_contiguous
+        dims = (b, t, heads, width // heads, self.threads)
+        scratch = self._scratch(self._size(*dims))
         pointers = [ctypes.c_void_p(a.ctypes.data) for a in (q, k, v, context)]
-        self._sattn(*pointers, b, t, heads, width // heads, self.threads)
+        self._sattn(*pointers, *dims, ctypes.c_void_p(scratch.ctypes.data))
         return context
+
+    def _scratch(self, n: int) -> np.ndarray:
+        """This thread's scratch of at least ``n`` bytes: the kernel allocates nothing, so the
+        C heap does not fragment with a window's 3.5 MB of packed heads."""
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or buffer.size < n:
+            buffer = self._local.buffer = np.empty(n, np.uint8)
+        return buffer
 
 
 class LogitsKernel:

@@ -27,7 +27,7 @@ from backends.onnx.kernel import PANEL, CrossAttentionKernel, LogitsKernel, to_l
 from backends.onnx.manifest import Manifest, TensorSpec
 from backends.onnx.sessions import Graph
 
-VERSION = 3  # of the derived graphs: a change here makes them again
+VERSION = 4  # of the derived graphs: a change here makes them again
 Located = tuple[Path, Manifest]  # a manifest's path and the manifest
 
 
@@ -35,7 +35,9 @@ def derive(cross: Located, decoder: Located, logits: bool = False) -> tuple[Loca
     """The float16 ``cross_kv`` and the decoder's parts, made from the located graphs unless
     already made from these very files. ``logits``: the last part stops before an int8
     ``MatMulNBits`` logits projection, whose weights are saved as the logits kernel's panels
-    (its manifest's ``logits_from`` and ``logit_panels`` say so; a float graph keeps its own)."""
+    (its manifest's ``logits_from`` and ``logit_panels`` say so; a float graph keeps its own),
+    and where the token embedding is read from the same int8 blocks, part 0 takes the
+    embedded tokens (``embedded_from``): one copy of the table, not two."""
     (cross_path, cross_m), (dec_path, dec_m) = cross, decoder
     folder = cross_path.parent
     sources = [folder / cross_m.file, dec_path.parent / dec_m.file]
@@ -44,17 +46,16 @@ def derive(cross: Located, decoder: Located, logits: bool = False) -> tuple[Loca
     stamp = {"version": VERSION, "sources": [_identity(p) for p in sources], "logits": logits}
     n_layers = len(dec_m.inputs_of("cross_k"))
     files = [f"{Path(cross_m.file).stem}.fp16.onnx"]
-    files += [f"{stem}.part{i}.onnx" for i in range(n_layers)] + [
-        f"{stem}.part{n_layers}{tag}.onnx"
-    ]
+    ends = (0, n_layers)  # the parts the logits kernel changes: named apart
+    files += [f"{stem}.part{i}{tag if i in ends else ''}.onnx" for i in range(n_layers + 1)]
     panels = [f"{stem}.logits-weights.npy", f"{stem}.logits-scales.npy"]
     made = _read(stamp_path) or {}
     wanted = files + (panels if made.get("hidden") else [])
     if {k: made.get(k) for k in stamp} != stamp or not all((folder / f).exists() for f in wanted):
         nodes = [_write_fp16_cross(sources[0], folder / files[0])]
         targets = [folder / f for f in files[1:]]
-        part_nodes, hidden = _write_parts(sources[1], n_layers, targets, logits)
-        made = {**stamp, "nodes": nodes + part_nodes, "hidden": hidden}
+        part_nodes, hidden, embedded = _write_parts(sources[1], n_layers, targets, logits)
+        made = {**stamp, "nodes": nodes + part_nodes, "hidden": hidden, "embedded": embedded}
         stamp_path.write_text(json.dumps(made))
     nodes = made["nodes"]
     fp16_cross = _derived(cross_m, files[0], nodes[0], fp16_outputs=True)
@@ -62,6 +63,9 @@ def derive(cross: Located, decoder: Located, logits: bool = False) -> tuple[Loca
     if made.get("hidden"):
         details = {**parts[-1].details, "logits_from": made["hidden"], "logit_panels": panels}
         parts[-1] = dataclasses.replace(parts[-1], details=details)
+    if made.get("embedded"):
+        details = {**parts[0].details, "embedded_from": made["embedded"]}
+        parts[0] = dataclasses.replace(parts[0], details=details)
     located = [(dec_path.with_name(f"{Path(p.file).stem}.json"), p) for p in parts]
     return (cross_path.with_name(f"{Path(files[0]).stem}.json"), fp16_cross), located
 
@@ -149,10 +153,11 @@ def _write_fp16_cross(source: Path, target: Path) -> int:
 
 def _write_parts(
     source: Path, n_layers: int, targets: list[Path], logits: bool
-) -> tuple[list[int], str | None]:
+) -> tuple[list[int], str | None, str | None]:
     """The decoder cut at every layer's cross-attention (see the module's docstring); each
-    part's node count, and the logits projection's input where the last part stops before it
-    (``logits`` and an 8-bit ``MatMulNBits`` in blocks of 32: its panels are saved beside)."""
+    part's node count, the logits projection's input where the last part stops before it
+    (``logits`` and an 8-bit ``MatMulNBits`` in blocks of 32: its panels are saved beside),
+    and the embedded tokens where part 0 takes them instead of gathering its own copy."""
     import onnx  # export time only
     from onnx import TensorProto, helper
 
@@ -165,7 +170,7 @@ def _write_parts(
     missing = [name for name in cuts if name not in produced]
     if missing:
         raise ValueError(f"{source.name} has no {missing[0]}: export the decoder again")
-    hidden = _save_logit_panels(model, targets[-1]) if logits else None
+    hidden, embedded = _save_logit_panels(model, targets[-1]) if logits else (None, None)
     extractor = onnx.utils.Extractor(model)
     masks = ["tokens", "lengths", "self_v.0"]  # every layer's masks are made from these
     nodes = []
@@ -175,37 +180,73 @@ def _write_parts(
             inputs, outputs = ["positions", *before], [hidden or "logits"]
         else:
             inputs = [*masks, *before, f"self_k.{i}", f"self_v.{i}"]
+            if i == 0 and embedded:
+                inputs.append(embedded)
             outputs = [*cross_attention_cut(i)[:2], f"new_k.{i}", f"new_v.{i}"]
         part = extractor.extract_model(list(dict.fromkeys(inputs)), outputs)
         save_graph(part, target)
         nodes.append(len(part.graph.node))
-    return nodes, hidden
+    return nodes, hidden, embedded
 
 
-def _save_logit_panels(model: Any, last: Path) -> str | None:
+def _save_logit_panels(model: Any, last: Path) -> tuple[str | None, str | None]:
     """The logits projection's weights as the logits kernel's panels, saved beside ``last``
-    (``<stem>.logits-weights.npy`` and ``-scales.npy`` of the decoder); its input's name. None
+    (``<stem>.logits-weights.npy`` and ``-scales.npy`` of the decoder); its input's name, and
+    the embedded tokens' name where the token embedding gathers from the same blocks. Nones
     where the projection is not an 8-bit ``MatMulNBits`` in blocks of 32 without zero points."""
     from onnx import TensorProto, helper, numpy_helper
 
     node = next((n for n in model.graph.node if "logits" in n.output), None)
     if node is None or node.op_type != "MatMulNBits" or len(node.input) != 3:
-        return None
+        return None, None
     attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if attributes.get("bits") != 8 or attributes.get("block_size") != 32:
-        return None
-    weights = {i.name: i for i in model.graph.initializer if i.name in node.input[1:]}
-    q8, scales = (numpy_helper.to_array(weights[name]) for name in node.input[1:])
+        return None, None
+    arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q8, scales = (arrays[name] for name in node.input[1:])
     stem = last.name.split(".part")[0]
     for suffix, array in zip(("weights", "scales"), to_logit_panels(q8, scales)):
         target = last.with_name(f"{stem}.logits-{suffix}.npy")
         with open(target.with_suffix(".tmp"), "wb") as f:
             np.save(f, array)
         os.replace(target.with_suffix(".tmp"), target)  # whole or not at all
-    model.graph.value_info.append(
-        helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None)
+    embedded = _tied_embedding(model, node.input[1], scales, arrays)
+    model.graph.value_info.extend(
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        for name in (node.input[0], embedded)
+        if name
     )
-    return str(node.input[0])
+    return str(node.input[0]), embedded
+
+
+def _tied_embedding(
+    model: Any, q8: str, scales: np.ndarray, arrays: dict[str, np.ndarray]
+) -> str | None:
+    """The (B, T, D) embedded tokens where ``blockwise.gather_tied`` reads them from the
+    projection's int8 blocks ``q8`` with the same scales (``embed_tokens`` computes them from
+    the panels exactly so); else None."""
+    from onnx import helper
+
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    for node in model.graph.node:
+        if node.op_type != "GatherBlockQuantized" or node.input[0] != q8 or len(node.input) != 3:
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        same = np.array_equal(arrays[node.input[2]].reshape(-1), scales)
+        reshape = consumers.get(node.output[0])
+        if same and attributes.get("block_size") == 32 and reshape is not None:
+            return str(reshape.output[0]) if reshape.op_type == "Reshape" else None
+    return None
+
+
+def embed_tokens(tokens: np.ndarray, panels: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """(B, T) token ids -> their int8 embedding rows dequantized, (B, T, K) float32, read
+    from the logits kernel's panels (``kernel.to_logit_panels``) as ``GatherBlockQuantized``
+    reads the tied table: (q - 128) * scale per block of 32."""
+    column, lane = np.divmod(tokens, 16)
+    blocks = panels[column, :, :, lane, :]  # (B, T, K/32, 8, 4)
+    rows = blocks.reshape(*tokens.shape, scales.shape[1], 32).astype(np.float32) - 128.0
+    return (rows * scales[column, :, lane][..., None]).reshape(*tokens.shape, -1)
 
 
 class KernelDecoder:
@@ -243,6 +284,10 @@ class KernelDecoder:
         want_scores = "cross_qk" in outputs  # word timestamps: else the softmax in scratch
         carried: dict[str, np.ndarray] = {}
         last = len(self.parts) - 1
+        embedded = self.parts[0].manifest.details.get("embedded_from")
+        if embedded and self._logits is not None:
+            _, panels, block_scales = self._logits
+            carried = {embedded: embed_tokens(feeds["tokens"], panels, block_scales)}
         for i, part in enumerate(self.parts):
             names = self._inputs[i]
             part_feeds = {n: carried[n] if n in carried else feeds[n] for n in names}

@@ -12,6 +12,7 @@
 
    cc -O3 -ffast-math -fopenmp -shared -fPIC self_attention_bf16.c -o sattn.so -lm */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,43 +143,67 @@ BF16 static void block_context(const uint32_t* w, int lw, const uint32_t* pairs,
     }
 }
 
-/* q, k, v, out: (B, T, H*D) float32; D a multiple of 32 and at most 128 (64 for Whisper) */
+static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* the sizes of a call's scratch: the packed heads, and each thread's scores and weights */
+static void sizes(int B, int T, int H, int D, size_t* packed, size_t* per_thread, int* S) {
+    int P = (T + 15) / 16, J = (T + 1) / 2, Q = (T + ROWS - 1) / ROWS;
+    *S = ((P * 16 > 2 * J ? P * 16 : 2 * J) + 31) & ~31;
+    size_t per_head = (size_t)P * 16 * (D / 2) + (size_t)J * D + (size_t)Q * ROWS * (D / 2);
+    *packed = up64((size_t)B * H * per_head * 4);
+    *per_thread = up64((size_t)ROWS * *S * 4) + up64((size_t)ROWS * *S * 2);
+}
+
+/* bytes of scratch ``sattn`` needs (the caller keeps it between calls: no allocation here) */
+size_t sattn_scratch(int B, int T, int H, int D, int threads) {
+    size_t packed, per_thread;
+    int S;
+    sizes(B, T, H, D, &packed, &per_thread, &S);
+    return 64 + packed + (size_t)threads * per_thread;
+}
+
+/* q, k, v, out: (B, T, H*D) float32; D a multiple of 32 and at most 128 (64 for Whisper);
+   scratch: sattn_scratch(B, T, H, D, threads) bytes */
 BF16 void sattn(const float* q, const float* k, const float* v, float* out, int B, int T, int H,
-                int D, int threads) {
+                int D, int threads, void* scratch) {
+    size_t packed_bytes, per_thread;
+    int S;
+    sizes(B, T, H, D, &packed_bytes, &per_thread, &S);
     int ld = H * D, P = (T + 15) / 16, J = (T + 1) / 2, half = D / 2;
-    int Q = (T + ROWS - 1) / ROWS, S = ((P * 16 > 2 * J ? P * 16 : 2 * J) + 31) & ~31;
+    int Q = (T + ROWS - 1) / ROWS;
     size_t kn = (size_t)P * 16 * half, vn = (size_t)J * D, qn = (size_t)Q * ROWS * half;
-    uint32_t* packed = malloc((size_t)B * H * (kn + vn + qn) * 4);
+    uint8_t* base = (uint8_t*)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    uint32_t* packed = (uint32_t*)base;
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp for schedule(static)
         for (int bh = 0; bh < B * H; bh++) {
             size_t at = (size_t)(bh / H) * T * ld + (size_t)(bh % H) * D;
-            uint32_t* base = packed + (size_t)bh * (kn + vn + qn);
-            pack_keys(k + at, ld, base, T, D);
-            pack_values(v + at, ld, base + kn, T, D);
-            memset(base + kn + vn, 0, qn * 4);
-            for (int t = 0; t < T; t++) row_pairs(q + at + (size_t)t * ld, base + kn + vn + (size_t)t * half, D);
+            uint32_t* head = packed + (size_t)bh * (kn + vn + qn);
+            pack_keys(k + at, ld, head, T, D);
+            pack_values(v + at, ld, head + kn, T, D);
+            memset(head + kn + vn, 0, qn * 4);
+            for (int t = 0; t < T; t++) row_pairs(q + at + (size_t)t * ld, head + kn + vn + (size_t)t * half, D);
         }
-        float* s = aligned_alloc(64, (size_t)ROWS * S * 4);
-        uint32_t* w = aligned_alloc(64, (size_t)ROWS * S * 2);
+        uint8_t* mine = base + packed_bytes + (size_t)omp_get_thread_num() * per_thread;
+        float* s = (float*)mine;
+        uint32_t* w = (uint32_t*)(mine + up64((size_t)ROWS * S * 4));
         float inv[ROWS];
 #pragma omp for schedule(dynamic, 4)
         for (int job = 0; job < B * H * Q; job++) {
             int bh = job / Q, t0 = job % Q * ROWS, rows = T - t0 < ROWS ? T - t0 : ROWS;
-            const uint32_t* base = packed + (size_t)bh * (kn + vn + qn);
-            block_scores(base + kn + vn + (size_t)t0 * half, base, s, P, D, S);
+            const uint32_t* head = packed + (size_t)bh * (kn + vn + qn);
+            block_scores(head + kn + vn + (size_t)t0 * half, head, s, P, D, S);
             for (int r = 0; r < ROWS; r++) inv[r] = row_weights(s + (size_t)r * S, w + (size_t)r * S / 2, T, J);
             size_t at = (size_t)(bh / H) * T * ld + (size_t)t0 * ld + (size_t)(bh % H) * D;
-            block_context(w, S / 2, base + kn, inv, out + at, ld, rows, J, D);
+            block_context(w, S / 2, head + kn, inv, out + at, ld, rows, J, D);
         }
-        free(s);
-        free(w);
     }
-    free(packed);
 }
 
 #else
 int sattn_supported(void) { return 0; }
-void sattn(const float* q, const float* k, const float* v, float* out, int B, int T, int H, int D, int threads) {}
+size_t sattn_scratch(int B, int T, int H, int D, int threads) { return 0; }
+void sattn(const float* q, const float* k, const float* v, float* out, int B, int T, int H, int D, int threads,
+           void* scratch) {}
 #endif
