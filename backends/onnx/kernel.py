@@ -1,4 +1,4 @@
-"""This project's CPU attention kernels (``kernels/*.c``), built on first use.
+"""This project's CPU kernels (``kernels/*.c``), built on first use.
 
 ``cross_attention_fp16.c``: the decoder's cross-attention over float16 keys and values. ONNX
 Runtime's CPU kernels have no attention that reads float16 keys and values as they are: their
@@ -14,12 +14,13 @@ most of an encoder window's time on a CPU.
 ``logits_int8.c``: the decoder's logits over the int8 token embedding, the same arithmetic as
 ONNX Runtime's ``MatMulNBits`` at accuracy level 4 in about half its time for a batch of rows.
 
-Neither can be an ONNX Runtime custom operator here (that needs ONNX Runtime's C headers,
+None of them can be an ONNX Runtime custom operator here (that needs ONNX Runtime's C headers,
 which no package registry this project installs from ships), so the graphs run cut around
 them (``split``, ``split_encoder``). A shared library is compiled with the system's C compiler
-the first time and kept in the ONNX cache folder, keyed by the source's digest. Without a
-compiler, on a CPU without the instructions, or where the build fails, the loaders say why
-and the graphs compute the attention themselves."""
+the first time and kept in the ONNX cache folder, keyed by its source's and headers' digest.
+Without a compiler, on a CPU without the instructions, or where the build fails, the loaders
+say why and the graphs compute these themselves. Scratch memory is kept per thread between
+calls (``_kept``): fresh arrays of a few MB at every call fragment glibc's heap."""
 
 from __future__ import annotations
 
@@ -64,19 +65,12 @@ class CrossAttentionKernel:
         s = values.shape[2]
         q = np.ascontiguousarray(q, np.float32)
         context = np.empty((b, h, t, dh), np.float32)
-        work = self._scratch(b * h * t * s).reshape(b, h, t, s)
+        work = _kept(self._local, b * h * t * s, np.float32).reshape(b, h, t, s)
         kept = np.empty((b, h, t, s), np.float32) if scores else work  # softmax in place
         arrays = (q, keys, values, context, kept, work)
         pointers = [ctypes.c_void_p(a.ctypes.data) for a in arrays]
         self._xattn(*pointers, b * h, t, dh, s, self.threads)
         return context, kept if scores else None
-
-    def _scratch(self, n: int) -> np.ndarray:
-        """This thread's scratch of at least ``n`` floats (kept between calls)."""
-        buffer = getattr(self._local, "buffer", None)
-        if buffer is None or buffer.size < n:
-            buffer = self._local.buffer = np.empty(n, np.float32)
-        return buffer[:n]
 
 
 class SelfAttentionKernel:
@@ -106,18 +100,10 @@ class SelfAttentionKernel:
         context = np.empty((b, t, width), np.float32) if out is None else out
         assert context.shape == q.shape and context.flags.c_contiguous
         dims = (b, t, heads, width // heads, self.threads)
-        scratch = self._scratch(self._size(*dims))
+        scratch = _kept(self._local, self._size(*dims), np.uint8)  # packed heads, per thread
         pointers = [ctypes.c_void_p(a.ctypes.data) for a in (q, k, v, context)]
         self._sattn(*pointers, *dims, ctypes.c_void_p(scratch.ctypes.data))
         return context
-
-    def _scratch(self, n: int) -> np.ndarray:
-        """This thread's scratch of at least ``n`` bytes: the kernel allocates nothing, so the
-        C heap does not fragment with a window's 3.5 MB of packed heads."""
-        buffer = getattr(self._local, "buffer", None)
-        if buffer is None or buffer.size < n:
-            buffer = self._local.buffer = np.empty(n, np.uint8)
-        return buffer
 
 
 class LogitsKernel:
@@ -137,6 +123,14 @@ class LogitsKernel:
         x_p, w_p, s_p, out_p = pointers
         self._logits(x_p, len(rows), k, w_p, s_p, out_p, n, self.threads)
         return out.reshape(*x.shape[:-1], n)
+
+
+def _kept(local: threading.local, n: int, dtype: type) -> np.ndarray:
+    """This thread's buffer of ``n`` items of ``dtype`` (grown when short, kept between calls)."""
+    buffer = getattr(local, "buffer", None)
+    if buffer is None or buffer.size < n or buffer.dtype != dtype:
+        buffer = local.buffer = np.empty(n, dtype)
+    return buffer[:n]
 
 
 def to_logit_panels(q8: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
