@@ -117,6 +117,8 @@ class LogitsKernel:
     def __call__(self, x: np.ndarray, panels: np.ndarray, scales: np.ndarray, n: int) -> np.ndarray:
         """x (..., K) float32 -> (..., n) float32."""
         k = x.shape[-1]
+        if k % 32 or panels.shape[1] * 32 != k or panels.shape[0] * 16 < n:
+            raise ValueError(f"panels {panels.shape} do not fit inputs of {k} and {n} outputs")
         rows = np.ascontiguousarray(x, np.float32).reshape(-1, k)
         out = np.empty((len(rows), n), np.float32)
         pointers = [ctypes.c_void_p(a.ctypes.data) for a in (rows, panels, scales, out)]
