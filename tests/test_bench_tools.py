@@ -63,3 +63,21 @@ def test_bench_cross_attention_kernel_matches_a_float64_reference(tmp_path):
         pytest.skip(str(why))
     result = bench.measure_one("kernel-fp16", CROSS_SHAPE, calls=2)
     assert result["max_error"] < 2e-3, result
+
+
+def test_cross_kv_precision_simulates_int8_keys_and_values():
+    """The int8 cross-attention simulation behind the sixth pass's table runs each precision
+    in its own process and reports a WER for each (jfk: both transcribe it without error)."""
+    from tests.conftest import eval_file
+
+    eval_file("jfk.flac")
+    done = subprocess.run(
+        [sys.executable, "tools/cross_kv_precision.py", "--sets", "jfk", "--roles", "none,kv"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    row = re.search(r"\| jfk \| ([\d.]+)% \| ([\d.]+)% \|", done.stdout)
+    assert row, done.stdout + done.stderr
+    assert float(row[1]) < 10.0 and float(row[2]) < 10.0
