@@ -33,6 +33,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -161,37 +162,34 @@ def to_panels(keys: np.ndarray) -> np.ndarray:
 def load_kernel(cache: Path, threads: int) -> CrossAttentionKernel | str:
     """The cross-attention kernel, built into ``cache`` when not there yet; or why it cannot
     run here."""
-    loaded = _library(SOURCE, cache, "float16 cross-attention")
-    if isinstance(loaded, str):
-        return loaded
-    if not loaded.xattn_supported():
-        return "the float16 cross-attention kernel needs a CPU with AVX-512 (BW, VL)"
-    loaded.xattn.restype = None
-    return CrossAttentionKernel(loaded, threads)
+    return _load(SOURCE, cache, "float16 cross-attention", "xattn", "AVX-512 (BW, VL)", threads)
 
 
 def load_self_attention(cache: Path, threads: int) -> SelfAttentionKernel | str:
     """The encoder's bfloat16 self-attention kernel, built into ``cache`` when not there yet;
     or why it cannot run here."""
-    loaded = _library(SELF_SOURCE, cache, "bfloat16 self-attention")
-    if isinstance(loaded, str):
-        return loaded
-    if not loaded.sattn_supported():
-        return "the bfloat16 self-attention kernel needs a CPU with AVX-512 BF16"
-    loaded.sattn.restype = None
-    return SelfAttentionKernel(loaded, threads)
+    return _load(SELF_SOURCE, cache, "bfloat16 self-attention", "sattn", "AVX-512 BF16", threads)
 
 
 def load_logits(cache: Path, threads: int) -> LogitsKernel | str:
     """The decoder's int8 logits kernel, built into ``cache`` when not there yet; or why it
     cannot run here."""
-    loaded = _library(LOGITS_SOURCE, cache, "int8 logits")
+    return _load(LOGITS_SOURCE, cache, "int8 logits", "logits", "AVX-512 VNNI", threads)
+
+
+KERNELS = {"xattn": CrossAttentionKernel, "sattn": SelfAttentionKernel, "logits": LogitsKernel}
+
+
+def _load(source: Path, cache: Path, what: str, entry: str, needs: str, threads: int) -> Any:
+    """The kernel whose C function is ``entry`` (with ``<entry>_supported`` saying whether this
+    CPU has ``needs``), wrapped in its class; or why it cannot run here."""
+    loaded = _library(source, cache, what)
     if isinstance(loaded, str):
         return loaded
-    if not loaded.logits_supported():
-        return "the int8 logits kernel needs a CPU with AVX-512 VNNI"
-    loaded.logits.restype = None
-    return LogitsKernel(loaded, threads)
+    if not getattr(loaded, f"{entry}_supported")():
+        return f"the {what} kernel needs a CPU with {needs}"
+    getattr(loaded, entry).restype = None
+    return KERNELS[entry](loaded, threads)
 
 
 def _library(source: Path, cache: Path, what: str) -> ctypes.CDLL | str:
