@@ -77,16 +77,24 @@ class Graph:
         """``run`` one row of ``rows`` at a time, each writing straight into its slice of the
         batched outputs (I/O binding): no concatenation of the parts afterwards. ``into``: the
         arrays to write (of len(rows) rows), else new ones."""
-        start = 0
-        if into is None:
-            first = self.session.run(outputs, {feed: rows[:1]})
-            into = [np.empty((len(rows), *a.shape[1:]), a.dtype) for a in first]
-            for out, a in zip(into, first):
-                out[0] = a[0]
-            start = 1
-        for i in range(start, len(rows)):
-            self.run_into(outputs, {feed: rows[i : i + 1]}, [out[i : i + 1] for out in into])
-        return into
+        return run_rows(self, outputs, feed, rows, into)
+
+
+def run_rows(
+    graph: Any, outputs: list[str], feed: str, rows: np.ndarray, into: list[np.ndarray] | None
+) -> list[np.ndarray]:
+    """``Graph.run_rows`` for anything with ``run`` and ``run_into`` (a graph, or graphs cut
+    around a kernel): the first row's outputs give the batched arrays' shapes."""
+    start = 0
+    if into is None:
+        first = graph.run(outputs, {feed: rows[:1]})
+        into = [np.empty((len(rows), *a.shape[1:]), a.dtype) for a in first]
+        for out, a in zip(into, first):
+            out[0] = a[0]
+        start = 1
+    for i in range(start, len(rows)):
+        graph.run_into(outputs, {feed: rows[i : i + 1]}, [out[i : i + 1] for out in into])
+    return into
 
 
 @dataclass

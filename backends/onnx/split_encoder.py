@@ -24,7 +24,7 @@ import numpy as np
 from backends.onnx.export import save_graph
 from backends.onnx.kernel import SelfAttentionKernel
 from backends.onnx.manifest import Manifest
-from backends.onnx.sessions import Graph
+from backends.onnx.sessions import Graph, run_rows
 from backends.onnx.split import Located, _identity, _read
 
 VERSION = 1  # of the derived parts: a change here makes them again
@@ -171,6 +171,13 @@ class KernelEncoder:
             kept = self._local.buffers = (rows, {**arrays, "residual": (new(), new())})
         return kept[1]
 
+    def run_into(
+        self, outputs: list[str], feeds: dict[str, np.ndarray], into: list[np.ndarray]
+    ) -> None:
+        """``run``, each output copied into its array of ``into``."""
+        for out, result in zip(into, self.run(outputs, feeds), strict=True):
+            out[...] = result
+
     def run_rows(
         self,
         outputs: list[str],
@@ -179,12 +186,5 @@ class KernelEncoder:
         into: list[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """``run`` one row of ``rows`` at a time (int8 graphs quantize per call), each result
-        written into its slice of the batched outputs."""
-        for i in range(len(rows)):
-            results = self.run(outputs, {feed: rows[i : i + 1]})
-            if into is None:
-                into = [np.empty((len(rows), *a.shape[1:]), a.dtype) for a in results]
-            for out, a in zip(into, results):
-                out[i] = a[0]
-        assert into is not None, "run_rows of no rows"
-        return into
+        written into its slice of the batched outputs (``sessions.run_rows``)."""
+        return run_rows(self, outputs, feed, rows, into)
