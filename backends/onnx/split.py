@@ -281,6 +281,8 @@ class KernelDecoder:
         self._heads = [tuple(h) for h in manifest.details.get("alignment_heads", [])]
         self._logits = logits
         self._vocab = int(manifest.output("logits").shape[-1])
+        # part 0 takes the embedded tokens where it was cut for the logits kernel's panels
+        self._embedded = parts[0].manifest.details.get("embedded_from") if logits else None
 
     def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """``Graph.run`` of the decoder graph: logits, new keys and values, ``cross_qk``."""
@@ -289,10 +291,9 @@ class KernelDecoder:
         want_scores = "cross_qk" in outputs  # word timestamps: else the softmax in scratch
         carried: dict[str, np.ndarray] = {}
         last = len(self.parts) - 1
-        embedded = self.parts[0].manifest.details.get("embedded_from")
-        if embedded and self._logits is not None:
+        if self._embedded and self._logits is not None:
             _, panels, block_scales = self._logits
-            carried = {embedded: embed_tokens(feeds["tokens"], panels, block_scales)}
+            carried = {self._embedded: embed_tokens(feeds["tokens"], panels, block_scales)}
         for i, part in enumerate(self.parts):
             names = self._inputs[i]
             part_feeds = {n: carried[n] if n in carried else feeds[n] for n in names}
