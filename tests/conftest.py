@@ -17,6 +17,15 @@ def rel_err(got, want) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
+def built_kernel(loader, folder: Path):
+    """One of this project's CPU kernels (``backends.onnx.kernel``), built into ``folder``, or
+    skip the test saying why it cannot run here (no compiler, no such instructions)."""
+    built = loader(folder, 2)
+    if isinstance(built, str):
+        pytest.skip(built)
+    return built
+
+
 def eval_file(*parts: str) -> Path:
     """A file of ../shared/eval, or skip the test saying what is missing."""
     path = EVAL_DIR.joinpath(*parts)

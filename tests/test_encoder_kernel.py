@@ -19,7 +19,7 @@ from backends.onnx.kernel import load_self_attention  # noqa: E402
 from backends.onnx.sessions import Graph  # noqa: E402
 from backends.onnx.split_encoder import KernelEncoder  # noqa: E402
 from runtime.backend import LoadOptions  # noqa: E402
-from tests.conftest import eval_file, rel_err  # noqa: E402
+from tests.conftest import built_kernel, eval_file, rel_err  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kernel(cache_dir):
-    built = load_self_attention(cache_dir / "kernels", 2)
-    if isinstance(built, str):
-        pytest.skip(built)
-    return built
+    return built_kernel(load_self_attention, cache_dir / "kernels")
 
 
 def load(model, cache_dir, kernel: bool, precision: str = "fp32", fused: bool = True):

@@ -22,7 +22,7 @@ from backends.onnx.kernel import load_kernel, load_logits, to_logit_panels, to_p
 from backends.onnx.sessions import Graph  # noqa: E402
 from backends.onnx.split import KernelDecoder  # noqa: E402
 from runtime.backend import LoadOptions  # noqa: E402
-from tests.conftest import rel_err  # noqa: E402
+from tests.conftest import built_kernel, rel_err  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kernel(cache_dir):
-    built = load_kernel(cache_dir / "kernels", 2)
-    if isinstance(built, str):
-        pytest.skip(built)
-    return built
+    return built_kernel(load_kernel, cache_dir / "kernels")
 
 
 def load(model, cache_dir, kernel: bool, precision: str = "fp32"):
@@ -151,10 +148,7 @@ def test_placement_reports_the_parts_as_one_decoder(sessions):
 
 @pytest.fixture(scope="module")
 def logits_kernel(cache_dir):
-    built = load_logits(cache_dir / "kernels", 2)
-    if isinstance(built, str):
-        pytest.skip(built)
-    return built
+    return built_kernel(load_logits, cache_dir / "kernels")
 
 
 def nbits_session(weight: np.ndarray):
