@@ -113,6 +113,11 @@ class OnnxSession(BaseSession):
             from backends.onnx.split import KernelDecoder, kernel_manifest
 
             manifest = kernel_manifest(located[2][2][1])
+            if self.options.cross_kv_int8:
+                from backends.onnx.cross_int8 import Int8CrossKV, int8_specs
+
+                opened[1] = [Int8CrossKV(opened[1][0], decoder_kernel.quantizer)]
+                manifest = dataclasses.replace(manifest, inputs=int8_specs(manifest.inputs))
             opened[2] = [KernelDecoder(opened[2], manifest, decoder_kernel, logits)]
         return [group[0] for group in opened]
 

@@ -162,6 +162,12 @@ class OnnxOptions(BaseModel):
         "CPU kernel (built with the system's C compiler on first use; AVX-512), the decoder "
         "graph cut around it; falls back to the graph's own attention where it cannot run.",
     )
+    cross_kv_int8: bool = Field(
+        default=False,
+        description="With cross_attention_kernel: the decoder's cross-attention keys and values "
+        "held as int8 (a scale per key and value row of each head) instead of float16: half the "
+        "bytes a decoder step reads and half the memory a row holds.",
+    )
     encoder_attention_kernel: bool = Field(
         default=False,
         description="Encoder self-attention in bfloat16 by this project's CPU kernel (built "

@@ -1,0 +1,265 @@
+/* Whisper's decoder cross-attention over float16 or int8 keys and values (backends/onnx/kernel.py).
+
+   softmax(q K^T) V for every (row, head): q (BH, T, D) float32, already scaled; keys as panels of
+   16 (BH, ceil(S/16), D, 16) float16 so a block of 16 scores reads 2 KB in order; values
+   (BH, S, D) float16. Scores (BH, T, S) are written too (word timestamps read them). Keys and
+   values are read once per (row, head) and widened to float32 in registers (F16C), so the step
+   reads half the bytes of ONNX Runtime's float32 MatMul + Softmax + MatMul, whose float16 paths
+   widen to float32 in memory first (tools/bench_cross_attention.py). AVX-512 only; elsewhere
+   xattn_supported() says 0 and the decoder graph computes the attention itself.
+
+   int8 (xattn_i8): each key and each value row of a head quantized symmetrically over its dh
+   numbers (scale max|x| / 127, xquant_k / xquant_v from the float16 arrays), the scale stored
+   after the numbers: a key panel is (dh + 4, 16) bytes, its last 64 the 16 keys' float32
+   scales; a value row dh + 4 bytes. A step then reads half the bytes again; the scores take
+   each key's scale once, the softmax weights each value row's.
+
+   cc -O3 -ffast-math -fopenmp -shared -fPIC cross_attention.c -o xattn.so -lm
+   (OMP_WAIT_POLICY=PASSIVE: idle workers must not spin on the cores ONNX Runtime needs next) */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include "exp512.h"
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+int xattn_supported(void) { return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"); }
+
+/* scores[t, j] = sum_d q[t, d] k[j, d], up to 8 query rows per pass over each panel of 16 keys
+   (a step has one; a prompt's piece 48: each panel widened once per 8 rows) */
+#define SCORES(NAME, R)                                                                             \
+    AVX512 static void NAME(const float* q, const uint16_t* panel, float* s, int D, int S, int p,  \
+                            int nt) {                                                               \
+        __m512 acc[R];                                                                              \
+        for (int t = 0; t < R; t++) acc[t] = _mm512_setzero_ps();                                   \
+        for (int d = 0; d < D; d++) {                                                               \
+            __m512 kd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(panel + d * 16)));      \
+            for (int t = 0; t < R; t++)                                                             \
+                acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)t * D + d]), kd, acc[t]);         \
+        }                                                                                           \
+        int left = S - p * 16;                                                                      \
+        __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);               \
+        for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(s + (size_t)t * S + p * 16, m, acc[t]);  \
+    }
+SCORES(scores8, 8)
+SCORES(scores1, 1)
+
+AVX512 static void scores(const float* q, const uint16_t* k, float* s, int T, int D, int S) {
+    int panels = (S + 15) / 16;
+    float padded[8 * 256]; /* the last rows of a prompt's piece, zeros after (D <= 256) */
+    for (int t0 = 0; t0 < T; t0 += 8) {
+        int nt = T - t0 < 8 ? T - t0 : 8;
+        const float* qt = q + (size_t)t0 * D;
+        if (nt > 1 && nt < 8) {
+            memset(padded, 0, sizeof(float) * 8 * D);
+            memcpy(padded, qt, sizeof(float) * nt * D);
+            qt = padded;
+        }
+        float* st = s + (size_t)t0 * S;
+        for (int p = 0; p < panels; p++) {
+            const uint16_t* panel = k + (size_t)p * D * 16;
+            if (nt == 1) scores1(qt, panel, st, D, S, p, 1);
+            else scores8(qt, panel, st, D, S, p, nt);
+        }
+    }
+}
+
+/* a row of scores -> its softmax weights */
+AVX512 static void softmax(const float* s, float* w, int S) {
+    __m512 top = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+    for (int j = 0; j < S; j += 16) {
+        __mmask16 m = S - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (S - j)) - 1);
+        top = _mm512_mask_max_ps(top, m, top, _mm512_maskz_loadu_ps(m, s + j));
+    }
+    __m512 peak = _mm512_set1_ps(_mm512_reduce_max_ps(top));
+    for (int j = 0; j < S; j += 16) {
+        __mmask16 m = S - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (S - j)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), peak)));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_mask_storeu_ps(w + j, m, e);
+    }
+    __m512 r = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sum));
+    for (int j = 0; j < S; j += 16) {
+        __mmask16 m = S - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (S - j)) - 1);
+        _mm512_mask_storeu_ps(w + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + j), r));
+    }
+}
+
+/* out[t, :] = sum_j w[t, j] v[j, :] for nt <= 4 rows (each value row widened once for all),
+   D a multiple of 16 (64 for every Whisper size) */
+AVX512 static void context(const float* w, const uint16_t* v, float* out, int D, int S, int nt) {
+    for (int d0 = 0; d0 < D; d0 += 64) {
+        int nd = D - d0 < 64 ? (D - d0) / 16 : 4;
+        __m512 acc[4][4];
+        for (int t = 0; t < 4; t++)
+            for (int c = 0; c < 4; c++) acc[t][c] = _mm512_setzero_ps();
+        for (int j = 0; j < S; j++) {
+            const uint16_t* row = v + (size_t)j * D + d0;
+            for (int c = 0; c < nd; c++) {
+                __m512 vj = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + 16 * c)));
+                for (int t = 0; t < nt; t++)
+                    acc[t][c] = _mm512_fmadd_ps(_mm512_set1_ps(w[(size_t)t * S + j]), vj, acc[t][c]);
+            }
+        }
+        for (int t = 0; t < nt; t++)
+            for (int c = 0; c < nd; c++) _mm512_storeu_ps(out + (size_t)t * D + d0 + 16 * c, acc[t][c]);
+    }
+}
+
+/* work: (BH, T, S) floats of scratch for the softmax's weights; it may be s itself (the scores are
+   then overwritten by the weights, when no one reads them) */
+void xattn(const float* q, const uint16_t* k, const uint16_t* v, float* out, float* s, float* work,
+           int BH, int T, int D, int S, int threads) {
+    size_t kstride = (size_t)((S + 15) / 16) * 16 * D;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int u = 0; u < BH; u++) {
+        const float* qu = q + (size_t)u * T * D;
+        float* su = s + (size_t)u * T * S;
+        float* wu = work + (size_t)u * T * S;
+        scores(qu, k + u * kstride, su, T, D, S);
+        for (int t = 0; t < T; t++) softmax(su + (size_t)t * S, wu + (size_t)t * S, S);
+        for (int t = 0; t < T; t += 4)
+            context(wu + (size_t)t * S, v + (size_t)u * S * D, out + ((size_t)u * T + t) * D, D, S,
+                    T - t < 4 ? T - t : 4);
+    }
+}
+
+/* ---- int8 keys and values, a float32 scale each ---------------------------------------- */
+#define WIDEN8(ptr) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(ptr))))
+
+#define SCORES_I8(NAME, R)                                                                          \
+    AVX512 static void NAME(const float* q, const int8_t* panel, float* s, int D, int S, int p,    \
+                            int nt) {                                                               \
+        __m512 acc[R];                                                                              \
+        for (int t = 0; t < R; t++) acc[t] = _mm512_setzero_ps();                                   \
+        for (int d = 0; d < D; d++) {                                                               \
+            __m512 kd = WIDEN8(panel + d * 16);                                                     \
+            for (int t = 0; t < R; t++)                                                             \
+                acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)t * D + d]), kd, acc[t]);         \
+        }                                                                                           \
+        __m512 scale = _mm512_loadu_ps((const float*)(panel + D * 16));                            \
+        int left = S - p * 16;                                                                      \
+        __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);               \
+        for (int t = 0; t < nt; t++)                                                                \
+            _mm512_mask_storeu_ps(s + (size_t)t * S + p * 16, m, _mm512_mul_ps(acc[t], scale));     \
+    }
+SCORES_I8(scores8_i8, 8)
+SCORES_I8(scores1_i8, 1)
+
+AVX512 static void scores_i8(const float* q, const int8_t* k, float* s, int T, int D, int S) {
+    int panels = (S + 15) / 16;
+    size_t panel_bytes = (size_t)(D + 4) * 16;
+    float padded[8 * 256];
+    for (int t0 = 0; t0 < T; t0 += 8) {
+        int nt = T - t0 < 8 ? T - t0 : 8;
+        const float* qt = q + (size_t)t0 * D;
+        if (nt > 1 && nt < 8) {
+            memset(padded, 0, sizeof(float) * 8 * D);
+            memcpy(padded, qt, sizeof(float) * nt * D);
+            qt = padded;
+        }
+        float* st = s + (size_t)t0 * S;
+        for (int p = 0; p < panels; p++) {
+            const int8_t* panel = k + (size_t)p * panel_bytes;
+            if (nt == 1) scores1_i8(qt, panel, st, D, S, p, 1);
+            else scores8_i8(qt, panel, st, D, S, p, nt);
+        }
+    }
+}
+
+/* out[t, :] = sum_j w[t, j] scale_j v8[j, :] for nt <= 4 rows */
+AVX512 static void context_i8(const float* w, const int8_t* v, float* out, int D, int S, int nt) {
+    size_t row_bytes = (size_t)D + 4;
+    for (int d0 = 0; d0 < D; d0 += 64) {
+        int nd = D - d0 < 64 ? (D - d0) / 16 : 4;
+        __m512 acc[4][4];
+        for (int t = 0; t < 4; t++)
+            for (int c = 0; c < 4; c++) acc[t][c] = _mm512_setzero_ps();
+        for (int j = 0; j < S; j++) {
+            const int8_t* row = v + (size_t)j * row_bytes;
+            float scale;
+            memcpy(&scale, row + D, sizeof scale);
+            __m512 wj[4];
+            for (int t = 0; t < nt; t++) wj[t] = _mm512_set1_ps(w[(size_t)t * S + j] * scale);
+            for (int c = 0; c < nd; c++) {
+                __m512 vj = WIDEN8(row + d0 + 16 * c);
+                for (int t = 0; t < nt; t++) acc[t][c] = _mm512_fmadd_ps(wj[t], vj, acc[t][c]);
+            }
+        }
+        for (int t = 0; t < nt; t++)
+            for (int c = 0; c < nd; c++) _mm512_storeu_ps(out + (size_t)t * D + d0 + 16 * c, acc[t][c]);
+    }
+}
+
+/* xattn with int8 keys (BH, ceil(S/16), D + 4, 16) and values (BH, S, D + 4) as packed by
+   xquant_k and xquant_v */
+void xattn_i8(const float* q, const int8_t* k, const int8_t* v, float* out, float* s, float* work,
+              int BH, int T, int D, int S, int threads) {
+    size_t kstride = (size_t)((S + 15) / 16) * 16 * (D + 4), vstride = (size_t)S * (D + 4);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int u = 0; u < BH; u++) {
+        const float* qu = q + (size_t)u * T * D;
+        float* su = s + (size_t)u * T * S;
+        float* wu = work + (size_t)u * T * S;
+        scores_i8(qu, k + u * kstride, su, T, D, S);
+        for (int t = 0; t < T; t++) softmax(su + (size_t)t * S, wu + (size_t)t * S, S);
+        for (int t = 0; t < T; t += 4)
+            context_i8(wu + (size_t)t * S, v + u * vstride, out + ((size_t)u * T + t) * D, D, S,
+                       T - t < 4 ? T - t : 4);
+    }
+}
+
+/* 16 float16 numbers quantized by 127 / max|x| (0 where all are 0), saturated, as 16 bytes */
+AVX512 static void quantize16(const uint16_t* x, int8_t* out, __m512 inverse) {
+    __m512 wide = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)x));
+    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(wide, inverse)); /* rounds to nearest even */
+    _mm_storeu_si128((__m128i*)out, _mm512_cvtsepi32_epi8(q));
+}
+
+/* float16 key panels (n, D, 16) -> int8 panels (n, D + 4, 16), each key's scale after them */
+AVX512 void xquant_k(const uint16_t* k, int8_t* out, size_t n, int D) {
+    for (size_t p = 0; p < n; p++) {
+        const uint16_t* panel = k + p * D * 16;
+        int8_t* packed = out + p * (size_t)(D + 4) * 16;
+        __m512 top = _mm512_setzero_ps();
+        for (int d = 0; d < D; d++)
+            top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(panel + d * 16)))));
+        __mmask16 live = _mm512_cmp_ps_mask(top, _mm512_setzero_ps(), _CMP_GT_OQ);
+        __m512 inverse = _mm512_maskz_div_ps(live, _mm512_set1_ps(127.f), top);
+        for (int d = 0; d < D; d++) quantize16(panel + d * 16, packed + d * 16, inverse);
+        _mm512_storeu_ps((float*)(packed + D * 16), _mm512_mul_ps(top, _mm512_set1_ps(1.f / 127.f)));
+    }
+}
+
+/* float16 value rows (n, D) -> int8 rows (n, D + 4), each row's scale after it */
+AVX512 void xquant_v(const uint16_t* v, int8_t* out, size_t n, int D) {
+    for (size_t j = 0; j < n; j++) {
+        const uint16_t* row = v + j * D;
+        int8_t* packed = out + j * (size_t)(D + 4);
+        __m512 top = _mm512_setzero_ps();
+        for (int d = 0; d < D; d += 16)
+            top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + d)))));
+        float peak = _mm512_reduce_max_ps(top);
+        __m512 inverse = _mm512_set1_ps(peak > 0.f ? 127.f / peak : 0.f);
+        for (int d = 0; d < D; d += 16) quantize16(row + d, packed + d, inverse);
+        float scale = peak / 127.f;
+        memcpy(packed + D, &scale, sizeof scale);
+    }
+}
+#else
+int xattn_supported(void) { return 0; }
+void xattn(const float* q, const uint16_t* k, const uint16_t* v, float* out, float* s, float* work,
+           int BH, int T, int D, int S, int threads) {
+    (void)q; (void)k; (void)v; (void)out; (void)s; (void)work; (void)BH; (void)T; (void)D; (void)S;
+    (void)threads;
+}
+void xattn_i8(const float* q, const int8_t* k, const int8_t* v, float* out, float* s, float* work,
+              int BH, int T, int D, int S, int threads) {
+    (void)q; (void)k; (void)v; (void)out; (void)s; (void)work; (void)BH; (void)T; (void)D; (void)S;
+    (void)threads;
+}
+void xquant_k(const uint16_t* k, int8_t* out, size_t n, int D) { (void)k; (void)out; (void)n; (void)D; }
+void xquant_v(const uint16_t* v, int8_t* out, size_t n, int D) { (void)v; (void)out; (void)n; (void)D; }
+#endif
