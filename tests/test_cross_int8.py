@@ -14,7 +14,7 @@ pytest.importorskip("onnx")
 
 from backends.onnx import OnnxBackend  # noqa: E402
 from backends.onnx.cross_int8 import Int8CrossKV  # noqa: E402
-from backends.onnx.kernel import SCALE_BYTES, load_kernel, to_panels  # noqa: E402
+from backends.onnx.kernel import SCALE_BYTES, load_kernel  # noqa: E402
 from runtime.backend import LoadOptions  # noqa: E402
 from tests.conftest import built_kernel, rel_err  # noqa: E402
 
@@ -54,8 +54,8 @@ def test_int8_kernel_is_softmax_attention_over_what_was_packed(kernel, shape):
     b, h, t, dh, s = shape
     rng = np.random.default_rng(0)
     q = (rng.standard_normal((b, h, t, dh)) / 8).astype(np.float32)
-    keys = to_panels(rng.standard_normal((b, h, dh, s)).astype(np.float32) * 3)
-    values = rng.standard_normal((b, h, s, dh)).astype(np.float16)
+    keys = rng.standard_normal((b, h, dh, s)).astype(np.float32) * 3
+    values = rng.standard_normal((b, h, s, dh)).astype(np.float32)
     k8, v8 = kernel.quantizer("cross_k", keys), kernel.quantizer("cross_v", values)
     assert k8.dtype == np.int8 and k8.shape == (b, h, -(-s // 16), dh + SCALE_BYTES, 16)
     assert v8.shape == (b, h, s, dh + SCALE_BYTES)
@@ -69,14 +69,14 @@ def test_int8_kernel_is_softmax_attention_over_what_was_packed(kernel, shape):
 
 def test_each_key_and_value_row_gets_its_own_scale(kernel):
     """Symmetric per key (over its dh numbers) and per value row: within half a step of the
-    float16 input, the largest magnitude at +-127, a row of zeros stays zeros."""
+    input, the largest magnitude at +-127, a row of zeros stays zeros; keys past S are zeros."""
     rng = np.random.default_rng(4)
     values = rng.standard_normal((1, 2, 40, 64)) * rng.uniform(0.01, 100, (1, 2, 40, 1))
-    values = values.astype(np.float16)
+    values = values.astype(np.float32)
     values[0, 1, 7] = 0
     v8 = kernel.quantizer("cross_v", values)
     scales = np.ascontiguousarray(v8[..., 64:]).view(np.float32)[..., 0]
-    peak = np.abs(values.astype(np.float32)).max(-1)
+    peak = np.abs(values).max(-1)
     np.testing.assert_allclose(scales, peak / 127, rtol=1e-6)
     assert np.all(np.abs(v8[..., :64]).max(-1)[peak > 0] == 127)
     step = scales[..., None].astype(np.float64)
@@ -84,12 +84,13 @@ def test_each_key_and_value_row_gets_its_own_scale(kernel):
     assert not v8[0, 1, 7].any()
     keys = rng.standard_normal((1, 2, 64, 21)) * rng.uniform(0.01, 100, (1, 2, 1, 21))
     keys = keys.astype(np.float32)
-    k8 = kernel.quantizer("cross_k", to_panels(keys))
-    wide = keys.astype(np.float16).astype(np.float64)
-    key_step = np.abs(wide).max(2, keepdims=True) / 127
-    assert np.all(np.abs(unpack_keys(k8, 21) - wide) <= key_step / 2 * (1 + 1e-5) + 1e-12)
+    k8 = kernel.quantizer("cross_k", keys)
+    assert k8.shape == (1, 2, 2, 64 + SCALE_BYTES, 16)
+    assert not k8[:, :, 1, :64, 5:].any()  # the keys past 21 in the last panel
+    key_step = np.abs(keys).max(2, keepdims=True).astype(np.float64) / 127
+    assert np.all(np.abs(unpack_keys(k8, 21) - keys) <= key_step / 2 * (1 + 1e-5))
     with pytest.raises(ValueError, match="cannot pack"):
-        kernel.quantizer("cross_v", values.astype(np.float32))
+        kernel.quantizer("cross_v", values.astype(np.float16))
 
 
 def load(model, cache_dir, int8: bool, precision: str = "fp32"):

@@ -98,7 +98,8 @@ class OnnxSession(BaseSession):
             logits_kernel = self._logits_kernel()
             (name, spec, cross), (dec_name, dec_spec, decoder) = located[1:]
             fp16_cross, parts = derive(cross, decoder, logits=logits_kernel is not None)
-            groups[1] = [(name, spec, fp16_cross)]
+            if not self.options.cross_kv_int8:  # else the exported graph's, packed as int8
+                groups[1] = [(name, spec, fp16_cross)]
             groups[2] = [(f"{dec_name} part {i}", dec_spec, p) for i, p in enumerate(parts)]
             logits = _bind_logits(logits_kernel, parts[-1])
         flat = [item for group in groups for item in group]
@@ -117,7 +118,8 @@ class OnnxSession(BaseSession):
                 from backends.onnx.cross_int8 import Int8CrossKV, int8_specs
 
                 opened[1] = [Int8CrossKV(opened[1][0], decoder_kernel.quantizer)]
-                manifest = dataclasses.replace(manifest, inputs=int8_specs(manifest.inputs))
+                inputs = int8_specs(located[2][2][1].inputs)
+                manifest = dataclasses.replace(manifest, inputs=inputs)
             opened[2] = [KernelDecoder(opened[2], manifest, decoder_kernel, logits)]
         return [group[0] for group in opened]
 

@@ -1,11 +1,12 @@
-"""The float16 ``cross_kv`` graph's keys and values kept as int8, for the cross-attention kernel.
+"""The ``cross_kv`` graph's keys and values kept as int8, for the cross-attention kernel.
 
 A decoder step with the kernel is bound by reading every row's cross-attention keys and values
-(``kernel.py``); int8 halves that read again and the memory that holds them (9.2 → 4.9 MB a
-row for tiny.en). ``Int8CrossKV`` stands in for the ``cross_kv`` graph: the graph writes a
-window's float16 arrays into scratch kept per thread, and ``kernel.CrossQuantizer`` packs them,
-with one scale per key and value row of a head, into the arrays the decoder state holds. The
-state moves those arrays between slots as it moved the float16 ones: it never reads them.
+(``kernel.py``); int8 halves float16's read again and the memory that holds them (9.2 → 4.9 MB
+a row for tiny.en). ``Int8CrossKV`` stands in for the ``cross_kv`` graph: the exported graph
+writes a window's float32 arrays into scratch kept per thread, and ``kernel.CrossQuantizer``
+packs them, with one scale per key and value row of a head (the keys in the kernel's panels),
+into the arrays the decoder state holds. The state moves those arrays between slots as it moved
+the float16 ones: it never reads them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 
 import numpy as np
 
-from backends.onnx.kernel import SCALE_BYTES, CrossQuantizer
+from backends.onnx.kernel import CrossQuantizer
 from backends.onnx.manifest import Manifest, TensorSpec
 from backends.onnx.sessions import Graph, run_rows
 
@@ -23,7 +24,7 @@ ROLES = ("cross_k", "cross_v")
 
 
 def int8_specs(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
-    """Float16 cross-attention specs (``split.kernel_manifest``) as int8 ones, others as are."""
+    """The exported graphs' cross-attention specs as int8 ones, others as they are."""
     return tuple(
         dataclasses.replace(t, dtype="int8", shape=CrossQuantizer.shape(t.role, t.shape))
         if t.role in ROLES
@@ -33,7 +34,7 @@ def int8_specs(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
 
 
 class Int8CrossKV:
-    """``Graph`` of the float16 ``cross_kv`` whose outputs come out int8 (see the module)."""
+    """``Graph`` of the exported ``cross_kv`` whose outputs come out int8 (see the module)."""
 
     def __init__(self, graph: Graph, quantizer: CrossQuantizer) -> None:
         self.graph = graph
@@ -44,40 +45,35 @@ class Int8CrossKV:
         )
         self._quantize = quantizer
         self._roles = {t.name: t.role for t in graph.manifest.outputs}
-        self._local = threading.local()  # each thread's float16 scratch, kept between windows
+        self._shapes = {t.name: tuple(int(d) for d in t.shape[1:]) for t in graph.manifest.outputs}
+        self._local = threading.local()  # each thread's float32 scratch, kept between windows
 
     def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        halves = self.graph.run(outputs, feeds)
+        wide = self.graph.run(outputs, feeds)
         return [
-            self._quantize(self._roles[name], np.ascontiguousarray(half))
-            for name, half in zip(outputs, halves)
+            self._quantize(self._roles[name], np.ascontiguousarray(array))
+            for name, array in zip(outputs, wide)
         ]
 
     def run_into(
         self, outputs: list[str], feeds: dict[str, np.ndarray], into: list[np.ndarray]
     ) -> None:
-        """``Graph.run_into``: the float16 arrays into scratch, then packed ``into``."""
-        halves = self._scratch([self._half_shape(name, a.shape) for name, a in zip(outputs, into)])
-        self.graph.run_into(outputs, feeds, halves)
-        for name, half, out in zip(outputs, halves, into):
-            self._quantize(self._roles[name], half, out)
+        """``Graph.run_into``: the float32 arrays into scratch, then packed ``into``."""
+        wide = self._scratch([(len(a), *self._shapes[name]) for name, a in zip(outputs, into)])
+        self.graph.run_into(outputs, feeds, wide)
+        for name, array, out in zip(outputs, wide, into):
+            self._quantize(self._roles[name], array, out)
 
     def run_rows(
         self, outputs: list[str], feed: str, rows: np.ndarray, into: list[np.ndarray] | None = None
     ) -> list[np.ndarray]:
         return run_rows(self, outputs, feed, rows, into)
 
-    def _half_shape(self, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The float16 shape of an int8 output of ``shape`` (``CrossQuantizer.shape`` undone)."""
-        if self._roles[name] == "cross_k":
-            return (*shape[:-2], shape[-2] - SCALE_BYTES, shape[-1])
-        return (*shape[:-1], shape[-1] - SCALE_BYTES)
-
     def _scratch(self, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-        """Contiguous float16 arrays of ``shapes`` in this thread's buffer (grown when short)."""
+        """Contiguous float32 arrays of ``shapes`` in this thread's buffer (grown when short)."""
         sizes = [int(np.prod(s)) for s in shapes]
         buffer = getattr(self._local, "buffer", None)
         if buffer is None or buffer.size < sum(sizes):
-            buffer = self._local.buffer = np.empty(sum(sizes), np.float16)
+            buffer = self._local.buffer = np.empty(sum(sizes), np.float32)
         ends = np.cumsum(sizes)
         return [buffer[end - size : end].reshape(s) for s, size, end in zip(shapes, sizes, ends)]

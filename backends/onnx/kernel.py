@@ -82,37 +82,42 @@ class CrossAttentionKernel:
 
 
 class CrossQuantizer:
-    """float16 cross-attention keys (in panels) and values -> int8, each key and each value row
-    of a head with its own scale (max |x| / 127) packed after its numbers: keys (B, H, P, dh +
-    4, 16), values (B, H, S, dh + 4). Per key and head, the scales follow the keys' spread;
-    WER did not rise in a simulation on three sets (``tools/cross_kv_precision.py``)."""
+    """The ``cross_kv`` graph's float32 keys (B, H, dh, S) and values (B, H, S, dh) -> int8, each
+    key and each value row of a head with its own scale (max |x| / 127) packed after its
+    numbers: keys as panels (B, H, ceil(S/16), dh + 4, 16), values (B, H, S, dh + 4). Per key
+    and head, the scales follow the keys' spread; WER did not rise in a simulation on three sets
+    (``tools/cross_kv_precision.py``)."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         self._keys, self._values = library.xquant_k, library.xquant_v
+        pointers: list[Any] = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        self._keys.argtypes = [*pointers, ctypes.c_int]
+        self._values.argtypes = pointers
         for function in (self._keys, self._values):
             function.restype = None
-            function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
     @staticmethod
     def shape(role: str, shape: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The int8 array's shape for a float16 ``cross_k`` (panels) or ``cross_v`` shape (the
-        leading dimensions may be symbolic)."""
+        """The int8 array's shape for a float32 ``cross_k`` or ``cross_v`` shape (the leading
+        dimensions may be symbolic)."""
         if role == "cross_k":
-            return (*shape[:-2], shape[-2] + SCALE_BYTES, shape[-1])
-        return (*shape[:-1], shape[-1] + SCALE_BYTES)
+            dh, s = int(shape[-2]), int(shape[-1])
+            return (*shape[:-2], -(-s // PANEL), dh + SCALE_BYTES, PANEL)
+        return (*shape[:-1], int(shape[-1]) + SCALE_BYTES)
 
-    def __call__(self, role: str, half: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``half`` (float16, contiguous) quantized into ``out`` (int8 of ``shape``) or a new
+    def __call__(self, role: str, wide: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``wide`` (float32, contiguous) quantized into ``out`` (int8 of ``shape``) or a new
         array."""
         if out is None:
-            out = np.empty(self.shape(role, half.shape), np.int8)
-        if half.dtype != np.float16 or out.shape != self.shape(role, half.shape):
-            raise ValueError(f"cannot pack {role} {half.dtype}{half.shape} into {out.shape}")
-        assert half.flags.c_contiguous and out.flags.c_contiguous
-        dh = half.shape[-2] if role == "cross_k" else half.shape[-1]
-        count = half.size // dh // (PANEL if role == "cross_k" else 1)
-        function = self._keys if role == "cross_k" else self._values
-        function(half.ctypes.data, out.ctypes.data, count, dh)
+            out = np.empty(self.shape(role, wide.shape), np.int8)
+        if wide.dtype != np.float32 or out.shape != self.shape(role, wide.shape):
+            raise ValueError(f"cannot pack {role} {wide.dtype}{wide.shape} into {out.shape}")
+        assert wide.flags.c_contiguous and out.flags.c_contiguous
+        pointers = (wide.ctypes.data, out.ctypes.data)
+        if role == "cross_k":
+            self._keys(*pointers, wide.size // wide.shape[-1] // wide.shape[-2], *wide.shape[-2:])
+        else:
+            self._values(*pointers, wide.size // wide.shape[-1], wide.shape[-1])
         return out
 
 

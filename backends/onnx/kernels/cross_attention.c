@@ -9,8 +9,8 @@
    xattn_supported() says 0 and the decoder graph computes the attention itself.
 
    int8 (xattn_i8): each key and each value row of a head quantized symmetrically over its dh
-   numbers (scale max|x| / 127, xquant_k / xquant_v from the float16 arrays), the scale stored
-   after the numbers: a key panel is (dh + 4, 16) bytes, its last 64 the 16 keys' float32
+   numbers (scale max|x| / 127; xquant_k, xquant_v from the cross_kv graph's float32), the scale
+   stored after the numbers: a key panel is (dh + 4, 16) bytes, its last 64 the 16 keys' float32
    scales; a value row dh + 4 bytes. A step then reads half the bytes again; the scores take
    each key's scale once, the softmax weights each value row's.
 
@@ -211,39 +211,44 @@ void xattn_i8(const float* q, const int8_t* k, const int8_t* v, float* out, floa
     }
 }
 
-/* 16 float16 numbers quantized by 127 / max|x| (0 where all are 0), saturated, as 16 bytes */
-AVX512 static void quantize16(const uint16_t* x, int8_t* out, __m512 inverse) {
-    __m512 wide = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)x));
-    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(wide, inverse)); /* rounds to nearest even */
+/* 16 numbers (masked) quantized by 127 / max|x| (0 where all are 0), saturated, as 16 bytes */
+AVX512 static void quantize16(const float* x, __mmask16 m, int8_t* out, __m512 inverse) {
+    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x), inverse)); /* to even */
     _mm_storeu_si128((__m128i*)out, _mm512_cvtsepi32_epi8(q));
 }
 
-/* float16 key panels (n, D, 16) -> int8 panels (n, D + 4, 16), each key's scale after them */
-AVX512 void xquant_k(const uint16_t* k, int8_t* out, size_t n, int D) {
-    for (size_t p = 0; p < n; p++) {
-        const uint16_t* panel = k + p * D * 16;
-        int8_t* packed = out + p * (size_t)(D + 4) * 16;
-        __m512 top = _mm512_setzero_ps();
-        for (int d = 0; d < D; d++)
-            top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(panel + d * 16)))));
-        __mmask16 live = _mm512_cmp_ps_mask(top, _mm512_setzero_ps(), _CMP_GT_OQ);
-        __m512 inverse = _mm512_maskz_div_ps(live, _mm512_set1_ps(127.f), top);
-        for (int d = 0; d < D; d++) quantize16(panel + d * 16, packed + d * 16, inverse);
-        _mm512_storeu_ps((float*)(packed + D * 16), _mm512_mul_ps(top, _mm512_set1_ps(1.f / 127.f)));
+/* float32 keys (n, D, S) as the cross_kv graph writes them -> int8 panels (n, ceil(S/16), D + 4,
+   16), each key's scale after its panel's numbers; keys past S are zeros with scale 0 */
+AVX512 void xquant_k(const float* k, int8_t* out, size_t n, int D, int S) {
+    int panels = (S + 15) / 16;
+    for (size_t u = 0; u < n; u++) {
+        const float* head = k + u * (size_t)D * S;
+        for (int p = 0; p < panels; p++) {
+            int left = S - p * 16;
+            __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            int8_t* packed = out + (u * panels + p) * (size_t)(D + 4) * 16;
+            __m512 top = _mm512_setzero_ps();
+            const float* column = head + p * 16; /* the panel's keys in each row d of the head */
+            for (int d = 0; d < D; d++)
+                top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, column + (size_t)d * S)));
+            __mmask16 live = _mm512_cmp_ps_mask(top, _mm512_setzero_ps(), _CMP_GT_OQ);
+            __m512 inverse = _mm512_maskz_div_ps(live, _mm512_set1_ps(127.f), top);
+            for (int d = 0; d < D; d++) quantize16(column + (size_t)d * S, m, packed + d * 16, inverse);
+            _mm512_storeu_ps((float*)(packed + D * 16), _mm512_mul_ps(top, _mm512_set1_ps(1.f / 127.f)));
+        }
     }
 }
 
-/* float16 value rows (n, D) -> int8 rows (n, D + 4), each row's scale after it */
-AVX512 void xquant_v(const uint16_t* v, int8_t* out, size_t n, int D) {
+/* float32 value rows (n, D), D a multiple of 16 -> int8 rows (n, D + 4), each row's scale after it */
+AVX512 void xquant_v(const float* v, int8_t* out, size_t n, int D) {
     for (size_t j = 0; j < n; j++) {
-        const uint16_t* row = v + j * D;
+        const float* row = v + j * D;
         int8_t* packed = out + j * (size_t)(D + 4);
         __m512 top = _mm512_setzero_ps();
-        for (int d = 0; d < D; d += 16)
-            top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + d)))));
+        for (int d = 0; d < D; d += 16) top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_loadu_ps(row + d)));
         float peak = _mm512_reduce_max_ps(top);
         __m512 inverse = _mm512_set1_ps(peak > 0.f ? 127.f / peak : 0.f);
-        for (int d = 0; d < D; d += 16) quantize16(row + d, packed + d, inverse);
+        for (int d = 0; d < D; d += 16) quantize16(row + d, (__mmask16)0xFFFF, packed + d, inverse);
         float scale = peak / 127.f;
         memcpy(packed + D, &scale, sizeof scale);
     }
@@ -260,6 +265,6 @@ void xattn_i8(const float* q, const int8_t* k, const int8_t* v, float* out, floa
     (void)q; (void)k; (void)v; (void)out; (void)s; (void)work; (void)BH; (void)T; (void)D; (void)S;
     (void)threads;
 }
-void xquant_k(const uint16_t* k, int8_t* out, size_t n, int D) { (void)k; (void)out; (void)n; (void)D; }
-void xquant_v(const uint16_t* v, int8_t* out, size_t n, int D) { (void)v; (void)out; (void)n; (void)D; }
+void xquant_k(const float* k, int8_t* out, size_t n, int D, int S) { (void)k; (void)out; (void)n; (void)D; (void)S; }
+void xquant_v(const float* v, int8_t* out, size_t n, int D) { (void)v; (void)out; (void)n; (void)D; }
 #endif
