@@ -18,6 +18,7 @@ from backends.onnx import (
     OnnxBackend,  # noqa: E402
     blockwise,  # noqa: E402
 )
+from backends.onnx.decoder import PROMPT_PIECE  # noqa: E402
 from backends.onnx.kernel import load_kernel, load_logits, to_logit_panels, to_panels  # noqa: E402
 from backends.onnx.sessions import Graph  # noqa: E402
 from backends.onnx.split import KernelDecoder  # noqa: E402
@@ -245,3 +246,32 @@ def test_the_logits_kernels_panels_are_the_only_token_table(tiny_model, cache_di
     panels = (np.load(folder / f"decoder-int8.logits-{n}.npy") for n in ("weights", "scales"))
     got = embed_tokens(tokens, *panels)
     np.testing.assert_array_equal(got, want.reshape(2, 4, -1))
+
+
+def test_a_prompts_pieces_stop_at_the_last_layers_keys_and_values(sessions, monkeypatch):
+    """A piece of a long prompt computes no logits, so neither the last layer's cross-attention
+    nor the last part runs for it; the prompt's logits are the graph's all the same (the last
+    piece runs whole), and the keys and values it leaves are the same as one call's."""
+    plain, cut = sessions
+    decoder = cut.decoder_graph
+    ran = {"last part": 0, "kernel": 0}
+    last, kernel = decoder.parts[-1], decoder.kernel
+    monkeypatch.setattr(last, "run", counted(ran, "last part", last.run))
+    monkeypatch.setattr(decoder, "kernel", counted(ran, "kernel", kernel))
+    features = np.random.default_rng(6).normal(size=(1, 1500, 384)).astype(np.float32)
+    prompt = np.arange(500, 500 + 2 * PROMPT_PIECE + 5)[None]  # two pieces, then the rest
+    state, reference = cut.decoder(features), plain.decoder(features)
+    got, want = state.logits(prompt), reference.logits(prompt)
+    n_layers = len(decoder.parts) - 1
+    assert ran == {"last part": 1, "kernel": 2 * (n_layers - 1) + n_layers}
+    assert rel_err(got, want) < 2e-3 and np.array_equal(got.argmax(-1), want.argmax(-1))
+    step = np.array([[1000]])
+    assert rel_err(state.logits(step), reference.logits(step)) < 2e-3
+
+
+def counted(ran: dict[str, int], key: str, function):
+    def run(*args, **kwargs):
+        ran[key] += 1
+        return function(*args, **kwargs)
+
+    return run

@@ -281,6 +281,7 @@ class KernelDecoder:
         self._heads = [tuple(h) for h in manifest.details.get("alignment_heads", [])]
         self._logits = logits
         self._vocab = int(manifest.output("logits").shape[-1])
+        self._positions = manifest.input("positions").name
         # part 0 takes the embedded tokens where it was cut for the logits kernel's panels
         self._embedded = parts[0].manifest.details.get("embedded_from") if logits else None
 
@@ -291,6 +292,11 @@ class KernelDecoder:
         want_scores = "cross_qk" in outputs  # word timestamps: else the softmax in scratch
         carried: dict[str, np.ndarray] = {}
         last = len(self.parts) - 1
+        if not want_scores and feeds[self._positions].size == 0:
+            # a prompt's piece (no logits): the last layer's cross-attention and the last part
+            # feed only the logits, so they are not run (the keys and values are all before)
+            values["logits"] = np.zeros((len(feeds["tokens"]), 0, self._vocab), np.float32)
+            last -= 1
         if self._embedded and self._logits is not None:
             _, panels, block_scales = self._logits
             carried = {self._embedded: embed_tokens(feeds["tokens"], panels, block_scales)}
@@ -298,12 +304,14 @@ class KernelDecoder:
             names = self._inputs[i]
             part_feeds = {n: carried[n] if n in carried else feeds[n] for n in names}
             results = dict(zip(self._outputs[i], part.run(self._outputs[i], part_feeds)))
-            if i == last:
+            if i == len(self.parts) - 1:
                 values["logits"] = self._project(results)
                 break
             residual, query, context = cross_attention_cut(i)
             for role in ("new_k", "new_v"):
                 values[f"{role}.{i}"] = results[f"{role}.{i}"]
+            if i == last:
+                break
             ctx, layer_scores = self.kernel(
                 results[query], feeds[f"cross_k.{i}"], feeds[f"cross_v.{i}"], want_scores
             )
