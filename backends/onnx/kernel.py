@@ -55,9 +55,12 @@ class CrossAttentionKernel:
         self._xattn = {np.dtype(np.float16): library.xattn, np.dtype(np.int8): library.xattn_i8}
         for function in self._xattn.values():
             function.restype = None
+        self._scratch_size = library.xattn_scratch
+        self._scratch_size.restype = ctypes.c_size_t
         self.quantizer = CrossQuantizer(library)
         self.threads = threads
         self._local = threading.local()  # each decoding thread's scratch for the weights
+        self._wide = threading.local()  # and for a prompt's bfloat16 keys and values (int8)
 
     def __call__(
         self, q: np.ndarray, keys: np.ndarray, values: np.ndarray, scores: bool = True
@@ -77,7 +80,11 @@ class CrossAttentionKernel:
         kept = np.empty((b, h, t, s), np.float32) if scores else work  # softmax in place
         arrays = (q, keys, values, context, kept, work)
         pointers = [ctypes.c_void_p(a.ctypes.data) for a in arrays]
-        self._xattn[keys.dtype](*pointers, b * h, t, dh, s, self.threads)
+        extra = []
+        if keys.dtype == np.int8:  # a prompt's rows in bfloat16 pairs need this scratch
+            size = self._scratch_size(dh, s, self.threads) if t >= 8 else 0
+            extra.append(ctypes.c_void_p(_kept(self._wide, size, np.uint8).ctypes.data))
+        self._xattn[keys.dtype](*pointers, b * h, t, dh, s, self.threads, *extra)
         return context, kept if scores else None
 
 
