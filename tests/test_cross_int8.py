@@ -60,8 +60,9 @@ def bf16(x: np.ndarray) -> np.ndarray:
 def test_int8_kernel_is_softmax_attention_over_what_was_packed(kernel, shape):
     """Context and scores against float64 over the dequantized keys and values: keys not a
     multiple of 16, heads wider than 64, prompts of several rows. A prompt's 8 or more rows
-    (heads a multiple of 32 wide) run in bfloat16 where the CPU has it: its queries and softmax
-    weights (times each value row's scale) rounded to bfloat16, the products exact."""
+    (heads a multiple of 32 wide) run in bfloat16 where the CPU has it: its queries as sums of
+    two bfloat16 (scores to float32's precision), its softmax weights (times each value row's
+    scale) rounded to bfloat16."""
     b, h, t, dh, s = shape
     rng = np.random.default_rng(0)
     q = (rng.standard_normal((b, h, t, dh)) / 8).astype(np.float32)
@@ -72,14 +73,14 @@ def test_int8_kernel_is_softmax_attention_over_what_was_packed(kernel, shape):
     assert v8.shape == (b, h, s, dh + SCALE_BYTES)
     context, scores = kernel(q, k8, v8)
     wide = t >= 8 and dh % 32 == 0 and "avx512_bf16" in cpu_flags()
-    want_scores = (bf16(q) if wide else q.astype(np.float64)) @ unpack_keys(k8, s)
+    want_scores = q.astype(np.float64) @ unpack_keys(k8, s)
     weights = np.exp(want_scores - want_scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     np.testing.assert_allclose(scores, want_scores, atol=1e-4)
     if wide:  # a weight's rounding may flip with float32's softmax: a rare 1/256 of it
         v_scales = np.ascontiguousarray(v8[..., dh:]).view(np.float32)[..., 0]
         w = bf16((weights * v_scales[..., None, :]).astype(np.float32))
-        np.testing.assert_allclose(context, w @ v8[..., :dh].astype(np.float64), atol=1e-4)
+        np.testing.assert_allclose(context, w @ v8[..., :dh].astype(np.float64), atol=2e-3)
     else:
         np.testing.assert_allclose(context, weights @ unpack_values(v8), atol=1e-5)
 
