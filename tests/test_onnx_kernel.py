@@ -275,3 +275,15 @@ def counted(ran: dict[str, int], key: str, function):
         return function(*args, **kwargs)
 
     return run
+
+
+def test_the_masks_are_made_once_by_part_zero(sessions):
+    """Every layer's self-attention masks come from part 0: the later parts take them instead
+    of making them again from the tokens and lengths at every step."""
+    from backends.onnx.split import MASKS
+
+    _, cut = sessions
+    inputs = [{i.name for i in p.session.get_inputs()} for p in cut.decoder_graph.parts]
+    assert {"tokens", "lengths"} <= inputs[0] and not set(MASKS) & inputs[0]
+    for later in inputs[1:-1]:
+        assert set(MASKS) <= later and not {"tokens", "lengths"} & later

@@ -32,7 +32,9 @@ from backends.onnx.kernel import PANEL, CrossAttentionKernel, LogitsKernel, to_l
 from backends.onnx.manifest import Manifest, TensorSpec
 from backends.onnx.sessions import Graph
 
-VERSION = 4  # of the derived graphs: a change here makes them again
+VERSION = 5  # of the derived graphs: a change here makes them again
+# the self-attention masks (``graphs._masks``): made once, by part 0, for every later part
+MASKS = ("dec.cache_mask", "dec.causal")
 Located = tuple[Path, Manifest]  # a manifest's path and the manifest
 
 
@@ -167,7 +169,7 @@ def _write_parts(
     from onnx import TensorProto, helper
 
     model = onnx.load(str(source))
-    cuts = [name for i in range(n_layers) for name in cross_attention_cut(i)]
+    cuts = [name for i in range(n_layers) for name in cross_attention_cut(i)] + list(MASKS)
     model.graph.value_info.extend(
         helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in cuts
     )
@@ -177,17 +179,19 @@ def _write_parts(
         raise ValueError(f"{source.name} has no {missing[0]}: export the decoder again")
     hidden, embedded = _save_logit_panels(model, targets[-1]) if logits else (None, None)
     extractor = onnx.utils.Extractor(model)
-    masks = ["tokens", "lengths", "self_v.0"]  # every layer's masks are made from these
     nodes = []
     for i, target in enumerate(targets):
         before = list(cross_attention_cut(i - 1)[::2]) if i else []  # residual, context
         if i == n_layers:
             inputs, outputs = ["positions", *before], [hidden or "logits"]
         else:
+            # part 0 makes the self-attention masks from these; the later parts take its masks
+            masks = ["tokens", "lengths", "self_v.0"] if i == 0 else list(MASKS)
             inputs = [*masks, *before, f"self_k.{i}", f"self_v.{i}"]
             if i == 0 and embedded:
                 inputs.append(embedded)
             outputs = [*cross_attention_cut(i)[:2], f"new_k.{i}", f"new_v.{i}"]
+            outputs += list(MASKS) if i == 0 else []
         part = extractor.extract_model(list(dict.fromkeys(inputs)), outputs)
         save_graph(part, target)
         nodes.append(len(part.graph.node))
@@ -300,10 +304,13 @@ class KernelDecoder:
         if self._embedded and self._logits is not None:
             _, panels, block_scales = self._logits
             carried = {self._embedded: embed_tokens(feeds["tokens"], panels, block_scales)}
+        masks: dict[str, np.ndarray] = {}
         for i, part in enumerate(self.parts):
             names = self._inputs[i]
-            part_feeds = {n: carried[n] if n in carried else feeds[n] for n in names}
+            given = {**feeds, **masks, **carried}
+            part_feeds = {n: given[n] for n in names}
             results = dict(zip(self._outputs[i], part.run(self._outputs[i], part_feeds)))
+            masks.update((n, results[n]) for n in MASKS if n in results)
             if i == len(self.parts) - 1:
                 values["logits"] = self._project(results)
                 break
