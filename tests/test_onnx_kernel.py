@@ -249,21 +249,33 @@ def test_the_logits_kernels_panels_are_the_only_token_table(tiny_model, cache_di
 
 
 def test_a_prompts_pieces_stop_at_the_last_layers_keys_and_values(sessions, monkeypatch):
-    """A piece of a long prompt computes no logits, so neither the last layer's cross-attention
-    nor the last part runs for it; the prompt's logits are the graph's all the same (the last
-    piece runs whole), and the keys and values it leaves are the same as one call's."""
+    """A piece of a long prompt computes no logits, so its last layer stops at its keys and
+    values (a part of its own) and neither that layer's cross-attention nor the last part runs;
+    the prompt's logits are the graph's all the same (the last piece runs whole), and the keys
+    and values it leaves are the same as one call's."""
     plain, cut = sessions
     decoder = cut.decoder_graph
-    ran = {"last part": 0, "kernel": 0}
-    last, kernel = decoder.parts[-1], decoder.kernel
+    ran = {"last part": 0, "last layer": 0, "its keys and values": 0, "kernel": 0}
+    last, layer, kv = decoder.parts[-1], decoder.parts[-2], decoder._kv_part
     monkeypatch.setattr(last, "run", counted(ran, "last part", last.run))
-    monkeypatch.setattr(decoder, "kernel", counted(ran, "kernel", kernel))
+    monkeypatch.setattr(layer, "run", counted(ran, "last layer", layer.run))
+    monkeypatch.setattr(kv, "run", counted(ran, "its keys and values", kv.run))
+    monkeypatch.setattr(decoder, "kernel", counted(ran, "kernel", decoder.kernel))
     features = np.random.default_rng(6).normal(size=(1, 1500, 384)).astype(np.float32)
     prompt = np.arange(500, 500 + 2 * PROMPT_PIECE + 5)[None]  # two pieces, then the rest
     state, reference = cut.decoder(features), plain.decoder(features)
     got, want = state.logits(prompt), reference.logits(prompt)
     n_layers = len(decoder.parts) - 1
-    assert ran == {"last part": 1, "kernel": 2 * (n_layers - 1) + n_layers}
+    assert ran == {
+        "last part": 1,
+        "last layer": 1,
+        "its keys and values": 2,
+        "kernel": 2 * (n_layers - 1) + n_layers,
+    }
+    assert {o.name for o in kv.session.get_outputs()} == {
+        f"new_k.{n_layers - 1}",
+        f"new_v.{n_layers - 1}",
+    }
     assert rel_err(got, want) < 2e-3 and np.array_equal(got.argmax(-1), want.argmax(-1))
     step = np.array([[1000]])
     assert rel_err(state.logits(step), reference.logits(step)) < 2e-3

@@ -101,7 +101,7 @@ class OnnxSession(BaseSession):
             if not self.options.cross_kv_int8:  # else the exported graph's, packed as int8
                 groups[1] = [(name, spec, fp16_cross)]
             groups[2] = [(f"{dec_name} part {i}", dec_spec, p) for i, p in enumerate(parts)]
-            logits = _bind_logits(logits_kernel, parts[-1])
+            logits = _bind_logits(logits_kernel, parts[-2])  # the last: keys and values alone
         flat = [item for group in groups for item in group]
         with ThreadPoolExecutor(len(flat)) as pool:
             futures = iter([pool.submit(self._open, *item) for item in flat])

@@ -55,6 +55,7 @@ def derive(cross: Located, decoder: Located, logits: bool = False) -> tuple[Loca
     files = [f"{Path(cross_m.file).stem}.fp16.onnx"]
     ends = (0, n_layers)  # the parts the logits kernel changes: named apart
     files += [f"{stem}.part{i}{tag if i in ends else ''}.onnx" for i in range(n_layers + 1)]
+    files.append(f"{stem}.part{n_layers - 1}.kv.onnx")  # the last layer's keys and values alone
     panels = [f"{stem}.logits-weights.npy", f"{stem}.logits-scales.npy"]
     made = _read(stamp_path) or {}
     wanted = files + (panels if made.get("hidden") else [])
@@ -67,9 +68,9 @@ def derive(cross: Located, decoder: Located, logits: bool = False) -> tuple[Loca
     nodes = made["nodes"]
     fp16_cross = _derived(cross_m, files[0], nodes[0], fp16_outputs=True)
     parts = [_derived(dec_m, f, n) for f, n in zip(files[1:], nodes[1:])]
-    if made.get("hidden"):
-        details = {**parts[-1].details, "logits_from": made["hidden"], "logit_panels": panels}
-        parts[-1] = dataclasses.replace(parts[-1], details=details)
+    if made.get("hidden"):  # the last part (the keys-and-values part comes after it)
+        details = {**parts[n_layers].details, "logits_from": made["hidden"], "logit_panels": panels}
+        parts[n_layers] = dataclasses.replace(parts[n_layers], details=details)
     if made.get("embedded"):
         details = {**parts[0].details, "embedded_from": made["embedded"]}
         parts[0] = dataclasses.replace(parts[0], details=details)
@@ -161,10 +162,11 @@ def _write_fp16_cross(source: Path, target: Path) -> int:
 def _write_parts(
     source: Path, n_layers: int, targets: list[Path], logits: bool
 ) -> tuple[list[int], str | None, str | None]:
-    """The decoder cut at every layer's cross-attention (see the module's docstring); each
-    part's node count, the logits projection's input where the last part stops before it
-    (``logits`` and an 8-bit ``MatMulNBits`` in blocks of 32: its panels are saved beside),
-    and the embedded tokens where part 0 takes them instead of gathering its own copy."""
+    """The decoder cut at every layer's cross-attention (see the module's docstring), and the
+    last layer's part up to its keys and values only (``KernelDecoder.run`` of a prompt's
+    piece); each part's node count, the logits projection's input where the last part stops
+    before it (``logits`` and an 8-bit ``MatMulNBits`` in blocks of 32: its panels are saved
+    beside), and the embedded tokens where part 0 takes them instead of its own copy."""
     import onnx  # export time only
     from onnx import TensorProto, helper
 
@@ -181,6 +183,8 @@ def _write_parts(
     extractor = onnx.utils.Extractor(model)
     nodes = []
     for i, target in enumerate(targets):
+        kv_only = i == n_layers + 1  # a prompt's piece: its last layer's keys and values
+        i = n_layers - 1 if kv_only else i
         before = list(cross_attention_cut(i - 1)[::2]) if i else []  # residual, context
         if i == n_layers:
             inputs, outputs = ["positions", *before], [hidden or "logits"]
@@ -192,6 +196,7 @@ def _write_parts(
                 inputs.append(embedded)
             outputs = [*cross_attention_cut(i)[:2], f"new_k.{i}", f"new_v.{i}"]
             outputs += list(MASKS) if i == 0 else []
+            outputs = outputs[2:4] if kv_only else outputs
         part = extractor.extract_model(list(dict.fromkeys(inputs)), outputs)
         save_graph(part, target)
         nodes.append(len(part.graph.node))
@@ -268,8 +273,10 @@ class KernelDecoder:
         kernel: CrossAttentionKernel,
         logits: tuple[LogitsKernel, np.ndarray, np.ndarray] | None = None,
     ):
-        """``logits``: the logits kernel and its panels, where the last part stops before the
+        """``parts``: as ``derive`` makes them, the last layer's keys-and-values part last.
+        ``logits``: the logits kernel and its panels, where the last part stops before the
         projection (its manifest's ``logits_from``)."""
+        parts, self._kv_part = parts[:-1], parts[-1]
         self.parts = parts
         self.manifest = manifest
         self.kernel = kernel
@@ -280,8 +287,13 @@ class KernelDecoder:
         self.placement = dataclasses.replace(
             parts[0].placement, graph="decoder", nodes=dict(counts)
         )
-        self._inputs = [[i.name for i in p.session.get_inputs()] for p in parts]
-        self._outputs = [[o.name for o in p.session.get_outputs()] for p in parts]
+        self._io = {  # each part's input and output names
+            id(p): (
+                [i.name for i in p.session.get_inputs()],
+                [o.name for o in p.session.get_outputs()],
+            )
+            for p in [*parts, self._kv_part]
+        }
         self._heads = [tuple(h) for h in manifest.details.get("alignment_heads", [])]
         self._logits = logits
         self._vocab = int(manifest.output("logits").shape[-1])
@@ -295,21 +307,21 @@ class KernelDecoder:
         scores: list[np.ndarray] = []
         want_scores = "cross_qk" in outputs  # word timestamps: else the softmax in scratch
         carried: dict[str, np.ndarray] = {}
-        last = len(self.parts) - 1
+        parts = list(self.parts)
         if not want_scores and feeds[self._positions].size == 0:
-            # a prompt's piece (no logits): the last layer's cross-attention and the last part
-            # feed only the logits, so they are not run (the keys and values are all before)
+            # a prompt's piece (no logits): past the last layer's keys and values, everything
+            # feeds only the logits, so its part stops there and the last part is not run
             values["logits"] = np.zeros((len(feeds["tokens"]), 0, self._vocab), np.float32)
-            last -= 1
+            parts[-2:] = [self._kv_part]
+        last = len(parts) - 1
         if self._embedded and self._logits is not None:
             _, panels, block_scales = self._logits
             carried = {self._embedded: embed_tokens(feeds["tokens"], panels, block_scales)}
         masks: dict[str, np.ndarray] = {}
-        for i, part in enumerate(self.parts):
-            names = self._inputs[i]
+        for i, part in enumerate(parts):
             given = {**feeds, **masks, **carried}
-            part_feeds = {n: given[n] for n in names}
-            results = dict(zip(self._outputs[i], part.run(self._outputs[i], part_feeds)))
+            inputs, names = self._io[id(part)]
+            results = dict(zip(names, part.run(names, {n: given[n] for n in inputs})))
             masks.update((n, results[n]) for n in MASKS if n in results)
             if i == len(self.parts) - 1:
                 values["logits"] = self._project(results)
