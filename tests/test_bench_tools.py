@@ -81,3 +81,24 @@ def test_cross_kv_precision_simulates_int8_keys_and_values():
     row = re.search(r"\| jfk \| ([\d.]+)% \| ([\d.]+)% \|", done.stdout)
     assert row, done.stdout + done.stderr
     assert float(row[1]) < 10.0 and float(row[2]) < 10.0
+
+
+def test_bench_vs_faster_names_its_tasks_when_given_an_unknown_one():
+    """A task it does not have is a one-line usage error naming the tasks it has, before any
+    audio is made or any model loaded."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "tools/bench_vs_faster.py",
+            "--faster-python",
+            "python",
+            "--tasks",
+            "ch15",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and not done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert "no task 'ch15'" in last and "chapter-15" in last and "Traceback" not in done.stderr

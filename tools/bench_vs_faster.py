@@ -202,10 +202,13 @@ def compile_ours() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faster-python", required=True, help="a python that has faster-whisper")
-    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--tasks", default=",".join(TASKS), help=f"of {', '.join(TASKS)}")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None, help="write every round here")
     args = ap.parse_args()
+    unknown = [n for n in args.tasks.split(",") if n not in TASKS]
+    if unknown:
+        ap.error(f"no task {unknown[0]!r}: choose among {', '.join(TASKS)}")
     compile_ours()
     with tempfile.TemporaryDirectory(prefix="bench-vs-faster-") as tmp:
         every = tasks(Path(tmp))
