@@ -242,10 +242,13 @@ needs_openvino = pytest.mark.skipif(
 )
 
 
-def _transcribe(*args: str, profile_dir: Path | None = None) -> subprocess.CompletedProcess:
+def _transcribe(
+    *args: str, profile_dir: Path | None = None, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTIME_")}
     if profile_dir is not None:
         env["RUNTIME_PROFILE_DIRS"] = json.dumps([str(profile_dir)])
+    env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "runtime.cli", "transcribe", str(eval_file("jfk.flac")), *args],
         capture_output=True,
@@ -325,9 +328,13 @@ def _cpu_has(flag: str) -> bool:
 @needs_openvino
 @pytest.mark.skipif(not _cpu_has("avx512_bf16"), reason="this CPU has no AVX-512 BF16")
 def test_cpu_bf16_is_chosen_and_runs_the_encoder_on_openvinos_cpu_plugin() -> None:
-    """On a CPU with AVX-512 BF16 and onnxruntime-openvino, detection picks cpu-bf16 by itself:
-    the encoder compiled by OpenVINO for the CPU (bf16), the decoder on ONNX Runtime's CPU."""
-    done = _transcribe("--strict", "--verbose")
+    """On a CPU with AVX-512 BF16 and onnxruntime-openvino but no C compiler for the cpu
+    profile's kernels, detection picks cpu-bf16 by itself: the encoder compiled by OpenVINO for
+    the CPU (bf16), the decoder on ONNX Runtime's CPU. With a compiler it picks cpu."""
+    with_compiler = _transcribe("--verbose")
+    assert with_compiler.returncode == 0, with_compiler.stderr
+    assert "profile cpu:" in with_compiler.stderr
+    done = _transcribe("--strict", "--verbose", env_extra={"CC": "no-such-compiler-here"})
     assert done.returncode == 0, done.stderr
     assert JFK in done.stdout.lower()
     assert all(line.startswith("[") for line in done.stdout.splitlines()), done.stdout

@@ -170,6 +170,7 @@ def test_xdna_profile_never_claims_the_npu(profiles: dict[str, Profile]) -> None
         (fakehw.snapdragon_linux, "qualcomm-npu"),
         (fakehw.plain_linux, "cpu"),
         (fakehw.zen4_server_openvino, "cpu-bf16"),
+        (fakehw.zen4_server_openvino_cc, "cpu"),
         (fakehw.old_xeon_openvino, "cpu"),
     ],
 )
@@ -182,6 +183,19 @@ def test_each_machine_gets_its_profile(
     assert set(choice.reasons) == BUILTIN - {expected}
     assert all(choice.reasons.values())
     assert choice.matching[0] == expected and choice.matching[-2:] == ["cpu", "numpy"]
+
+
+def test_cpu_bf16_gives_way_where_the_cpu_profiles_kernels_build(
+    tmp_path: Path, profiles: dict[str, Profile]
+) -> None:
+    """With a C compiler the cpu profile's own kernels beat OpenVINO's bf16 encoder, and
+    detection says why cpu-bf16 was not taken."""
+    choice = choose_profile(
+        profiles, run_probes(fakehw.zen4_server_openvino_cc(tmp_path)), all_available
+    )
+    assert choice.require().name == "cpu"
+    why = str(choice.reasons["cpu-bf16"])
+    assert "c_compiler = True, needs False" in why and "/usr/bin/cc" in why
 
 
 def test_phoenix_shows_the_xdna_note(tmp_path: Path, profiles: dict[str, Profile]) -> None:

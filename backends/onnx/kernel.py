@@ -29,7 +29,6 @@ import ctypes
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from backends.onnx.toolchain import c_compiler
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().parent / "kernels" / "cross_attention.c"
@@ -265,7 +266,7 @@ def _library(source: Path, cache: Path, what: str) -> ctypes.CDLL | str:
 
 def _build(source: Path, library: Path) -> str | None:
     """Compile ``source`` to ``library`` (written whole or not at all); None, or why not."""
-    compiler = shutil.which(os.environ.get("CC", "cc"))
+    compiler = c_compiler()
     if compiler is None:
         return "no C compiler (cc)"
     library.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from importlib.metadata import Distribution
 from pathlib import Path
 from typing import Any
 
+from backends.onnx.toolchain import c_compiler
 from runtime.hardware import Detail, Finding, HostInfo, set_probe_name
 
 ROOT = Path("/")
@@ -27,7 +28,7 @@ def probe_onnxruntime(root: Path = ROOT, host: HostInfo | None = None) -> Findin
     try:
         facts = host.library("onnxruntime")
         if facts is None:
-            facts = _real_onnxruntime()
+            facts = {**_real_onnxruntime(), "c_compiler": c_compiler()}
     except ImportError as exc:
         reason = f"{exc}; {INSTALL_HINT}"
         return Finding("onnxruntime", False, {"providers": [], "providers_reason": reason}, reason)
@@ -44,6 +45,13 @@ def probe_onnxruntime(root: Path = ROOT, host: HostInfo | None = None) -> Findin
     for key in ("plugins", "distributions"):
         if facts.get(key):
             details[key] = list(facts[key])
+    compiler = facts.get("c_compiler")  # a fake machine says; else None: none found
+    details["c_compiler"] = compiler is not None
+    details["c_compiler_reason"] = (
+        f"{compiler} builds the cpu profile's kernels"
+        if compiler
+        else "no C compiler ($CC, else cc) to build the cpu profile's kernels"
+    )
     conflict = conflict_reason(list(facts.get("distributions", [])), build)
     if conflict:
         details["conflict"] = True
