@@ -1,4 +1,4 @@
-"""The decoder as graphs cut around its cross-attention, which the float16 kernel computes.
+"""The decoder as graphs cut around its cross-attention, which this project's kernel computes.
 
 ``derive`` makes, from the exported ``cross_kv`` and ``decoder`` graphs (once, cached beside
 them): a ``cross_kv`` whose keys and values are float16, the keys in the kernel's panels of 16
@@ -14,6 +14,12 @@ With the int8 logits kernel (``derive(..., logits=True)``), the last part stops 
 layer norm and the kernel projects onto the vocabulary from panels saved beside the parts, and
 part 0 takes the embedded tokens, which ``embed_tokens`` reads from the same panels: the tied
 int8 table is held once (22 MB for tiny) instead of in two sessions.
+
+Part 0 also makes the self-attention masks that every later part takes. A prompt's pieces
+compute no logits: their last layer runs a part of its own that stops at its keys and values
+(``part{n-1}.kv``), and neither its cross-attention nor the last part runs. With
+``cross_kv_int8`` the exported ``cross_kv`` stands in for the float16 one
+(``backends.onnx.cross_int8``).
 """
 
 from __future__ import annotations
