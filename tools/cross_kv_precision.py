@@ -1,10 +1,11 @@
-"""WER if the decoder's cross-attention keys and values were int8: a simulation before building it.
+"""WER if the decoder's cross-attention keys and values were int8: the simulation run before
+building them (they are the ``cpu`` profile's ``cross_kv_int8`` since the seventh pass).
 
-Each row's keys and values (float16 in the ``cpu`` profile) are quantized to int8 per key and
-head (symmetric, scale max |x| / 127) and dequantized in place as ``cross_kv`` writes them, so
-the decoder reads int8-precision keys and values; everything else is the ``cpu`` profile. Each
-set and precision runs in its own process; speed is not measured (the quantization here is
-extra numpy work). Figures: docs/benchmarks.md (sixth pass).
+Each row's float16 keys and values (the ``cpu`` profile with ``cross_kv_int8`` off) are
+quantized to int8 per key and head (symmetric, scale max |x| / 127) and dequantized in place as
+``cross_kv`` writes them, so the decoder reads int8-precision keys and values; everything else
+is the ``cpu`` profile. Each set and precision runs in its own process; speed is not measured
+(the quantization here is extra numpy work). Figures: docs/benchmarks.md (sixth pass).
 
     python tools/cross_kv_precision.py --sets ch15,ch8,utts --roles none,v,kv
 """
@@ -47,7 +48,7 @@ def cross_kv(graph, names, features, into):
     return outputs
 
 decoder.OnnxDecoderState._cross_kv = staticmethod(cross_kv)
-runtime = Runtime(profile="cpu")
+runtime = Runtime(profile="cpu", backend_options={"cross_kv_int8": False})  # float16 ones
 if which == "utts":
     items = [(str(u.audio), u.reference) for u in load_librispeech()]
 elif which == "jfk":
