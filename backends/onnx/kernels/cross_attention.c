@@ -28,44 +28,59 @@
 
 int xattn_supported(void) { return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"); }
 
+/* 16 keys' or values' numbers widened to float32 in registers */
+#define WIDEN16(ptr) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(ptr)))
+#define WIDEN8(ptr) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(ptr))))
+
 /* scores[t, j] = sum_d q[t, d] k[j, d], up to 8 query rows per pass over each panel of 16 keys
-   (a step has one; a prompt's piece 48: each panel widened once per 8 rows) */
-#define SCORES(NAME, R)                                                                             \
-    AVX512 static void NAME(const float* q, const uint16_t* panel, float* s, int D, int S, int p,  \
+   (a step has one; a prompt's piece 48: each panel widened once per 8 rows). Keys of TYPE,
+   WIDEN'd; SCALED (int8): each key's float32 scale follows the panel's D rows and multiplies
+   its score. */
+#define SCORES(NAME, R, TYPE, WIDEN, SCALED)                                                        \
+    AVX512 static void NAME(const float* q, const TYPE* panel, float* s, int D, int S, int p,      \
                             int nt) {                                                               \
         __m512 acc[R];                                                                              \
         for (int t = 0; t < R; t++) acc[t] = _mm512_setzero_ps();                                   \
         for (int d = 0; d < D; d++) {                                                               \
-            __m512 kd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(panel + d * 16)));      \
+            __m512 kd = WIDEN(panel + d * 16);                                                      \
             for (int t = 0; t < R; t++)                                                             \
                 acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)t * D + d]), kd, acc[t]);         \
+        }                                                                                           \
+        if (SCALED) {                                                                               \
+            __m512 scale = _mm512_loadu_ps((const float*)(panel + D * 16));                        \
+            for (int t = 0; t < nt; t++) acc[t] = _mm512_mul_ps(acc[t], scale);                    \
         }                                                                                           \
         int left = S - p * 16;                                                                      \
         __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);               \
         for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(s + (size_t)t * S + p * 16, m, acc[t]);  \
     }
-SCORES(scores8, 8)
-SCORES(scores1, 1)
 
-AVX512 static void scores(const float* q, const uint16_t* k, float* s, int T, int D, int S) {
-    int panels = (S + 15) / 16;
-    float padded[8 * 256]; /* the last rows of a prompt's piece, zeros after (D <= 256) */
-    for (int t0 = 0; t0 < T; t0 += 8) {
-        int nt = T - t0 < 8 ? T - t0 : 8;
-        const float* qt = q + (size_t)t0 * D;
-        if (nt > 1 && nt < 8) {
-            memset(padded, 0, sizeof(float) * 8 * D);
-            memcpy(padded, qt, sizeof(float) * nt * D);
-            qt = padded;
-        }
-        float* st = s + (size_t)t0 * S;
-        for (int p = 0; p < panels; p++) {
-            const uint16_t* panel = k + (size_t)p * D * 16;
-            if (nt == 1) scores1(qt, panel, st, D, S, p, 1);
-            else scores8(qt, panel, st, D, S, p, nt);
-        }
+/* every query row's scores, 8 rows at a time (the last rows of a prompt's piece padded with
+   zeros, D <= 256), over panels of PANEL elements of TYPE */
+#define SCORE_ROWS(NAME, TYPE, PANEL, ONE, EIGHT)                                                   \
+    AVX512 static void NAME(const float* q, const TYPE* k, float* s, int T, int D, int S) {        \
+        int panels = (S + 15) / 16;                                                                 \
+        float padded[8 * 256];                                                                      \
+        for (int t0 = 0; t0 < T; t0 += 8) {                                                         \
+            int nt = T - t0 < 8 ? T - t0 : 8;                                                       \
+            const float* qt = q + (size_t)t0 * D;                                                   \
+            if (nt > 1 && nt < 8) {                                                                 \
+                memset(padded, 0, sizeof(float) * 8 * D);                                           \
+                memcpy(padded, qt, sizeof(float) * nt * D);                                         \
+                qt = padded;                                                                        \
+            }                                                                                       \
+            float* st = s + (size_t)t0 * S;                                                         \
+            for (int p = 0; p < panels; p++) {                                                      \
+                const TYPE* panel = k + (size_t)p * (PANEL);                                        \
+                if (nt == 1) ONE(qt, panel, st, D, S, p, 1);                                        \
+                else EIGHT(qt, panel, st, D, S, p, nt);                                             \
+            }                                                                                       \
+        }                                                                                           \
     }
-}
+
+SCORES(scores8, 8, uint16_t, WIDEN16, 0)
+SCORES(scores1, 1, uint16_t, WIDEN16, 0)
+SCORE_ROWS(scores, uint16_t, (size_t)D * 16, scores1, scores8)
 
 /* a row of scores -> its softmax weights */
 AVX512 static void softmax(const float* s, float* w, int S) {
@@ -89,25 +104,34 @@ AVX512 static void softmax(const float* s, float* w, int S) {
 }
 
 /* out[t, :] = sum_j w[t, j] v[j, :] for nt <= 4 rows (each value row widened once for all),
-   D a multiple of 16 (64 for every Whisper size) */
-AVX512 static void context(const float* w, const uint16_t* v, float* out, int D, int S, int nt) {
-    for (int d0 = 0; d0 < D; d0 += 64) {
-        int nd = D - d0 < 64 ? (D - d0) / 16 : 4;
-        __m512 acc[4][4];
-        for (int t = 0; t < 4; t++)
-            for (int c = 0; c < 4; c++) acc[t][c] = _mm512_setzero_ps();
-        for (int j = 0; j < S; j++) {
-            const uint16_t* row = v + (size_t)j * D + d0;
-            for (int c = 0; c < nd; c++) {
-                __m512 vj = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + 16 * c)));
-                for (int t = 0; t < nt; t++)
-                    acc[t][c] = _mm512_fmadd_ps(_mm512_set1_ps(w[(size_t)t * S + j]), vj, acc[t][c]);
-            }
-        }
-        for (int t = 0; t < nt; t++)
-            for (int c = 0; c < nd; c++) _mm512_storeu_ps(out + (size_t)t * D + d0 + 16 * c, acc[t][c]);
+   D a multiple of 16 (64 for every Whisper size); value rows of ROW elements of TYPE, WIDEN'd;
+   SCALED (int8): each row's float32 scale follows its D numbers and multiplies its weights */
+#define CONTEXT(NAME, TYPE, ROW, WIDEN, SCALED)                                                     \
+    AVX512 static void NAME(const float* w, const TYPE* v, float* out, int D, int S, int nt) {     \
+        for (int d0 = 0; d0 < D; d0 += 64) {                                                        \
+            int nd = D - d0 < 64 ? (D - d0) / 16 : 4;                                               \
+            __m512 acc[4][4];                                                                       \
+            for (int t = 0; t < 4; t++)                                                             \
+                for (int c = 0; c < 4; c++) acc[t][c] = _mm512_setzero_ps();                        \
+            for (int j = 0; j < S; j++) {                                                           \
+                const TYPE* row = v + (size_t)j * (ROW);                                            \
+                float scale = 1.f;                                                                  \
+                if (SCALED) memcpy(&scale, row + D, sizeof scale);                                  \
+                __m512 wj[4];                                                               \
+                for (int t = 0; t < nt; t++)                                                        \
+                    wj[t] = _mm512_set1_ps(SCALED ? w[(size_t)t * S + j] * scale : w[(size_t)t * S + j]); \
+                for (int c = 0; c < nd; c++) {                                                      \
+                    __m512 vj = WIDEN(row + d0 + 16 * c);                                           \
+                    for (int t = 0; t < nt; t++) acc[t][c] = _mm512_fmadd_ps(wj[t], vj, acc[t][c]); \
+                }                                                                                   \
+            }                                                                                       \
+            for (int t = 0; t < nt; t++)                                                            \
+                for (int c = 0; c < nd; c++)                                                        \
+                    _mm512_storeu_ps(out + (size_t)t * D + d0 + 16 * c, acc[t][c]);                 \
+        }                                                                                           \
     }
-}
+
+CONTEXT(context, uint16_t, (size_t)D, WIDEN16, 0)
 
 /* work: (BH, T, S) floats of scratch for the softmax's weights; it may be s itself (the scores are
    then overwritten by the weights, when no one reads them) */

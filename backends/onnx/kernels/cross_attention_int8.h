@@ -3,72 +3,11 @@
    and the quantizers that pack the cross_kv graph's float32 into that layout. */
 #pragma once
 
-/* ---- int8 keys and values, a float32 scale each ---------------------------------------- */
-#define WIDEN8(ptr) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(ptr))))
-
-#define SCORES_I8(NAME, R)                                                                          \
-    AVX512 static void NAME(const float* q, const int8_t* panel, float* s, int D, int S, int p,    \
-                            int nt) {                                                               \
-        __m512 acc[R];                                                                              \
-        for (int t = 0; t < R; t++) acc[t] = _mm512_setzero_ps();                                   \
-        for (int d = 0; d < D; d++) {                                                               \
-            __m512 kd = WIDEN8(panel + d * 16);                                                     \
-            for (int t = 0; t < R; t++)                                                             \
-                acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)t * D + d]), kd, acc[t]);         \
-        }                                                                                           \
-        __m512 scale = _mm512_loadu_ps((const float*)(panel + D * 16));                            \
-        int left = S - p * 16;                                                                      \
-        __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);               \
-        for (int t = 0; t < nt; t++)                                                                \
-            _mm512_mask_storeu_ps(s + (size_t)t * S + p * 16, m, _mm512_mul_ps(acc[t], scale));     \
-    }
-SCORES_I8(scores8_i8, 8)
-SCORES_I8(scores1_i8, 1)
-
-AVX512 static void scores_i8(const float* q, const int8_t* k, float* s, int T, int D, int S) {
-    int panels = (S + 15) / 16;
-    size_t panel_bytes = (size_t)(D + 4) * 16;
-    float padded[8 * 256];
-    for (int t0 = 0; t0 < T; t0 += 8) {
-        int nt = T - t0 < 8 ? T - t0 : 8;
-        const float* qt = q + (size_t)t0 * D;
-        if (nt > 1 && nt < 8) {
-            memset(padded, 0, sizeof(float) * 8 * D);
-            memcpy(padded, qt, sizeof(float) * nt * D);
-            qt = padded;
-        }
-        float* st = s + (size_t)t0 * S;
-        for (int p = 0; p < panels; p++) {
-            const int8_t* panel = k + (size_t)p * panel_bytes;
-            if (nt == 1) scores1_i8(qt, panel, st, D, S, p, 1);
-            else scores8_i8(qt, panel, st, D, S, p, nt);
-        }
-    }
-}
-
-/* out[t, :] = sum_j w[t, j] scale_j v8[j, :] for nt <= 4 rows */
-AVX512 static void context_i8(const float* w, const int8_t* v, float* out, int D, int S, int nt) {
-    size_t row_bytes = (size_t)D + 4;
-    for (int d0 = 0; d0 < D; d0 += 64) {
-        int nd = D - d0 < 64 ? (D - d0) / 16 : 4;
-        __m512 acc[4][4];
-        for (int t = 0; t < 4; t++)
-            for (int c = 0; c < 4; c++) acc[t][c] = _mm512_setzero_ps();
-        for (int j = 0; j < S; j++) {
-            const int8_t* row = v + (size_t)j * row_bytes;
-            float scale;
-            memcpy(&scale, row + D, sizeof scale);
-            __m512 wj[4];
-            for (int t = 0; t < nt; t++) wj[t] = _mm512_set1_ps(w[(size_t)t * S + j] * scale);
-            for (int c = 0; c < nd; c++) {
-                __m512 vj = WIDEN8(row + d0 + 16 * c);
-                for (int t = 0; t < nt; t++) acc[t][c] = _mm512_fmadd_ps(wj[t], vj, acc[t][c]);
-            }
-        }
-        for (int t = 0; t < nt; t++)
-            for (int c = 0; c < nd; c++) _mm512_storeu_ps(out + (size_t)t * D + d0 + 16 * c, acc[t][c]);
-    }
-}
+/* ---- int8 keys and values, a float32 scale each (cross_attention.c's SCORES and CONTEXT) - */
+SCORES(scores8_i8, 8, int8_t, WIDEN8, 1)
+SCORES(scores1_i8, 1, int8_t, WIDEN8, 1)
+SCORE_ROWS(scores_i8, int8_t, (size_t)(D + 4) * 16, scores1_i8, scores8_i8)
+CONTEXT(context_i8, int8_t, (size_t)D + 4, WIDEN8, 1)
 
 /* ---- a prompt's rows over int8 keys and values, in bfloat16 (AVX512_BF16) --------------------
    With 8 or more query rows the attention is bound by arithmetic, not by reading the keys: each
