@@ -17,6 +17,22 @@ def rel_err(got, want) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
+def bf16(x: np.ndarray) -> np.ndarray:
+    """float32 rounded to bfloat16 (nearest even), as float64: what the kernels' VDPBF16PS
+    products read."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def cpu_has(flag: str) -> bool:
+    """Whether this machine's CPU reports ``flag`` in /proc/cpuinfo (False where unreadable)."""
+    try:
+        return flag in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
 def built_kernel(loader, folder: Path):
     """One of this project's CPU kernels (``backends.onnx.kernel``), built into ``folder``, or
     skip the test saying why it cannot run here (no compiler, no such instructions)."""

@@ -16,7 +16,7 @@ from backends.onnx import OnnxBackend  # noqa: E402
 from backends.onnx.cross_int8 import Int8CrossKV  # noqa: E402
 from backends.onnx.kernel import SCALE_BYTES, load_kernel  # noqa: E402
 from runtime.backend import LoadOptions  # noqa: E402
-from tests.conftest import built_kernel, rel_err  # noqa: E402
+from tests.conftest import bf16, built_kernel, cpu_has, rel_err  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +47,6 @@ def unpack_values(packed: np.ndarray) -> np.ndarray:
     return packed[..., :dh].astype(np.float64) * scales
 
 
-def bf16(x: np.ndarray) -> np.ndarray:
-    """float32 rounded to bfloat16 (to nearest even), as float64."""
-    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
-
-
 @pytest.mark.parametrize(
     "shape", [(2, 3, 5, 80, 37), (1, 6, 1, 64, 1500), (3, 2, 9, 64, 16), (1, 2, 48, 64, 1500)]
 )
@@ -72,7 +65,7 @@ def test_int8_kernel_is_softmax_attention_over_what_was_packed(kernel, shape):
     assert k8.dtype == np.int8 and k8.shape == (b, h, -(-s // 16), dh + SCALE_BYTES, 16)
     assert v8.shape == (b, h, s, dh + SCALE_BYTES)
     context, scores = kernel(q, k8, v8)
-    wide = t >= 8 and dh % 32 == 0 and "avx512_bf16" in cpu_flags()
+    wide = t >= 8 and dh % 32 == 0 and cpu_has("avx512_bf16")
     want_scores = q.astype(np.float64) @ unpack_keys(k8, s)
     weights = np.exp(want_scores - want_scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
@@ -83,13 +76,6 @@ def test_int8_kernel_is_softmax_attention_over_what_was_packed(kernel, shape):
         np.testing.assert_allclose(context, w @ v8[..., :dh].astype(np.float64), atol=2e-3)
     else:
         np.testing.assert_allclose(context, weights @ unpack_values(v8), atol=1e-5)
-
-
-def cpu_flags() -> str:
-    try:
-        return open("/proc/cpuinfo").read()
-    except OSError:
-        return ""
 
 
 def test_each_key_and_value_row_gets_its_own_scale(kernel):

@@ -30,7 +30,7 @@ from runtime.errors import ProfileError
 from runtime.hardware import run_probes
 from runtime.plugins import Plugins
 from tests import fakehw
-from tests.conftest import REPO, eval_file
+from tests.conftest import REPO, cpu_has, eval_file
 
 PLUGINS = Plugins(load_entry_points=False, extra=[onnx_plugin, mlx_plugin])
 JFK = "ask not what your country can do for you"
@@ -317,16 +317,9 @@ def test_qnn_that_fails_to_start_is_one_line_and_strict_exits_2(tmp_path: Path) 
     assert "Traceback" not in strict.stderr
 
 
-def _cpu_has(flag: str) -> bool:
-    try:
-        return flag in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-
-
 @pytest.mark.emulated
 @needs_openvino
-@pytest.mark.skipif(not _cpu_has("avx512_bf16"), reason="this CPU has no AVX-512 BF16")
+@pytest.mark.skipif(not cpu_has("avx512_bf16"), reason="this CPU has no AVX-512 BF16")
 def test_cpu_bf16_is_chosen_and_runs_the_encoder_on_openvinos_cpu_plugin() -> None:
     """On a CPU with AVX-512 BF16 and onnxruntime-openvino but no C compiler for the cpu
     profile's kernels, detection picks cpu-bf16 by itself: the encoder compiled by OpenVINO for

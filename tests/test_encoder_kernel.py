@@ -19,7 +19,7 @@ from backends.onnx.kernel import load_self_attention  # noqa: E402
 from backends.onnx.sessions import Graph  # noqa: E402
 from backends.onnx.split_encoder import KernelEncoder  # noqa: E402
 from runtime.backend import LoadOptions  # noqa: E402
-from tests.conftest import built_kernel, eval_file, rel_err  # noqa: E402
+from tests.conftest import bf16, built_kernel, eval_file, rel_err  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,6 @@ def load(model, cache_dir, kernel: bool, precision: str = "fp32", fused: bool = 
 def sessions(tiny_model, cache_dir, kernel):
     """fp32 sessions of tiny.en with fused attention, without and with the kernel."""
     return load(tiny_model, cache_dir, False), load(tiny_model, cache_dir, True)
-
-
-def bf16(x: np.ndarray) -> np.ndarray:
-    """float32 rounded to bfloat16 (nearest even), as float64."""
-    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
-    return u.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
 @pytest.mark.parametrize("shape", [(1, 1500, 6), (2, 37, 3), (1, 1499, 2), (3, 9, 1)])
