@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from backends.onnx.kernel import CrossQuantizer
+from backends.onnx.kernel import CrossQuantizer, kept
 from backends.onnx.manifest import Manifest, TensorSpec
 from backends.onnx.sessions import Graph, run_rows
 
@@ -72,8 +72,6 @@ class Int8CrossKV:
     def _scratch(self, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
         """Contiguous float32 arrays of ``shapes`` in this thread's buffer (grown when short)."""
         sizes = [int(np.prod(s)) for s in shapes]
-        buffer = getattr(self._local, "buffer", None)
-        if buffer is None or buffer.size < sum(sizes):
-            buffer = self._local.buffer = np.empty(sum(sizes), np.float32)
+        buffer = kept(self._local, sum(sizes), np.float32)
         ends = np.cumsum(sizes)
         return [buffer[end - size : end].reshape(s) for s, size, end in zip(shapes, sizes, ends)]

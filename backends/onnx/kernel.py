@@ -21,7 +21,7 @@ them (``split``, ``split_encoder``). A shared library is compiled with the syste
 the first time and kept in the ONNX cache folder, keyed by its source's and headers' digest.
 Without a compiler, on a CPU without the instructions, or where the build fails, the loaders
 say why and the graphs compute these themselves. Scratch memory is kept per thread between
-calls (``_kept``): fresh arrays of a few MB at every call fragment glibc's heap."""
+calls (``kept``): fresh arrays of a few MB at every call fragment glibc's heap."""
 
 from __future__ import annotations
 
@@ -77,16 +77,16 @@ class CrossAttentionKernel:
         s = values.shape[2]
         q = np.ascontiguousarray(q, np.float32)
         context = np.empty((b, h, t, dh), np.float32)
-        work = _kept(self._local, b * h * t * s, np.float32).reshape(b, h, t, s)
-        kept = np.empty((b, h, t, s), np.float32) if scores else work  # softmax in place
-        arrays = (q, keys, values, context, kept, work)
+        work = kept(self._local, b * h * t * s, np.float32).reshape(b, h, t, s)
+        raw = np.empty((b, h, t, s), np.float32) if scores else work  # softmax in place
+        arrays = (q, keys, values, context, raw, work)
         pointers = [ctypes.c_void_p(a.ctypes.data) for a in arrays]
         extra = []
         if keys.dtype == np.int8:  # a prompt's rows in bfloat16 pairs need this scratch
             size = self._scratch_size(dh, s, self.threads) if t >= 8 else 0
-            extra.append(ctypes.c_void_p(_kept(self._wide, size, np.uint8).ctypes.data))
+            extra.append(ctypes.c_void_p(kept(self._wide, size, np.uint8).ctypes.data))
         self._xattn[keys.dtype](*pointers, b * h, t, dh, s, self.threads, *extra)
-        return context, kept if scores else None
+        return context, raw if scores else None
 
 
 class CrossQuantizer:
@@ -156,7 +156,7 @@ class SelfAttentionKernel:
         context = np.empty((b, t, width), np.float32) if out is None else out
         assert context.shape == q.shape and context.flags.c_contiguous
         dims = (b, t, heads, width // heads, self.threads)
-        scratch = _kept(self._local, self._size(*dims), np.uint8)  # packed heads, per thread
+        scratch = kept(self._local, self._size(*dims), np.uint8)  # packed heads, per thread
         pointers = [ctypes.c_void_p(a.ctypes.data) for a in (q, k, v, context)]
         self._sattn(*pointers, *dims, ctypes.c_void_p(scratch.ctypes.data))
         return context
@@ -183,7 +183,7 @@ class LogitsKernel:
         return out.reshape(*x.shape[:-1], n)
 
 
-def _kept(local: threading.local, n: int, dtype: type) -> np.ndarray:
+def kept(local: threading.local, n: int, dtype: type) -> np.ndarray:
     """This thread's buffer of ``n`` items of ``dtype`` (grown when short, kept between calls)."""
     buffer = getattr(local, "buffer", None)
     if buffer is None or buffer.size < n or buffer.dtype != dtype:
